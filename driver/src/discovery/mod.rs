@@ -1,0 +1,1 @@
+//! NIC discovery (not yet written)

@@ -1,0 +1,15 @@
+//! netclaim: a Kubernetes DRA network driver.
+//!
+//! See `docs/design.md` for the architecture. An NRI event lands in [`nri::plugin`], which
+//! calls [`hooks`]; a kubelet DRA call lands in [`prepare`].
+
+pub mod attach;
+pub mod checkpoint;
+pub mod cli;
+pub mod discovery;
+pub mod hooks;
+pub mod netlink;
+pub mod nri;
+pub mod prepare;
+pub mod state;
+pub mod status;

@@ -1,0 +1,9 @@
+//! Node-level test harness for netclaim: stand-ins for the parts that cannot run on a test
+//! machine (kube-apiserver, kubelet, a container runtime's NRI side), each speaking the real
+//! wire protocol, and network-namespace fixtures.
+#![allow(clippy::unwrap_used)]
+
+pub mod apiserver;
+pub mod kubelet;
+pub mod netns;
+pub mod runtime;
