@@ -1,1 +1,103 @@
-//! (not yet written)
+//! Network-namespace fixtures: every networking test builds its "node" and "pods" inside
+//! namespaces it creates itself, so nothing on the host (eth0, its routes) is ever touched.
+//!
+//! Namespaces are made with `ip netns add` (so they appear under `/run/netns/<name>` like
+//! the ones a container runtime pins) and deleted on drop. Interfaces created inside die
+//! with the namespace.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace owned by a test; deleted on drop.
+#[derive(Debug)]
+pub struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    /// Creates `nc-<prefix>-<pid>-<n>` with its loopback up.
+    pub fn new(prefix: &str) -> Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("nc-{prefix}-{}-{n}", std::process::id());
+        run("ip", &["netns", "add", &name])?;
+        let netns = Self { name };
+        netns.ip(&["link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    /// The namespace's name (as `ip netns` knows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bind-mounted namespace file, as a runtime would pass it to NRI.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Runs `ip -n <ns> <args>` and returns its stdout.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`, which also remounts /sys so
+    /// that sysfs shows this namespace's devices).
+    pub fn exec(&self, cmd: &[&str]) -> Result<String> {
+        let mut full = vec!["netns", "exec", self.name.as_str()];
+        full.extend_from_slice(cmd);
+        run("ip", &full)
+    }
+
+    /// Whether an interface of that name exists in the namespace.
+    pub fn has_link(&self, ifname: &str) -> bool {
+        self.ip(&["link", "show", "dev", ifname]).is_ok()
+    }
+
+    /// `ip -j addr show dev <ifname>` parsed as JSON.
+    pub fn link_json(&self, ifname: &str) -> Result<serde_json::Value> {
+        let out = self.ip(&["-j", "-d", "addr", "show", "dev", ifname])?;
+        let mut parsed: Vec<serde_json::Value> =
+            serde_json::from_str(&out).with_context(|| format!("parsing ip -j output for {ifname}"))?;
+        if parsed.is_empty() {
+            bail!("no link {ifname} in {}", self.name);
+        }
+        Ok(parsed.swap_remove(0))
+    }
+
+    /// Creates a veth pair with both ends in this namespace.
+    pub fn add_veth(&self, name: &str, peer: &str) -> Result<()> {
+        self.ip(&["link", "add", name, "type", "veth", "peer", "name", peer])
+            .map(drop)
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        if let Err(err) = run("ip", &["netns", "del", &self.name]) {
+            eprintln!("cleanup: {err:#}");
+        }
+    }
+}
+
+/// Runs a command, failing with its stderr when it exits non-zero.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
