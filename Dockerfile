@@ -1,0 +1,23 @@
+# netclaim driver image: the binary on a small, date-pinned Debian base, nothing else.
+#
+#   docker build -t netclaim:dev .
+#
+# The binary speaks netlink, gRPC and NRI itself and uses rustls: it needs no `ip`, no
+# OpenSSL, no shell. At run time (examples/install/daemonset.yaml) the container needs:
+#   - hostNetwork: true           (to see the node's NICs and its default route)
+#   - capabilities NET_ADMIN      (netlink: move, rename, address, route)
+#                  SYS_ADMIN      (setns into pod network namespaces)
+#   - host mounts: /var/lib/kubelet/plugins_registry and /var/lib/kubelet/plugins (sockets
+#     and checkpoint), /var/run/nri (the NRI socket), /var/run/netns with HostToContainer
+#     propagation (pod netns files), /sys read-only (PCI, NUMA, SR-IOV, RDMA facts).
+# Pinned to the same Debian snapshot date as the build base; bump both together.
+
+FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p netclaim --bin netclaim
+
+FROM docker.io/library/debian:bookworm-20250520-slim
+COPY --from=build /src/target/release/netclaim /usr/bin/netclaim
+ENTRYPOINT ["/usr/bin/netclaim"]
+CMD ["run"]
