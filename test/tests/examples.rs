@@ -1,0 +1,169 @@
+//! Every manifest in `examples/` parses into the typed Kubernetes objects it claims to be,
+//! every CEL selector compiles, and every opaque config for `netclaim.dev` passes the
+//! driver's own validator. (Field-level schema strictness is checked by
+//! `hack/validate-manifests.sh` with the official OpenAPI schemas.)
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::resource::v1::{
+    DeviceClass, DeviceRequest, OpaqueDeviceConfiguration, ResourceClaimTemplate,
+};
+use serde::Deserialize;
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn manifest_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![examples_dir()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    assert!(!files.is_empty(), "no manifests found under examples/");
+    files
+}
+
+/// What the checks found, so the test can assert it saw the object kinds it expects.
+#[derive(Default)]
+struct Seen {
+    kinds: Vec<String>,
+    selectors: usize,
+    opaque_configs: usize,
+}
+
+fn documents(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn compile_selector(expression: &str, origin: &str, seen: &mut Seen) {
+    if let Err(err) = cel::Program::compile(expression) {
+        panic!("{origin}: CEL selector does not compile: {expression}\n{err}");
+    }
+    seen.selectors += 1;
+}
+
+fn check_opaque(opaque: &OpaqueDeviceConfiguration, origin: &str, seen: &mut Seen) {
+    if opaque.driver != netclaim_api::DRIVER_NAME {
+        return;
+    }
+    let raw = serde_json::to_vec(&opaque.parameters.0).unwrap();
+    if let Err(err) = netclaim_api::parse_config(&raw) {
+        panic!("{origin}: opaque config rejected by netclaim's validator: {err}");
+    }
+    seen.opaque_configs += 1;
+}
+
+fn check_request(request: &DeviceRequest, origin: &str, seen: &mut Seen) {
+    let exact = request.exactly.iter();
+    let alternatives = request.first_available.iter().flatten();
+    for selector in exact
+        .flat_map(|e| e.selectors.iter().flatten())
+        .chain(alternatives.flat_map(|a| a.selectors.iter().flatten()))
+    {
+        if let Some(cel) = &selector.cel {
+            compile_selector(&cel.expression, origin, seen);
+        }
+    }
+}
+
+fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
+    let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+    match kind.as_str() {
+        "DeviceClass" => {
+            let class: DeviceClass = serde_json::from_value(doc).unwrap();
+            for selector in class.spec.selectors.iter().flatten() {
+                if let Some(cel) = &selector.cel {
+                    compile_selector(&cel.expression, origin, seen);
+                }
+            }
+            for config in class.spec.config.iter().flatten() {
+                if let Some(opaque) = &config.opaque {
+                    check_opaque(opaque, origin, seen);
+                }
+            }
+        }
+        "ResourceClaimTemplate" => {
+            let template: ResourceClaimTemplate = serde_json::from_value(doc).unwrap();
+            let devices = template.spec.spec.devices.unwrap_or_default();
+            for request in devices.requests.iter().flatten() {
+                check_request(request, origin, seen);
+            }
+            for config in devices.config.iter().flatten() {
+                if let Some(opaque) = &config.opaque {
+                    check_opaque(opaque, origin, seen);
+                }
+            }
+        }
+        "Pod" => {
+            let pod: Pod = serde_json::from_value(doc).unwrap();
+            let spec = pod.spec.unwrap();
+            assert!(
+                spec.resource_claims.is_some_and(|c| !c.is_empty()),
+                "{origin}: example pod without resourceClaims"
+            );
+        }
+        "DaemonSet" => {
+            let ds: DaemonSet = serde_json::from_value(doc).unwrap();
+            let pod_spec = ds.spec.unwrap().template.spec.unwrap();
+            let container = &pod_spec.containers[0];
+            for env in container.env.iter().flatten() {
+                if env.name == "NETCLAIM_FILTER" {
+                    compile_selector(env.value.as_deref().unwrap(), origin, seen);
+                }
+            }
+        }
+        "ServiceAccount" => drop(serde_json::from_value::<ServiceAccount>(doc).unwrap()),
+        "ClusterRole" => drop(serde_json::from_value::<ClusterRole>(doc).unwrap()),
+        "ClusterRoleBinding" => drop(serde_json::from_value::<ClusterRoleBinding>(doc).unwrap()),
+        other => panic!("{origin}: unexpected kind {other:?} in examples/"),
+    }
+    seen.kinds.push(kind);
+}
+
+#[test]
+fn every_example_manifest_is_typed_compiles_and_validates() {
+    let mut seen = Seen::default();
+    for path in manifest_files() {
+        for (index, doc) in documents(&path).into_iter().enumerate() {
+            let origin = format!("{}#{index}", path.display());
+            check_document(doc, &origin, &mut seen);
+        }
+    }
+    for kind in ["DeviceClass", "ResourceClaimTemplate", "Pod", "DaemonSet", "ClusterRole"] {
+        assert!(seen.kinds.iter().any(|k| k == kind), "no {kind} in examples/");
+    }
+    assert!(seen.selectors >= 5, "only {} CEL selectors checked", seen.selectors);
+    assert!(seen.opaque_configs >= 4, "only {} opaque configs checked", seen.opaque_configs);
+}
+
+#[test]
+fn a_bad_opaque_config_is_caught_by_the_same_check() {
+    // Guards the test above against passing vacuously: the same path must reject this.
+    let opaque: OpaqueDeviceConfiguration = serde_json::from_value(serde_json::json!({
+        "driver": "netclaim.dev",
+        "parameters": {
+            "apiVersion": "netclaim.dev/v1alpha1",
+            "kind": "NetworkConfig",
+            "interface": {"mtu": 70000, "adresses": []}
+        }
+    }))
+    .unwrap();
+    let result = std::panic::catch_unwind(|| check_opaque(&opaque, "inline", &mut Seen::default()));
+    assert!(result.is_err());
+}
