@@ -27,12 +27,24 @@ pub struct NetworkConfig {
     pub interface: InterfaceConfig,
 }
 
+impl NetworkConfig {
+    /// A config of the current `apiVersion` and `kind` for `interface`.
+    pub fn for_interface(interface: InterfaceConfig) -> Self {
+        Self {
+            api_version: API_VERSION.to_owned(),
+            kind: KIND.to_owned(),
+            interface,
+        }
+    }
+}
+
 /// How a claimed interface is configured inside the pod.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InterfaceConfig {
     /// The interface name inside the pod; defaults to the host name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15))]
     pub name: Option<String>,
     /// Static addresses in CIDR form (`192.0.2.10/24`, `2001:db8::10/64`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -40,6 +52,7 @@ pub struct InterfaceConfig {
     pub addresses: Vec<IpNet>,
     /// MTU inside the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 68, max = 65535))]
     pub mtu: Option<u32>,
     /// MAC address inside the pod (`02:00:00:00:00:01`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,9 +145,11 @@ pub struct NeighborConfig {
 pub struct Sysctls {
     /// `net.ipv4.conf.<if>.arp_ignore` (0-8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 8))]
     pub arp_ignore: Option<u8>,
     /// `net.ipv4.conf.<if>.arp_announce` (0-2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2))]
     pub arp_announce: Option<u8>,
     /// `net.ipv4.conf.<if>.forwarding` and `net.ipv6.conf.<if>.forwarding`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,10 +1,31 @@
 //! netclaim's API: the opaque configuration a DeviceClass or ResourceClaim passes to the
 //! `netclaim.dev` driver, the attribute names netclaim publishes, and their validation.
 //! Pure data: no I/O.
+//!
+//! - [`parse_config`]: strict JSON parsing with field paths, then [`NetworkConfig::validate`].
+//! - [`configs_for_request`], [`merge_configs`]: which configs apply to a request and how
+//!   class and claim configs combine (see [`merge`] for the precedence).
+//! - [`attributes`]: attribute names and the API's limits on names and values.
+//! - [`schema`]: the JSON Schema of [`NetworkConfig`].
 
+pub mod attributes;
 pub mod config;
+pub mod error;
+pub mod mac;
+pub mod merge;
+pub mod parse;
+pub mod schema;
+pub mod validate;
 
-pub use config::{InterfaceConfig, NetworkConfig, NeighborConfig, RouteConfig, RouteScope, RuleConfig, Sysctls};
+pub use config::{
+    API_VERSION, InterfaceConfig, KIND, NeighborConfig, NetworkConfig, RouteConfig, RouteScope,
+    RuleConfig, Sysctls,
+};
+pub use error::{ConfigError, FieldError};
+pub use merge::{
+    ConfigSource, SourcedConfig, configs_for_request, merge_configs, merge_for_request,
+};
+pub use parse::parse_config;
 
 /// The DRA driver name netclaim registers and publishes under.
 pub const DRIVER_NAME: &str = "netclaim.dev";

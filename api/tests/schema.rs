@@ -1,0 +1,69 @@
+//! The committed JSON Schema matches the types.
+// Test helpers outside #[test] fns may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use netclaim_api::schema::{network_config_schema, network_config_schema_text};
+use serde_json::Value;
+
+const SCHEMA_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/schema/networkconfig.schema.json"
+);
+
+#[test]
+fn committed_schema_is_current() {
+    let generated = network_config_schema_text();
+    if std::env::var_os("NETCLAIM_UPDATE_SCHEMA").is_some() {
+        std::fs::write(SCHEMA_FILE, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(Path::new(SCHEMA_FILE)).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{SCHEMA_FILE} is stale; regenerate it with NETCLAIM_UPDATE_SCHEMA=1 cargo test -p netclaim-api"
+    );
+}
+
+/// Every object schema with properties forbids unknown ones, as `deny_unknown_fields` does.
+fn assert_closed_objects(schema: &Value, at: &str, seen: &mut usize) {
+    match schema {
+        Value::Object(map) => {
+            if map.contains_key("properties") {
+                *seen += 1;
+                assert_eq!(
+                    map.get("additionalProperties"),
+                    Some(&Value::Bool(false)),
+                    "object schema at {at} allows unknown fields"
+                );
+            }
+            for (key, value) in map {
+                assert_closed_objects(value, &format!("{at}/{key}"), seen);
+            }
+        }
+        Value::Array(items) => {
+            for (i, value) in items.iter().enumerate() {
+                assert_closed_objects(value, &format!("{at}/{i}"), seen);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_object_forbids_unknown_fields() {
+    let mut objects = 0;
+    assert_closed_objects(&network_config_schema(), "#", &mut objects);
+    // NetworkConfig, InterfaceConfig, RouteConfig, RuleConfig, NeighborConfig, Sysctls.
+    assert_eq!(objects, 6);
+}
+
+#[test]
+fn required_fields_are_required() {
+    let schema = network_config_schema();
+    let required = schema["required"].as_array().unwrap();
+    assert!(required.contains(&Value::from("apiVersion")));
+    assert!(required.contains(&Value::from("kind")));
+    let route = &schema["$defs"]["RouteConfig"];
+    assert_eq!(route["required"], serde_json::json!(["destination"]));
+}
