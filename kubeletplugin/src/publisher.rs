@@ -1,10 +1,70 @@
 //! Publishes a driver's devices as this node's `resource.k8s.io/v1` ResourceSlices.
 //!
-//! CONTRACT (types and method signatures are fixed; bodies are being written).
+//! # Example
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use kubeletplugin::{DriverResources, Pool, PublisherConfig, ResourceSlicePublisher};
+//!
+//! let client = kube::Client::try_default().await?;
+//! let publisher = ResourceSlicePublisher::start(
+//!     client,
+//!     PublisherConfig {
+//!         driver_name: "netclaim.dev".into(),
+//!         node_name: "node-a".into(),
+//!         node_uid: None,
+//!     },
+//! );
+//! let device = serde_json::from_value(serde_json::json!({ "name": "eth1" }))?;
+//! let mut resources = DriverResources::default();
+//! resources.pools.insert("node-a".into(), Pool { devices: vec![device] });
+//! publisher.update(resources);
+//!
+//! // Wait until it is written.
+//! let mut status = publisher.status();
+//! status.wait_for(|s| s.synced_generation >= 1).await?;
+//! publisher.shutdown(true).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//! - Slices are created with `generateName` `<node>-<driver>-` (made a DNS subdomain), carry
+//!   `spec.driver`, `spec.nodeName`, `spec.pool {name, generation, resourceSliceCount}` and a
+//!   controller owner reference to the Node, so the API server's garbage collector removes
+//!   them with the node.
+//! - A pool is split into slices of at most 128 devices (64 when any of its devices has
+//!   taints or consumes counters). When a pool's content differs from what is published, its
+//!   generation is raised above every published slice's generation for that pool and all its
+//!   slices are rewritten: existing slice objects are updated, missing ones created, surplus
+//!   ones and slices of pools that no longer exist deleted. Nothing is written when the
+//!   published slices already equal the desired ones.
+//! - The publisher watches this node's slices of this driver, so slices deleted or changed
+//!   by someone else are repaired.
+//! - Conflicts (409), throttling (429), server errors (5xx), a missing Node (404) and
+//!   transport errors are retried with capped exponential backoff and jitter. Other API
+//!   rejections (e.g. 422 Invalid) are reported in [`PublishStatus::last_error`] and a
+//!   `tracing` warning, and retried only after a minute or on the next
+//!   [`ResourceSlicePublisher::update`], never in a hot loop.
+//! - Generations of a pool only grow, also when someone deletes all of its slices.
+//!
+//! # Assumptions
+//! - Nobody else writes slices for this node and driver (the kubelet may delete them).
+//! - Device names are unique within a pool.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use k8s_openapi::api::resource::v1::Device;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::resource::v1::{Device, ResourcePool, ResourceSlice, ResourceSliceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Everything a driver offers on this node, by pool name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,38 +94,577 @@ pub struct PublisherConfig {
 /// The publisher's view of its last attempt, for drivers and tests to observe.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PublishStatus {
-    /// How many times the desired resources were fully written.
+    /// How many times the desired resources were fully written: it grows after every
+    /// successful pass that wrote something or that confirmed a new [`DriverResources`].
     pub synced_generation: u64,
     /// The last error (API rejection or transport failure), cleared on success.
     pub last_error: Option<String>,
 }
+
+/// Most devices in one slice.
+pub const MAX_DEVICES_PER_SLICE: usize = 128;
+/// Most devices in one slice when a device has taints or consumes counters.
+pub const MAX_DEVICES_PER_SLICE_WITH_TAINTS_OR_COUNTERS: usize = 64;
+
+/// First retry delay after a retryable failure.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+/// Longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// When to try again after the API rejected what was written (e.g. 422 Invalid).
+const REJECTED_RETRY: Duration = Duration::from_secs(60);
+/// Attempts at deleting this node's slices on shutdown.
+const SHUTDOWN_DELETE_ATTEMPTS: u32 = 5;
 
 /// Keeps this node's ResourceSlices equal to the latest [`DriverResources`] it was given.
 ///
 /// It runs a background task: [`ResourceSlicePublisher::update`] never blocks and the
 /// latest call wins.
 pub struct ResourceSlicePublisher {
-    _private: (),
+    desired: watch::Sender<Option<DriverResources>>,
+    status: watch::Receiver<PublishStatus>,
+    stop: CancellationToken,
+    delete_on_stop: Arc<AtomicBool>,
+    task: JoinHandle<()>,
 }
 
 impl ResourceSlicePublisher {
-    /// Starts the publisher's background task.
-    pub fn start(_client: kube::Client, _config: PublisherConfig) -> Self {
-        todo!("being written")
+    /// Starts the publisher's background task. Until the first [`Self::update`], it writes
+    /// nothing (existing slices are left alone).
+    pub fn start(client: kube::Client, config: PublisherConfig) -> Self {
+        let (desired, desired_rx) = watch::channel(None);
+        let (status_tx, status) = watch::channel(PublishStatus::default());
+        let stop = CancellationToken::new();
+        let delete_on_stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            slices: Api::all(client.clone()),
+            nodes: Api::all(client),
+            node_uid: config.node_uid.clone(),
+            config,
+            status: status_tx,
+            generations: BTreeMap::new(),
+        };
+        let task = tokio::spawn(worker.run(desired_rx, stop.clone(), delete_on_stop.clone()));
+        ResourceSlicePublisher {
+            desired,
+            status,
+            stop,
+            delete_on_stop,
+            task,
+        }
     }
 
     /// Sets what should be published; returns at once.
-    pub fn update(&self, _resources: DriverResources) {
-        todo!("being written")
+    pub fn update(&self, resources: DriverResources) {
+        self.desired.send_replace(Some(resources));
     }
 
     /// A receiver that sees every change of [`PublishStatus`].
-    pub fn status(&self) -> tokio::sync::watch::Receiver<PublishStatus> {
-        todo!("being written")
+    pub fn status(&self) -> watch::Receiver<PublishStatus> {
+        self.status.clone()
     }
 
     /// Stops the task; with `delete_slices`, deletes this node's slices of this driver first.
-    pub async fn shutdown(self, _delete_slices: bool) {
-        todo!("being written")
+    pub async fn shutdown(self, delete_slices: bool) {
+        self.delete_on_stop.store(delete_slices, Ordering::SeqCst);
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "ResourceSlice publisher task failed");
+        }
+    }
+}
+
+/// The background task's state.
+struct Worker {
+    slices: Api<ResourceSlice>,
+    nodes: Api<Node>,
+    config: PublisherConfig,
+    node_uid: Option<String>,
+    status: watch::Sender<PublishStatus>,
+    /// The last generation written per pool, so generations only grow even when someone
+    /// deletes all of a pool's slices.
+    generations: BTreeMap<String, i64>,
+}
+
+/// What one reconcile pass did.
+#[derive(Default)]
+struct PassOutcome {
+    wrote: bool,
+    retryable: Vec<String>,
+    rejected: Vec<String>,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut desired: watch::Receiver<Option<DriverResources>>,
+        stop: CancellationToken,
+        delete_on_stop: Arc<AtomicBool>,
+    ) {
+        let selector = self.field_selector();
+        // The watch only triggers passes; each pass lists afresh, so a lagging watch never
+        // makes the publisher write from stale data.
+        let mut triggers = watcher(
+            self.slices.clone(),
+            watcher::Config::default().fields(&selector),
+        )
+        .default_backoff()
+        .boxed();
+        let mut backoff = Backoff::default();
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut dirty = false;
+        let mut new_desired = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    // New desired state: try at once, whatever the backoff said.
+                    dirty = true;
+                    new_desired = true;
+                    retry_at = None;
+                    backoff.reset();
+                }
+                event = triggers.next() => match event {
+                    Some(Ok(_)) => dirty = true,
+                    // The watcher re-lists and backs off by itself; a pass is still worth it.
+                    Some(Err(error)) => tracing::debug!(%error, "ResourceSlice watch failed"),
+                    None => break,
+                },
+                _ = sleep_until_opt(retry_at) => {
+                    retry_at = None;
+                    dirty = true;
+                }
+            }
+            // While a retry is pending, other triggers wait for it: no hammering a failing API.
+            if !dirty || retry_at.is_some() {
+                continue;
+            }
+            let Some(resources) = desired.borrow_and_update().clone() else {
+                continue;
+            };
+            dirty = false;
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => break,
+                outcome = self.reconcile(&resources) => outcome,
+            };
+            if outcome.retryable.is_empty() && outcome.rejected.is_empty() {
+                backoff.reset();
+                let confirmed = outcome.wrote || new_desired;
+                new_desired = false;
+                self.status.send_if_modified(|s| {
+                    let changed = confirmed || s.last_error.is_some();
+                    s.synced_generation += u64::from(confirmed);
+                    s.last_error = None;
+                    changed
+                });
+                continue;
+            }
+            let mut errors = outcome.rejected.clone();
+            errors.extend(outcome.retryable.iter().cloned());
+            let message = errors.join("; ");
+            tracing::warn!(error = %message, "publishing ResourceSlices failed");
+            self.status.send_if_modified(|s| {
+                let changed = s.last_error.as_deref() != Some(message.as_str());
+                s.last_error = Some(message.clone());
+                changed
+            });
+            // Retryable failures come back soon; rejections only after a long pause (or a new
+            // update), so a bad device cannot make the publisher rewrite its pool in a loop.
+            let delay = if outcome.retryable.is_empty() {
+                REJECTED_RETRY
+            } else {
+                backoff.next_delay()
+            };
+            retry_at = Some(tokio::time::Instant::now() + delay);
+        }
+        if delete_on_stop.load(Ordering::SeqCst) {
+            self.delete_all().await;
+        }
+    }
+
+    fn field_selector(&self) -> String {
+        format!(
+            "spec.nodeName={},spec.driver={}",
+            self.config.node_name, self.config.driver_name
+        )
+    }
+
+    /// One pass: list what is published, compare with `resources`, write the difference.
+    async fn reconcile(&mut self, resources: &DriverResources) -> PassOutcome {
+        let mut outcome = PassOutcome::default();
+        let owner = match self.node_owner().await {
+            Ok(owner) => owner,
+            Err(error) => {
+                record(&mut outcome, "looking up the Node", error);
+                return outcome;
+            }
+        };
+        let listed = match self
+            .slices
+            .list(&ListParams::default().fields(&self.field_selector()))
+            .await
+        {
+            Ok(list) => list.items,
+            Err(error) => {
+                record(&mut outcome, "listing ResourceSlices", error);
+                return outcome;
+            }
+        };
+        let mut by_pool: BTreeMap<String, Vec<ResourceSlice>> = BTreeMap::new();
+        for slice in listed {
+            by_pool
+                .entry(slice.spec.pool.name.clone())
+                .or_default()
+                .push(slice);
+        }
+        for (pool_name, pool) in &resources.pools {
+            let published = by_pool.remove(pool_name).unwrap_or_default();
+            self.sync_pool(pool_name, pool, published, &owner, &mut outcome)
+                .await;
+        }
+        // Whatever is left belongs to pools that no longer exist.
+        for slice in by_pool.into_values().flatten() {
+            self.delete_slice(&slice, &mut outcome).await;
+        }
+        outcome
+    }
+
+    async fn node_owner(&mut self) -> Result<OwnerReference, kube::Error> {
+        let uid = match &self.node_uid {
+            Some(uid) => uid.clone(),
+            None => {
+                let node = self.nodes.get(&self.config.node_name).await?;
+                let uid = node.metadata.uid.unwrap_or_default();
+                self.node_uid = Some(uid.clone());
+                uid
+            }
+        };
+        Ok(OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: self.config.node_name.clone(),
+            uid,
+            controller: Some(true),
+            block_owner_deletion: None,
+        })
+    }
+
+    /// Rewrites one pool's slices at a new generation unless they already match.
+    async fn sync_pool(
+        &mut self,
+        pool_name: &str,
+        pool: &Pool,
+        mut published: Vec<ResourceSlice>,
+        owner: &OwnerReference,
+        outcome: &mut PassOutcome,
+    ) {
+        let chunks = split_devices(&pool.devices);
+        if self.is_current(pool_name, &chunks, &published, owner) {
+            return;
+        }
+        let highest_published = published.iter().map(|s| s.spec.pool.generation).max();
+        let remembered = self.generations.get(pool_name).copied();
+        let generation = highest_published.max(remembered).map_or(1, |g| g + 1);
+        self.generations.insert(pool_name.to_string(), generation);
+        let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
+        published.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let mut existing = published.into_iter();
+        for devices in chunks {
+            let spec = self.slice_spec(pool_name, generation, count, devices);
+            match existing.next() {
+                Some(slice) => self.update_slice(slice, spec, owner, outcome).await,
+                None => self.create_slice(spec, owner, outcome).await,
+            }
+        }
+        for surplus in existing {
+            self.delete_slice(&surplus, outcome).await;
+        }
+    }
+
+    /// Whether the published slices of a pool are exactly the desired chunks, at one
+    /// generation, with the right count and owner.
+    fn is_current(
+        &self,
+        pool_name: &str,
+        chunks: &[Vec<Device>],
+        published: &[ResourceSlice],
+        owner: &OwnerReference,
+    ) -> bool {
+        let Some(generation) = published.first().map(|s| s.spec.pool.generation) else {
+            return false;
+        };
+        let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
+        let mut unmatched: Vec<&Vec<Device>> = chunks.iter().collect();
+        published.len() == chunks.len()
+            && published.iter().all(|slice| {
+                let spec = &slice.spec;
+                let devices = spec.devices.clone().unwrap_or_default();
+                let owned = slice
+                    .metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|refs| refs.contains(owner));
+                let position = unmatched.iter().position(|chunk| **chunk == devices);
+                if let Some(position) = position {
+                    unmatched.swap_remove(position);
+                }
+                owned
+                    && position.is_some()
+                    && spec.pool.generation == generation
+                    && spec.pool.resource_slice_count == count
+                    && spec.pool.name == pool_name
+                    && spec.all_nodes.is_none()
+                    && spec.node_selector.is_none()
+                    && spec.per_device_node_selection.is_none()
+                    && spec.shared_counters.is_none()
+            })
+    }
+
+    fn slice_spec(
+        &self,
+        pool_name: &str,
+        generation: i64,
+        count: i64,
+        devices: Vec<Device>,
+    ) -> ResourceSliceSpec {
+        ResourceSliceSpec {
+            driver: self.config.driver_name.clone(),
+            node_name: Some(self.config.node_name.clone()),
+            pool: ResourcePool {
+                name: pool_name.to_string(),
+                generation,
+                resource_slice_count: count,
+            },
+            devices: Some(devices),
+            ..ResourceSliceSpec::default()
+        }
+    }
+
+    async fn create_slice(
+        &self,
+        spec: ResourceSliceSpec,
+        owner: &OwnerReference,
+        outcome: &mut PassOutcome,
+    ) {
+        let slice = ResourceSlice {
+            metadata: ObjectMeta {
+                generate_name: Some(slice_name_prefix(
+                    &self.config.node_name,
+                    &self.config.driver_name,
+                )),
+                owner_references: Some(vec![owner.clone()]),
+                ..ObjectMeta::default()
+            },
+            spec,
+        };
+        match self.slices.create(&PostParams::default(), &slice).await {
+            Ok(_) => outcome.wrote = true,
+            Err(error) => record(outcome, "creating a ResourceSlice", error),
+        }
+    }
+
+    async fn update_slice(
+        &self,
+        mut slice: ResourceSlice,
+        spec: ResourceSliceSpec,
+        owner: &OwnerReference,
+        outcome: &mut PassOutcome,
+    ) {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        slice.spec = spec;
+        let refs = slice.metadata.owner_references.get_or_insert_with(Vec::new);
+        refs.retain(|r| !(r.kind == "Node" && r.api_version == "v1"));
+        refs.push(owner.clone());
+        // The listed resourceVersion stays in the object: a concurrent change is a 409.
+        match self
+            .slices
+            .replace(&name, &PostParams::default(), &slice)
+            .await
+        {
+            Ok(_) => outcome.wrote = true,
+            Err(error) => record(outcome, &format!("updating ResourceSlice {name}"), error),
+        }
+    }
+
+    async fn delete_slice(&self, slice: &ResourceSlice, outcome: &mut PassOutcome) {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        match self.slices.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => outcome.wrote = true,
+            // Already gone is what we wanted.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => record(outcome, &format!("deleting ResourceSlice {name}"), error),
+        }
+    }
+
+    /// Deletes this node's slices of this driver, retrying a few times.
+    async fn delete_all(&self) {
+        let mut backoff = Backoff::default();
+        let params = ListParams::default().fields(&self.field_selector());
+        for attempt in 1..=SHUTDOWN_DELETE_ATTEMPTS {
+            match self
+                .slices
+                .delete_collection(&DeleteParams::default(), &params)
+                .await
+            {
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "deleting this node's ResourceSlices failed");
+                    if !is_retryable(&error) {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+}
+
+/// Files an error as retryable or as a rejection, with what was being done.
+fn record(outcome: &mut PassOutcome, doing: &str, error: kube::Error) {
+    let message = format!("{doing}: {error}");
+    if is_retryable(&error) {
+        outcome.retryable.push(message);
+    } else {
+        outcome.rejected.push(message);
+    }
+}
+
+/// Conflicts, throttling, server errors, not-found (a Node not registered yet, a slice
+/// deleted under us) and transport errors pass; other API rejections do not.
+fn is_retryable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => {
+            matches!(status.code, 404 | 408 | 409 | 429) || status.code >= 500
+        }
+        _ => true,
+    }
+}
+
+/// Splits a pool's devices into slice-sized chunks; an empty pool is one empty slice, so
+/// the pool still exists for the scheduler.
+fn split_devices(devices: &[Device]) -> Vec<Vec<Device>> {
+    let constrained = devices.iter().any(|d| {
+        d.taints.as_ref().is_some_and(|t| !t.is_empty())
+            || d.consumes_counters.as_ref().is_some_and(|c| !c.is_empty())
+    });
+    let size = if constrained {
+        MAX_DEVICES_PER_SLICE_WITH_TAINTS_OR_COUNTERS
+    } else {
+        MAX_DEVICES_PER_SLICE
+    };
+    if devices.is_empty() {
+        return vec![Vec::new()];
+    }
+    devices.chunks(size).map(<[Device]>::to_vec).collect()
+}
+
+/// `<node>-<driver>-` made a valid DNS-subdomain prefix for `generateName` (the server
+/// appends 5 alphanumerics).
+pub fn slice_name_prefix(node: &str, driver: &str) -> String {
+    let raw = format!("{node}-{driver}-").to_ascii_lowercase();
+    let mapped: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let labels: Vec<&str> = mapped.split('.').collect();
+    let last = labels.len().saturating_sub(1);
+    let mut cleaned: Vec<String> = Vec::new();
+    for (index, label) in labels.iter().enumerate() {
+        let mut label = label.trim_start_matches('-').to_string();
+        if index != last {
+            label = label.trim_end_matches('-').to_string();
+            label.truncate(63);
+            label = label.trim_end_matches('-').to_string();
+        } else {
+            // The 5-character suffix lands in this label.
+            label.truncate(58);
+        }
+        if !label.is_empty() {
+            cleaned.push(label);
+        }
+    }
+    let mut prefix = cleaned.join(".");
+    prefix.truncate(248);
+    if prefix.is_empty() || !prefix.ends_with('-') && prefix.ends_with('.') {
+        prefix.push_str("slice-");
+    }
+    prefix
+}
+
+/// Capped exponential backoff with full jitter.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = BACKOFF_INITIAL
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        // Jitter between half and the full ceiling spreads retries of many nodes.
+        let half = ceiling / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_dns_subdomains() {
+        assert_eq!(
+            slice_name_prefix("node-a", "netclaim.dev"),
+            "node-a-netclaim.dev-"
+        );
+        assert_eq!(
+            slice_name_prefix("Node_A", "x.example.com"),
+            "node-a-x.example.com-"
+        );
+        assert_eq!(slice_name_prefix("n", "-weird-.dev"), "n--weird.dev-");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut backoff = Backoff::default();
+        let first = backoff.next_delay();
+        assert!(first <= BACKOFF_INITIAL);
+        for _ in 0..40 {
+            assert!(backoff.next_delay() <= BACKOFF_MAX);
+        }
+        assert!(backoff.next_delay() >= BACKOFF_MAX / 2);
+    }
+
+    #[test]
+    fn splits_at_limits() {
+        let device = |n: usize| Device {
+            name: format!("d{n}"),
+            ..Device::default()
+        };
+        let devices: Vec<Device> = (0..300).map(device).collect();
+        let sizes: Vec<usize> = split_devices(&devices).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![128, 128, 44]);
+        assert_eq!(split_devices(&[]).len(), 1);
     }
 }

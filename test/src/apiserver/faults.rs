@@ -1,0 +1,121 @@
+//! Fault injection and request accounting for tests.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A cloneable handle that injects faults into the stand-in and counts requests.
+///
+/// Methods are HTTP methods (`"GET"`, `"POST"`, `"PUT"`, `"PATCH"`, `"DELETE"`) or `"*"`;
+/// resources are plural names with an optional subresource (`"resourceslices"`,
+/// `"resourceclaims/status"`, `"nodes"`, `"events"`) or `"*"`. Watches count as `GET`.
+#[derive(Clone, Default)]
+pub struct Faults {
+    inner: Arc<Mutex<FaultState>>,
+}
+
+#[derive(Default)]
+struct FaultState {
+    failures: Vec<Failure>,
+    latency: Duration,
+    counts: BTreeMap<(String, String), usize>,
+}
+
+struct Failure {
+    method: String,
+    resource: String,
+    remaining: usize,
+    status: u16,
+}
+
+/// What the handler should do with a request, decided before it touches the store.
+pub(crate) enum Injected {
+    /// Serve the request normally.
+    None,
+    /// Answer with this HTTP status and a `metav1.Status` body.
+    Fail(u16),
+}
+
+const WRITE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
+
+impl Faults {
+    /// The next `count` requests with this HTTP method on this resource fail with `status`
+    /// (e.g. 500, 503, 429) and a `metav1.Status` body.
+    pub fn fail_next(&self, method: &str, resource: &str, count: usize, status: u16) {
+        self.lock().failures.push(Failure {
+            method: method.to_ascii_uppercase(),
+            resource: resource.to_string(),
+            remaining: count,
+            status,
+        });
+    }
+
+    /// The next `count` writes (POST, PUT, PATCH, DELETE) on `resource` answer 409 Conflict.
+    pub fn conflict_next(&self, resource: &str, count: usize) {
+        let mut state = self.lock();
+        // One rule per write method would each allow `count`; a shared rule on "WRITE"
+        // keeps the total at `count`.
+        state.failures.push(Failure {
+            method: "WRITE".to_string(),
+            resource: resource.to_string(),
+            remaining: count,
+            status: 409,
+        });
+    }
+
+    /// Adds latency to every request.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// How many requests were received, by (method, resource); `"*"` matches any. Requests
+    /// failed by injected faults count too, so tests can assert retries.
+    pub fn request_count(&self, method: &str, resource: &str) -> usize {
+        let method = method.to_ascii_uppercase();
+        self.lock()
+            .counts
+            .iter()
+            .filter(|((m, r), _)| matches(&method, m) && matches(resource, r))
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        self.lock().latency
+    }
+
+    /// Counts the request and takes the first matching injected failure, if any.
+    pub(crate) fn on_request(&self, method: &str, resource: &str) -> Injected {
+        let mut state = self.lock();
+        *state
+            .counts
+            .entry((method.to_string(), resource.to_string()))
+            .or_default() += 1;
+        let is_write = WRITE_METHODS.contains(&method);
+        let rule = state.failures.iter_mut().find(|rule| {
+            rule.remaining > 0
+                && matches(&rule.resource, resource)
+                && (matches(&rule.method, method) || (rule.method == "WRITE" && is_write))
+        });
+        let injected = match rule {
+            Some(rule) => {
+                rule.remaining -= 1;
+                Injected::Fail(rule.status)
+            }
+            None => Injected::None,
+        };
+        state.failures.retain(|rule| rule.remaining > 0);
+        injected
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FaultState> {
+        // A panic while holding this lock cannot leave the counters inconsistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn matches(pattern: &str, value: &str) -> bool {
+    pattern == "*" || pattern == value
+}

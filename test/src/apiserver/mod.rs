@@ -1,0 +1,187 @@
+//! An API server stand-in for the parts of kube-apiserver that netclaim talks to.
+//!
+//! It serves the real Kubernetes REST protocol over plain HTTP on `127.0.0.1`, so the real
+//! `kube` client (and `kubectl`, with the written kubeconfig) can talk to it unchanged.
+//!
+//! # What it models
+//! - Resources: `resource.k8s.io/v1` ResourceSlices, DeviceClasses (cluster-scoped),
+//!   ResourceClaims (namespaced, with a `status` subresource) and ResourceClaimTemplates;
+//!   `v1` Nodes (with `status`), Pods (stored only), Events; `events.k8s.io/v1` Events;
+//!   `k8s.cni.cncf.io/v1` NetworkAttachmentDefinitions. Discovery: `/version`, `/api`,
+//!   `/apis`, `/api/v1`, `/apis/<group>/<version>`.
+//! - Verbs: get, list (`fieldSelector` with `=`, `==`, `!=` on any dotted field path such as
+//!   `spec.driver`, `spec.nodeName`, `metadata.name`, `metadata.namespace`; `labelSelector`
+//!   with `=`, `==`, `!=`, `key`, `!key`; `limit` and `continue`), watch (newline-delimited
+//!   WatchEvents; no `resourceVersion` or `"0"` starts with synthetic ADDED events for the
+//!   current state, a later `resourceVersion` replays the retained history after it;
+//!   `sendInitialEvents=true` ends the initial events with the `k8s.io/initial-events-end`
+//!   bookmark; `timeoutSeconds` honoured; objects leaving or entering a selector are sent as
+//!   DELETED/ADDED), create (`generateName`, uid, creationTimestamp, generation,
+//!   resourceVersion from one global counter), replace (PUT; a stale `resourceVersion` is 409
+//!   Conflict, an empty one is an unconditional update), delete (with `preconditions`,
+//!   finalizers honoured by setting `deletionTimestamp`), deletecollection, JSON patch
+//!   (`application/json-patch+json`; a `metadata.resourceVersion` it leaves behind that
+//!   differs from the stored one is a 409), JSON merge patch
+//!   (`application/merge-patch+json`, also used for `strategic-merge-patch+json`, which is
+//!   exact for the map-only patches kube sends), and server-side apply
+//!   (`application/apply-patch+yaml`) with per-manager field ownership, conflicts, `force`,
+//!   removal of fields a manager stops applying, and the real list keys for `listType=map`
+//!   lists (`status.devices` by driver/pool/device/shareID, `conditions` by type,
+//!   `status.reservedFor` by uid, `ownerReferences` by uid).
+//! - Status subresources: writes to the main resource keep the stored `status`; writes to
+//!   `/status` keep everything but `status` (and metadata labels/annotations), as the real
+//!   registry strategies do. Creating a ResourceClaim drops its `status`, as the real API does.
+//! - Validation of the raw JSON received, with 422 Invalid and a `metav1.Status` naming the
+//!   field: ResourceSlice spec (see [`validation`]), ResourceClaim `status.devices`,
+//!   object names.
+//! - Faults for tests: [`Faults`] injects failures, conflicts and latency and counts requests.
+//!
+//! # What it does NOT model
+//! No authentication or authorization, no TLS, no admission (no defaulting webhooks, no
+//! quota), no CEL validation rules beyond the ones written out in [`validation`], no garbage
+//! collection (ownerReferences are stored, never acted on), no scheduler or controllers (no
+//! claim gets allocated unless a test writes `status.allocation`), no namespaces objects (any
+//! namespace exists), no protobuf or table output, no `resourceVersionMatch`, no
+//! `dryRun` other than skipping the write, one storage per Event API group (core and
+//! `events.k8s.io` Events do not see each other), field ownership only for server-side apply
+//! (updates and merge patches do not take ownership), and a bounded watch history (a watch
+//! from an older `resourceVersion` gets a 410 Gone ERROR event), no periodic watch bookmarks
+//! (`allowWatchBookmarks` is ignored; only the initial-events-end bookmark is sent), no
+//! `Retry-After` header on 429 (kube's built-in retry would wait whole seconds).
+
+mod faults;
+mod handlers;
+mod merge;
+mod resources;
+mod selectors;
+mod status;
+mod store;
+pub mod validation;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::Faults;
+
+/// State shared by every request handler.
+pub(crate) struct Shared {
+    pub(crate) store: std::sync::Mutex<store::Store>,
+    pub(crate) faults: Faults,
+    /// Cancelled on shutdown so long-running watches end and the server can stop.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A running API server stand-in (see the [module docs](self) for what it models).
+pub struct ApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Serves plain HTTP on `127.0.0.1:<free port>`.
+    pub async fn start() -> anyhow::Result<ApiServer> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves plain HTTP on `addr` (port 0 picks a free port).
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<ApiServer> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the API server stand-in to {addr}"))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            store: std::sync::Mutex::new(store::Store::new()),
+            faults: Faults::default(),
+            shutdown: CancellationToken::new(),
+        });
+        let app = axum::Router::new()
+            .fallback(handlers::handle)
+            .with_state(shared.clone());
+        let stop = shared.shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(%error, "API server stand-in stopped with an error");
+            }
+        });
+        Ok(ApiServer { addr, shared, task })
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address served.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A real `kube::Client` pointed at this server (call it inside a tokio runtime). Like
+    /// every kube 5 client by default, it retries 429, 503 and 504 answers by itself.
+    pub fn client(&self) -> kube::Client {
+        self.client_with(|_| {})
+    }
+
+    /// Like [`Self::client`] but with kube's built-in retry of 429/503/504 turned off, for
+    /// tests that want to see those answers themselves.
+    pub fn client_without_retries(&self) -> kube::Client {
+        self.client_with(|config| config.default_retry = false)
+    }
+
+    fn client_with(&self, adjust: impl FnOnce(&mut kube::Config)) -> kube::Client {
+        let url: http::Uri = match self.url().parse() {
+            Ok(url) => url,
+            // The URL is built from a SocketAddr, so it always parses.
+            Err(error) => unreachable!("stand-in URL does not parse: {error}"),
+        };
+        let mut config = kube::Config::new(url);
+        adjust(&mut config);
+        match kube::Client::try_from(config) {
+            Ok(client) => client,
+            Err(error) => unreachable!("a plain-HTTP kube config cannot fail: {error}"),
+        }
+    }
+
+    /// Writes a kubeconfig (cluster, empty user, current context) pointing at this server.
+    pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        std::fs::write(path, kubeconfig_yaml(&self.url()))
+            .with_context(|| format!("writing kubeconfig {}", path.display()))
+    }
+
+    /// A cloneable handle to inject faults and count requests.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.clone()
+    }
+
+    /// Stops serving: ends open watches, then waits (bounded) for the server to stop.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        let mut task = self.task;
+        // Keep-alive connections of clients that are still alive can hold graceful shutdown
+        // open; bound the wait and then drop the server.
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {url}\n\
+         users:\n- name: standin\n  user: {{}}\ncontexts:\n- name: standin\n  context:\n    \
+         cluster: standin\n    user: standin\n    namespace: default\ncurrent-context: standin\n"
+    )
+}

@@ -1,0 +1,594 @@
+//! Validation of objects as the real API validates them, on the raw JSON received.
+//!
+//! Modelled rules (Kubernetes 1.34 `resource.k8s.io/v1`):
+//! - every object: `metadata.name` is a DNS subdomain;
+//! - ResourceSlice: `spec.driver` a DNS subdomain of at most 63 characters; `spec.pool.name`
+//!   non-empty (DNS subdomains joined by `/`); `spec.pool.generation >= 0`;
+//!   `spec.pool.resourceSliceCount >= 1`; exactly one of `nodeName`, `nodeSelector`,
+//!   `allNodes`, `perDeviceNodeSelection`; `spec.driver` and `spec.nodeName` immutable; at most
+//!   128 devices (64 when any device has `taints` or `consumesCounters`); device names DNS
+//!   labels, unique in the slice; at most 32 attributes and capacities together per device;
+//!   attribute and capacity names qualified names (optional DNS-subdomain domain of at most
+//!   63 characters, `/`, a C identifier of at most 32); exactly one of `int`, `bool`,
+//!   `string`, `version` per attribute; strings and versions at most 64 characters; versions
+//!   semantic versions; taint effects `NoSchedule` or `NoExecute`;
+//! - ResourceClaim: `spec` immutable; request names DNS labels, unique; `status.devices`
+//!   entries unique by (driver, pool, device, shareID), each naming a device allocated in
+//!   `status.allocation.devices.results`, at most 8 conditions, `networkData.interfaceName`
+//!   at most 256, at most 16 `ips` each in CIDR form, `hardwareAddress` at most 128, `data`
+//!   at most 10 KiB; `status.reservedFor` at most 256 entries;
+//! - NetworkAttachmentDefinition: `spec.config`, when set, is a string.
+//!
+//! Not modelled: CEL selectors, DeviceClass and ResourceClaimTemplate contents, counter
+//! arithmetic, quantity syntax beyond "non-empty".
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::resources::ResourceType;
+pub use super::status::FieldError;
+
+/// Most devices in one slice.
+pub const MAX_DEVICES_PER_SLICE: usize = 128;
+/// Most devices in one slice when any device has taints or consumes counters.
+pub const MAX_DEVICES_PER_SLICE_WITH_TAINTS_OR_COUNTERS: usize = 64;
+/// Most attributes and capacities together per device.
+pub const MAX_ATTRIBUTES_AND_CAPACITIES: usize = 32;
+/// Longest string or version attribute value.
+pub const MAX_ATTRIBUTE_VALUE_LENGTH: usize = 64;
+/// Largest opaque `status.devices[].data`, in bytes of JSON.
+pub const MAX_DEVICE_STATUS_DATA: usize = 10 * 1024;
+
+/// Validates an object about to be stored; `old` is the stored object on updates.
+pub(crate) fn validate(
+    rtype: &ResourceType,
+    object: &Value,
+    old: Option<&Value>,
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let name = object
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    match name.as_str() {
+        Some(n) if is_dns_subdomain(n, 253) => {}
+        _ => errors.push(FieldError::invalid(
+            "metadata.name",
+            &name,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        )),
+    }
+    match rtype.kind {
+        "ResourceSlice" => validate_slice(object, old, &mut errors),
+        "ResourceClaim" => validate_claim(object, old, &mut errors),
+        "NetworkAttachmentDefinition" => validate_network_attachment(object, &mut errors),
+        _ => {}
+    }
+    errors
+}
+
+// ---- names ---------------------------------------------------------------------------
+
+/// RFC 1123 label: lowercase alphanumerics and '-', alphanumeric at both ends.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain of at most `max` characters: labels joined by '.'.
+pub fn is_dns_subdomain(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.split('.').all(is_dns_label)
+}
+
+/// A C identifier of at most 32 characters.
+pub fn is_c_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && s.len() <= 32
+}
+
+/// A DRA qualified name: `[domain/]identifier`.
+pub fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((domain, id)) => is_dns_subdomain(domain, 63) && is_c_identifier(id),
+        None => is_c_identifier(s),
+    }
+}
+
+/// A semantic version (semver 2.0.0, no leading 'v').
+pub fn is_semver(s: &str) -> bool {
+    let (rest, build) = match s.split_once('+') {
+        Some((rest, build)) => (rest, Some(build)),
+        None => (s, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (rest, None),
+    };
+    let numeric = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
+    };
+    let ident_ok =
+        |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let core_parts: Vec<&str> = core.split('.').collect();
+    core_parts.len() == 3
+        && core_parts.iter().all(|p| numeric(p))
+        && pre.is_none_or(|pre| {
+            pre.split('.')
+                .all(|p| ident_ok(p) && (!p.bytes().all(|b| b.is_ascii_digit()) || numeric(p)))
+        })
+        && build.is_none_or(|b| b.split('.').all(ident_ok))
+}
+
+/// `address/prefix` with an IPv4 or IPv6 address and a prefix in range.
+pub fn is_cidr(s: &str) -> bool {
+    let Some((address, prefix)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(prefix) = prefix.parse::<u8>() else {
+        return false;
+    };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
+        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
+        Err(_) => false,
+    }
+}
+
+// ---- ResourceSlice -------------------------------------------------------------------
+
+fn validate_slice(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldError>) {
+    let Some(spec) = object.get("spec").and_then(Value::as_object) else {
+        errors.push(FieldError::required("spec", ""));
+        return;
+    };
+    let driver = spec.get("driver").cloned().unwrap_or(Value::Null);
+    match driver.as_str() {
+        None | Some("") => errors.push(FieldError::required("spec.driver", "")),
+        Some(d) if !is_dns_subdomain(d, 63) => errors.push(FieldError::invalid(
+            "spec.driver",
+            &driver,
+            "must be a DNS subdomain of at most 63 characters",
+        )),
+        _ => {}
+    }
+    validate_pool(spec.get("pool"), errors);
+    validate_node_selection(spec, errors);
+    if let Some(old_spec) = old.and_then(|o| o.get("spec")) {
+        for field in ["driver", "nodeName"] {
+            if spec.get(field) != old_spec.get(field) {
+                let value = spec.get(field).cloned().unwrap_or(Value::Null);
+                errors.push(FieldError::invalid(
+                    format!("spec.{field}"),
+                    &value,
+                    "field is immutable",
+                ));
+            }
+        }
+    }
+    if let Some(devices) = spec.get("devices") {
+        validate_devices(devices, errors);
+    }
+}
+
+fn validate_pool(pool: Option<&Value>, errors: &mut Vec<FieldError>) {
+    let Some(pool) = pool.and_then(Value::as_object) else {
+        errors.push(FieldError::required("spec.pool", ""));
+        return;
+    };
+    let name = pool.get("name").cloned().unwrap_or(Value::Null);
+    match name.as_str() {
+        None | Some("") => errors.push(FieldError::required("spec.pool.name", "")),
+        Some(n) if n.len() > 253 || !n.split('/').all(|p| is_dns_subdomain(p, 253)) => {
+            errors.push(FieldError::invalid(
+                "spec.pool.name",
+                &name,
+                "must be one or more DNS subdomains separated by slashes",
+            ))
+        }
+        _ => {}
+    }
+    let generation = pool.get("generation").cloned().unwrap_or(Value::from(0));
+    if generation.as_i64().is_none_or(|g| g < 0) {
+        errors.push(FieldError::invalid(
+            "spec.pool.generation",
+            &generation,
+            "must be greater than or equal to 0",
+        ));
+    }
+    let count = pool
+        .get("resourceSliceCount")
+        .cloned()
+        .unwrap_or(Value::from(0));
+    if count.as_i64().is_none_or(|c| c < 1) {
+        errors.push(FieldError::invalid(
+            "spec.pool.resourceSliceCount",
+            &count,
+            "must be greater than zero",
+        ));
+    }
+}
+
+fn validate_node_selection(spec: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+    let set = [
+        spec.get("nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty()),
+        spec.get("nodeSelector").is_some_and(|s| !s.is_null()),
+        spec.get("allNodes")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        spec.get("perDeviceNodeSelection")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    ];
+    let count = set.iter().filter(|s| **s).count();
+    let which = "`nodeName`, `nodeSelector`, `allNodes`, `perDeviceNodeSelection`";
+    if count == 0 {
+        errors.push(FieldError::required(
+            "spec",
+            format!("exactly one of {which} is required"),
+        ));
+    } else if count > 1 {
+        errors.push(FieldError::invalid(
+            "spec",
+            &Value::String("{...}".into()),
+            format!("exactly one of {which} is required, but multiple fields are set"),
+        ));
+    }
+    if let Some(node) = spec
+        .get("nodeName")
+        .filter(|n| n.as_str().is_some_and(|n| !n.is_empty()))
+        && !node.as_str().is_some_and(|n| is_dns_subdomain(n, 253))
+    {
+        errors.push(FieldError::invalid(
+            "spec.nodeName",
+            node,
+            "must be a DNS subdomain",
+        ));
+    }
+}
+
+fn validate_devices(devices: &Value, errors: &mut Vec<FieldError>) {
+    let Some(devices) = devices.as_array() else {
+        errors.push(FieldError::invalid(
+            "spec.devices",
+            devices,
+            "must be a list",
+        ));
+        return;
+    };
+    let constrained = devices.iter().any(|d| {
+        d.get("taints")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty())
+            || d.get("consumesCounters")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty())
+    });
+    let max = if constrained {
+        MAX_DEVICES_PER_SLICE_WITH_TAINTS_OR_COUNTERS
+    } else {
+        MAX_DEVICES_PER_SLICE
+    };
+    if devices.len() > max {
+        errors.push(FieldError::too_many("spec.devices", devices.len(), max));
+    }
+    let mut seen = HashSet::new();
+    for (index, device) in devices.iter().enumerate() {
+        let path = format!("spec.devices[{index}]");
+        let name = device.get("name").cloned().unwrap_or(Value::Null);
+        match name.as_str() {
+            None | Some("") => errors.push(FieldError::required(format!("{path}.name"), "")),
+            Some(n) if !is_dns_label(n) => errors.push(FieldError::invalid(
+                format!("{path}.name"),
+                &name,
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            )),
+            Some(n) => {
+                if !seen.insert(n.to_string()) {
+                    errors.push(FieldError::duplicate(format!("{path}.name"), &name));
+                }
+            }
+        }
+        validate_device_body(device, &path, errors);
+    }
+}
+
+fn validate_device_body(device: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let attributes = device.get("attributes").and_then(Value::as_object);
+    let capacity = device.get("capacity").and_then(Value::as_object);
+    let total = attributes.map_or(0, Map::len) + capacity.map_or(0, Map::len);
+    if total > MAX_ATTRIBUTES_AND_CAPACITIES {
+        errors.push(FieldError::too_many(
+            format!("{path}.attributes"),
+            total,
+            MAX_ATTRIBUTES_AND_CAPACITIES,
+        ));
+    }
+    for (name, value) in attributes.into_iter().flatten() {
+        let attr_path = format!("{path}.attributes[{name}]");
+        check_qualified_name(name, &attr_path, errors);
+        validate_attribute_value(value, &attr_path, errors);
+    }
+    for (name, value) in capacity.into_iter().flatten() {
+        let cap_path = format!("{path}.capacity[{name}]");
+        check_qualified_name(name, &cap_path, errors);
+        if value
+            .get("value")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            errors.push(FieldError::required(format!("{cap_path}.value"), ""));
+        }
+    }
+    for (index, taint) in device
+        .get("taints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let effect = taint.get("effect").cloned().unwrap_or(Value::Null);
+        if !matches!(effect.as_str(), Some("NoSchedule" | "NoExecute")) {
+            errors.push(FieldError::invalid(
+                format!("{path}.taints[{index}].effect"),
+                &effect,
+                "supported values: \"NoExecute\", \"NoSchedule\"",
+            ));
+        }
+    }
+}
+
+fn check_qualified_name(name: &str, path: &str, errors: &mut Vec<FieldError>) {
+    if !is_qualified_name(name) {
+        errors.push(FieldError::invalid(
+            path,
+            &Value::String(name.to_string()),
+            "must be a C identifier of at most 32 characters, optionally prefixed by a DNS subdomain of at most 63 characters and '/'",
+        ));
+    }
+}
+
+fn validate_attribute_value(value: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let kinds = ["int", "bool", "string", "version"];
+    let set: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|k| value.get(*k).is_some_and(|v| !v.is_null()))
+        .collect();
+    if set.len() != 1 {
+        errors.push(FieldError::invalid(
+            path,
+            value,
+            "exactly one value must be specified",
+        ));
+        return;
+    }
+    let kind = set[0];
+    let inner = &value[kind];
+    let type_ok = match kind {
+        "int" => inner.is_i64(),
+        "bool" => inner.is_boolean(),
+        _ => inner.is_string(),
+    };
+    if !type_ok {
+        errors.push(FieldError::invalid(
+            format!("{path}.{kind}"),
+            inner,
+            format!("must be a {kind}"),
+        ));
+        return;
+    }
+    if let Some(text) = inner.as_str() {
+        if text.len() > MAX_ATTRIBUTE_VALUE_LENGTH {
+            errors.push(FieldError::too_long(
+                format!("{path}.{kind}"),
+                MAX_ATTRIBUTE_VALUE_LENGTH,
+            ));
+        } else if kind == "version" && !is_semver(text) {
+            errors.push(FieldError::invalid(
+                format!("{path}.version"),
+                inner,
+                "must be a string compatible with semver.org spec 2.0.0",
+            ));
+        }
+    }
+}
+
+// ---- ResourceClaim -------------------------------------------------------------------
+
+fn validate_claim(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldError>) {
+    if let Some(old) = old
+        && object.get("spec") != old.get("spec")
+    {
+        errors.push(FieldError::invalid(
+            "spec",
+            &Value::String("{...}".into()),
+            "field is immutable",
+        ));
+    }
+    if let Some(requests) = object
+        .pointer("/spec/devices/requests")
+        .and_then(Value::as_array)
+    {
+        let mut seen = HashSet::new();
+        for (index, request) in requests.iter().enumerate() {
+            let name = request.get("name").cloned().unwrap_or(Value::Null);
+            let path = format!("spec.devices.requests[{index}].name");
+            match name.as_str() {
+                Some(n) if is_dns_label(n) => {
+                    if !seen.insert(n.to_string()) {
+                        errors.push(FieldError::duplicate(path, &name));
+                    }
+                }
+                _ => errors.push(FieldError::invalid(path, &name, "must be a DNS label")),
+            }
+        }
+    }
+    if let Some(status) = object.get("status") {
+        validate_claim_status(status, errors);
+    }
+}
+
+fn validate_claim_status(status: &Value, errors: &mut Vec<FieldError>) {
+    if let Some(reserved) = status.get("reservedFor").and_then(Value::as_array)
+        && reserved.len() > 256
+    {
+        errors.push(FieldError::too_many(
+            "status.reservedFor",
+            reserved.len(),
+            256,
+        ));
+    }
+    let allocated: HashSet<(String, String, String)> = status
+        .pointer("/allocation/devices/results")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| (text(r, "driver"), text(r, "pool"), text(r, "device")))
+        .collect();
+    let mut seen = HashSet::new();
+    for (index, entry) in status
+        .get("devices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let path = format!("status.devices[{index}]");
+        let id = (
+            text(entry, "driver"),
+            text(entry, "pool"),
+            text(entry, "device"),
+        );
+        for (field, value) in [("driver", &id.0), ("pool", &id.1), ("device", &id.2)] {
+            if value.is_empty() {
+                errors.push(FieldError::required(format!("{path}.{field}"), ""));
+            }
+        }
+        if !seen.insert((id.clone(), text(entry, "shareID"))) {
+            errors.push(FieldError::duplicate(
+                path.clone(),
+                &Value::String(format!("{}/{}/{}", id.0, id.1, id.2)),
+            ));
+        }
+        if !allocated.contains(&id) {
+            errors.push(FieldError::invalid(
+                path.clone(),
+                &Value::String(format!("{}/{}/{}", id.0, id.1, id.2)),
+                "must be an allocated device in the claim",
+            ));
+        }
+        validate_device_status(entry, &path, errors);
+    }
+}
+
+fn validate_device_status(entry: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    if let Some(conditions) = entry.get("conditions").and_then(Value::as_array)
+        && conditions.len() > 8
+    {
+        errors.push(FieldError::too_many(
+            format!("{path}.conditions"),
+            conditions.len(),
+            8,
+        ));
+    }
+    if let Some(data) = entry.get("data")
+        && data.to_string().len() > MAX_DEVICE_STATUS_DATA
+    {
+        errors.push(FieldError::too_long(
+            format!("{path}.data"),
+            MAX_DEVICE_STATUS_DATA,
+        ));
+    }
+    let Some(network) = entry.get("networkData") else {
+        return;
+    };
+    if text(network, "interfaceName").len() > 256 {
+        errors.push(FieldError::too_long(
+            format!("{path}.networkData.interfaceName"),
+            256,
+        ));
+    }
+    if text(network, "hardwareAddress").len() > 128 {
+        errors.push(FieldError::too_long(
+            format!("{path}.networkData.hardwareAddress"),
+            128,
+        ));
+    }
+    let ips = network
+        .get("ips")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if ips.len() > 16 {
+        errors.push(FieldError::too_many(
+            format!("{path}.networkData.ips"),
+            ips.len(),
+            16,
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (index, ip) in ips.iter().enumerate() {
+        let ip_path = format!("{path}.networkData.ips[{index}]");
+        if !ip.as_str().is_some_and(is_cidr) {
+            errors.push(FieldError::invalid(
+                ip_path,
+                ip,
+                "must be a valid address in CIDR form, (e.g. 10.9.8.7/24 or 2001:db8::1/64)",
+            ));
+        } else if !seen.insert(ip.to_string()) {
+            errors.push(FieldError::duplicate(ip_path, ip));
+        }
+    }
+}
+
+// ---- NetworkAttachmentDefinition ----------------------------------------------------
+
+/// The CRD's schema: `spec.config`, when present, is a string (a CNI config in JSON).
+fn validate_network_attachment(object: &Value, errors: &mut Vec<FieldError>) {
+    if let Some(config) = object.pointer("/spec/config")
+        && !config.is_string()
+    {
+        errors.push(FieldError::invalid(
+            "spec.config",
+            config,
+            "must be of type string",
+        ));
+    }
+}
+
+fn text(value: &Value, field: &str) -> String {
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_qualified_name("netclaim.dev/ifName"));
+        assert!(is_qualified_name("model"));
+        assert!(!is_qualified_name("bad name"));
+        assert!(!is_qualified_name("netclaim.dev/1x"));
+        assert!(!is_qualified_name(&format!("{}/x", "a".repeat(64))));
+        assert!(!is_c_identifier(&"a".repeat(33)));
+        assert!(is_semver("1.2.3-rc.1+build.5"));
+        assert!(!is_semver("v1.2.3"));
+        assert!(!is_semver("1.02.3"));
+        assert!(is_cidr("192.0.2.1/24") && is_cidr("2001:db8::1/64"));
+        assert!(!is_cidr("192.0.2.1") && !is_cidr("192.0.2.1/33"));
+    }
+}

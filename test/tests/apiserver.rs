@@ -1,0 +1,934 @@
+//! The API server stand-in, driven by the real kube client.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::core::Status;
+use netclaim_test::apiserver::ApiServer;
+use serde_json::{Value, json};
+
+const DRIVER: &str = "netclaim.dev";
+
+fn claim(name: &str) -> ResourceClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": { "name": name },
+        "spec": { "devices": { "requests": [
+            { "name": "nic", "exactly": { "deviceClassName": "netclaim.dev" } }
+        ] } }
+    }))
+    .unwrap()
+}
+
+fn node(name: &str) -> Node {
+    serde_json::from_value(
+        json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": name } }),
+    )
+    .unwrap()
+}
+
+fn slice_json(name: &str, node: &str, devices: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": { "name": name },
+        "spec": {
+            "driver": DRIVER,
+            "nodeName": node,
+            "pool": { "name": node, "generation": 1, "resourceSliceCount": 1 },
+            "devices": devices,
+        }
+    })
+}
+
+fn slice(name: &str, node: &str, devices: Vec<Value>) -> ResourceSlice {
+    serde_json::from_value(slice_json(name, node, devices)).unwrap()
+}
+
+fn device(name: &str) -> Value {
+    json!({ "name": name, "attributes": { "netclaim.dev/ifName": { "string": name } } })
+}
+
+/// The API status of a failed call; panics (failing the test) on success or other errors.
+fn api_status<T: std::fmt::Debug>(result: kube::Result<T>) -> Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn claims_and_nodes_crud() {
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    let created = claims
+        .create(&PostParams::default(), &claim("c1"))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.as_deref().is_some_and(|u| !u.is_empty()));
+    assert!(meta.creation_timestamp.is_some());
+    assert_eq!(meta.namespace.as_deref(), Some("default"));
+
+    let fetched = claims.get("c1").await.unwrap();
+    assert_eq!(fetched.metadata.resource_version, meta.resource_version);
+
+    let err = api_status(claims.create(&PostParams::default(), &claim("c1")).await);
+    assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+
+    let err = api_status(claims.get("missing").await);
+    assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
+
+    let nodes: Api<Node> = Api::all(server.client());
+    let n = nodes
+        .create(&PostParams::default(), &node("node-a"))
+        .await
+        .unwrap();
+    let mut labelled = n.clone();
+    labelled.metadata.labels = Some([("zone".to_string(), "a".to_string())].into());
+    let replaced = nodes
+        .replace("node-a", &PostParams::default(), &labelled)
+        .await
+        .unwrap();
+    assert_ne!(
+        replaced.metadata.resource_version,
+        n.metadata.resource_version
+    );
+    assert_eq!(replaced.metadata.uid, n.metadata.uid);
+    let listed = nodes
+        .list(&ListParams::default().labels("zone=a"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert!(
+        nodes
+            .list(&ListParams::default().labels("zone=b"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    nodes
+        .delete("node-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    let err = api_status(nodes.get("node-a").await);
+    assert_eq!(err.code, 404);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn generate_name_and_claim_status_subresource() {
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "ns1");
+    let mut c = claim("");
+    c.metadata.name = None;
+    c.metadata.generate_name = Some("claim-".into());
+    // The real API drops status on create.
+    c.status = Some(
+        serde_json::from_value(json!({ "reservedFor": [
+        { "resource": "pods", "name": "p", "uid": "u1" } ] }))
+        .unwrap(),
+    );
+    let created = claims.create(&PostParams::default(), &c).await.unwrap();
+    let name = created.metadata.name.clone().unwrap();
+    assert!(
+        name.starts_with("claim-") && name.len() == "claim-".len() + 5,
+        "{name}"
+    );
+    assert!(created.status.is_none());
+
+    // Status written through /status; a spec change there is ignored.
+    let mut with_status = created.clone();
+    with_status.status = Some(serde_json::from_value(allocated_status(&["eth1"])).unwrap());
+    with_status
+        .spec
+        .devices
+        .as_mut()
+        .unwrap()
+        .requests
+        .as_mut()
+        .unwrap()[0]
+        .name = "other".into();
+    let updated = claims
+        .replace_status(&name, &PostParams::default(), &with_status)
+        .await
+        .unwrap();
+    assert!(updated.status.unwrap().allocation.is_some());
+    assert_eq!(
+        updated.spec.devices.unwrap().requests.unwrap()[0].name,
+        "nic"
+    );
+
+    // A main-resource update does not touch status.
+    let mut fresh = claims.get(&name).await.unwrap();
+    fresh.status = None;
+    let kept = claims
+        .replace(&name, &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert!(kept.status.is_some());
+    server.shutdown().await;
+}
+
+fn allocated_status(devices: &[&str]) -> Value {
+    let results: Vec<Value> = devices
+        .iter()
+        .map(|d| json!({ "request": "nic", "driver": DRIVER, "pool": "node-a", "device": d }))
+        .collect();
+    json!({ "allocation": { "devices": { "results": results } } })
+}
+
+#[tokio::test]
+async fn stale_resource_version_conflicts() {
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    let first = claims
+        .create(&PostParams::default(), &claim("c"))
+        .await
+        .unwrap();
+    let mut a = first.clone();
+    a.metadata.labels = Some([("a".to_string(), "1".to_string())].into());
+    claims
+        .replace("c", &PostParams::default(), &a)
+        .await
+        .unwrap();
+    let mut b = first.clone();
+    b.metadata.labels = Some([("b".to_string(), "1".to_string())].into());
+    let err = api_status(claims.replace("c", &PostParams::default(), &b).await);
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message.contains("the object has been modified"),
+        "{}",
+        err.message
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn field_selectors_and_delete_collection() {
+    let server = ApiServer::start().await.unwrap();
+    let slices: Api<ResourceSlice> = Api::all(server.client());
+    for (name, node) in [("a1", "node-a"), ("a2", "node-a"), ("b1", "node-b")] {
+        slices
+            .create(
+                &PostParams::default(),
+                &slice(name, node, vec![device("eth1")]),
+            )
+            .await
+            .unwrap();
+    }
+    let on_a = ListParams::default().fields(&format!("spec.nodeName=node-a,spec.driver={DRIVER}"));
+    let names = |list: kube::core::ObjectList<ResourceSlice>| -> Vec<String> {
+        list.items
+            .into_iter()
+            .map(|s| s.metadata.name.unwrap())
+            .collect()
+    };
+    assert_eq!(names(slices.list(&on_a).await.unwrap()), ["a1", "a2"]);
+    let not_a = ListParams::default().fields("spec.nodeName!=node-a");
+    assert_eq!(names(slices.list(&not_a).await.unwrap()), ["b1"]);
+    let by_name = ListParams::default().fields("metadata.name=a2");
+    assert_eq!(names(slices.list(&by_name).await.unwrap()), ["a2"]);
+    let other_driver = ListParams::default().fields("spec.driver=other.dev");
+    assert!(slices.list(&other_driver).await.unwrap().items.is_empty());
+    // The real API only supports some field labels per type.
+    let err = api_status(
+        slices
+            .list(&ListParams::default().fields("spec.pool.name=x"))
+            .await,
+    );
+    assert_eq!(err.code, 400);
+
+    // Paging with limit/continue returns every item once.
+    let mut seen = Vec::new();
+    let mut params = ListParams::default().limit(2);
+    loop {
+        let page = slices.list(&params).await.unwrap();
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        seen.extend(names(page));
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a1", "a2", "b1"]);
+
+    slices
+        .delete_collection(&DeleteParams::default(), &on_a)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(slices.list(&ListParams::default()).await.unwrap()),
+        ["b1"]
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_sees_added_modified_deleted() {
+    let server = ApiServer::start().await.unwrap();
+    let slices: Api<ResourceSlice> = Api::all(server.client());
+    slices
+        .create(&PostParams::default(), &slice("before", "node-a", vec![]))
+        .await
+        .unwrap();
+    let list = slices.list(&ListParams::default()).await.unwrap();
+    let rv = list.metadata.resource_version.unwrap();
+    let params = WatchParams::default().fields("spec.nodeName=node-a");
+    let mut events = slices.watch(&params, &rv).await.unwrap().boxed();
+
+    let created = slices
+        .create(&PostParams::default(), &slice("w", "node-a", vec![]))
+        .await
+        .unwrap();
+    slices
+        .create(
+            &PostParams::default(),
+            &slice("elsewhere", "node-b", vec![]),
+        )
+        .await
+        .unwrap();
+    let mut changed = created.clone();
+    changed.spec.devices = Some(vec![serde_json::from_value(device("eth1")).unwrap()]);
+    slices
+        .replace("w", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    slices.delete("w", &DeleteParams::default()).await.unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("watch event in time")
+            .expect("watch stream open")
+            .unwrap();
+        match event {
+            WatchEvent::Added(s) => seen.push(("ADDED", s.metadata.name.unwrap())),
+            WatchEvent::Modified(s) => seen.push(("MODIFIED", s.metadata.name.unwrap())),
+            WatchEvent::Deleted(s) => seen.push(("DELETED", s.metadata.name.unwrap())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let w = "w".to_string();
+    assert_eq!(
+        seen,
+        [
+            ("ADDED", w.clone()),
+            ("MODIFIED", w.clone()),
+            ("DELETED", w)
+        ]
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn kube_runtime_watcher_works_against_it() {
+    let server = ApiServer::start().await.unwrap();
+    let slices: Api<ResourceSlice> = Api::all(server.client());
+    slices
+        .create(&PostParams::default(), &slice("s0", "node-a", vec![]))
+        .await
+        .unwrap();
+    let config = kube::runtime::watcher::Config::default().fields("spec.nodeName=node-a");
+    let mut objects = kube::runtime::WatchStreamExt::applied_objects(kube::runtime::watcher(
+        slices.clone(),
+        config,
+    ))
+    .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), objects.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("s0"));
+    slices
+        .create(&PostParams::default(), &slice("s1", "node-a", vec![]))
+        .await
+        .unwrap();
+    // The streaming-list variant (sendInitialEvents plus the initial-events-end bookmark).
+    let streaming = kube::runtime::watcher::Config::default()
+        .fields("spec.nodeName=node-a")
+        .streaming_lists();
+    let mut streamed = kube::runtime::WatchStreamExt::applied_objects(kube::runtime::watcher(
+        slices.clone(),
+        streaming,
+    ))
+    .boxed();
+    let initial = tokio::time::timeout(Duration::from_secs(10), streamed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(initial.metadata.name.as_deref(), Some("s0"));
+    let second = tokio::time::timeout(Duration::from_secs(10), objects.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.metadata.name.as_deref(), Some("s1"));
+    let streamed_second = tokio::time::timeout(Duration::from_secs(10), streamed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(streamed_second.metadata.name.as_deref(), Some("s1"));
+    server.shutdown().await;
+}
+
+async fn rejected_slice(server: &ApiServer, value: Value) -> Status {
+    let raw: Api<kube::api::DynamicObject> = Api::all_with(
+        server.client(),
+        &kube::api::ApiResource::erase::<ResourceSlice>(&()),
+    );
+    let object: kube::api::DynamicObject = serde_json::from_value(value).unwrap();
+    let err = api_status(raw.create(&PostParams::default(), &object).await);
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (422, "Invalid"),
+        "{}",
+        err.message
+    );
+    err
+}
+
+#[tokio::test]
+async fn slice_validation_rejects_what_the_real_api_rejects() {
+    let server = ApiServer::start().await.unwrap();
+
+    let mut many = serde_json::Map::new();
+    for i in 0..33 {
+        many.insert(format!("netclaim.dev/a{i}"), json!({ "int": i }));
+    }
+    let err = rejected_slice(
+        &server,
+        slice_json("s", "n", vec![json!({ "name": "d", "attributes": many })]),
+    )
+    .await;
+    assert!(
+        err.message.contains("spec.devices[0].attributes"),
+        "{}",
+        err.message
+    );
+
+    let long =
+        json!({ "name": "d", "attributes": { "netclaim.dev/x": { "string": "x".repeat(65) } } });
+    let err = rejected_slice(&server, slice_json("s", "n", vec![long])).await;
+    assert!(
+        err.message
+            .contains("spec.devices[0].attributes[netclaim.dev/x].string: Too long"),
+        "{}",
+        err.message
+    );
+
+    let devices: Vec<Value> = (0..129)
+        .map(|i| json!({ "name": format!("d{i}") }))
+        .collect();
+    let err = rejected_slice(&server, slice_json("s", "n", devices)).await;
+    assert!(
+        err.message.contains("spec.devices: Too many: 129"),
+        "{}",
+        err.message
+    );
+
+    let bad_name = json!({ "name": "d", "attributes": { "foo bar": { "bool": true } } });
+    let err = rejected_slice(&server, slice_json("s", "n", vec![bad_name])).await;
+    assert!(
+        err.message
+            .contains("spec.devices[0].attributes[foo bar]: Invalid value"),
+        "{}",
+        err.message
+    );
+
+    let two_values = json!({ "name": "d", "attributes": { "a": { "bool": true, "int": 1 } } });
+    let err = rejected_slice(&server, slice_json("s", "n", vec![two_values])).await;
+    assert!(err.message.contains("exactly one value"), "{}", err.message);
+
+    let bad_version = json!({ "name": "d", "attributes": { "v": { "version": "v1.2" } } });
+    rejected_slice(&server, slice_json("s", "n", vec![bad_version])).await;
+
+    let duplicate = vec![json!({ "name": "d" }), json!({ "name": "d" })];
+    let err = rejected_slice(&server, slice_json("s", "n", duplicate)).await;
+    assert!(
+        err.message
+            .contains("spec.devices[1].name: Duplicate value"),
+        "{}",
+        err.message
+    );
+
+    let mut no_node = slice_json("s", "n", vec![]);
+    no_node["spec"].as_object_mut().unwrap().remove("nodeName");
+    let err = rejected_slice(&server, no_node).await;
+    assert!(err.message.contains("exactly one of"), "{}", err.message);
+
+    let mut two_nodes = slice_json("s", "n", vec![]);
+    two_nodes["spec"]["allNodes"] = json!(true);
+    rejected_slice(&server, two_nodes).await;
+
+    let mut bad_count = slice_json("s", "n", vec![]);
+    bad_count["spec"]["pool"]["resourceSliceCount"] = json!(0);
+    let err = rejected_slice(&server, bad_count).await;
+    assert!(
+        err.message.contains("spec.pool.resourceSliceCount"),
+        "{}",
+        err.message
+    );
+
+    // 64 devices are the limit once one has a taint.
+    let tainted: Vec<Value> = (0..65)
+        .map(|i| json!({ "name": format!("d{i}"), "taints": [{ "key": "k", "effect": "NoSchedule" }] }))
+        .collect();
+    rejected_slice(&server, slice_json("s", "n", tainted)).await;
+
+    // The limits themselves are accepted.
+    let mut full = serde_json::Map::new();
+    for i in 0..32 {
+        full.insert(
+            format!("netclaim.dev/a{i}"),
+            json!({ "string": "x".repeat(64) }),
+        );
+    }
+    let mut devices: Vec<Value> = (1..128)
+        .map(|i| json!({ "name": format!("d{i}") }))
+        .collect();
+    devices.push(json!({ "name": "d0", "attributes": full }));
+    let ok: ResourceSlice = serde_json::from_value(slice_json("ok", "n", devices)).unwrap();
+    Api::<ResourceSlice>::all(server.client())
+        .create(&PostParams::default(), &ok)
+        .await
+        .unwrap();
+    server.shutdown().await;
+}
+
+fn device_status(device: &str, ifname: &str) -> Value {
+    json!({
+        "driver": DRIVER, "pool": "node-a", "device": device,
+        "conditions": [{ "type": "Ready", "status": "True", "reason": "Attached", "message": "",
+                          "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+        "networkData": { "interfaceName": ifname, "ips": ["192.0.2.10/24"] },
+    })
+}
+
+fn apply_status(devices: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": { "name": "c", "namespace": "default" },
+        "status": { "devices": devices },
+    })
+}
+
+#[tokio::test]
+async fn status_server_side_apply_from_two_managers() {
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    let mut c = claims
+        .create(&PostParams::default(), &claim("c"))
+        .await
+        .unwrap();
+    c.status = Some(serde_json::from_value(allocated_status(&["eth1", "eth2"])).unwrap());
+    claims
+        .replace_status("c", &PostParams::default(), &c)
+        .await
+        .unwrap();
+
+    let apply = |manager: &'static str| PatchParams::apply(manager);
+    claims
+        .patch_status(
+            "c",
+            &apply("node-a"),
+            &Patch::Apply(apply_status(vec![device_status("eth1", "net1")])),
+        )
+        .await
+        .unwrap();
+    let both = claims
+        .patch_status(
+            "c",
+            &apply("node-b"),
+            &Patch::Apply(apply_status(vec![device_status("eth2", "net2")])),
+        )
+        .await
+        .unwrap();
+    let status = both.status.unwrap();
+    let devices: Vec<String> = status
+        .devices
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device)
+        .collect();
+    assert_eq!(devices, ["eth1", "eth2"]);
+    assert!(
+        status.allocation.is_some(),
+        "allocation untouched by appliers"
+    );
+
+    // Same field, different value, other manager: conflict unless forced.
+    let stolen = json!({ "driver": DRIVER, "pool": "node-a", "device": "eth1",
+                         "networkData": { "interfaceName": "stolen" } });
+    let steal = Patch::Apply(apply_status(vec![stolen.clone()]));
+    let err = api_status(claims.patch_status("c", &apply("node-b"), &steal).await);
+    assert_eq!(err.code, 409);
+    assert!(
+        err.message.contains("conflict with \"node-a\""),
+        "{}",
+        err.message
+    );
+    claims
+        .patch_status("c", &apply("node-b").force(), &steal)
+        .await
+        .unwrap();
+
+    // node-a stops applying its entry; node-b now owns its interfaceName, so the entry stays
+    // but node-a's other fields go.
+    let after = claims
+        .patch_status("c", &apply("node-a"), &Patch::Apply(apply_status(vec![])))
+        .await
+        .unwrap();
+    let devices = after.status.unwrap().devices.unwrap();
+    let eth1 = devices.iter().find(|d| d.device == "eth1").unwrap();
+    assert_eq!(
+        eth1.network_data
+            .as_ref()
+            .unwrap()
+            .interface_name
+            .as_deref(),
+        Some("stolen")
+    );
+    assert!(
+        eth1.conditions.is_none(),
+        "node-a's conditions removed: {eth1:?}"
+    );
+    assert!(
+        eth1.network_data.as_ref().unwrap().ips.is_none(),
+        "node-a's ips removed: {eth1:?}"
+    );
+
+    // node-b drops eth2: nobody else owns it, so the entry goes.
+    let last = claims
+        .patch_status(
+            "c",
+            &apply("node-b"),
+            &Patch::Apply(apply_status(vec![stolen])),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = last
+        .status
+        .unwrap()
+        .devices
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device)
+        .collect();
+    assert_eq!(names, ["eth1"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn claim_status_validation() {
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    let mut c = claims
+        .create(&PostParams::default(), &claim("c"))
+        .await
+        .unwrap();
+    c.status = Some(serde_json::from_value(allocated_status(&["eth1"])).unwrap());
+    claims
+        .replace_status("c", &PostParams::default(), &c)
+        .await
+        .unwrap();
+    let pp = PatchParams::apply("node-a");
+
+    let not_allocated = apply_status(vec![device_status("eth9", "net1")]);
+    let err = api_status(
+        claims
+            .patch_status("c", &pp, &Patch::Apply(not_allocated))
+            .await,
+    );
+    assert_eq!(err.code, 422);
+    assert!(err.message.contains("status.devices[0]"), "{}", err.message);
+
+    let mut bad_ip = device_status("eth1", "net1");
+    bad_ip["networkData"]["ips"] = json!(["192.0.2.10"]);
+    let err = api_status(
+        claims
+            .patch_status("c", &pp, &Patch::Apply(apply_status(vec![bad_ip])))
+            .await,
+    );
+    assert!(
+        err.message.contains("status.devices[0].networkData.ips[0]"),
+        "{}",
+        err.message
+    );
+
+    let mut many_ips = device_status("eth1", "net1");
+    many_ips["networkData"]["ips"] = (0..17).map(|i| json!(format!("192.0.2.{i}/24"))).collect();
+    let err = api_status(
+        claims
+            .patch_status("c", &pp, &Patch::Apply(apply_status(vec![many_ips])))
+            .await,
+    );
+    assert!(err.message.contains("Too many: 17"), "{}", err.message);
+
+    let mut long_name = device_status("eth1", "net1");
+    long_name["networkData"]["interfaceName"] = json!("x".repeat(257));
+    let err = api_status(
+        claims
+            .patch_status("c", &pp, &Patch::Apply(apply_status(vec![long_name])))
+            .await,
+    );
+    assert!(err.message.contains("interfaceName"), "{}", err.message);
+
+    let mut conditions = device_status("eth1", "net1");
+    conditions["conditions"] = (0..9)
+        .map(|i| {
+            json!({ "type": format!("T{i}"), "status": "True", "reason": "R", "message": "",
+                          "lastTransitionTime": "2026-01-01T00:00:00Z" })
+        })
+        .collect();
+    let err = api_status(
+        claims
+            .patch_status("c", &pp, &Patch::Apply(apply_status(vec![conditions])))
+            .await,
+    );
+    assert!(
+        err.message.contains("conditions: Too many: 9"),
+        "{}",
+        err.message
+    );
+
+    let mut big = device_status("eth1", "net1");
+    big["data"] = json!({ "blob": "x".repeat(11 * 1024) });
+    let err = api_status(
+        claims
+            .patch_status("c", &pp, &Patch::Apply(apply_status(vec![big])))
+            .await,
+    );
+    assert!(err.message.contains("data"), "{}", err.message);
+
+    // Nothing was stored by the rejected writes.
+    assert!(
+        claims
+            .get("c")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .devices
+            .is_none()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn merge_patch_and_events() {
+    let server = ApiServer::start().await.unwrap();
+    let nodes: Api<Node> = Api::all(server.client());
+    nodes
+        .create(&PostParams::default(), &node("n"))
+        .await
+        .unwrap();
+    let patched = nodes
+        .patch(
+            "n",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "a": "b" } } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["a"], "b");
+    let unlabelled = nodes
+        .patch(
+            "n",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "a": null } } })),
+        )
+        .await
+        .unwrap();
+    assert!(unlabelled.metadata.labels.unwrap_or_default().is_empty());
+
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(server.client(), "default");
+    let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": { "name": "e1" }, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reason": "Attached", "action": "Attach", "type": "Normal",
+        "reportingController": "netclaim.dev", "reportingInstance": "node-a",
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    assert_eq!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_inject_failures_conflicts_and_count() {
+    let server = ApiServer::start().await.unwrap();
+    let faults = server.faults();
+    let nodes: Api<Node> = Api::all(server.client_without_retries());
+    faults.fail_next("POST", "nodes", 2, 500);
+    for _ in 0..2 {
+        let err = api_status(nodes.create(&PostParams::default(), &node("n")).await);
+        assert_eq!((err.code, err.reason.as_str()), (500, "InternalError"));
+    }
+    nodes
+        .create(&PostParams::default(), &node("n"))
+        .await
+        .unwrap();
+    assert_eq!(faults.request_count("POST", "nodes"), 3);
+
+    faults.conflict_next("nodes", 1);
+    let err = api_status(
+        nodes
+            .patch("n", &PatchParams::default(), &Patch::Merge(json!({})))
+            .await,
+    );
+    assert_eq!(err.code, 409);
+    nodes
+        .patch("n", &PatchParams::default(), &Patch::Merge(json!({})))
+        .await
+        .unwrap();
+
+    faults.fail_next("*", "*", 1, 429);
+    let err = api_status(nodes.get("n").await);
+    assert_eq!(err.code, 429);
+    nodes.get("n").await.unwrap();
+    assert_eq!(faults.request_count("GET", "nodes"), 2);
+    assert_eq!(faults.request_count("*", "*"), 7);
+
+    // The default kube client retries 503 by itself: the failures are invisible but counted.
+    faults.fail_next("GET", "nodes", 2, 503);
+    Api::<Node>::all(server.client()).get("n").await.unwrap();
+    assert_eq!(faults.request_count("GET", "nodes"), 5);
+
+    faults.set_latency(Duration::from_millis(1));
+    nodes.get("n").await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubeconfig_points_a_client_at_the_server() {
+    let server = ApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&path).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(version.major, "1");
+    let nodes: Api<Node> = Api::all(client);
+    assert!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn finalizers_delay_deletion_and_apply_creates() {
+    let server = ApiServer::start().await.unwrap();
+    let nodes: Api<Node> = Api::all(server.client());
+    let mut n = node("n");
+    n.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    nodes.delete("n", &DeleteParams::default()).await.unwrap();
+    let pending = nodes.get("n").await.unwrap();
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    let release = json!({ "metadata": { "finalizers": null } });
+    nodes
+        .patch("n", &PatchParams::default(), &Patch::Merge(release))
+        .await
+        .unwrap();
+    assert_eq!(api_status(nodes.get("n").await).code, 404);
+
+    // Server-side apply on a missing object creates it, owned by the applier.
+    let applied = json!({ "apiVersion": "v1", "kind": "Node",
+                          "metadata": { "name": "m", "labels": { "a": "b" } } });
+    let created = nodes
+        .patch("m", &PatchParams::apply("tester"), &Patch::Apply(applied))
+        .await
+        .unwrap();
+    let managed = created.metadata.managed_fields.unwrap();
+    assert_eq!(managed[0].manager.as_deref(), Some("tester"));
+    assert_eq!(created.metadata.labels.unwrap()["a"], "b");
+
+    // Cluster-scoped types have no namespaced paths; unknown resources are 404.
+    let nads: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        server.client(),
+        "default",
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(
+                "k8s.cni.cncf.io",
+                "v1",
+                "NetworkAttachmentDefinition",
+            ),
+            "network-attachment-definitions",
+        ),
+    );
+    let nad: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": { "name": "macvlan" }, "spec": { "config": "{\"cniVersion\":\"1.0.0\"}" }
+    }))
+    .unwrap();
+    nads.create(&PostParams::default(), &nad).await.unwrap();
+    let mut bad = nad.clone();
+    bad.metadata.name = Some("bad".into());
+    bad.data["spec"]["config"] = json!({ "not": "a string" });
+    assert_eq!(
+        api_status(nads.create(&PostParams::default(), &bad).await).code,
+        422
+    );
+    server.shutdown().await;
+}
+
+/// Sends a JSON patch through the kube client's raw request path.
+async fn json_patch_node(client: &kube::Client, name: &str, ops: Value) -> kube::Result<Node> {
+    let request = http::Request::patch(format!("/api/v1/nodes/{name}"))
+        .header("content-type", "application/json-patch+json")
+        .body(serde_json::to_vec(&ops).unwrap())
+        .unwrap();
+    client.request::<Node>(request).await
+}
+
+#[tokio::test]
+async fn json_patch_with_test_operation() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .create(&PostParams::default(), &node("n"))
+        .await
+        .unwrap();
+    let ops = json!([
+        { "op": "add", "path": "/metadata/labels", "value": { "a": "1" } },
+        { "op": "replace", "path": "/metadata/labels/a", "value": "2" },
+    ]);
+    let patched = json_patch_node(&client, "n", ops).await.unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["a"], "2");
+    let failing = json!([{ "op": "test", "path": "/metadata/labels/a", "value": "1" }]);
+    let err = api_status(json_patch_node(&client, "n", failing).await);
+    assert_eq!(err.code, 422);
+    server.shutdown().await;
+}
