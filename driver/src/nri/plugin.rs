@@ -1,0 +1,692 @@
+//! The NRI plugin: where an NRI event lands.
+//!
+//! [`NriPlugin::run`] connects to the runtime's NRI socket, registers, answers the runtime's
+//! calls, hands pod sandbox events to a [`PodSandboxHandler`] (the driver's hooks), and
+//! reconnects when the runtime restarts.
+//!
+//! Protocol, as containerd 1.7 speaks it (see `/work/shared/node-facts.md`):
+//! 1. Connect; send `Runtime.RegisterPlugin{name, idx}` on conn 2 within the registration
+//!    timeout (5 s in containerd).
+//! 2. Serve `Plugin` on conn 1 from the start: `Configure` may arrive before RegisterPlugin's
+//!    reply. It is answered with the event mask RUN/STOP/REMOVE_POD_SANDBOX (0x7).
+//! 3. `Synchronize` with every live pod, possibly split into parts flagged `more`: the parts
+//!    are gathered and the handler sees all pods at once.
+//! 4. Events: `StateChange{event, pod}` (containerd 1.7), or the dedicated
+//!    `RunPodSandbox`/`StopPodSandbox`/`RemovePodSandbox` calls of newer runtimes.
+//!
+//! Guarantees:
+//! - Every request is answered before its deadline (`timeout_nano`, else the `request_timeout`
+//!   from Configure, else 2 s): a handler gets a little less than that, and one that is still
+//!   running then is answered `DeadlineExceeded` (code 4). A runtime disconnects a plugin that
+//!   misses a deadline, so answering late is worse than answering "too slow".
+//! - A handler error reaches the runtime as status `Unknown` (code 2) carrying the handler's
+//!   message verbatim; for RunPodSandbox the runtime fails the sandbox with it.
+//! - Calls this plugin does not implement are answered `Unimplemented` (code 12), which is
+//!   what makes newer runtimes fall back to `StateChange`.
+//!
+//! Assumptions: a handler outliving its deadline keeps running to its end (it is not
+//! cancelled half-way through a netlink transaction); the runtime follows a failed RUN with
+//! STOP and REMOVE, so handlers must be idempotent.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::mux::{Mux, PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN};
+use super::proto::{
+    ConfigureRequest, ConfigureResponse, Empty, Event, PodSandbox, RegisterPluginRequest,
+    RemovePodSandboxRequest, RemovePodSandboxResponse, RunPodSandboxRequest, RunPodSandboxResponse,
+    StateChangeEvent, StopPodSandboxRequest, StopPodSandboxResponse, SynchronizeRequest,
+    SynchronizeResponse,
+};
+use super::ttrpc::{CallError, Client, RequestContext, Server, Status};
+
+/// ttrpc service the runtime calls on the plugin (conn 1).
+pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
+/// ttrpc service the plugin calls on the runtime (conn 2).
+pub const RUNTIME_SERVICE: &str = "nri.pkg.api.v1alpha1.Runtime";
+/// Where containerd listens for NRI plugins by default.
+pub const DEFAULT_SOCKET_PATH: &str = "/var/run/nri/nri.sock";
+/// The request deadline NRI uses when nobody says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The subscription bit of one event: `1 << (event - 1)`.
+pub fn event_bit(event: Event) -> i32 {
+    let number = event as i32;
+    if (1..=31).contains(&number) {
+        1 << (number - 1)
+    } else {
+        0
+    }
+}
+
+/// The events netclaim subscribes to: RUN, STOP and REMOVE_POD_SANDBOX (0x7).
+pub fn pod_sandbox_event_mask() -> i32 {
+    event_bit(Event::RunPodSandbox)
+        | event_bit(Event::StopPodSandbox)
+        | event_bit(Event::RemovePodSandbox)
+}
+
+/// The driver side of NRI: what happens to pod sandboxes. Implemented by the driver's hooks.
+///
+/// Each method runs within the request's deadline (see the module docs); an `Err` fails the
+/// runtime's operation with that message.
+pub trait PodSandboxHandler: Send + Sync + 'static {
+    /// All pods the runtime knows, after every (re)connection: reconcile state against them.
+    fn synchronize(&self, pods: Vec<PodSandbox>) -> impl Future<Output = ()> + Send;
+    /// A sandbox was created and its network set up; the netns path is in
+    /// `pod.linux.namespaces[type=network]`.
+    fn run_pod_sandbox(&self, pod: PodSandbox) -> impl Future<Output = Result<(), String>> + Send;
+    /// A sandbox is stopping; its netns still exists but the pod carries no namespaces and
+    /// pid 0, so the netns path must come from RUN or Synchronize.
+    fn stop_pod_sandbox(&self, pod: PodSandbox) -> impl Future<Output = Result<(), String>> + Send;
+    /// A sandbox was removed; its netns is gone.
+    fn remove_pod_sandbox(
+        &self,
+        pod: PodSandbox,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// How to reach the runtime and who to say we are.
+#[derive(Clone, Debug)]
+pub struct NriConfig {
+    /// The runtime's NRI socket.
+    pub socket_path: PathBuf,
+    /// Plugin name the runtime logs and orders by.
+    pub plugin_name: String,
+    /// Plugin index: exactly two digits; plugins are called in ascending order.
+    pub plugin_idx: String,
+    /// How long RegisterPlugin may take (containerd's registration timeout is 5 s).
+    pub registration_timeout: Duration,
+    /// First wait before reconnecting; doubles per failed attempt.
+    pub reconnect_initial: Duration,
+    /// Longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+}
+
+impl Default for NriConfig {
+    fn default() -> Self {
+        NriConfig {
+            socket_path: PathBuf::from(DEFAULT_SOCKET_PATH),
+            plugin_name: "netclaim".to_owned(),
+            plugin_idx: "10".to_owned(),
+            registration_timeout: Duration::from_secs(5),
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl NriConfig {
+    /// Checks what the runtime would refuse at registration.
+    ///
+    /// Errors: [`NriError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<(), NriError> {
+        let idx = self.plugin_idx.as_bytes();
+        if idx.len() != 2 || !idx.iter().all(u8::is_ascii_digit) {
+            return Err(NriError::InvalidConfig(format!(
+                "plugin_idx {:?} must be exactly two digits (00-99)",
+                self.plugin_idx
+            )));
+        }
+        if self.plugin_name.is_empty() || self.plugin_name.contains('/') {
+            return Err(NriError::InvalidConfig(format!(
+                "plugin_name {:?} must be non-empty and contain no '/'",
+                self.plugin_name
+            )));
+        }
+        if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
+            return Err(NriError::InvalidConfig(
+                "reconnect_initial must be non-zero and at most reconnect_max".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the NRI plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum NriError {
+    /// The configuration is unusable.
+    #[error("invalid NRI configuration: {0}")]
+    InvalidConfig(String),
+    /// The runtime refused or did not answer the registration.
+    #[error("registering with the NRI runtime: {0}")]
+    Register(#[from] CallError),
+    /// Opening or using the mux failed.
+    #[error("NRI connection: {0}")]
+    Mux(#[from] super::mux::MuxError),
+}
+
+/// Whether the plugin is registered with a runtime right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not connected (starting, or waiting to reconnect).
+    Disconnected,
+    /// Registered with the runtime; `session` counts registrations since start, from 1.
+    Connected {
+        /// Which registration this is: a reconnect increments it.
+        session: u64,
+    },
+}
+
+/// An NRI plugin serving one handler, reconnecting until told to stop.
+pub struct NriPlugin<H> {
+    config: NriConfig,
+    handler: Arc<H>,
+    state: watch::Sender<ConnectionState>,
+}
+
+impl<H: PodSandboxHandler> NriPlugin<H> {
+    /// A plugin for `handler`.
+    ///
+    /// Errors: [`NriError::InvalidConfig`] when `config` fails [`NriConfig::validate`].
+    pub fn new(config: NriConfig, handler: Arc<H>) -> Result<Self, NriError> {
+        config.validate()?;
+        let (state, _) = watch::channel(ConnectionState::Disconnected);
+        Ok(NriPlugin {
+            config,
+            handler,
+            state,
+        })
+    }
+
+    /// Watches the connection state (for tests and health reporting).
+    pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.subscribe()
+    }
+
+    /// Connects, serves and reconnects (capped exponential backoff, waiting for the socket to
+    /// reappear) until `shutdown` is cancelled. Returns `Ok(())` on shutdown.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), NriError> {
+        let mut backoff = self.config.reconnect_initial;
+        let mut session = 0u64;
+        let mut announced_wait = false;
+        while !shutdown.is_cancelled() {
+            match UnixStream::connect(&self.config.socket_path).await {
+                Ok(stream) => {
+                    announced_wait = false;
+                    let started = tokio::time::Instant::now();
+                    match self.run_session(stream, session + 1, &shutdown).await {
+                        Ok(()) => {
+                            session += 1;
+                            // Start over only after a session that held: a runtime that drops
+                            // us right after the handshake (say, a Synchronize that keeps
+                            // failing) must not be hammered.
+                            if started.elapsed() >= self.config.reconnect_max {
+                                backoff = self.config.reconnect_initial;
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "NRI session failed"),
+                    }
+                    self.state.send_replace(ConnectionState::Disconnected);
+                }
+                Err(error) if !announced_wait => {
+                    announced_wait = true;
+                    tracing::info!(socket = %self.config.socket_path.display(), %error, "waiting for the NRI socket");
+                }
+                Err(error) => tracing::debug!(%error, "NRI socket still unavailable"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+        }
+        Ok(())
+    }
+
+    /// One connection: register, serve until the runtime goes away or shutdown. `Ok` once
+    /// registered (whatever ends the session afterwards).
+    async fn run_session(
+        &self,
+        stream: UnixStream,
+        session: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<(), NriError> {
+        let mut mux = Mux::new(stream);
+        let plugin_conn = mux.open(PLUGIN_SERVICE_CONN)?;
+        let runtime_conn = mux.open(RUNTIME_SERVICE_CONN)?;
+        let mux = mux.start();
+        let runtime_shutdown = CancellationToken::new();
+        let server = Arc::new(build_server(self.handler.clone(), runtime_shutdown.clone()));
+        let serving = tokio::spawn(server.serve(plugin_conn.reader, plugin_conn.writer));
+        let client = Client::new(runtime_conn.reader, runtime_conn.writer);
+
+        let registered = tokio::select! {
+            result = self.register(&client) => result,
+            () = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(error) = registered {
+            mux.close();
+            serving.abort();
+            return Err(error);
+        }
+        if !shutdown.is_cancelled() {
+            tracing::info!(
+                session,
+                name = %self.config.plugin_name,
+                idx = %self.config.plugin_idx,
+                "registered with the NRI runtime"
+            );
+            self.state
+                .send_replace(ConnectionState::Connected { session });
+            tokio::select! {
+                () = mux.closed() => tracing::warn!("NRI runtime closed the connection; reconnecting"),
+                () = shutdown.cancelled() => {}
+                () = runtime_shutdown.cancelled() => {
+                    // Let our reply go out; the runtime closes the connection itself.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), mux.closed()).await;
+                    tracing::info!("NRI runtime is shutting down; reconnecting when it is back");
+                }
+            }
+        }
+        mux.close();
+        serving.abort();
+        Ok(())
+    }
+
+    async fn register(&self, client: &Client) -> Result<(), NriError> {
+        let request = RegisterPluginRequest {
+            plugin_name: self.config.plugin_name.clone(),
+            plugin_idx: self.config.plugin_idx.clone(),
+            nri_version: String::new(),
+        };
+        client
+            .call::<_, Empty>(
+                RUNTIME_SERVICE,
+                "RegisterPlugin",
+                &request,
+                self.config.registration_timeout,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Runs an [`NriPlugin`] for `handler` until `shutdown` is cancelled.
+///
+/// Errors: an invalid `config`.
+pub async fn run<H: PodSandboxHandler>(
+    config: NriConfig,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) -> Result<(), NriError> {
+    NriPlugin::new(config, handler)?.run(shutdown).await
+}
+
+/// Per-connection state the handlers share.
+struct Session<H> {
+    handler: Arc<H>,
+    /// Configure's `request_timeout`, in milliseconds (0: not told).
+    request_timeout_ms: AtomicU64,
+    /// Pods of a Synchronize split into parts, gathered until the last part.
+    sync_pods: Mutex<Vec<PodSandbox>>,
+    runtime_shutdown: CancellationToken,
+}
+
+impl<H: PodSandboxHandler> Session<H> {
+    /// The deadline a request must be answered by.
+    fn deadline(&self, context: &RequestContext) -> Duration {
+        context
+            .timeout
+            .unwrap_or_else(|| match self.request_timeout_ms.load(Ordering::Relaxed) {
+                0 => DEFAULT_REQUEST_TIMEOUT,
+                ms => Duration::from_millis(ms),
+            })
+    }
+
+    fn configure(&self, request: ConfigureRequest) -> ConfigureResponse {
+        tracing::info!(
+            runtime = %request.runtime_name,
+            version = %request.runtime_version,
+            request_timeout_ms = request.request_timeout,
+            "NRI runtime configured the plugin"
+        );
+        // containerd sends these in milliseconds.
+        if let Ok(ms) = u64::try_from(request.request_timeout) {
+            self.request_timeout_ms.store(ms, Ordering::Relaxed);
+        }
+        ConfigureResponse {
+            events: pod_sandbox_event_mask(),
+        }
+    }
+
+    async fn synchronize(
+        &self,
+        request: SynchronizeRequest,
+        context: RequestContext,
+    ) -> Result<SynchronizeResponse, Status> {
+        let pods = {
+            let mut gathered = self
+                .sync_pods
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            gathered.extend(request.pods);
+            if request.more {
+                // containerd requires `more` echoed back to accept a split synchronization.
+                return Ok(SynchronizeResponse { more: true });
+            }
+            std::mem::take(&mut *gathered)
+        };
+        tracing::info!(pods = pods.len(), "NRI synchronize");
+        let handler = self.handler.clone();
+        within_deadline("Synchronize", self.deadline(&context), async move {
+            handler.synchronize(pods).await;
+            Ok(())
+        })
+        .await?;
+        Ok(SynchronizeResponse { more: false })
+    }
+
+    async fn pod_event(
+        &self,
+        event: Event,
+        pod: Option<PodSandbox>,
+        context: RequestContext,
+    ) -> Result<(), Status> {
+        let Some(pod) = pod else {
+            return Err(Status::invalid_argument(format!(
+                "{} without a pod",
+                context.method
+            )));
+        };
+        tracing::debug!(?event, pod = %pod.id, name = %pod.name, namespace = %pod.namespace, "NRI pod event");
+        let handler = self.handler.clone();
+        let deadline = self.deadline(&context);
+        match event {
+            Event::RunPodSandbox => {
+                within_deadline("RunPodSandbox", deadline, async move {
+                    handler.run_pod_sandbox(pod).await
+                })
+                .await
+            }
+            Event::StopPodSandbox => {
+                within_deadline("StopPodSandbox", deadline, async move {
+                    handler.stop_pod_sandbox(pod).await
+                })
+                .await
+            }
+            Event::RemovePodSandbox => {
+                within_deadline("RemovePodSandbox", deadline, async move {
+                    handler.remove_pod_sandbox(pod).await
+                })
+                .await
+            }
+            // Not subscribed; a runtime sending it anyway gets a harmless no-op.
+            other => {
+                tracing::debug!(event = ?other, "ignoring an NRI event netclaim did not subscribe to");
+                Ok(())
+            }
+        }
+    }
+
+    async fn state_change(
+        &self,
+        request: StateChangeEvent,
+        context: RequestContext,
+    ) -> Result<Empty, Status> {
+        let event = Event::try_from(request.event).unwrap_or(Event::Unknown);
+        self.pod_event(event, request.pod, context).await?;
+        Ok(Empty {})
+    }
+}
+
+/// How long a handler may run when the request must be answered within `deadline`: keep a
+/// tenth (50 ms to 500 ms) for the reply to travel back.
+pub fn handler_budget(deadline: Duration) -> Duration {
+    let margin = (deadline / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    deadline.saturating_sub(margin)
+}
+
+/// Runs `work` in its own task and waits at most the handler budget of `deadline`.
+///
+/// The task is not cancelled when the wait ends: stopping a hook half-way could leave a NIC
+/// half-moved, while a late finish is followed by the runtime's STOP/REMOVE for the pod.
+async fn within_deadline<F>(what: &'static str, deadline: Duration, work: F) -> Result<(), Status>
+where
+    F: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let budget = handler_budget(deadline);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let result = work.await;
+        if let Err(late) = done_tx.send(result) {
+            // Nobody waits any more: the runtime was answered DeadlineExceeded.
+            tracing::warn!(what, result = ?late, "NRI handler finished after its deadline");
+        }
+    });
+    match tokio::time::timeout(budget, done_rx).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(message))) => {
+            tracing::warn!(what, %message, "NRI handler failed");
+            Err(Status::unknown(message))
+        }
+        Ok(Err(_)) => {
+            // The sender is only dropped unsent when the task panicked.
+            let join_error = match task.await {
+                Err(error) => error.to_string(),
+                Ok(()) => "handler ended without a result".to_owned(),
+            };
+            tracing::error!(what, %join_error, "NRI handler panicked");
+            Err(Status::unknown(format!(
+                "netclaim: {what} handler failed: {join_error}"
+            )))
+        }
+        Err(_) => {
+            tracing::warn!(
+                what,
+                ?budget,
+                "NRI handler exceeded its deadline; answering DeadlineExceeded"
+            );
+            Err(Status::deadline_exceeded(format!(
+                "netclaim: {what} did not finish within {budget:?} (request deadline {deadline:?})"
+            )))
+        }
+    }
+}
+
+/// The `Plugin` service: Configure, Synchronize, Shutdown, StateChange and the dedicated pod
+/// sandbox calls; anything else answers `Unimplemented`.
+fn build_server<H: PodSandboxHandler>(
+    handler: Arc<H>,
+    runtime_shutdown: CancellationToken,
+) -> Server {
+    let session = Arc::new(Session {
+        handler,
+        request_timeout_ms: AtomicU64::new(0),
+        sync_pods: Mutex::new(Vec::new()),
+        runtime_shutdown,
+    });
+    let mut server = Server::new();
+    let s = session.clone();
+    server.register(
+        PLUGIN_SERVICE,
+        "Configure",
+        move |request: ConfigureRequest, _| {
+            let response = s.configure(request);
+            async move { Ok(response) }
+        },
+    );
+    let s = session.clone();
+    server.register(
+        PLUGIN_SERVICE,
+        "Synchronize",
+        move |request: SynchronizeRequest, context| {
+            let s = s.clone();
+            async move { s.synchronize(request, context).await }
+        },
+    );
+    let s = session.clone();
+    server.register(PLUGIN_SERVICE, "Shutdown", move |_: Empty, _| {
+        s.runtime_shutdown.cancel();
+        async { Ok(Empty {}) }
+    });
+    let s = session.clone();
+    server.register(
+        PLUGIN_SERVICE,
+        "StateChange",
+        move |request: StateChangeEvent, context| {
+            let s = s.clone();
+            async move { s.state_change(request, context).await }
+        },
+    );
+    let s = session.clone();
+    server.register(
+        PLUGIN_SERVICE,
+        "RunPodSandbox",
+        move |request: RunPodSandboxRequest, context| {
+            let s = s.clone();
+            async move {
+                s.pod_event(Event::RunPodSandbox, request.pod, context)
+                    .await?;
+                Ok(RunPodSandboxResponse {})
+            }
+        },
+    );
+    let s = session.clone();
+    server.register(
+        PLUGIN_SERVICE,
+        "StopPodSandbox",
+        move |request: StopPodSandboxRequest, context| {
+            let s = s.clone();
+            async move {
+                s.pod_event(Event::StopPodSandbox, request.pod, context)
+                    .await?;
+                Ok(StopPodSandboxResponse {})
+            }
+        },
+    );
+    let s = session;
+    server.register(
+        PLUGIN_SERVICE,
+        "RemovePodSandbox",
+        move |request: RemovePodSandboxRequest, context| {
+            let s = s.clone();
+            async move {
+                s.pod_event(Event::RemovePodSandbox, request.pod, context)
+                    .await?;
+                Ok(RemovePodSandboxResponse {})
+            }
+        },
+    );
+    server
+}
+
+/// The network namespace path of a pod, when the runtime sent one (RUN and Synchronize do;
+/// STOP and REMOVE do not).
+pub fn network_namespace_path(pod: &PodSandbox) -> Option<&str> {
+    pod.linux
+        .as_ref()?
+        .namespaces
+        .iter()
+        .find(|namespace| namespace.r#type == "network" && !namespace.path.is_empty())
+        .map(|namespace| namespace.path.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_mask_is_run_stop_remove() {
+        assert_eq!(pod_sandbox_event_mask(), 0x7);
+        assert_eq!(event_bit(Event::Unknown), 0);
+        assert_eq!(event_bit(Event::CreateContainer), 0x8);
+    }
+
+    #[test]
+    fn plugin_idx_must_be_two_digits() {
+        for bad in ["", "1", "100", "a1", "1 ", "٠١"] {
+            let config = NriConfig {
+                plugin_idx: bad.to_owned(),
+                ..NriConfig::default()
+            };
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains("plugin_idx"), "{err}");
+        }
+        for good in ["00", "10", "99"] {
+            NriConfig {
+                plugin_idx: good.to_owned(),
+                ..NriConfig::default()
+            }
+            .validate()
+            .unwrap();
+        }
+        let nameless = NriConfig {
+            plugin_name: String::new(),
+            ..NriConfig::default()
+        };
+        assert!(nameless.validate().is_err());
+    }
+
+    #[test]
+    fn handler_budget_leaves_room_for_the_reply() {
+        assert_eq!(
+            handler_budget(Duration::from_secs(2)),
+            Duration::from_millis(1800)
+        );
+        assert_eq!(
+            handler_budget(Duration::from_millis(100)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            handler_budget(Duration::from_secs(60)),
+            Duration::from_millis(59_500)
+        );
+        assert_eq!(handler_budget(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn handlers_are_answered_within_their_deadline() {
+        let deadline = Duration::from_millis(100);
+        assert_eq!(
+            within_deadline("Ok", deadline, async { Ok(()) }).await,
+            Ok(())
+        );
+        let failed =
+            within_deadline("Err", deadline, async { Err("eth1 is gone".to_owned()) }).await;
+        assert_eq!(failed, Err(Status::unknown("eth1 is gone")));
+        let slow = within_deadline("Slow", deadline, std::future::pending()).await;
+        assert_eq!(
+            slow.unwrap_err().code,
+            crate::nri::ttrpc::code::DEADLINE_EXCEEDED
+        );
+        let panicked = within_deadline("Panic", deadline, async {
+            let pods: Vec<PodSandbox> = Vec::new();
+            // An out-of-bounds index: a handler bug must not take the plugin down.
+            let _ = &pods[3];
+            Ok(())
+        })
+        .await;
+        let status = panicked.unwrap_err();
+        assert_eq!(status.code, crate::nri::ttrpc::code::UNKNOWN);
+        assert!(status.message.contains("Panic"), "{}", status.message);
+    }
+
+    #[test]
+    fn network_namespace_path_is_found_by_type() {
+        use crate::nri::proto::{LinuxNamespace, LinuxPodSandbox};
+        let mut pod = PodSandbox::default();
+        assert_eq!(network_namespace_path(&pod), None);
+        pod.linux = Some(LinuxPodSandbox {
+            namespaces: vec![
+                LinuxNamespace {
+                    r#type: "ipc".into(),
+                    path: "/proc/1/ns/ipc".into(),
+                },
+                LinuxNamespace {
+                    r#type: "network".into(),
+                    path: "/run/netns/cni-1".into(),
+                },
+            ],
+        });
+        assert_eq!(network_namespace_path(&pod), Some("/run/netns/cni-1"));
+    }
+}
