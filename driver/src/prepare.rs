@@ -1,1 +1,742 @@
-//! (not yet written)
+//! DRA prepare and unprepare: [`NetclaimDriver`] implements [`kubeletplugin::DraDriver`].
+//!
+//! Prepare is where slow and failing work happens (design.md, "The path of a claim"): it
+//! resolves each allocated `netclaim.dev` device to its host NIC, parses and merges the
+//! opaque configs (DeviceClass first, then claim), validates what can be validated before
+//! the pod exists, and records the claim in the checkpoint in one save. The NRI hooks later
+//! read the prepared claims of their pod through [`PreparedClaims`].
+//!
+//! # Guarantees
+//! - Errors are per claim, start with `claim <namespace>/<name>:` and name the config and
+//!   field (`claim config[1] (requests [nic]): interface.mtu: ...`) or the device.
+//! - A claim that fails leaves nothing in the checkpoint; one that succeeds is saved with
+//!   all its devices at once.
+//! - Prepare and unprepare are idempotent, and work from the checkpoint after a restart.
+//! - Unprepare never forgets a NIC that is still attached to a pod: it detaches it first
+//!   (through [`Detacher`]) and keeps the entry when that fails.
+//!
+//! # Assumptions
+//! - The kubelet plugin library serializes prepare and unprepare calls; NRI hooks run
+//!   concurrently and only change attachments, through [`PreparedClaims::set_attachment`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use k8s_openapi::api::resource::v1::{
+    DeviceAllocationConfiguration, DeviceRequestAllocationResult, ResourceClaim,
+};
+use kubeletplugin::{ClaimError, ClaimRef, DraDriver, PrepareResult, PreparedDevice};
+use netclaim_api::{ConfigError, ConfigSource, DRIVER_NAME, SourcedConfig, merge_for_request};
+
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::state::{Attachment, DriverState, PreparedClaim, PreparedNic};
+
+/// A host NIC a published device stands for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostNic {
+    /// The interface name on the host.
+    pub if_name: String,
+    /// The host ifindex.
+    pub if_index: u32,
+    /// The link kind (`veth`, `macvlan`, ..., empty for a physical NIC).
+    pub kind: String,
+    /// The largest MTU the NIC accepts, when the kernel reports one.
+    pub mtu_max: Option<u32>,
+}
+
+/// Finds the host NIC behind a device name published in this node's ResourceSlices.
+///
+/// Discovery implements it; tests use a fake.
+pub trait HostDevices: Send + Sync + 'static {
+    /// The NIC published as `device_name`, or `None` when it is no longer on the host.
+    fn host_nic(&self, device_name: &str) -> Option<HostNic>;
+}
+
+impl<T: HostDevices + ?Sized> HostDevices for Arc<T> {
+    fn host_nic(&self, device_name: &str) -> Option<HostNic> {
+        (**self).host_nic(device_name)
+    }
+}
+
+/// Gives a NIC that is still attached to a pod back to the host, for unprepare when the
+/// pod's STOP never came. The attach code implements it; tests use a fake.
+pub trait Detacher: Send + Sync + 'static {
+    /// Detaches `nic` (which has an `attachment`) of claim `claim_uid`.
+    ///
+    /// # Errors
+    /// A message saying why the NIC could not be given back; unprepare then keeps the claim.
+    fn detach(
+        &self,
+        claim_uid: &str,
+        nic: &PreparedNic,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl<T: Detacher> Detacher for Arc<T> {
+    fn detach(
+        &self,
+        claim_uid: &str,
+        nic: &PreparedNic,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).detach(claim_uid, nic)
+    }
+}
+
+/// The prepared claims, shared between prepare/unprepare and the NRI hooks.
+#[derive(Clone, Debug)]
+pub struct PreparedClaims {
+    checkpoint: Arc<Checkpoint>,
+}
+
+/// Why an attachment could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachmentError {
+    /// No prepared claim has that UID.
+    #[error("claim {0} is not prepared")]
+    UnknownClaim(String),
+    /// The claim has no such device.
+    #[error("claim {claim_uid} has no device {device}")]
+    UnknownDevice {
+        /// The claim.
+        claim_uid: String,
+        /// The device asked for.
+        device: String,
+    },
+    /// Saving the checkpoint failed; nothing changed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+impl PreparedClaims {
+    /// Prepared claims stored in `checkpoint`.
+    pub fn new(checkpoint: Arc<Checkpoint>) -> Self {
+        Self { checkpoint }
+    }
+
+    /// The checkpoint behind these claims.
+    pub fn checkpoint(&self) -> &Arc<Checkpoint> {
+        &self.checkpoint
+    }
+
+    /// The prepared claims reserved for the pod with UID `pod_uid`, ordered by claim UID.
+    pub fn claims_for_pod(&self, pod_uid: &str) -> Vec<PreparedClaim> {
+        self.checkpoint.read(|state| {
+            state
+                .claims
+                .values()
+                .filter(|claim| claim.pod_uids.iter().any(|uid| uid == pod_uid))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Every prepared claim, ordered by UID (for reconciling against live pods on start and
+    /// on NRI Synchronize).
+    pub fn all(&self) -> Vec<PreparedClaim> {
+        self.checkpoint
+            .read(|state| state.claims.values().cloned().collect())
+    }
+
+    /// The prepared claim with UID `claim_uid`.
+    pub fn claim(&self, claim_uid: &str) -> Option<PreparedClaim> {
+        self.checkpoint
+            .read(|state| state.claims.get(claim_uid).cloned())
+    }
+
+    /// Records how far attaching `device` of `claim_uid` got (`None`: back on the host),
+    /// durably, before returning.
+    ///
+    /// # Errors
+    /// [`AttachmentError`] when the claim or device is unknown, or the save failed.
+    pub fn set_attachment(
+        &self,
+        claim_uid: &str,
+        device: &str,
+        attachment: Option<Attachment>,
+    ) -> Result<(), AttachmentError> {
+        self.checkpoint.update(|state| {
+            let claim = state
+                .claims
+                .get_mut(claim_uid)
+                .ok_or_else(|| AttachmentError::UnknownClaim(claim_uid.to_owned()))?;
+            let nic = claim
+                .nics
+                .iter_mut()
+                .find(|nic| nic.device == device)
+                .ok_or_else(|| AttachmentError::UnknownDevice {
+                    claim_uid: claim_uid.to_owned(),
+                    device: device.to_owned(),
+                })?;
+            nic.attachment = attachment;
+            Ok(())
+        })
+    }
+}
+
+/// netclaim's [`DraDriver`].
+///
+/// `H` resolves devices to host NICs (discovery); `D` detaches NICs still in a pod at
+/// unprepare (attach).
+pub struct NetclaimDriver<H, D> {
+    claims: PreparedClaims,
+    host: H,
+    detacher: D,
+}
+
+impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
+    /// A driver keeping its prepared claims in `checkpoint`.
+    pub fn new(checkpoint: Arc<Checkpoint>, host: H, detacher: D) -> Self {
+        Self {
+            claims: PreparedClaims::new(checkpoint),
+            host,
+            detacher,
+        }
+    }
+
+    /// The prepared claims, for the NRI hooks.
+    pub fn prepared(&self) -> PreparedClaims {
+        self.claims.clone()
+    }
+
+    /// See [`PreparedClaims::claims_for_pod`].
+    pub fn claims_for_pod(&self, pod_uid: &str) -> Vec<PreparedClaim> {
+        self.claims.claims_for_pod(pod_uid)
+    }
+
+    /// See [`PreparedClaims::set_attachment`].
+    ///
+    /// # Errors
+    /// As [`PreparedClaims::set_attachment`].
+    pub fn set_attachment(
+        &self,
+        claim_uid: &str,
+        device: &str,
+        attachment: Option<Attachment>,
+    ) -> Result<(), AttachmentError> {
+        self.claims.set_attachment(claim_uid, device, attachment)
+    }
+
+    /// Prepares one claim (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// A [`ClaimError`] naming the claim and every problem found.
+    pub fn prepare_claim(&self, claim: &ResourceClaim) -> PrepareResult {
+        let id = ClaimId::of(claim);
+        self.prepare_inner(&id, claim)
+            .map_err(|problems| id.error(&problems))
+    }
+
+    /// Unprepares one claim: detaches NICs still attached, then drops its entry.
+    ///
+    /// # Errors
+    /// A [`ClaimError`] when a NIC could not be detached or the checkpoint not saved; the
+    /// entry is kept then, so a retry can finish the job.
+    pub async fn unprepare_claim(&self, claim: &ClaimRef) -> Result<(), ClaimError> {
+        let id = ClaimId {
+            namespace: claim.namespace.clone(),
+            name: claim.name.clone(),
+            uid: claim.uid.clone(),
+        };
+        self.unprepare_inner(&claim.uid)
+            .await
+            .map_err(|problems| id.error(&problems))
+    }
+
+    fn prepare_inner(
+        &self,
+        id: &ClaimId,
+        claim: &ResourceClaim,
+    ) -> Result<Vec<PreparedDevice>, Vec<String>> {
+        let results = our_results(claim)?;
+        let existing = self.claims.claim(&id.uid);
+        match PrepareCase::of(existing, &results) {
+            PrepareCase::NotOurs => Ok(Vec::new()),
+            PrepareCase::AlreadyPrepared(prepared) => {
+                self.refresh_pods(id, &pod_uids(claim))?;
+                Ok(prepared_devices(&prepared))
+            }
+            PrepareCase::ReallocatedWhileAttached => Err(vec![
+                "the checkpoint holds other devices for this claim, still attached to a pod; \
+                 unprepare it first"
+                    .to_owned(),
+            ]),
+            PrepareCase::New => {
+                let prepared = self.plan(id, claim, &results)?;
+                let devices = prepared_devices(&prepared);
+                self.store(prepared)?;
+                Ok(devices)
+            }
+        }
+    }
+
+    /// Parses, merges and resolves everything of the claim; no side effects.
+    fn plan(
+        &self,
+        id: &ClaimId,
+        claim: &ResourceClaim,
+        results: &[&DeviceRequestAllocationResult],
+    ) -> Result<PreparedClaim, Vec<String>> {
+        let configs = parse_configs(claim)?;
+        let mut problems = Vec::new();
+        let mut nics = Vec::new();
+        for result in results {
+            match self.prepare_nic(result, &configs) {
+                Ok(nic) => nics.push(nic),
+                Err(mut more) => problems.append(&mut more),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(PreparedClaim {
+            uid: id.uid.clone(),
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            pod_uids: pod_uids(claim),
+            nics,
+        })
+    }
+
+    /// One device: its merged config and host NIC, checked against each other.
+    fn prepare_nic(
+        &self,
+        result: &DeviceRequestAllocationResult,
+        configs: &[SourcedConfig],
+    ) -> Result<PreparedNic, Vec<String>> {
+        let what = format!(
+            "device {} (pool {}, request {})",
+            result.device, result.pool, result.request
+        );
+        // Each config was validated when parsed; what is left are conflicts between the
+        // configs that apply to this request, so name the device they meet on.
+        let merged = merge_for_request(configs, &result.request).map_err(|error| {
+            config_problems(error)
+                .into_iter()
+                .map(|problem| format!("{what}: {problem}"))
+                .collect::<Vec<_>>()
+        });
+        let host = self
+            .host
+            .host_nic(&result.device)
+            .ok_or_else(|| format!("{what}: not found on this node (the NIC is gone or renamed)"));
+        let (merged, host) = match (merged, host) {
+            (Ok(merged), Ok(host)) => (merged, host),
+            (merged, host) => {
+                let mut problems = merged.err().unwrap_or_default();
+                problems.extend(host.err());
+                return Err(problems);
+            }
+        };
+        if let (Some(mtu), Some(max)) = (merged.interface.mtu, host.mtu_max)
+            && mtu > max
+        {
+            return Err(vec![format!(
+                "{what}: interface.mtu: {mtu} is above the maximum {max} of host NIC {}",
+                host.if_name
+            )]);
+        }
+        Ok(PreparedNic {
+            request: result.request.clone(),
+            pool: result.pool.clone(),
+            device: result.device.clone(),
+            share_id: result.share_id.clone(),
+            host_if_name: host.if_name,
+            config: merged.interface,
+            attachment: None,
+        })
+    }
+
+    /// Checks the claim against the other prepared claims and saves it, in one update.
+    fn store(&self, prepared: PreparedClaim) -> Result<(), Vec<String>> {
+        self.claims
+            .checkpoint
+            .update(|state| {
+                let problems = conflicts(state, &prepared);
+                if !problems.is_empty() {
+                    return Err(Refused::Problems(problems));
+                }
+                state.claims.insert(prepared.uid.clone(), prepared);
+                Ok(())
+            })
+            .map_err(Refused::into_problems)
+    }
+
+    /// Keeps the claim's pod list current on a retry (a shared claim may gain pods).
+    fn refresh_pods(&self, id: &ClaimId, pods: &[String]) -> Result<(), Vec<String>> {
+        self.claims
+            .checkpoint
+            .update(|state| {
+                if let Some(claim) = state.claims.get_mut(&id.uid) {
+                    claim.pod_uids = pods.to_vec();
+                }
+                Ok(())
+            })
+            .map_err(Refused::into_problems)
+    }
+
+    async fn unprepare_inner(&self, uid: &str) -> Result<(), Vec<String>> {
+        match UnprepareCase::of(self.claims.claim(uid)) {
+            UnprepareCase::Unknown => Ok(()),
+            UnprepareCase::Detached => self.forget(uid),
+            UnprepareCase::StillAttached(claim) => {
+                let mut problems = Vec::new();
+                for nic in claim.nics.iter().filter(|nic| nic.attachment.is_some()) {
+                    match self.detacher.detach(uid, nic).await {
+                        Ok(()) => {
+                            if let Err(error) = self.claims.set_attachment(uid, &nic.device, None) {
+                                problems.push(format!("device {}: {error}", nic.device));
+                            }
+                        }
+                        Err(error) => problems.push(format!(
+                            "device {} is still attached to pod sandbox {} and could not be \
+                             detached: {error}",
+                            nic.device,
+                            nic.attachment
+                                .as_ref()
+                                .map_or("?", |a| a.sandbox_id.as_str())
+                        )),
+                    }
+                }
+                if problems.is_empty() {
+                    self.forget(uid)
+                } else {
+                    Err(problems)
+                }
+            }
+        }
+    }
+
+    fn forget(&self, uid: &str) -> Result<(), Vec<String>> {
+        self.claims
+            .checkpoint
+            .update(|state| {
+                state.claims.remove(uid);
+                Ok(())
+            })
+            .map_err(Refused::into_problems)
+    }
+}
+
+impl<H: HostDevices, D: Detacher> DraDriver for NetclaimDriver<H, D> {
+    async fn prepare(&self, claims: Vec<ResourceClaim>) -> BTreeMap<String, PrepareResult> {
+        claims
+            .iter()
+            .map(|claim| (ClaimId::of(claim).uid, self.prepare_claim(claim)))
+            .collect()
+    }
+
+    async fn unprepare(&self, claims: Vec<ClaimRef>) -> BTreeMap<String, Result<(), ClaimError>> {
+        let mut results = BTreeMap::new();
+        for claim in &claims {
+            results.insert(claim.uid.clone(), self.unprepare_claim(claim).await);
+        }
+        results
+    }
+}
+
+/// Where a claim stands for prepare, derived from the claim and the checkpoint.
+enum PrepareCase {
+    /// No device of the allocation is ours.
+    NotOurs,
+    /// The checkpoint already holds this claim with the same devices: a retry.
+    AlreadyPrepared(PreparedClaim),
+    /// The checkpoint holds other devices for this UID and one is in a pod.
+    ReallocatedWhileAttached,
+    /// Not prepared yet (or prepared with other devices, none attached: redone).
+    New,
+}
+
+impl PrepareCase {
+    fn of(existing: Option<PreparedClaim>, results: &[&DeviceRequestAllocationResult]) -> Self {
+        if results.is_empty() {
+            return PrepareCase::NotOurs;
+        }
+        let wanted: BTreeSet<_> = results
+            .iter()
+            .map(|r| {
+                (
+                    r.request.as_str(),
+                    r.pool.as_str(),
+                    r.device.as_str(),
+                    r.share_id.as_deref(),
+                )
+            })
+            .collect();
+        match existing {
+            None => PrepareCase::New,
+            Some(prepared) => {
+                let have: BTreeSet<_> = prepared
+                    .nics
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.request.as_str(),
+                            n.pool.as_str(),
+                            n.device.as_str(),
+                            n.share_id.as_deref(),
+                        )
+                    })
+                    .collect();
+                if have == wanted {
+                    PrepareCase::AlreadyPrepared(prepared.clone())
+                } else if prepared.nics.iter().any(|nic| nic.attachment.is_some()) {
+                    PrepareCase::ReallocatedWhileAttached
+                } else {
+                    PrepareCase::New
+                }
+            }
+        }
+    }
+}
+
+/// Where a claim stands for unprepare.
+enum UnprepareCase {
+    /// Not in the checkpoint: never prepared, or already unprepared.
+    Unknown,
+    /// Prepared, no NIC in a pod.
+    Detached,
+    /// Prepared, and at least one NIC still in (or moving to or from) a pod.
+    StillAttached(PreparedClaim),
+}
+
+impl UnprepareCase {
+    fn of(existing: Option<PreparedClaim>) -> Self {
+        match existing {
+            None => UnprepareCase::Unknown,
+            Some(claim) if claim.nics.iter().any(|nic| nic.attachment.is_some()) => {
+                UnprepareCase::StillAttached(claim)
+            }
+            Some(_) => UnprepareCase::Detached,
+        }
+    }
+}
+
+/// A claim's identity, for results and error messages.
+struct ClaimId {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl ClaimId {
+    fn of(claim: &ResourceClaim) -> Self {
+        Self {
+            namespace: claim.metadata.namespace.clone().unwrap_or_default(),
+            name: claim.metadata.name.clone().unwrap_or_default(),
+            uid: claim.metadata.uid.clone().unwrap_or_default(),
+        }
+    }
+
+    fn error(&self, problems: &[String]) -> ClaimError {
+        ClaimError::new(format!(
+            "claim {}/{}: {}",
+            self.namespace,
+            self.name,
+            problems.join("; ")
+        ))
+    }
+}
+
+/// Either a refusal with problems or a failed save, from a checkpoint update.
+enum Refused {
+    Problems(Vec<String>),
+    Save(CheckpointError),
+}
+
+impl From<CheckpointError> for Refused {
+    fn from(error: CheckpointError) -> Self {
+        Refused::Save(error)
+    }
+}
+
+impl Refused {
+    fn into_problems(self) -> Vec<String> {
+        match self {
+            Refused::Problems(problems) => problems,
+            Refused::Save(error) => vec![error.to_string()],
+        }
+    }
+}
+
+/// The allocation results for `netclaim.dev`.
+fn our_results(claim: &ResourceClaim) -> Result<Vec<&DeviceRequestAllocationResult>, Vec<String>> {
+    let devices = claim
+        .status
+        .as_ref()
+        .and_then(|status| status.allocation.as_ref())
+        .and_then(|allocation| allocation.devices.as_ref());
+    let Some(devices) = devices else {
+        return Err(vec![
+            "status.allocation.devices: the claim is not allocated".to_owned(),
+        ]);
+    };
+    Ok(devices
+        .results
+        .iter()
+        .flatten()
+        .filter(|result| result.driver == DRIVER_NAME)
+        .collect())
+}
+
+/// Parses every `netclaim.dev` opaque config of the allocation; collects all problems.
+///
+/// Each config's `index` is its position among the allocation's configs of the same source
+/// (all drivers counted), which for claim configs is its index in `spec.devices.config`.
+fn parse_configs(claim: &ResourceClaim) -> Result<Vec<SourcedConfig>, Vec<String>> {
+    let entries = claim
+        .status
+        .as_ref()
+        .and_then(|status| status.allocation.as_ref())
+        .and_then(|allocation| allocation.devices.as_ref())
+        .and_then(|devices| devices.config.as_deref())
+        .unwrap_or_default();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut configs = Vec::new();
+    let mut problems = Vec::new();
+    for (position, entry) in entries.iter().enumerate() {
+        let counter = seen.entry(entry.source.as_str()).or_default();
+        let index = *counter;
+        *counter += 1;
+        match parse_entry(entry, index) {
+            Ok(Some(config)) => configs.push(config),
+            Ok(None) => {}
+            Err(mut more) => {
+                if more.is_empty() {
+                    more.push(format!(
+                        "status.allocation.devices.config[{position}]: invalid"
+                    ));
+                }
+                problems.append(&mut more);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(configs)
+    } else {
+        Err(problems)
+    }
+}
+
+/// One allocation config entry: `None` when it is for another driver.
+fn parse_entry(
+    entry: &DeviceAllocationConfiguration,
+    index: usize,
+) -> Result<Option<SourcedConfig>, Vec<String>> {
+    let Some(opaque) = entry.opaque.as_ref().filter(|o| o.driver == DRIVER_NAME) else {
+        return Ok(None);
+    };
+    let source = match entry.source.as_str() {
+        "FromClass" => ConfigSource::Class,
+        "FromClaim" => ConfigSource::Claim,
+        other => {
+            return Err(vec![format!(
+                "config[{index}]: source {other:?} is neither FromClass nor FromClaim"
+            )]);
+        }
+    };
+    let requests = entry.requests.clone().unwrap_or_default();
+    let raw = serde_json::to_vec(&opaque.parameters.0).map_err(|error| vec![error.to_string()])?;
+    SourcedConfig::parse(source, requests, index, &raw)
+        .map(Some)
+        .map_err(config_problems)
+}
+
+fn config_problems(error: ConfigError) -> Vec<String> {
+    error.errors.iter().map(ToString::to_string).collect()
+}
+
+/// UIDs of the pods in `status.reservedFor`.
+fn pod_uids(claim: &ResourceClaim) -> Vec<String> {
+    claim
+        .status
+        .as_ref()
+        .and_then(|status| status.reserved_for.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|consumer| {
+            consumer.resource == "pods" && consumer.api_group.as_deref().unwrap_or("").is_empty()
+        })
+        .map(|consumer| consumer.uid.clone())
+        .collect()
+}
+
+/// The name a NIC will have inside its pod.
+fn pod_if_name(nic: &PreparedNic) -> &str {
+    nic.config.name.as_deref().unwrap_or(&nic.host_if_name)
+}
+
+/// Problems between `claim` and itself or the other prepared claims: a NIC prepared twice,
+/// two NICs wanting one name in one pod.
+fn conflicts(state: &DriverState, claim: &PreparedClaim) -> Vec<String> {
+    let others: Vec<&PreparedClaim> = state
+        .claims
+        .values()
+        .filter(|c| c.uid != claim.uid)
+        .collect();
+    let mut problems = Vec::new();
+    let mut names: BTreeMap<&str, &PreparedNic> = BTreeMap::new();
+    for nic in &claim.nics {
+        let name = pod_if_name(nic);
+        if let Some(first) = names.insert(name, nic) {
+            problems.push(format!(
+                "devices {} and {}: both want interface.name {name:?} inside the pod",
+                first.device, nic.device
+            ));
+        }
+    }
+    for other in others {
+        let same_pod = other
+            .pod_uids
+            .iter()
+            .any(|uid| claim.pod_uids.contains(uid));
+        for theirs in &other.nics {
+            for nic in &claim.nics {
+                if theirs.pool == nic.pool && theirs.device == nic.device {
+                    problems.push(format!(
+                        "device {} (pool {}) is already prepared for claim {}/{}",
+                        nic.device, nic.pool, other.namespace, other.name
+                    ));
+                } else if same_pod && pod_if_name(theirs) == pod_if_name(nic) {
+                    problems.push(format!(
+                        "device {}: interface.name {:?} is already taken in the pod by device {} \
+                         of claim {}/{}",
+                        nic.device,
+                        pod_if_name(nic),
+                        theirs.device,
+                        other.namespace,
+                        other.name
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// What the kubelet is told for a prepared claim.
+fn prepared_devices(claim: &PreparedClaim) -> Vec<PreparedDevice> {
+    claim
+        .nics
+        .iter()
+        .map(|nic| PreparedDevice {
+            requests: vec![nic.request.clone()],
+            pool_name: nic.pool.clone(),
+            device_name: nic.device.clone(),
+            cdi_device_ids: Vec::new(),
+            share_id: nic.share_id.clone(),
+        })
+        .collect()
+}
+
+/// Discovery's inventory resolves published device names to host NICs.
+impl HostDevices for crate::discovery::Inventory {
+    fn host_nic(&self, device_name: &str) -> Option<HostNic> {
+        self.host_device(device_name).map(|nic| HostNic {
+            if_name: nic.if_name,
+            if_index: nic.if_index,
+            kind: nic.kind.unwrap_or_default(),
+            mtu_max: None,
+        })
+    }
+}

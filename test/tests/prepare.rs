@@ -1,0 +1,794 @@
+//! Prepare, unprepare and claim status through the real path: claims live in the API server
+//! stand-in (allocated the way the scheduler does it, by a status update), are read back
+//! with a real kube client and handed to `NetclaimDriver`; the checkpoint is a real file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::resource::v1::ResourceClaim;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use kubeletplugin::{ClaimRef, DraDriver, Plugin};
+use netclaim::checkpoint::{Checkpoint, Recovery};
+use netclaim::prepare::{Detacher, HostDevices, HostNic, NetclaimDriver};
+use netclaim::state::{AttachPhase, Attachment, LinkSnapshot, PreparedNic};
+use netclaim::status::{
+    Backoff, ClaimReport, ClaimStatusWriter, DeviceReport, DeviceState, FailureReason, NetworkData,
+};
+use netclaim_test::apiserver::ApiServer;
+use netclaim_test::kubelet::{DraApiVersion, KubeletStandIn};
+use serde_json::{Value, json};
+
+const NS: &str = "default";
+
+/// Host NICs by device name; devices can vanish mid-test.
+#[derive(Default)]
+struct FakeHost(Mutex<BTreeMap<String, HostNic>>);
+
+impl FakeHost {
+    fn with(devices: &[(&str, Option<u32>)]) -> Arc<Self> {
+        let host = FakeHost::default();
+        for (index, (name, mtu_max)) in devices.iter().enumerate() {
+            host.0.lock().unwrap().insert(
+                name.to_string(),
+                HostNic {
+                    if_name: name.to_string(),
+                    if_index: 10 + index as u32,
+                    kind: "veth".into(),
+                    mtu_max: *mtu_max,
+                },
+            );
+        }
+        Arc::new(host)
+    }
+
+    fn remove(&self, device: &str) {
+        self.0.lock().unwrap().remove(device);
+    }
+}
+
+impl HostDevices for FakeHost {
+    fn host_nic(&self, device_name: &str) -> Option<HostNic> {
+        self.0.lock().unwrap().get(device_name).cloned()
+    }
+}
+
+/// Records detach calls; fails while `fail` is set.
+#[derive(Default)]
+struct FakeDetacher {
+    calls: Mutex<Vec<(String, String)>>,
+    fail: AtomicBool,
+}
+
+impl Detacher for FakeDetacher {
+    async fn detach(&self, claim_uid: &str, nic: &PreparedNic) -> Result<(), String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((claim_uid.to_owned(), nic.device.clone()));
+        if self.fail.load(Ordering::SeqCst) {
+            Err("netns /run/netns/pod is busy".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+type Driver = NetclaimDriver<Arc<FakeHost>, Arc<FakeDetacher>>;
+
+struct Setup {
+    server: ApiServer,
+    claims: Api<ResourceClaim>,
+    dir: tempfile::TempDir,
+    host: Arc<FakeHost>,
+    detacher: Arc<FakeDetacher>,
+    checkpoint: Arc<Checkpoint>,
+    driver: Driver,
+}
+
+async fn setup() -> Setup {
+    let server = ApiServer::start().await.unwrap();
+    let claims = Api::namespaced(server.client(), NS);
+    let dir = tempfile::tempdir().unwrap();
+    let host = FakeHost::with(&[("eth1", Some(9000)), ("eth2", Some(9000)), ("eth3", None)]);
+    let detacher = Arc::new(FakeDetacher::default());
+    let checkpoint = Arc::new(Checkpoint::open(dir.path(), Recovery::Fail).unwrap());
+    let driver = NetclaimDriver::new(checkpoint.clone(), host.clone(), detacher.clone());
+    Setup {
+        server,
+        claims,
+        dir,
+        host,
+        detacher,
+        checkpoint,
+        driver,
+    }
+}
+
+/// A netclaim opaque config entry for the allocation.
+fn config(source: &str, requests: &[&str], interface: Value) -> Value {
+    opaque(
+        source,
+        requests,
+        "netclaim.dev",
+        json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "interface": interface}),
+    )
+}
+
+fn opaque(source: &str, requests: &[&str], driver: &str, parameters: Value) -> Value {
+    let mut entry =
+        json!({"source": source, "opaque": {"driver": driver, "parameters": parameters}});
+    if !requests.is_empty() {
+        entry["requests"] = json!(requests);
+    }
+    entry
+}
+
+/// Creates claim `name` with one request per (request, device), then allocates it like the
+/// scheduler (status update: allocation and reservedFor) and returns it as the API has it.
+async fn allocated_claim(
+    claims: &Api<ResourceClaim>,
+    name: &str,
+    devices: &[(&str, &str)],
+    configs: Vec<Value>,
+    pods: &[&str],
+) -> ResourceClaim {
+    let requests: Vec<Value> = devices
+        .iter()
+        .map(|(request, _)| {
+            json!({"name": request, "exactly": {"deviceClassName": "netclaim", "allocationMode": "ExactCount", "count": 1}})
+        })
+        .collect();
+    let claim: ResourceClaim = serde_json::from_value(json!({
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"devices": {"requests": requests}},
+    }))
+    .unwrap();
+    let mut created = claims.create(&PostParams::default(), &claim).await.unwrap();
+    let results: Vec<Value> = devices
+        .iter()
+        .map(|(request, device)| {
+            json!({"request": request, "driver": "netclaim.dev", "pool": "node-a", "device": device})
+        })
+        .collect();
+    let reserved: Vec<Value> = pods
+        .iter()
+        .map(|pod| json!({"resource": "pods", "name": format!("pod-{pod}"), "uid": pod}))
+        .collect();
+    created.status = Some(
+        serde_json::from_value(json!({
+            "allocation": {"devices": {"results": results, "config": configs}},
+            "reservedFor": reserved,
+        }))
+        .unwrap(),
+    );
+    claims
+        .replace_status(name, &PostParams::default(), &created)
+        .await
+        .unwrap()
+}
+
+fn uid(claim: &ResourceClaim) -> String {
+    claim.metadata.uid.clone().unwrap()
+}
+
+fn claim_ref(claim: &ResourceClaim) -> ClaimRef {
+    ClaimRef {
+        namespace: NS.into(),
+        name: claim.metadata.name.clone().unwrap(),
+        uid: uid(claim),
+    }
+}
+
+async fn prepare_one(driver: &Driver, claim: &ResourceClaim) -> kubeletplugin::PrepareResult {
+    let mut results = driver.prepare(vec![claim.clone()]).await;
+    assert_eq!(results.len(), 1);
+    results.remove(&uid(claim)).unwrap()
+}
+
+fn attachment() -> Attachment {
+    Attachment {
+        sandbox_id: "sandbox-1".into(),
+        netns_path: "/run/netns/pod".into(),
+        host: LinkSnapshot {
+            if_name: "eth1".into(),
+            mtu: 1500,
+            ..LinkSnapshot::default()
+        },
+        pod_if_name: "net1".into(),
+        phase: AttachPhase::Attached,
+    }
+}
+
+#[tokio::test]
+async fn prepare_writes_checkpoint_survives_restart_and_retries_idempotently() {
+    let s = setup().await;
+    let claim = allocated_claim(
+        &s.claims,
+        "nic-a",
+        &[("nic", "eth1")],
+        vec![config(
+            "FromClaim",
+            &["nic"],
+            json!({"name": "net1", "addresses": ["192.0.2.10/24"]}),
+        )],
+        &["pod-1"],
+    )
+    .await;
+
+    let devices = prepare_one(&s.driver, &claim).await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].requests, vec!["nic".to_string()]);
+    assert_eq!(devices[0].pool_name, "node-a");
+    assert_eq!(devices[0].device_name, "eth1");
+    let on_disk = s.checkpoint.load().unwrap();
+    let prepared = &on_disk.claims[&uid(&claim)];
+    assert_eq!(prepared.pod_uids, vec!["pod-1".to_string()]);
+    assert_eq!(prepared.nics[0].host_if_name, "eth1");
+    assert_eq!(prepared.nics[0].config.name.as_deref(), Some("net1"));
+    assert_eq!(s.checkpoint.save_count(), 1);
+
+    // A retry returns the same devices without writing.
+    assert_eq!(prepare_one(&s.driver, &claim).await.unwrap(), devices);
+    assert_eq!(s.checkpoint.save_count(), 1);
+
+    // A restart: a new driver over the same directory knows the claim, and a retry works
+    // even though the NIC has left the host (it is in the pod by now).
+    drop(s.driver);
+    let checkpoint = Arc::new(Checkpoint::open(s.dir.path(), Recovery::Fail).unwrap());
+    s.host.remove("eth1");
+    let restarted = NetclaimDriver::new(checkpoint.clone(), s.host.clone(), s.detacher.clone());
+    assert_eq!(restarted.claims_for_pod("pod-1").len(), 1);
+    assert!(restarted.claims_for_pod("pod-2").is_empty());
+    assert_eq!(prepare_one(&restarted, &claim).await.unwrap(), devices);
+    assert_eq!(checkpoint.save_count(), 0);
+}
+
+/// Each bad config gives a per-claim error naming the claim, the config and the field, and
+/// leaves nothing in the checkpoint.
+#[tokio::test]
+async fn bad_configs_fail_the_claim_naming_the_field() {
+    let s = setup().await;
+    let big = "x".repeat(11 * 1024);
+    let base = |interface: Value| json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "interface": interface});
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "unknown-field",
+            base(json!({"nmae": "net1"})),
+            "interface.nmae",
+        ),
+        ("wrong-type", base(json!({"mtu": "big"})), "interface.mtu"),
+        (
+            "bad-api-version",
+            json!({"apiVersion": "netclaim.dev/v9", "kind": "NetworkConfig"}),
+            "apiVersion",
+        ),
+        (
+            "mtu-range",
+            base(json!({"mtu": 70000})),
+            "interface.mtu: 70000",
+        ),
+        (
+            "bad-address",
+            base(json!({"addresses": ["192.0.2.300/24"]})),
+            "interface.addresses[0]",
+        ),
+        (
+            "gateway-family",
+            base(
+                json!({"addresses": ["192.0.2.10/24"], "routes": [{"destination": "0.0.0.0/0", "gateway": "2001:db8::1"}]}),
+            ),
+            "interface.routes[0].gateway",
+        ),
+        ("too-big", base(json!({"name": big})), "10240"),
+    ];
+    for (name, parameters, wanted) in cases {
+        let claim = allocated_claim(
+            &s.claims,
+            name,
+            &[("nic", "eth1")],
+            vec![opaque("FromClaim", &["nic"], "netclaim.dev", parameters)],
+            &["pod-1"],
+        )
+        .await;
+        let error = prepare_one(&s.driver, &claim)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "claim default/{name}: claim config[0] (requests [nic])"
+            )),
+            "{name}: {error}"
+        );
+        assert!(error.contains(wanted), "{name}: want {wanted:?} in {error}");
+        assert!(s.checkpoint.load().unwrap().claims.is_empty(), "{name}");
+    }
+    assert_eq!(s.checkpoint.save_count(), 0);
+}
+
+#[tokio::test]
+async fn conflicts_and_missing_devices_fail_the_claim() {
+    let s = setup().await;
+    // Two devices of one claim wanting one name.
+    let same_name = allocated_claim(
+        &s.claims,
+        "same-name",
+        &[("a", "eth1"), ("b", "eth2")],
+        vec![config("FromClass", &[], json!({"name": "net1"}))],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &same_name)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("both want interface.name \"net1\""),
+        "{error}"
+    );
+
+    // A device that left the host.
+    let gone = allocated_claim(&s.claims, "gone", &[("nic", "eth9")], vec![], &["pod-1"]).await;
+    let error = prepare_one(&s.driver, &gone).await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("claim default/gone: device eth9"),
+        "{error}"
+    );
+    assert!(error.contains("not found on this node"), "{error}");
+
+    // An MTU the NIC cannot do.
+    let jumbo = allocated_claim(
+        &s.claims,
+        "jumbo",
+        &[("nic", "eth1")],
+        vec![config("FromClaim", &[], json!({"mtu": 9500}))],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &jumbo)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("interface.mtu: 9500 is above the maximum 9000"),
+        "{error}"
+    );
+    assert!(s.checkpoint.load().unwrap().claims.is_empty());
+
+    // Claims of one pod wanting one name; a NIC prepared for two claims.
+    let first = allocated_claim(
+        &s.claims,
+        "first",
+        &[("nic", "eth1")],
+        vec![config("FromClaim", &[], json!({"name": "net1"}))],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&s.driver, &first).await.unwrap();
+    let clash = allocated_claim(
+        &s.claims,
+        "clash",
+        &[("nic", "eth2")],
+        vec![config("FromClaim", &[], json!({"name": "net1"}))],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &clash)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("already taken in the pod by device eth1 of claim default/first"),
+        "{error}"
+    );
+    let twice = allocated_claim(&s.claims, "twice", &[("nic", "eth1")], vec![], &["pod-2"]).await;
+    let error = prepare_one(&s.driver, &twice)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("already prepared for claim default/first"),
+        "{error}"
+    );
+    // Another pod may use the name.
+    let other_pod = allocated_claim(
+        &s.claims,
+        "other-pod",
+        &[("nic", "eth2")],
+        vec![config("FromClaim", &[], json!({"name": "net1"}))],
+        &["pod-2"],
+    )
+    .await;
+    prepare_one(&s.driver, &other_pod).await.unwrap();
+    let uids: Vec<String> = s.checkpoint.load().unwrap().claims.into_keys().collect();
+    let mut expected = vec![uid(&first), uid(&other_pod)];
+    expected.sort();
+    assert_eq!(uids, expected);
+}
+
+#[tokio::test]
+async fn class_then_claim_precedence_request_scoping_and_other_drivers() {
+    let s = setup().await;
+    let claim = allocated_claim(
+        &s.claims,
+        "layered",
+        &[("nic", "eth1"), ("other", "eth2")],
+        vec![
+            config("FromClass", &[], json!({"mtu": 9000, "name": "net1"})),
+            // Another driver's config is not ours to parse, however odd it looks.
+            opaque(
+                "FromClaim",
+                &[],
+                "gpu.example.com",
+                json!({"whatever": [1, 2]}),
+            ),
+            config("FromClaim", &["nic"], json!({"mtu": 1500})),
+            config("FromClaim", &["other"], json!({"name": "net2"})),
+        ],
+        &["pod-1"],
+    )
+    .await;
+    let devices = prepare_one(&s.driver, &claim).await.unwrap();
+    assert_eq!(devices.len(), 2);
+    let prepared = s.driver.claims_for_pod("pod-1");
+    let nics: BTreeMap<&str, &PreparedNic> = prepared[0]
+        .nics
+        .iter()
+        .map(|nic| (nic.request.as_str(), nic))
+        .collect();
+    assert_eq!(
+        nics["nic"].config.mtu,
+        Some(1500),
+        "the claim wins over the class"
+    );
+    assert_eq!(
+        nics["nic"].config.name.as_deref(),
+        Some("net1"),
+        "the class's name stays"
+    );
+    assert_eq!(
+        nics["other"].config.mtu,
+        Some(9000),
+        "a config for `nic` does not reach `other`"
+    );
+    assert_eq!(nics["other"].config.name.as_deref(), Some("net2"));
+}
+
+#[tokio::test]
+async fn a_batch_fails_claim_by_claim_and_foreign_devices_are_ignored() {
+    let s = setup().await;
+    let good = allocated_claim(&s.claims, "good", &[("nic", "eth1")], vec![], &["pod-1"]).await;
+    let bad = allocated_claim(
+        &s.claims,
+        "bad",
+        &[("nic", "eth2")],
+        vec![config("FromClaim", &[], json!({"mtu": 1}))],
+        &["pod-2"],
+    )
+    .await;
+    let mut foreign =
+        allocated_claim(&s.claims, "foreign", &[("gpu", "gpu0")], vec![], &["pod-3"]).await;
+    if let Some(results) = foreign
+        .status
+        .as_mut()
+        .and_then(|s| s.allocation.as_mut())
+        .and_then(|a| a.devices.as_mut())
+        .and_then(|d| d.results.as_mut())
+    {
+        results[0].driver = "gpu.example.com".into();
+    }
+    let results = s
+        .driver
+        .prepare(vec![good.clone(), bad.clone(), foreign.clone()])
+        .await;
+    assert_eq!(results[&uid(&good)].as_ref().unwrap().len(), 1);
+    assert!(
+        results[&uid(&bad)]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("interface.mtu")
+    );
+    assert!(results[&uid(&foreign)].as_ref().unwrap().is_empty());
+    let stored: Vec<String> = s.checkpoint.load().unwrap().claims.into_keys().collect();
+    assert_eq!(stored, vec![uid(&good)]);
+}
+
+#[tokio::test]
+async fn unprepare_is_idempotent_and_works_for_gone_claims() {
+    let s = setup().await;
+    let claim = allocated_claim(&s.claims, "nic-a", &[("nic", "eth1")], vec![], &["pod-1"]).await;
+    prepare_one(&s.driver, &claim).await.unwrap();
+    s.claims.delete("nic-a", &Default::default()).await.unwrap();
+
+    // After a restart, from the checkpoint alone.
+    drop(s.driver);
+    let checkpoint = Arc::new(Checkpoint::open(s.dir.path(), Recovery::Fail).unwrap());
+    let driver = NetclaimDriver::new(checkpoint.clone(), s.host.clone(), s.detacher.clone());
+    let never = ClaimRef {
+        namespace: NS.into(),
+        name: "never".into(),
+        uid: "never-prepared".into(),
+    };
+    let results = driver.unprepare(vec![claim_ref(&claim), never]).await;
+    assert!(results.values().all(Result::is_ok), "{results:?}");
+    assert!(checkpoint.load().unwrap().claims.is_empty());
+    let again = driver.unprepare(vec![claim_ref(&claim)]).await;
+    assert!(again[&uid(&claim)].is_ok());
+    assert!(s.detacher.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unprepare_detaches_a_nic_still_in_a_pod_before_forgetting_it() {
+    let s = setup().await;
+    let claim = allocated_claim(&s.claims, "nic-a", &[("nic", "eth1")], vec![], &["pod-1"]).await;
+    prepare_one(&s.driver, &claim).await.unwrap();
+    s.driver
+        .set_attachment(&uid(&claim), "eth1", Some(attachment()))
+        .unwrap();
+    assert_eq!(
+        s.checkpoint.load().unwrap().claims[&uid(&claim)].nics[0].attachment,
+        Some(attachment())
+    );
+
+    s.detacher.fail.store(true, Ordering::SeqCst);
+    let results = s.driver.unprepare(vec![claim_ref(&claim)]).await;
+    let error = results[&uid(&claim)].as_ref().unwrap_err().to_string();
+    assert!(
+        error.contains("device eth1 is still attached to pod sandbox sandbox-1"),
+        "{error}"
+    );
+    assert!(error.contains("busy"), "{error}");
+    assert!(
+        s.checkpoint
+            .load()
+            .unwrap()
+            .claims
+            .contains_key(&uid(&claim))
+    );
+
+    s.detacher.fail.store(false, Ordering::SeqCst);
+    let results = s.driver.unprepare(vec![claim_ref(&claim)]).await;
+    assert!(results[&uid(&claim)].is_ok());
+    assert!(s.checkpoint.load().unwrap().claims.is_empty());
+    let calls = s.detacher.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        vec![
+            (uid(&claim), "eth1".to_string()),
+            (uid(&claim), "eth1".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn set_attachment_refuses_unknown_claims_and_devices() {
+    let s = setup().await;
+    let claim = allocated_claim(&s.claims, "nic-a", &[("nic", "eth1")], vec![], &["pod-1"]).await;
+    prepare_one(&s.driver, &claim).await.unwrap();
+    assert!(s.driver.set_attachment("nope", "eth1", None).is_err());
+    assert!(s.driver.set_attachment(&uid(&claim), "eth7", None).is_err());
+}
+
+fn fast_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(20),
+        attempts: 8,
+    }
+}
+
+fn ready_report(claim: &ResourceClaim, interface: &str) -> ClaimReport {
+    ClaimReport {
+        namespace: NS.into(),
+        name: claim.metadata.name.clone().unwrap(),
+        uid: uid(claim),
+        devices: vec![DeviceReport {
+            pool: "node-a".into(),
+            device: "eth1".into(),
+            share_id: None,
+            state: DeviceState::Ready(NetworkData {
+                interface_name: interface.into(),
+                ips: vec![
+                    "192.0.2.10/24".parse().unwrap(),
+                    "2001:db8::10/64".parse().unwrap(),
+                ],
+                hardware_address: Some("02:00:00:00:00:01".into()),
+            }),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn status_lands_in_the_claim_despite_conflicts_and_server_errors() {
+    let s = setup().await;
+    let claim = allocated_claim(&s.claims, "nic-a", &[("nic", "eth1")], vec![], &["pod-1"]).await;
+    let faults = s.server.faults();
+    faults.conflict_next("resourceclaims/status", 2);
+    faults.fail_next("PATCH", "resourceclaims/status", 1, 503);
+    let writer = ClaimStatusWriter::start(s.server.client(), fast_backoff());
+
+    writer.report(ready_report(&claim, "net1"));
+    writer.flush().await;
+
+    let stored = s.claims.get("nic-a").await.unwrap();
+    let status = serde_json::to_value(stored.status.unwrap()).unwrap();
+    let device = &status["devices"][0];
+    assert_eq!(device["driver"], "netclaim.dev");
+    assert_eq!(device["device"], "eth1");
+    assert_eq!(device["networkData"]["interfaceName"], "net1");
+    assert_eq!(
+        device["networkData"]["ips"],
+        json!(["192.0.2.10/24", "2001:db8::10/64"])
+    );
+    assert_eq!(
+        device["networkData"]["hardwareAddress"],
+        "02:00:00:00:00:01"
+    );
+    assert_eq!(device["conditions"][0]["type"], "Ready");
+    assert_eq!(device["conditions"][0]["status"], "True");
+    assert_eq!(device["conditions"][0]["reason"], "NetworkReady");
+    assert!(faults.request_count("PATCH", "resourceclaims/status") >= 4);
+    let events: Api<Event> = Api::namespaced(s.server.client(), NS);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        events
+            .iter()
+            .any(|event| event.reason.as_deref() == Some("NetworkReady")
+                && event.type_.as_deref() == Some("Normal"))
+    );
+    // The allocation the scheduler wrote is untouched by netclaim's apply.
+    assert_eq!(
+        status["allocation"]["devices"]["results"][0]["device"],
+        "eth1"
+    );
+}
+
+#[tokio::test]
+async fn failures_set_ready_false_and_emit_a_warning_event() {
+    let s = setup().await;
+    let claim = allocated_claim(&s.claims, "nic-a", &[("nic", "eth1")], vec![], &["pod-1"]).await;
+    let writer = ClaimStatusWriter::start(s.server.client(), fast_backoff());
+    let mut report = ready_report(&claim, "net1");
+    report.devices[0].state = DeviceState::Failed {
+        reason: FailureReason::AttachFailed,
+        message: "moving eth1 into the pod: netns gone".into(),
+    };
+    writer.report(report);
+    writer.flush().await;
+
+    let stored = serde_json::to_value(s.claims.get("nic-a").await.unwrap().status).unwrap();
+    let condition = &stored["devices"][0]["conditions"][0];
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "AttachFailed");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("netns gone")
+    );
+    assert!(stored["devices"][0].get("networkData").is_none());
+
+    let events: Api<Event> = Api::namespaced(s.server.client(), NS);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    let warning = events
+        .iter()
+        .find(|event| event.reason.as_deref() == Some("AttachFailed"))
+        .expect("a Warning event for the failure");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        warning.involved_object.kind.as_deref(),
+        Some("ResourceClaim")
+    );
+    assert_eq!(warning.involved_object.uid, claim.metadata.uid);
+    assert_eq!(
+        warning.source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("netclaim")
+    );
+    assert!(warning.message.as_deref().unwrap().contains("netns gone"));
+}
+
+#[tokio::test]
+async fn reports_for_one_claim_coalesce_latest_wins() {
+    let s = setup().await;
+    let claim = allocated_claim(&s.claims, "nic-a", &[("nic", "eth1")], vec![], &["pod-1"]).await;
+    // Hold the first apply back with failures so the later reports queue up behind it.
+    let faults = s.server.faults();
+    faults.fail_next("PATCH", "resourceclaims/status", 2, 500);
+    let writer = ClaimStatusWriter::start(s.server.client(), fast_backoff());
+    for name in ["net1", "net2", "net3"] {
+        writer.report(ready_report(&claim, name));
+    }
+    writer.flush().await;
+    let stored = serde_json::to_value(s.claims.get("nic-a").await.unwrap().status).unwrap();
+    assert_eq!(stored["devices"][0]["networkData"]["interfaceName"], "net3");
+    // The three reports were queued before the worker ran (current-thread runtime): one
+    // coalesced report, applied on the third try.
+    assert_eq!(faults.request_count("PATCH", "resourceclaims/status"), 3);
+
+    // An empty report removes netclaim's entries.
+    let mut empty = ready_report(&claim, "net3");
+    empty.devices.clear();
+    writer.report(empty);
+    writer.flush().await;
+    let stored = serde_json::to_value(s.claims.get("nic-a").await.unwrap().status).unwrap();
+    assert!(
+        stored["devices"].as_array().is_none_or(Vec::is_empty),
+        "{stored}"
+    );
+}
+
+/// The whole kubelet path: registration, `NodePrepareResources` over the DRA socket, the
+/// library fetching the claim from the API server, netclaim's prepare, and back.
+#[tokio::test]
+async fn prepare_and_unprepare_through_the_kubelet_plugin() {
+    let s = setup().await;
+    let good = allocated_claim(
+        &s.claims,
+        "good",
+        &[("nic", "eth1")],
+        vec![config("FromClaim", &["nic"], json!({"name": "net1"}))],
+        &["pod-1"],
+    )
+    .await;
+    let bad = allocated_claim(
+        &s.claims,
+        "bad",
+        &[("nic", "eth2")],
+        vec![config("FromClaim", &["nic"], json!({"mtu": 70000}))],
+        &["pod-2"],
+    )
+    .await;
+    let registrar = s.dir.path().join("plugins_registry");
+    let kubelet = KubeletStandIn::new(&registrar);
+    let driver = Arc::new(NetclaimDriver::new(
+        s.checkpoint.clone(),
+        s.host.clone(),
+        s.detacher.clone(),
+    ));
+    let plugin = Plugin::builder("netclaim.dev", "node-a")
+        .kube_client(s.server.client())
+        .registrar_dir(&registrar)
+        .plugin_data_dir(s.dir.path().join("plugins").join("netclaim.dev"))
+        .start(driver)
+        .await
+        .unwrap();
+    let client = kubelet
+        .wait_for_plugin("netclaim.dev", Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let outcomes = client
+        .prepare(DraApiVersion::V1, &[claim_ref(&good), claim_ref(&bad)])
+        .await
+        .unwrap();
+    let ok = &outcomes[&uid(&good)];
+    assert_eq!(ok.error, "");
+    assert_eq!(ok.devices.len(), 1);
+    assert_eq!(ok.devices[0].device_name, "eth1");
+    assert_eq!(ok.devices[0].request_names, vec!["nic".to_string()]);
+    let failed = &outcomes[&uid(&bad)];
+    assert!(
+        failed
+            .error
+            .contains("claim default/bad: claim config[0] (requests [nic]): interface.mtu: 70000"),
+        "{failed:?}"
+    );
+    let stored: Vec<String> = s.checkpoint.load().unwrap().claims.into_keys().collect();
+    assert_eq!(stored, vec![uid(&good)]);
+
+    let errors = client
+        .unprepare(DraApiVersion::V1, &[claim_ref(&good), claim_ref(&bad)])
+        .await
+        .unwrap();
+    assert!(errors.values().all(String::is_empty), "{errors:?}");
+    assert!(s.checkpoint.load().unwrap().claims.is_empty());
+    plugin.shutdown().await.unwrap();
+}
