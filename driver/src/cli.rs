@@ -1,1 +1,273 @@
-//! (not yet written)
+//! The `netclaim` command line: flags (with environment-variable fallbacks) and the
+//! `devices` command. `run` lives in [`crate::daemon`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::resource::v1::Device;
+
+use crate::discovery::{self, DeviceFilter, Discovery, DiscoveryConfig, Report};
+
+const ABOUT: &str = "netclaim: a Kubernetes DRA network driver. It publishes this node's NICs \
+as resource.k8s.io/v1 ResourceSlices and moves claimed NICs into pods through containerd NRI.";
+
+const EXAMPLES: &str = "\
+Examples:
+  # What would this node publish? (a table; -o yaml|json prints the ResourceSlices)
+  netclaim devices
+  netclaim devices -o yaml --filter 'device.attributes[\"netclaim.dev\"].type == \"device\"'
+
+  # Run the node daemon (normally from the DaemonSet, NODE_NAME from the downward API)
+  NODE_NAME=node-1 netclaim run --multus-resource-name intel.com/sriov_netdevice";
+
+/// The `netclaim` command line.
+#[derive(Debug, Parser)]
+#[command(name = "netclaim", version, about = ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "NETCLAIM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node daemon: discovery and ResourceSlice publishing, the kubelet DRA plugin,
+    /// and the NRI plugin that attaches claimed NICs to pods.
+    Run(RunArgs),
+    /// Print the devices this node would publish, and which interfaces are left out and why.
+    Devices(DevicesArgs),
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output formats of `netclaim devices`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table of devices and skipped interfaces.
+    Table,
+    /// The ResourceSlice objects as YAML documents.
+    Yaml,
+    /// The ResourceSlice objects as a JSON `v1` List.
+    Json,
+}
+
+/// Flags shared by `run` and `devices`: how discovery finds and describes devices.
+#[derive(Clone, Debug, Args)]
+pub struct DiscoveryArgs {
+    /// This node's name (the pool name and spec.nodeName of the slices).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// DRA driver name to publish under.
+    #[arg(long, env = "NETCLAIM_DRIVER_NAME", default_value = netclaim_api::DRIVER_NAME)]
+    pub driver_name: String,
+
+    /// CEL expression selecting which NICs to publish, evaluated like a DeviceClass selector
+    /// (e.g. `device.attributes["netclaim.dev"].type == "device"`). A device on which it
+    /// fails (say, a missing attribute) is left out and logged.
+    #[arg(long, env = "NETCLAIM_FILTER")]
+    pub filter: Option<String>,
+
+    /// Publish the Multus interop attributes k8s.cni.cncf.io/resourceName (this value) and
+    /// k8s.cni.cncf.io/deviceID (the PCI address).
+    #[arg(long, env = "NETCLAIM_MULTUS_RESOURCE_NAME")]
+    pub multus_resource_name: Option<String>,
+
+    /// Where sysfs is mounted (tests point this at a fixture tree).
+    #[arg(long, env = "NETCLAIM_SYSFS_ROOT", default_value = "/sys")]
+    pub sysfs_root: PathBuf,
+}
+
+impl DiscoveryArgs {
+    /// The discovery configuration; fails on an invalid filter.
+    pub fn discovery_config(&self) -> Result<DiscoveryConfig> {
+        let filter = match self.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+            Some(source) => Some(Arc::new(DeviceFilter::new(source)?)),
+            None => None,
+        };
+        Ok(DiscoveryConfig {
+            driver_name: self.driver_name.clone(),
+            sysfs_root: self.sysfs_root.clone(),
+            filter,
+            multus_resource_name: self.multus_resource_name.clone(),
+            ..DiscoveryConfig::default()
+        })
+    }
+
+    /// The node name, or the host name when none was given.
+    pub fn node_name_or_hostname(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned())
+        })
+    }
+}
+
+/// Flags of `netclaim run`.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// Discovery flags.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+
+    /// Kubeconfig file; without one, the in-cluster service account is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubelet's plugin registration directory.
+    #[arg(
+        long,
+        env = "NETCLAIM_REGISTRAR_DIR",
+        default_value = "/var/lib/kubelet/plugins_registry"
+    )]
+    pub registrar_dir: PathBuf,
+
+    /// The kubelet's plugins directory (the driver's socket goes in `<dir>/<driver name>/`).
+    #[arg(
+        long,
+        env = "NETCLAIM_PLUGINS_DIR",
+        default_value = "/var/lib/kubelet/plugins"
+    )]
+    pub plugins_dir: PathBuf,
+
+    /// containerd's NRI socket.
+    #[arg(
+        long,
+        env = "NETCLAIM_NRI_SOCKET",
+        default_value = "/var/run/nri/nri.sock"
+    )]
+    pub nri_socket: PathBuf,
+
+    /// The NRI plugin index (two digits): plugins run in ascending order.
+    #[arg(long, env = "NETCLAIM_NRI_PLUGIN_INDEX", default_value = "10")]
+    pub nri_plugin_index: String,
+
+    /// Where the checkpoint of prepared claims lives (default: the plugin's directory
+    /// under --plugins-dir).
+    #[arg(long, env = "NETCLAIM_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Start with an empty state when the checkpoint is corrupt (it is kept aside as
+    /// `checkpoint.json.corrupt-<time>`). Without this flag a corrupt checkpoint stops the
+    /// daemon: forgetting prepared claims could strand NICs in pods.
+    #[arg(long, env = "NETCLAIM_DISCARD_CORRUPT_CHECKPOINT")]
+    pub discard_corrupt_checkpoint: bool,
+
+    /// Test hook: abort the process at this point of an attach (crash-recovery tests).
+    #[arg(long, hide = true, value_enum)]
+    pub crash_at: Option<crate::hooks::CrashPoint>,
+}
+
+/// Flags of `netclaim devices`.
+#[derive(Clone, Debug, Args)]
+pub struct DevicesArgs {
+    /// Discovery flags.
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// `netclaim devices`: one discovery pass in this process's netns, printed to `out`.
+pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
+    let config = args.discovery.discovery_config()?;
+    let discovery = Discovery::open(config)?;
+    let report = discovery.report().await?;
+    let node = args.discovery.node_name_or_hostname();
+    let driver = &args.discovery.driver_name;
+    match args.output {
+        OutputFormat::Table => write_table(&report, out)?,
+        OutputFormat::Json => {
+            let slices = discovery::slices::resource_slices(driver, &node, 1, &report.devices);
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": slices});
+            serde_json::to_writer_pretty(&mut *out, &list)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Yaml => {
+            for slice in discovery::slices::resource_slices(driver, &node, 1, &report.devices) {
+                writeln!(out, "---")?;
+                out.write_all(serde_yaml::to_string(&slice)?.as_bytes())?;
+            }
+        }
+    }
+    out.flush().context("writing the output")
+}
+
+/// Writes the devices as a table, then the interfaces left out.
+pub fn write_table(report: &Report, out: &mut impl Write) -> Result<()> {
+    let header = [
+        "DEVICE", "IFNAME", "TYPE", "PCI", "NUMA", "MTU", "STATE", "IPV4",
+    ];
+    let rows: Vec<[String; 8]> = report.devices.iter().map(table_row).collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(&header.map(str::to_owned)))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    if !report.skipped.is_empty() {
+        writeln!(out, "\nNot published:")?;
+        for (if_name, why) in &report.skipped {
+            writeln!(out, "  {if_name}: {why}")?;
+        }
+    }
+    Ok(())
+}
+
+fn table_row(device: &Device) -> [String; 8] {
+    let attr = |name: &str| -> String {
+        let Some(a) = device.attributes.as_ref().and_then(|m| m.get(name)) else {
+            return "-".to_owned();
+        };
+        a.string
+            .clone()
+            .or_else(|| a.int.map(|i| i.to_string()))
+            .or_else(|| a.bool.map(|b| b.to_string()))
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    use discovery::names::*;
+    [
+        device.name.clone(),
+        attr(IF_NAME),
+        attr(TYPE),
+        attr(PCI_ADDRESS),
+        attr(NUMA_NODE),
+        attr(MTU),
+        attr(STATE),
+        attr(IPV4),
+    ]
+}

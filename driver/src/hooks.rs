@@ -1,1 +1,456 @@
-//! (not yet written)
+//! The pod lifecycle hooks: where `RunPodSandbox`, `StopPodSandbox`, `RemovePodSandbox` and
+//! `Synchronize` land after [`crate::nri::plugin`] decoded them.
+//!
+//! Only fast work happens here: everything that can fail slowly (fetching the claim,
+//! parsing and validating its config, resolving devices) was done in
+//! [`crate::prepare`]. A hook reads the prepared claims of its pod from the checkpoint and
+//! moves NICs with [`crate::attach`].
+//!
+//! Every step is persisted before it is taken ([`AttachPhase`]), so a crash at any point is
+//! resolved by the next `Synchronize`: an attachment of a live sandbox is completed, any
+//! other attachment is given back to the host.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::attach::{self, AttachOutcome};
+use crate::netlink::NetHandle;
+use crate::nri::plugin::{PodSandboxHandler, network_namespace_path};
+use crate::nri::proto::PodSandbox;
+use crate::prepare::{Detacher, PreparedClaims};
+use crate::state::{AttachPhase, Attachment, PreparedClaim, PreparedNic};
+use crate::status::{
+    ClaimReport, ClaimStatusWriter, DeviceReport, DeviceState, FailureReason, NetworkData,
+};
+
+/// Keeps a device published while it is inside a pod (its host interface is gone from the
+/// host's view). Discovery's inventory implements it.
+pub trait DeviceHolds: Send + Sync + 'static {
+    /// The device is leaving the host: keep publishing its last attributes.
+    fn hold(&self, device: &str);
+    /// The device is back on the host (or gone for good).
+    fn release(&self, device: &str);
+}
+
+/// A [`DeviceHolds`] that does nothing, for tests and tools without discovery.
+#[derive(Debug, Default)]
+pub struct NoHolds;
+
+impl DeviceHolds for NoHolds {
+    fn hold(&self, _device: &str) {}
+    fn release(&self, _device: &str) {}
+}
+
+/// The alias that tags a claimed interface wherever it is (host, pod, or back in the
+/// initial namespace after its pod's namespace died).
+pub fn interface_tag(claim_uid: &str, device: &str) -> String {
+    format!("netclaim/{claim_uid}/{device}")
+}
+
+/// netclaim's NRI handler: attaches prepared NICs to pods and gives them back.
+pub struct PodNetworkHooks {
+    claims: PreparedClaims,
+    host: NetHandle,
+    status: Option<ClaimStatusWriter>,
+    holds: Box<dyn DeviceHolds>,
+    /// Network namespace paths by sandbox id, from RUN and Synchronize (STOP has none).
+    netns_by_sandbox: Mutex<HashMap<String, String>>,
+    /// Serializes every move of an interface: hooks of different pods and unprepare's
+    /// detach never interleave their netlink steps on the same device.
+    moves: tokio::sync::Mutex<()>,
+    /// A named point where the process aborts, for crash-recovery tests (`--crash-at`).
+    crash_at: Option<CrashPoint>,
+}
+
+/// Points in an attach where `--crash-at` makes the daemon abort, as a SIGKILL would: no
+/// destructor, no flush. Recovery tests use them to hit the windows a random kill rarely
+/// hits. Never set in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrashPoint {
+    /// The attachment (with the host snapshot) is in the checkpoint; nothing moved yet.
+    AttachRecorded,
+    /// The interface is configured in the pod; the checkpoint still says `Attaching`.
+    AttachMoved,
+}
+
+/// One NIC to attach, with what identifies it.
+struct Target<'a> {
+    claim: &'a PreparedClaim,
+    nic: &'a PreparedNic,
+}
+
+impl Target<'_> {
+    fn tag(&self) -> String {
+        interface_tag(&self.claim.uid, &self.nic.device)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "claim {}/{} device {} ({})",
+            self.claim.namespace, self.claim.name, self.nic.device, self.nic.host_if_name
+        )
+    }
+}
+
+impl PodNetworkHooks {
+    /// Hooks acting in the host namespace `host`, on the claims prepared in `claims`,
+    /// reporting claim status through `status` when given.
+    pub fn new(
+        claims: PreparedClaims,
+        host: NetHandle,
+        status: Option<ClaimStatusWriter>,
+        holds: Box<dyn DeviceHolds>,
+    ) -> Self {
+        Self {
+            claims,
+            host,
+            status,
+            holds,
+            netns_by_sandbox: Mutex::new(HashMap::new()),
+            moves: tokio::sync::Mutex::new(()),
+            crash_at: None,
+        }
+    }
+
+    /// Aborts the process at `point` (crash-recovery tests only).
+    pub fn with_crash_point(mut self, point: Option<CrashPoint>) -> Self {
+        self.crash_at = point;
+        self
+    }
+
+    fn crash_point(&self, point: CrashPoint) {
+        if self.crash_at == Some(point) {
+            tracing::error!(?point, "crash point reached: aborting");
+            std::process::abort();
+        }
+    }
+
+    fn all_claims(&self) -> Vec<PreparedClaim> {
+        self.claims.checkpoint().read(|state| state.claims.values().cloned().collect())
+    }
+
+    fn remember_netns(&self, sandbox_id: &str, netns: &str) {
+        if let Ok(mut map) = self.netns_by_sandbox.lock() {
+            map.insert(sandbox_id.to_owned(), netns.to_owned());
+        }
+    }
+
+    fn forget_netns(&self, sandbox_id: &str) {
+        if let Ok(mut map) = self.netns_by_sandbox.lock() {
+            map.remove(sandbox_id);
+        }
+    }
+
+    fn remembered_netns(&self, sandbox_id: &str) -> Option<String> {
+        self.netns_by_sandbox.lock().ok()?.get(sandbox_id).cloned()
+    }
+
+    fn report(&self, report: ClaimReport) {
+        if let Some(status) = &self.status {
+            status.report(report);
+        }
+    }
+
+    /// Attaches every NIC prepared for `pod`; on any failure gives back those it attached.
+    async fn attach_pod(&self, pod: &PodSandbox, netns: &str) -> Result<(), String> {
+        let claims = self.claims.claims_for_pod(&pod.uid);
+        let _moves = self.moves.lock().await;
+        let mut attached: Vec<(Target<'_>, AttachOutcome)> = Vec::new();
+        for claim in &claims {
+            for nic in &claim.nics {
+                let target = Target { claim, nic };
+                match self.attach_one(&target, &pod.id, netns).await {
+                    Ok(outcome) => attached.push((target, outcome)),
+                    Err(message) => {
+                        let error = format!("netclaim: {}: {message}", target.describe());
+                        self.roll_back(&attached, netns).await;
+                        self.report_failure(&claims, &target, &error);
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        self.report_ready(&claims, &attached);
+        Ok(())
+    }
+
+    /// One NIC: record the host snapshot, move and configure, record success.
+    async fn attach_one(
+        &self,
+        target: &Target<'_>,
+        sandbox_id: &str,
+        netns: &str,
+    ) -> Result<AttachOutcome, String> {
+        let snapshot = match &target.nic.attachment {
+            Some(existing) if existing.sandbox_id != sandbox_id => {
+                return Err(format!(
+                    "the device is attached to another pod sandbox ({})",
+                    existing.sandbox_id
+                ));
+            }
+            // A retried RUN (or one resumed after a crash): the host state was recorded.
+            Some(existing) => existing.host.clone(),
+            None => self
+                .host
+                .snapshot(&target.nic.host_if_name)
+                .await
+                .map_err(|e| format!("the device is no longer on the host: {e}"))?,
+        };
+        let pod_if_name =
+            target.nic.config.name.clone().unwrap_or_else(|| target.nic.host_if_name.clone());
+        let mut attachment = Attachment {
+            sandbox_id: sandbox_id.to_owned(),
+            netns_path: netns.to_owned(),
+            host: snapshot.clone(),
+            pod_if_name,
+            phase: AttachPhase::Attaching,
+        };
+        self.record(target, Some(attachment.clone()))?;
+        self.crash_point(CrashPoint::AttachRecorded);
+        self.holds.hold(&target.nic.device);
+        let result = attach::attach_with_snapshot(
+            &self.host,
+            &target.nic.host_if_name,
+            Some(&snapshot),
+            Path::new(netns),
+            &target.tag(),
+            &target.nic.config,
+        )
+        .await;
+        match result {
+            Ok(outcome) => {
+                self.crash_point(CrashPoint::AttachMoved);
+                attachment.phase = AttachPhase::Attached;
+                self.record(target, Some(attachment))?;
+                Ok(outcome)
+            }
+            Err(error) => {
+                // attach rolled the interface back to the snapshot before returning.
+                self.holds.release(&target.nic.device);
+                self.record(target, None)?;
+                Err(error.to_string())
+            }
+        }
+    }
+
+    fn record(&self, target: &Target<'_>, attachment: Option<Attachment>) -> Result<(), String> {
+        self.claims
+            .set_attachment(&target.claim.uid, &target.nic.device, attachment)
+            .map_err(|e| format!("recording the attachment: {e}"))
+    }
+
+    /// Gives back NICs this RUN attached before a later one failed.
+    async fn roll_back(&self, attached: &[(Target<'_>, AttachOutcome)], netns: &str) {
+        for (target, outcome) in attached.iter().rev() {
+            let result = attach::detach(&self.host, Path::new(netns), &target.tag(), &outcome.host)
+                .await;
+            match result {
+                Ok(_) => {
+                    self.holds.release(&target.nic.device);
+                    if let Err(e) = self.record(target, None) {
+                        tracing::error!(device = %target.nic.device, "{e}");
+                    }
+                }
+                // The attachment stays recorded: Synchronize or STOP retries the detach.
+                Err(e) => tracing::error!(target = %target.describe(), "rollback failed: {e}"),
+            }
+        }
+    }
+
+    /// Gives back every NIC attached to `sandbox_id`. Idempotent.
+    async fn detach_sandbox(&self, sandbox_id: &str) -> Result<(), String> {
+        let _moves = self.moves.lock().await;
+        let mut errors = Vec::new();
+        for claim in self.all_claims() {
+            for nic in &claim.nics {
+                let Some(attachment) = &nic.attachment else { continue };
+                if attachment.sandbox_id != sandbox_id {
+                    continue;
+                }
+                if let Err(e) = self.detach_one(&claim, nic, attachment).await {
+                    errors.push(e);
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(format!("netclaim: {}", errors.join("; "))) }
+    }
+
+    async fn detach_one(
+        &self,
+        claim: &PreparedClaim,
+        nic: &PreparedNic,
+        attachment: &Attachment,
+    ) -> Result<(), String> {
+        let target = Target { claim, nic };
+        let detaching = Attachment { phase: AttachPhase::Detaching, ..attachment.clone() };
+        self.record(&target, Some(detaching))?;
+        let netns = self
+            .remembered_netns(&attachment.sandbox_id)
+            .unwrap_or_else(|| attachment.netns_path.clone());
+        match attach::detach(&self.host, Path::new(&netns), &target.tag(), &attachment.host).await
+        {
+            Ok(outcome) => {
+                if let Some(note) = outcome.note {
+                    tracing::info!(target = %target.describe(), "{note}");
+                }
+                self.holds.release(&nic.device);
+                self.record(&target, None)
+            }
+            Err(e) => Err(format!("{}: giving the interface back: {e}", target.describe())),
+        }
+    }
+
+    /// Brings the checkpoint in line with the live sandboxes: attachments of live sandboxes
+    /// are completed, all others given back.
+    async fn reconcile(&self, live: &HashMap<String, String>) {
+        for claim in self.all_claims() {
+            for nic in &claim.nics {
+                let Some(attachment) = &nic.attachment else { continue };
+                let outcome = match (live.get(&attachment.sandbox_id), attachment.phase) {
+                    (Some(_), AttachPhase::Attached) => Ok(()),
+                    (Some(netns), AttachPhase::Attaching) => {
+                        let _moves = self.moves.lock().await;
+                        let target = Target { claim: &claim, nic };
+                        self.attach_one(&target, &attachment.sandbox_id, netns).await.map(drop)
+                    }
+                    (Some(_), AttachPhase::Detaching) | (None, _) => {
+                        let _moves = self.moves.lock().await;
+                        self.detach_one(&claim, nic, attachment).await
+                    }
+                };
+                if let Err(e) = outcome {
+                    tracing::error!(claim = %claim.uid, device = %nic.device, "reconcile: {e}");
+                }
+            }
+        }
+    }
+
+    fn report_ready(&self, claims: &[PreparedClaim], attached: &[(Target<'_>, AttachOutcome)]) {
+        for claim in claims {
+            let devices = attached
+                .iter()
+                .filter(|(t, _)| t.claim.uid == claim.uid)
+                .map(|(t, outcome)| DeviceReport {
+                    pool: t.nic.pool.clone(),
+                    device: t.nic.device.clone(),
+                    share_id: t.nic.share_id.clone(),
+                    state: DeviceState::Ready(NetworkData {
+                        interface_name: outcome.pod_if_name.clone(),
+                        ips: outcome.ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
+                        hardware_address: outcome.mac.clone(),
+                    }),
+                })
+                .collect();
+            self.report(claim_report(claim, devices));
+        }
+    }
+
+    fn report_failure(&self, claims: &[PreparedClaim], failed: &Target<'_>, error: &str) {
+        for claim in claims {
+            let devices = claim
+                .nics
+                .iter()
+                .map(|nic| DeviceReport {
+                    pool: nic.pool.clone(),
+                    device: nic.device.clone(),
+                    share_id: nic.share_id.clone(),
+                    state: DeviceState::Failed {
+                        reason: FailureReason::AttachFailed,
+                        message: if claim.uid == failed.claim.uid && nic.device == failed.nic.device
+                        {
+                            error.to_owned()
+                        } else {
+                            format!("not attached: another device of the pod failed: {error}")
+                        },
+                    },
+                })
+                .collect();
+            self.report(claim_report(claim, devices));
+        }
+    }
+}
+
+fn claim_report(claim: &PreparedClaim, devices: Vec<DeviceReport>) -> ClaimReport {
+    ClaimReport {
+        namespace: claim.namespace.clone(),
+        name: claim.name.clone(),
+        uid: claim.uid.clone(),
+        devices,
+    }
+}
+
+impl PodSandboxHandler for PodNetworkHooks {
+    async fn synchronize(&self, pods: Vec<PodSandbox>) {
+        let mut live = HashMap::new();
+        for pod in &pods {
+            if let Some(netns) = network_namespace_path(pod) {
+                self.remember_netns(&pod.id, netns);
+                live.insert(pod.id.clone(), netns.to_owned());
+            }
+        }
+        self.reconcile(&live).await;
+    }
+
+    async fn run_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
+        let Some(netns) = network_namespace_path(&pod).map(str::to_owned) else {
+            return self.refuse_host_network(&pod);
+        };
+        self.remember_netns(&pod.id, &netns);
+        self.attach_pod(&pod, &netns).await
+    }
+
+    async fn stop_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
+        self.detach_sandbox(&pod.id).await
+    }
+
+    async fn remove_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
+        let result = self.detach_sandbox(&pod.id).await;
+        if result.is_ok() {
+            self.forget_netns(&pod.id);
+        }
+        result
+    }
+}
+
+impl PodNetworkHooks {
+    /// A pod without its own network namespace shares the host's: a NIC cannot be moved
+    /// "into" it, so a claim for it is an error the user must see.
+    fn refuse_host_network(&self, pod: &PodSandbox) -> Result<(), String> {
+        let claims = self.claims.claims_for_pod(&pod.uid);
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> =
+            claims.iter().map(|c| format!("{}/{}", c.namespace, c.name)).collect();
+        Err(format!(
+            "netclaim: pod {}/{} uses the host network, so the NICs of its claims ({}) cannot \
+             be attached; remove hostNetwork or the claims",
+            pod.namespace,
+            pod.name,
+            names.join(", ")
+        ))
+    }
+}
+
+impl Detacher for PodNetworkHooks {
+    async fn detach(&self, claim_uid: &str, nic: &PreparedNic) -> Result<(), String> {
+        let Some(attachment) = &nic.attachment else { return Ok(()) };
+        let claim = self
+            .claims
+            .claim(claim_uid)
+            .ok_or_else(|| format!("claim {claim_uid} is not prepared"))?;
+        let _moves = self.moves.lock().await;
+        self.detach_one(&claim, nic, attachment).await
+    }
+}
+
+/// Discovery keeps a device published while it is in a pod.
+impl DeviceHolds for crate::discovery::Inventory {
+    fn hold(&self, device: &str) {
+        crate::discovery::Inventory::hold(self, device);
+    }
+    fn release(&self, device: &str) {
+        crate::discovery::Inventory::release(self, device);
+    }
+}

@@ -1,1 +1,518 @@
-//! (not yet written)
+//! A kubelet stand-in: the kubelet's side of plugin registration and of the DRA gRPC
+//! services, over the same unix sockets and with the same messages, deadlines and checks a
+//! real kubelet uses.
+//!
+//! What it does, as the kubelet does:
+//! - watches the registration directory for new `*.sock` files (hidden files are skipped);
+//! - calls `pluginregistration.Registration/GetInfo` with a 1 s deadline, checks the plugin
+//!   type (`DRAPlugin`) and that one of the DRA services it knows (`v1.DRAPlugin`,
+//!   `v1beta1.DRAPlugin`) is offered, connects to the advertised endpoint, and reports the
+//!   outcome with `NotifyRegistrationStatus`;
+//! - calls `NodePrepareResources` / `NodeUnprepareResources` of either version with the
+//!   kubelet's 45 s per-call timeout, and `v1alpha1.DRAResourceHealth/NodeWatchResources`.
+//!
+//! What it does not model: the kubelet's claim cache and retries, pod admission, the
+//! periodic re-registration after plugin restarts (call [`KubeletStandIn::wait_for_plugin`]
+//! again), and the wiping of ResourceSlices 30 s after a driver disappears.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hyper_util::rt::TokioIo;
+use kubeletplugin::ClaimRef;
+use kubeletplugin::proto::registration::registration_client::RegistrationClient;
+use kubeletplugin::proto::registration::{InfoRequest, PluginInfo, RegistrationStatus};
+use kubeletplugin::proto::{dra_v1, dra_v1beta1, health};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The kubelet's deadline for `GetInfo`.
+pub const GET_INFO_TIMEOUT: Duration = Duration::from_secs(1);
+/// The kubelet's timeout for each DRA call.
+pub const DRA_CALL_TIMEOUT: Duration = Duration::from_secs(45);
+/// How often the registration directory is re-read while waiting for a plugin.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A version of the kubelet's `DRAPlugin` service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DraApiVersion {
+    /// `k8s.io.kubelet.pkg.apis.dra.v1` (`v1.DRAPlugin`), with share ids.
+    V1,
+    /// `k8s.io.kubelet.pkg.apis.dra.v1beta1` (`v1beta1.DRAPlugin`).
+    V1beta1,
+}
+
+impl DraApiVersion {
+    /// Both versions, in the kubelet's order of preference.
+    pub const ALL: [DraApiVersion; 2] = [DraApiVersion::V1, DraApiVersion::V1beta1];
+
+    /// The name a plugin advertises in `PluginInfo.supported_versions`.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            DraApiVersion::V1 => "v1.DRAPlugin",
+            DraApiVersion::V1beta1 => "v1beta1.DRAPlugin",
+        }
+    }
+}
+
+/// Connects a gRPC channel to a unix socket. The URI is a placeholder: the connector
+/// ignores it and dials `path`.
+pub async fn connect_unix(path: &Path) -> anyhow::Result<Channel> {
+    let path = path.to_path_buf();
+    let dial = path.clone();
+    Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let dial = dial.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(dial).await?)) }
+        }))
+        .await
+        .with_context(|| format!("connecting to {}", path.display()))
+}
+
+/// Plays the kubelet's part for the plugins in one registration directory.
+#[derive(Debug)]
+pub struct KubeletStandIn {
+    registrar_dir: PathBuf,
+    /// Sockets already handed out, by (path, inode): a plugin restarted on the same path
+    /// is a new socket with a new inode, and is registered again.
+    handled: Mutex<HashSet<(PathBuf, u64)>>,
+}
+
+impl KubeletStandIn {
+    /// A kubelet watching `registrar_dir` (it need not exist yet).
+    pub fn new(registrar_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            registrar_dir: registrar_dir.into(),
+            handled: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The directory being watched.
+    pub fn registrar_dir(&self) -> &Path {
+        &self.registrar_dir
+    }
+
+    /// Waits for a new registration socket of `driver_name`, then registers it as the
+    /// kubelet would (see [`PluginRegistration::accept`]).
+    pub async fn wait_for_plugin(
+        &self,
+        driver_name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<DraClient> {
+        self.discover(driver_name, timeout).await?.accept().await
+    }
+
+    /// Waits for a new registration socket whose `GetInfo` names `driver_name`, and stops
+    /// there: the caller decides to [`PluginRegistration::accept`] or
+    /// [`PluginRegistration::reject`] it.
+    pub async fn discover(
+        &self,
+        driver_name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<PluginRegistration> {
+        let found = tokio::time::timeout(timeout, self.poll_for(driver_name)).await;
+        found.with_context(|| {
+            format!(
+                "no plugin for driver {driver_name} registered in {} within {timeout:?}",
+                self.registrar_dir.display()
+            )
+        })?
+    }
+
+    async fn poll_for(&self, driver_name: &str) -> anyhow::Result<PluginRegistration> {
+        loop {
+            for (socket, inode) in self.new_sockets()? {
+                // A socket that does not answer yet is retried on the next pass, as the
+                // kubelet's watcher retries failed registrations.
+                let Ok(candidate) = PluginRegistration::probe(&socket).await else {
+                    continue;
+                };
+                if candidate.info.name == driver_name {
+                    self.lock_handled().insert((socket, inode));
+                    return Ok(candidate);
+                }
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Socket files in the directory not handed out yet.
+    fn new_sockets(&self) -> anyhow::Result<Vec<(PathBuf, u64)>> {
+        let entries = match std::fs::read_dir(&self.registrar_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", self.registrar_dir.display()));
+            }
+        };
+        let handled = self.lock_handled();
+        let mut sockets = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".sock") {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue; // removed since readdir
+            };
+            let key = (entry.path(), socket_identity(&meta));
+            if meta.file_type().is_socket() && !handled.contains(&key) {
+                sockets.push(key);
+            }
+        }
+        Ok(sockets)
+    }
+
+    fn lock_handled(&self) -> std::sync::MutexGuard<'_, HashSet<(PathBuf, u64)>> {
+        // A panic elsewhere while holding the lock leaves the set usable.
+        self.handled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Tells a socket file from an earlier one at the same path. A restarted plugin removes
+/// its socket and binds a new one, and the file system may hand the new file the old
+/// inode number; the change time (to the nanosecond) still differs. The real kubelet sees
+/// the re-creation as an fsnotify create event.
+fn socket_identity(meta: &std::fs::Metadata) -> u64 {
+    let ctime = (meta.ctime() as u64).wrapping_mul(1_000_000_000) ^ meta.ctime_nsec() as u64;
+    meta.ino() ^ ctime.rotate_left(17)
+}
+
+/// A plugin found in the registration directory, between `GetInfo` and
+/// `NotifyRegistrationStatus`.
+#[derive(Debug)]
+pub struct PluginRegistration {
+    /// The registration socket.
+    pub socket: PathBuf,
+    /// What the plugin answered to `GetInfo`.
+    pub info: PluginInfo,
+    client: RegistrationClient<Channel>,
+}
+
+impl PluginRegistration {
+    /// Connects to a registration socket and calls `GetInfo` with the kubelet's deadline.
+    pub async fn probe(socket: &Path) -> anyhow::Result<Self> {
+        let channel = connect_unix(socket).await?;
+        let mut client = RegistrationClient::new(channel);
+        let mut request = tonic::Request::new(InfoRequest {});
+        request.set_timeout(GET_INFO_TIMEOUT);
+        let info = tokio::time::timeout(GET_INFO_TIMEOUT, client.get_info(request))
+            .await
+            .with_context(|| format!("GetInfo on {} exceeded 1 s", socket.display()))?
+            .with_context(|| format!("GetInfo on {}", socket.display()))?
+            .into_inner();
+        Ok(Self {
+            socket: socket.to_path_buf(),
+            info,
+            client,
+        })
+    }
+
+    /// Validates the plugin as the kubelet's DRA handler does, connects to its endpoint and
+    /// reports `plugin_registered = true`. On a validation or connection failure it reports
+    /// `plugin_registered = false` with the reason, and returns that reason as the error.
+    pub async fn accept(mut self) -> anyhow::Result<DraClient> {
+        let outcome = self.validate_and_connect().await;
+        let status = match &outcome {
+            Ok(_) => RegistrationStatus {
+                plugin_registered: true,
+                error: String::new(),
+            },
+            Err(e) => RegistrationStatus {
+                plugin_registered: false,
+                error: format!("{e:#}"),
+            },
+        };
+        self.notify(status).await?;
+        outcome
+    }
+
+    /// Reports `plugin_registered = false` with `reason`, as the kubelet does when it
+    /// refuses a plugin.
+    pub async fn reject(mut self, reason: &str) -> anyhow::Result<()> {
+        self.notify(RegistrationStatus {
+            plugin_registered: false,
+            error: reason.to_string(),
+        })
+        .await
+    }
+
+    async fn notify(&mut self, status: RegistrationStatus) -> anyhow::Result<()> {
+        self.client
+            .notify_registration_status(status)
+            .await
+            .with_context(|| format!("NotifyRegistrationStatus on {}", self.socket.display()))?;
+        Ok(())
+    }
+
+    async fn validate_and_connect(&self) -> anyhow::Result<DraClient> {
+        let info = &self.info;
+        if info.r#type != kubeletplugin::DRA_PLUGIN_TYPE {
+            bail!("plugin type {:?} is not DRAPlugin", info.r#type);
+        }
+        let version = DraApiVersion::ALL
+            .into_iter()
+            .find(|v| {
+                info.supported_versions
+                    .iter()
+                    .any(|s| s == v.service_name())
+            })
+            .with_context(|| {
+                format!(
+                    "none of the supported versions {:?} is a DRA service this kubelet knows",
+                    info.supported_versions
+                )
+            })?;
+        DraClient::connect(Path::new(&info.endpoint), info.clone(), version).await
+    }
+}
+
+/// The outcome of one claim in a prepare call, in either API version's terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrepareOutcome {
+    /// The prepared devices.
+    pub devices: Vec<WireDevice>,
+    /// The plugin's error for the claim; empty on success.
+    pub error: String,
+}
+
+/// A prepared device as it came over the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WireDevice {
+    /// `request_names`.
+    pub request_names: Vec<String>,
+    /// `pool_name`.
+    pub pool_name: String,
+    /// `device_name`.
+    pub device_name: String,
+    /// `cdi_device_ids`.
+    pub cdi_device_ids: Vec<String>,
+    /// `share_id` (v1 only; always `None` from v1beta1, which has no such field).
+    pub share_id: Option<String>,
+}
+
+/// The kubelet's connection to one plugin's DRA socket.
+#[derive(Clone, Debug)]
+pub struct DraClient {
+    channel: Channel,
+    endpoint: PathBuf,
+    info: PluginInfo,
+    version: DraApiVersion,
+}
+
+impl DraClient {
+    /// Connects to the DRA socket at `endpoint`. `info` and `version` record what the
+    /// registration said and which version the kubelet chose.
+    pub async fn connect(
+        endpoint: &Path,
+        info: PluginInfo,
+        version: DraApiVersion,
+    ) -> anyhow::Result<Self> {
+        let channel = connect_unix(endpoint).await?;
+        Ok(Self {
+            channel,
+            endpoint: endpoint.to_path_buf(),
+            info,
+            version,
+        })
+    }
+
+    /// The DRA socket.
+    pub fn endpoint(&self) -> &Path {
+        &self.endpoint
+    }
+
+    /// The plugin's `GetInfo` answer.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The version the kubelet chose at registration (the first it knows, in the plugin's
+    /// order).
+    pub fn negotiated_version(&self) -> DraApiVersion {
+        self.version
+    }
+
+    /// A raw v1 client on the same connection.
+    pub fn v1(&self) -> dra_v1::dra_plugin_client::DraPluginClient<Channel> {
+        dra_v1::dra_plugin_client::DraPluginClient::new(self.channel.clone())
+    }
+
+    /// A raw v1beta1 client on the same connection.
+    pub fn v1beta1(&self) -> dra_v1beta1::dra_plugin_client::DraPluginClient<Channel> {
+        dra_v1beta1::dra_plugin_client::DraPluginClient::new(self.channel.clone())
+    }
+
+    /// `NodePrepareResources` in `version`, with the kubelet's timeout. An RPC error is an
+    /// `Err` (the kubelet would then ignore the whole response).
+    pub async fn prepare(
+        &self,
+        version: DraApiVersion,
+        claims: &[ClaimRef],
+    ) -> anyhow::Result<BTreeMap<String, PrepareOutcome>> {
+        match version {
+            DraApiVersion::V1 => {
+                let request = dra_v1::NodePrepareResourcesRequest {
+                    claims: claims.iter().map(v1_claim).collect(),
+                };
+                let response = with_deadline(
+                    "NodePrepareResources",
+                    self.v1().node_prepare_resources(kubelet_request(request)),
+                )
+                .await?;
+                Ok(response
+                    .claims
+                    .into_iter()
+                    .map(|(uid, claim)| (uid, outcome_v1(claim)))
+                    .collect())
+            }
+            DraApiVersion::V1beta1 => {
+                let request = dra_v1beta1::NodePrepareResourcesRequest {
+                    claims: claims.iter().map(v1beta1_claim).collect(),
+                };
+                let response = with_deadline(
+                    "NodePrepareResources",
+                    self.v1beta1()
+                        .node_prepare_resources(kubelet_request(request)),
+                )
+                .await?;
+                Ok(response
+                    .claims
+                    .into_iter()
+                    .map(|(uid, claim)| (uid, outcome_v1beta1(claim)))
+                    .collect())
+            }
+        }
+    }
+
+    /// `NodeUnprepareResources` in `version`, with the kubelet's timeout; per claim UID, the
+    /// plugin's error (empty on success).
+    pub async fn unprepare(
+        &self,
+        version: DraApiVersion,
+        claims: &[ClaimRef],
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        match version {
+            DraApiVersion::V1 => {
+                let request = dra_v1::NodeUnprepareResourcesRequest {
+                    claims: claims.iter().map(v1_claim).collect(),
+                };
+                let response = with_deadline(
+                    "NodeUnprepareResources",
+                    self.v1().node_unprepare_resources(kubelet_request(request)),
+                )
+                .await?;
+                Ok(response
+                    .claims
+                    .into_iter()
+                    .map(|(uid, c)| (uid, c.error))
+                    .collect())
+            }
+            DraApiVersion::V1beta1 => {
+                let request = dra_v1beta1::NodeUnprepareResourcesRequest {
+                    claims: claims.iter().map(v1beta1_claim).collect(),
+                };
+                let response = with_deadline(
+                    "NodeUnprepareResources",
+                    self.v1beta1()
+                        .node_unprepare_resources(kubelet_request(request)),
+                )
+                .await?;
+                Ok(response
+                    .claims
+                    .into_iter()
+                    .map(|(uid, c)| (uid, c.error))
+                    .collect())
+            }
+        }
+    }
+
+    /// Opens `v1alpha1.DRAResourceHealth/NodeWatchResources` on the DRA socket.
+    pub async fn watch_health(
+        &self,
+    ) -> anyhow::Result<tonic::Streaming<health::NodeWatchResourcesResponse>> {
+        let mut client =
+            health::dra_resource_health_client::DraResourceHealthClient::new(self.channel.clone());
+        let stream = client
+            .node_watch_resources(health::NodeWatchResourcesRequest {})
+            .await
+            .context("NodeWatchResources")?;
+        Ok(stream.into_inner())
+    }
+}
+
+/// A request carrying the kubelet's per-call deadline (sent as `grpc-timeout`).
+fn kubelet_request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(DRA_CALL_TIMEOUT);
+    request
+}
+
+/// Enforces the kubelet's per-call timeout on the client side too.
+async fn with_deadline<T>(
+    call: &str,
+    response: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> anyhow::Result<T> {
+    let response = tokio::time::timeout(DRA_CALL_TIMEOUT, response)
+        .await
+        .with_context(|| format!("{call} exceeded the kubelet's {DRA_CALL_TIMEOUT:?}"))?
+        .with_context(|| format!("{call} failed"))?;
+    Ok(response.into_inner())
+}
+
+fn v1_claim(claim: &ClaimRef) -> dra_v1::Claim {
+    dra_v1::Claim {
+        namespace: claim.namespace.clone(),
+        uid: claim.uid.clone(),
+        name: claim.name.clone(),
+    }
+}
+
+fn v1beta1_claim(claim: &ClaimRef) -> dra_v1beta1::Claim {
+    dra_v1beta1::Claim {
+        namespace: claim.namespace.clone(),
+        uid: claim.uid.clone(),
+        name: claim.name.clone(),
+    }
+}
+
+fn outcome_v1(claim: dra_v1::NodePrepareResourceResponse) -> PrepareOutcome {
+    PrepareOutcome {
+        devices: claim
+            .devices
+            .into_iter()
+            .map(|d| WireDevice {
+                request_names: d.request_names,
+                pool_name: d.pool_name,
+                device_name: d.device_name,
+                cdi_device_ids: d.cdi_device_ids,
+                share_id: d.share_id,
+            })
+            .collect(),
+        error: claim.error,
+    }
+}
+
+fn outcome_v1beta1(claim: dra_v1beta1::NodePrepareResourceResponse) -> PrepareOutcome {
+    PrepareOutcome {
+        devices: claim
+            .devices
+            .into_iter()
+            .map(|d| WireDevice {
+                request_names: d.request_names,
+                pool_name: d.pool_name,
+                device_name: d.device_name,
+                cdi_device_ids: d.cdi_device_ids,
+                share_id: None,
+            })
+            .collect(),
+        error: claim.error,
+    }
+}

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod apiserver;
+pub mod containerd;
 pub mod kubelet;
 pub mod netns;
+pub mod node;
 pub mod runtime;

@@ -1,0 +1,835 @@
+//! A whole test node in network namespaces, with the real `netclaim` binary running on it.
+//!
+//! What is real: the `netclaim run` process (its DRA and registration sockets, its NRI
+//! plugin, its netlink work, its checkpoint), the network namespaces and interfaces, and —
+//! with [`RuntimeKind::Containerd`] — containerd 1.7.24 with NRI, runc and the CNI plugins.
+//! What stands in: the API server ([`crate::apiserver`]), the kubelet
+//! ([`crate::kubelet`]), the scheduler (this module writes `status.allocation` the way the
+//! scheduler would), and with [`RuntimeKind::StandIn`] the runtime's NRI side
+//! ([`crate::runtime`]).
+//!
+//! Layout: a *node* netns holds the NICs (`eth1`, `eth2`, ... veth ends) and an uplink
+//! with the default route (which netclaim must never offer); a *lan* netns holds the
+//! peers, with `192.0.2.1/24` on the peer of `eth1`, so a pod can ping across.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
+use kube::api::{Api, ListParams, PostParams};
+use kubeletplugin::ClaimRef;
+use netclaim::nri::proto::PodSandbox;
+
+use crate::apiserver::ApiServer;
+use crate::containerd::{ContainerdNode, ContainerdOptions, PodSpec};
+use crate::kubelet::{DraApiVersion, DraClient, KubeletStandIn, PrepareOutcome};
+use crate::netns::{TestNetns, run};
+use crate::runtime::{HookError, RuntimeStandIn, pod_sandbox};
+
+/// Which runtime drives the pod sandboxes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// The NRI runtime stand-in; pod netns are made by the harness.
+    StandIn,
+    /// A real containerd with NRI, runc and CNI.
+    Containerd,
+}
+
+/// How to build a [`TestNode`].
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The runtime.
+    pub runtime: RuntimeKind,
+    /// How many NICs (`eth1`..`ethN`) the node gets.
+    pub nics: usize,
+    /// Extra flags for `netclaim run`.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeKind::StandIn,
+            nics: 2,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// The runtime of a node.
+#[allow(clippy::large_enum_variant)]
+enum Runtime {
+    StandIn(RuntimeStandIn),
+    Containerd(ContainerdNode),
+}
+
+/// A pod the harness runs.
+#[derive(Debug)]
+pub struct TestPod {
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod UID (what claims' `reservedFor` names).
+    pub uid: String,
+    /// The sandbox id.
+    pub sandbox_id: String,
+    /// The pod's network namespace path.
+    pub netns_path: PathBuf,
+    /// With the stand-in runtime, the harness owns the pod's netns.
+    own_netns: Option<TestNetns>,
+}
+
+/// A claim of one NIC, as an app team would write it.
+#[derive(Clone, Debug)]
+pub struct NicClaim {
+    /// Claim name (namespace `default`).
+    pub name: String,
+    /// The request name.
+    pub request: String,
+    /// The host interface the "scheduler" picks (by the published `ifName` attribute).
+    pub if_name: String,
+    /// The opaque parameters for `netclaim.dev`, if any.
+    pub config: Option<serde_json::Value>,
+}
+
+/// A node with netclaim running on it. Dropping it stops everything it started.
+pub struct TestNode {
+    /// The node's name (pool name, spec.nodeName).
+    pub name: String,
+    node_netns: NodeNetns,
+    lan: TestNetns,
+    dir: tempfile::TempDir,
+    /// The API server stand-in.
+    pub api: ApiServer,
+    kubelet: KubeletStandIn,
+    dra: Option<DraClient>,
+    driver: Option<Child>,
+    runtime: Runtime,
+    options: NodeOptions,
+    /// Pod namespaces of sandboxes whose RUN failed, kept until the node is dropped: a
+    /// crashed driver's restart must find the interface where it left it.
+    failed_pod_netns: Vec<TestNetns>,
+}
+
+/// The node's namespace: the harness's own, or the one containerd runs in.
+enum NodeNetns {
+    Own(TestNetns),
+    Containerd(String),
+}
+
+impl NodeNetns {
+    fn name(&self) -> &str {
+        match self {
+            NodeNetns::Own(ns) => ns.name(),
+            NodeNetns::Containerd(name) => name,
+        }
+    }
+}
+
+/// The driver name netclaim registers.
+pub const DRIVER: &str = "netclaim.dev";
+const WAIT: Duration = Duration::from_secs(20);
+/// What the driver logs each time its NRI plugin registers with a runtime.
+pub const NRI_REGISTERED: &str = "NRI plugin registered with the runtime";
+
+/// The `netclaim` binary of this workspace, built on first use (a no-op when up to date).
+pub fn netclaim_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--quiet", "-p", "netclaim", "--bin", "netclaim"])
+                .current_dir(&workspace)
+                .status()
+                .map_err(|e| format!("running cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build -p netclaim failed: {status}"));
+            }
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace.join("target"));
+            Ok(target.join("debug/netclaim"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+impl TestNode {
+    /// Builds the node, starts the runtime and `netclaim run`, and registers the plugin
+    /// with the kubelet stand-in.
+    pub async fn start(options: NodeOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("netclaim-node-")
+            .tempdir()?;
+        let api = ApiServer::start().await?;
+        let (node_netns, runtime) = match options.runtime {
+            RuntimeKind::StandIn => {
+                let ns = TestNetns::new("node")?;
+                let rt = RuntimeStandIn::listen(dir.path().join("nri.sock")).await?;
+                (NodeNetns::Own(ns), Runtime::StandIn(rt))
+            }
+            RuntimeKind::Containerd => {
+                let node = ContainerdNode::start(ContainerdOptions::default()).await?;
+                (
+                    NodeNetns::Containerd(node.netns_name().to_owned()),
+                    Runtime::Containerd(node),
+                )
+            }
+        };
+        let lan = TestNetns::new("lan")?;
+        let name = format!("node-{}", std::process::id());
+        let kubelet = KubeletStandIn::new(dir.path().join("plugins_registry"));
+        let mut node = Self {
+            name,
+            node_netns,
+            lan,
+            dir,
+            api,
+            kubelet,
+            dra: None,
+            driver: None,
+            runtime,
+            options,
+            failed_pod_netns: Vec::new(),
+        };
+        node.build_network()?;
+        node.relay_api_server_into_node()?;
+        node.create_node_object().await?;
+        node.start_driver().await?;
+        Ok(node)
+    }
+
+    /// The node's netns name (for `ip -n`).
+    pub fn netns(&self) -> &str {
+        self.node_netns.name()
+    }
+
+    /// Runs `ip -n <node> args`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", self.netns()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// The lan namespace (the NICs' peers; `192.0.2.1` answers pings on `eth1`'s wire).
+    pub fn lan(&self) -> &TestNetns {
+        &self.lan
+    }
+
+    /// The driver's log so far.
+    pub fn driver_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("driver.log")).unwrap_or_default()
+    }
+
+    /// The checkpoint file as the driver last wrote it.
+    pub fn checkpoint(&self) -> Result<serde_json::Value> {
+        let text = std::fs::read_to_string(self.state_dir().join("checkpoint.json"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn nri_socket(&self) -> PathBuf {
+        match &self.runtime {
+            Runtime::StandIn(rt) => rt.socket_path().to_owned(),
+            Runtime::Containerd(node) => node.nri_socket().to_owned(),
+        }
+    }
+
+    /// An uplink with the default route, `eth1..ethN` NICs, their peers in the lan netns.
+    fn build_network(&self) -> Result<()> {
+        let node = self.netns();
+        let lan = self.lan.name();
+        let veth = |name: &str, peer: &str| {
+            run(
+                "ip",
+                &[
+                    "-n", node, "link", "add", name, "type", "veth", "peer", "name", peer, "netns",
+                    lan,
+                ],
+            )
+        };
+        veth("uplink0", "up-peer")?;
+        self.ip(&["addr", "add", "198.51.100.2/24", "dev", "uplink0"])?;
+        self.ip(&["link", "set", "uplink0", "up"])?;
+        self.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.51.100.1",
+            "dev",
+            "uplink0",
+        ])?;
+        self.lan
+            .ip(&["addr", "add", "198.51.100.1/24", "dev", "up-peer"])?;
+        self.lan.ip(&["link", "set", "up-peer", "up"])?;
+        for i in 1..=self.options.nics {
+            let (nic, peer) = (format!("eth{i}"), format!("peer{i}"));
+            veth(&nic, &peer)?;
+            self.lan.ip(&["link", "set", &peer, "up"])?;
+        }
+        self.lan
+            .ip(&["addr", "add", "192.0.2.1/24", "dev", "peer1"])?;
+        Ok(())
+    }
+
+    /// The API server stand-in listens on the host's loopback, which the driver (inside the
+    /// node's netns) cannot reach. A listener bound in the node's netns on the same port
+    /// relays each connection to it, so one kubeconfig serves both sides.
+    fn relay_api_server_into_node(&self) -> Result<()> {
+        self.ip(&["link", "set", "lo", "up"])?;
+        let url = self.api.url();
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("parsing the API server address {url}"))?;
+        let netns = PathBuf::from("/run/netns").join(self.netns());
+        let listener = std::thread::spawn(move || -> Result<std::net::TcpListener> {
+            // A socket belongs to the netns of the thread that creates it; this thread
+            // enters the node's netns only to create the listener, then ends.
+            let file = std::fs::File::open(&netns)?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let listener = std::net::TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+        .join()
+        .map_err(|_| anyhow!("the relay thread panicked"))??;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+
+    async fn create_node_object(&self) -> Result<()> {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.api.client());
+        let node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name}
+        }))?;
+        nodes.create(&PostParams::default(), &node).await?;
+        Ok(())
+    }
+
+    /// Starts `netclaim run` in the node's netns and waits for the kubelet registration.
+    pub async fn start_driver(&mut self) -> Result<()> {
+        let kubeconfig = self.dir.path().join("kubeconfig");
+        self.api.write_kubeconfig(&kubeconfig)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("driver.log"))?;
+        let registrations = self.nri_registrations();
+        let binary = netclaim_binary()?;
+        let dir = self.dir.path();
+        let sysfs = self.node_sysfs()?;
+        let netns_arg = format!("--net=/run/netns/{}", self.netns());
+        // `nsenter --net`, not `ip netns exec`: the latter gives the driver a mount
+        // namespace of its own, and the pod netns that containerd bind-mounts later would
+        // not appear in it. Discovery reads the node's sysfs from `--sysfs-root` instead.
+        let mut args: Vec<String> = vec![
+            netns_arg,
+            binary.display().to_string(),
+            "run".into(),
+            "--node-name".into(),
+            self.name.clone(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--registrar-dir".into(),
+            dir.join("plugins_registry").display().to_string(),
+            "--plugins-dir".into(),
+            dir.join("plugins").display().to_string(),
+            "--state-dir".into(),
+            self.state_dir().display().to_string(),
+            "--nri-socket".into(),
+            self.nri_socket().display().to_string(),
+            "--sysfs-root".into(),
+            sysfs.display().to_string(),
+        ];
+        args.extend(self.options.extra_args.iter().cloned());
+        let child = Command::new("nsenter")
+            .args(&args)
+            .env("RUST_LOG", "info,netclaim=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting netclaim run")?;
+        self.driver = Some(child);
+        let dra = self
+            .kubelet
+            .wait_for_plugin(DRIVER, WAIT)
+            .await
+            .with_context(|| {
+                format!("netclaim did not register; its log:\n{}", self.driver_log())
+            })?;
+        self.dra = Some(dra);
+        self.wait_for_nri_plugin(registrations).await
+    }
+
+    /// How many times the driver has logged its NRI registration so far (all runs of it).
+    pub fn nri_registrations(&self) -> usize {
+        self.driver_log().matches(NRI_REGISTERED).count()
+    }
+
+    /// The pid of the running `netclaim run` process (`ip netns exec` execs it in place).
+    pub fn driver_pid(&self) -> Option<u32> {
+        self.driver.as_ref().map(Child::id)
+    }
+
+    /// Waits until the driver has logged more than `before` NRI registrations.
+    async fn wait_for_nri_plugin(&self, before: usize) -> Result<()> {
+        match &self.runtime {
+            Runtime::StandIn(rt) => {
+                rt.wait_for_plugin(WAIT).await.map_err(|e| anyhow!(e))?;
+            }
+            Runtime::Containerd(_) => {
+                // containerd accepts the plugin on its own; the driver logs when it is
+                // registered. Wait for a new such line (a restarted driver appends to the
+                // same log) rather than for an arbitrary time.
+                self.wait_until("the NRI plugin is registered with containerd", || {
+                    self.nri_registrations() > before
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A sysfs mounted from inside the node's netns: sysfs shows the network devices of
+    /// the namespace that mounted it. Mounted once, unmounted when the node is dropped.
+    fn node_sysfs(&self) -> Result<PathBuf> {
+        let target = self.dir.path().join("sys");
+        if target.join("class/net").exists() {
+            return Ok(target);
+        }
+        std::fs::create_dir_all(&target)?;
+        let netns_arg = format!("--net=/run/netns/{}", self.netns());
+        let target_arg = target.display().to_string();
+        run("nsenter", &[&netns_arg, "mount", "-t", "sysfs", "sysfs", &target_arg])?;
+        Ok(target)
+    }
+
+    /// Kills the driver with SIGKILL (no cleanup of any kind), and waits for it to die.
+    pub fn kill_driver(&mut self) -> Result<()> {
+        if let Some(mut child) = self.driver.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the driver with SIGTERM and waits for it to exit.
+    pub fn stop_driver(&mut self) -> Result<()> {
+        if let Some(mut child) = self.driver.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Polls `condition` until it holds or [`WAIT`] passes.
+    pub async fn wait_until(&self, what: &str, condition: impl Fn() -> bool) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while !condition() {
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting until {what}; driver log:\n{}",
+                    self.driver_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// This node's published slices.
+    pub async fn slices(&self) -> Result<Vec<ResourceSlice>> {
+        let api: Api<ResourceSlice> = Api::all(self.api.client());
+        let selector = format!("spec.nodeName={},spec.driver={DRIVER}", self.name);
+        Ok(api
+            .list(&ListParams::default().fields(&selector))
+            .await?
+            .items)
+    }
+
+    /// The published device whose `ifName` attribute is `if_name`, once it is published.
+    pub async fn device_for(&self, if_name: &str) -> Result<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            for slice in self.slices().await? {
+                for device in slice.spec.devices.unwrap_or_default() {
+                    let attrs = device.attributes.unwrap_or_default();
+                    let published = attrs.get("ifName").and_then(|a| a.string.as_deref());
+                    if published == Some(if_name) {
+                        return Ok(device.name);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{if_name} was never published; driver log:\n{}",
+                    self.driver_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Creates a claim and allocates it as the scheduler would: `status.allocation` with
+    /// the device published for `nic.if_name`, the config, and `reservedFor` the pod.
+    pub async fn allocate(
+        &self,
+        claims: &[NicClaim],
+        pod_name: &str,
+        pod_uid: &str,
+    ) -> Result<ClaimRef> {
+        let name = claims
+            .first()
+            .map(|c| c.name.clone())
+            .ok_or_else(|| anyhow!("no claims"))?;
+        let mut requests = Vec::new();
+        let mut results = Vec::new();
+        let mut configs = Vec::new();
+        for nic in claims {
+            let device = self.device_for(&nic.if_name).await?;
+            requests.push(serde_json::json!({
+                "name": nic.request, "exactly": {"deviceClassName": "netclaim-nic"}
+            }));
+            results.push(serde_json::json!({
+                "request": nic.request, "driver": DRIVER, "pool": self.name, "device": device
+            }));
+            if let Some(config) = &nic.config {
+                configs.push(serde_json::json!({
+                    "source": "FromClaim", "requests": [nic.request],
+                    "opaque": {"driver": DRIVER, "parameters": config}
+                }));
+            }
+        }
+        let api: Api<ResourceClaim> = Api::namespaced(self.api.client(), "default");
+        let claim: ResourceClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"devices": {"requests": requests}}
+        }))?;
+        let mut created = api.create(&PostParams::default(), &claim).await?;
+        created.status = Some(serde_json::from_value(serde_json::json!({
+            "allocation": {
+                "devices": {"results": results, "config": configs},
+                "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": [self.name]}]}]}
+            },
+            "reservedFor": [{"resource": "pods", "name": pod_name, "uid": pod_uid}]
+        }))?);
+        let uid = created
+            .metadata
+            .uid
+            .clone()
+            .ok_or_else(|| anyhow!("claim without uid"))?;
+        api.replace_status(&name, &PostParams::default(), &created)
+            .await?;
+        Ok(ClaimRef {
+            namespace: "default".into(),
+            name,
+            uid,
+        })
+    }
+
+    fn dra(&self) -> Result<&DraClient> {
+        self.dra
+            .as_ref()
+            .ok_or_else(|| anyhow!("the driver is not registered"))
+    }
+
+    /// `NodePrepareResources` for `claims`, as the kubelet calls it.
+    pub async fn prepare(&self, claims: &[ClaimRef]) -> Result<BTreeMap<String, PrepareOutcome>> {
+        self.dra()?.prepare(DraApiVersion::V1, claims).await
+    }
+
+    /// `NodeUnprepareResources` for `claims`; per claim, the error (empty on success).
+    pub async fn unprepare(&self, claims: &[ClaimRef]) -> Result<BTreeMap<String, String>> {
+        self.dra()?.unprepare(DraApiVersion::V1, claims).await
+    }
+
+    /// Runs a pod sandbox (the runtime calls netclaim's RUN hook on the way).
+    /// `Ok(Err(message))` is a sandbox the runtime failed, with the plugin's message.
+    pub async fn run_pod(
+        &mut self,
+        name: &str,
+        uid: &str,
+    ) -> Result<std::result::Result<TestPod, String>> {
+        match &mut self.runtime {
+            Runtime::StandIn(rt) => {
+                let netns = TestNetns::new("pod")?;
+                let sandbox_id = format!("sandbox-{name}-{}", std::process::id());
+                let path = netns.path();
+                let pod = pod_sandbox(
+                    &sandbox_id,
+                    name,
+                    "default",
+                    uid,
+                    Some(&path.display().to_string()),
+                );
+                let mut known = rt.pods();
+                known.push(pod.clone());
+                rt.set_pods(known);
+                match rt.run_pod_sandbox(pod).await {
+                    Ok(()) => Ok(Ok(TestPod {
+                        name: name.into(),
+                        namespace: "default".into(),
+                        uid: uid.into(),
+                        sandbox_id,
+                        netns_path: path,
+                        own_netns: Some(netns),
+                    })),
+                    Err(e) => {
+                        // As containerd does after a failed RUN: STOP and REMOVE follow.
+                        let pod = stand_in_pod(&sandbox_id, name, uid);
+                        rt.stop_pod_sandbox(pod.clone()).await.ok();
+                        rt.remove_pod_sandbox(pod).await.ok();
+                        forget_pod(rt, &sandbox_id);
+                        self.failed_pod_netns.push(netns);
+                        Ok(Err(hook_message(&e)))
+                    }
+                }
+            }
+            Runtime::Containerd(node) => {
+                let mut spec = PodSpec::new(name);
+                spec.uid = uid.into();
+                run_cri_pod(node, &spec).await
+            }
+        }
+    }
+
+    /// Runs a `hostNetwork: true` pod sandbox: it shares the node's netns, so the runtime
+    /// hands netclaim's RUN hook no network namespace. `Ok(Err(message))` as [`Self::run_pod`].
+    pub async fn run_host_network_pod(
+        &mut self,
+        name: &str,
+        uid: &str,
+    ) -> Result<std::result::Result<TestPod, String>> {
+        match &mut self.runtime {
+            Runtime::StandIn(rt) => {
+                let sandbox_id = format!("sandbox-{name}-{}", std::process::id());
+                let pod = pod_sandbox(&sandbox_id, name, "default", uid, None);
+                let mut known = rt.pods();
+                known.push(pod.clone());
+                rt.set_pods(known);
+                let result = rt.run_pod_sandbox(pod).await;
+                let sandbox = stand_in_pod(&sandbox_id, name, uid);
+                match result {
+                    Ok(()) => Ok(Ok(TestPod {
+                        name: name.into(),
+                        namespace: "default".into(),
+                        uid: uid.into(),
+                        sandbox_id,
+                        netns_path: PathBuf::from("/run/netns").join(self.node_netns.name()),
+                        own_netns: None,
+                    })),
+                    Err(e) => {
+                        rt.stop_pod_sandbox(sandbox.clone()).await.ok();
+                        rt.remove_pod_sandbox(sandbox).await.ok();
+                        forget_pod(rt, &sandbox_id);
+                        Ok(Err(hook_message(&e)))
+                    }
+                }
+            }
+            Runtime::Containerd(node) => {
+                let mut spec = PodSpec::new(name);
+                spec.uid = uid.into();
+                spec.host_network = true;
+                run_cri_pod(node, &spec).await
+            }
+        }
+    }
+
+    /// The real containerd of a [`RuntimeKind::Containerd`] node.
+    pub fn containerd(&self) -> Option<&ContainerdNode> {
+        match &self.runtime {
+            Runtime::Containerd(node) => Some(node),
+            Runtime::StandIn(_) => None,
+        }
+    }
+
+    /// The pod sandboxes the runtime knows (containerd: CRI `ListPodSandbox`, stand-in: the
+    /// pods it would report in `Synchronize`), by sandbox id.
+    pub async fn runtime_pods(&self) -> Result<Vec<String>> {
+        match &self.runtime {
+            Runtime::StandIn(rt) => Ok(rt.pods().into_iter().map(|p| p.id).collect()),
+            Runtime::Containerd(node) => {
+                let mut cri = node.cri().await?;
+                Ok(cri.list_pods().await?.into_iter().map(|p| p.id).collect())
+            }
+        }
+    }
+
+    /// The pod network namespace files containerd has mounted (its CRI `netns` directory
+    /// under the node's private state dir); empty for the stand-in runtime.
+    pub fn runtime_netns_files(&self) -> Result<Vec<PathBuf>> {
+        let Some(node) = self.containerd() else {
+            return Ok(Vec::new());
+        };
+        let dir = node
+            .paths()
+            .state
+            .join("io.containerd.grpc.v1.cri")
+            .join("netns");
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => Ok(entries.flatten().map(|e| e.path()).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(anyhow!("reading {}: {e}", dir.display())),
+        }
+    }
+
+    /// The names of the node's interfaces, sorted (`ip -j link show` in the node netns).
+    pub fn node_link_names(&self) -> Result<Vec<String>> {
+        let links: Vec<serde_json::Value> = serde_json::from_str(&self.ip(&["-j", "link", "show"])?)?;
+        let mut names: Vec<String> = links
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// How many file descriptors the driver process holds right now.
+    pub fn driver_fd_count(&self) -> Result<usize> {
+        let pid = self
+            .driver_pid()
+            .ok_or_else(|| anyhow!("the driver is not running"))?;
+        Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+    }
+
+    /// Stops and removes a pod sandbox (netclaim's STOP and REMOVE hooks run on the way).
+    pub async fn delete_pod(&mut self, pod: TestPod) -> Result<()> {
+        match &mut self.runtime {
+            Runtime::StandIn(rt) => {
+                let sandbox = stand_in_pod(&pod.sandbox_id, &pod.name, &pod.uid);
+                rt.stop_pod_sandbox(sandbox.clone())
+                    .await
+                    .map_err(|e| anyhow!(hook_message(&e)))?;
+                // containerd removes the netns between STOP and REMOVE.
+                drop(pod.own_netns);
+                rt.remove_pod_sandbox(sandbox)
+                    .await
+                    .map_err(|e| anyhow!(hook_message(&e)))?;
+                forget_pod(rt, &pod.sandbox_id);
+            }
+            Runtime::Containerd(node) => {
+                let mut cri = node.cri().await?;
+                cri.stop_pod(&pod.sandbox_id).await?;
+                cri.remove_pod(&pod.sandbox_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts the runtime (stand-in: drops and re-listens; containerd: a real restart).
+    pub async fn restart_runtime(&mut self) -> Result<()> {
+        match &mut self.runtime {
+            Runtime::StandIn(rt) => rt.restart().await?,
+            Runtime::Containerd(node) => node.restart().await?,
+        }
+        Ok(())
+    }
+
+    /// Runs a command in a pod's netns (`nsenter --net`).
+    pub fn in_pod(&self, pod: &TestPod, program: &str, args: &[&str]) -> Result<String> {
+        let net = format!("--net={}", pod.netns_path.display());
+        let mut full = vec![net.as_str(), program];
+        full.extend_from_slice(args);
+        run("nsenter", &full)
+    }
+
+    /// `ip -j -d addr show dev <if_name>` on the node, parsed.
+    pub fn node_link(&self, if_name: &str) -> Result<serde_json::Value> {
+        let out = self.ip(&["-j", "-d", "addr", "show", "dev", if_name])?;
+        let mut links: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+        links
+            .pop()
+            .ok_or_else(|| anyhow!("no {if_name} on the node"))
+    }
+
+    /// The claim as the API server stand-in holds it now.
+    pub async fn claim(&self, name: &str) -> Result<ResourceClaim> {
+        let api: Api<ResourceClaim> = Api::namespaced(self.api.client(), "default");
+        Ok(api.get(name).await?)
+    }
+}
+
+/// Runs `spec` through CRI as the kubelet would; a refused sandbox is `Ok(Err(message))`
+/// with CRI's message (which carries the NRI plugin's).
+async fn run_cri_pod(
+    node: &ContainerdNode,
+    spec: &PodSpec,
+) -> Result<std::result::Result<TestPod, String>> {
+    let mut cri = node.cri().await?;
+    let sandbox_id = match cri.run_pod(spec).await {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(format!("{e:#}"))),
+    };
+    let netns_path = match cri.pod_netns_path(&sandbox_id).await? {
+        Some(path) => path,
+        // A host-network pod: it lives in the node's netns.
+        None if spec.host_network => node.netns_path().to_owned(),
+        None => bail!("sandbox {sandbox_id} has no netns"),
+    };
+    Ok(Ok(TestPod {
+        name: spec.name.clone(),
+        namespace: spec.namespace.clone(),
+        uid: spec.uid.clone(),
+        sandbox_id,
+        netns_path,
+        own_netns: None,
+    }))
+}
+
+fn stand_in_pod(sandbox_id: &str, name: &str, uid: &str) -> PodSandbox {
+    pod_sandbox(sandbox_id, name, "default", uid, None)
+}
+
+fn forget_pod(rt: &RuntimeStandIn, sandbox_id: &str) {
+    rt.set_pods(
+        rt.pods()
+            .into_iter()
+            .filter(|p| p.id != sandbox_id)
+            .collect(),
+    );
+}
+
+fn hook_message(error: &HookError) -> String {
+    error
+        .plugin_message()
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.to_string())
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_driver() {
+            eprintln!("stopping netclaim: {e:#}");
+        }
+        let sysfs = self.dir.path().join("sys");
+        if sysfs.join("class").exists() {
+            if let Err(e) = run("umount", &[&sysfs.display().to_string()]) {
+                eprintln!("unmounting the node's sysfs: {e:#}");
+            }
+        }
+    }
+}
