@@ -11,7 +11,9 @@
 //! other attachment is given back to the host.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::attach::{self, AttachOutcome};
@@ -56,6 +58,13 @@ pub struct PodNetworkHooks {
     holds: Box<dyn DeviceHolds>,
     /// Network namespace paths by sandbox id, from RUN and Synchronize (STOP has none).
     netns_by_sandbox: Mutex<HashMap<String, String>>,
+    /// An open file on the network namespace of every sandbox holding an attached NIC.
+    /// The kernel keeps a namespace alive while a file refers to it, so when the runtime
+    /// drops a pod's namespace without telling the plugin (containerd 1.7 sends no STOP or
+    /// REMOVE for pods that ran before it restarted), the NIC is neither destroyed with it
+    /// (veth, macvlan) nor thrown into the initial namespace (physical NICs): the detach
+    /// that follows (unprepare, Synchronize) still finds it in the pod's namespace.
+    held_netns: Mutex<HashMap<String, File>>,
     /// Serializes every move of an interface: hooks of different pods and unprepare's
     /// detach never interleave their netlink steps on the same device.
     moves: tokio::sync::Mutex<()>,
@@ -108,6 +117,7 @@ impl PodNetworkHooks {
             status,
             holds,
             netns_by_sandbox: Mutex::new(HashMap::new()),
+            held_netns: Mutex::new(HashMap::new()),
             moves: tokio::sync::Mutex::new(()),
             crash_at: None,
         }
@@ -146,6 +156,51 @@ impl PodNetworkHooks {
         self.netns_by_sandbox.lock().ok()?.get(sandbox_id).cloned()
     }
 
+    /// Keeps the namespace at `netns` alive while `sandbox_id` holds attached NICs.
+    fn hold_netns(&self, sandbox_id: &str, netns: &str) {
+        let Ok(mut held) = self.held_netns.lock() else { return };
+        if held.contains_key(sandbox_id) {
+            return;
+        }
+        match File::open(netns) {
+            Ok(file) => {
+                held.insert(sandbox_id.to_owned(), file);
+            }
+            Err(e) => tracing::warn!(sandbox_id, netns, "cannot hold the pod's netns open: {e}"),
+        }
+    }
+
+    /// Lets the namespace of `sandbox_id` go once none of its NICs is attached any more.
+    fn release_netns_if_unused(&self, sandbox_id: &str) {
+        let in_use = self.all_claims().iter().any(|claim| {
+            claim
+                .nics
+                .iter()
+                .any(|nic| nic.attachment.as_ref().is_some_and(|a| a.sandbox_id == sandbox_id))
+        });
+        if !in_use && let Ok(mut held) = self.held_netns.lock() {
+            held.remove(sandbox_id);
+        }
+    }
+
+    /// Where to find the pod's namespace for a detach: the held namespace (valid even after
+    /// the runtime removed the path), else the path from RUN or Synchronize, else the
+    /// checkpoint's. The returned file, if any, must outlive the use of the path.
+    fn netns_for_detach(&self, attachment: &Attachment) -> (PathBuf, Option<File>) {
+        let held = self
+            .held_netns
+            .lock()
+            .ok()
+            .and_then(|held| held.get(&attachment.sandbox_id).and_then(|f| f.try_clone().ok()));
+        if let Some(file) = held {
+            return (PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())), Some(file));
+        }
+        let path = self
+            .remembered_netns(&attachment.sandbox_id)
+            .unwrap_or_else(|| attachment.netns_path.clone());
+        (PathBuf::from(path), None)
+    }
+
     fn report(&self, report: ClaimReport) {
         if let Some(status) = &self.status {
             status.report(report);
@@ -170,6 +225,9 @@ impl PodNetworkHooks {
                     }
                 }
             }
+        }
+        if !attached.is_empty() {
+            self.hold_netns(&pod.id, netns);
         }
         self.report_ready(&claims, &attached);
         Ok(())
@@ -285,17 +343,16 @@ impl PodNetworkHooks {
         let target = Target { claim, nic };
         let detaching = Attachment { phase: AttachPhase::Detaching, ..attachment.clone() };
         self.record(&target, Some(detaching))?;
-        let netns = self
-            .remembered_netns(&attachment.sandbox_id)
-            .unwrap_or_else(|| attachment.netns_path.clone());
-        match attach::detach(&self.host, Path::new(&netns), &target.tag(), &attachment.host).await
-        {
+        let (netns, _held) = self.netns_for_detach(attachment);
+        match attach::detach(&self.host, &netns, &target.tag(), &attachment.host).await {
             Ok(outcome) => {
                 if let Some(note) = outcome.note {
                     tracing::info!(target = %target.describe(), "{note}");
                 }
                 self.holds.release(&nic.device);
-                self.record(&target, None)
+                let recorded = self.record(&target, None);
+                self.release_netns_if_unused(&attachment.sandbox_id);
+                recorded
             }
             Err(e) => Err(format!("{}: giving the interface back: {e}", target.describe())),
         }
@@ -308,11 +365,18 @@ impl PodNetworkHooks {
             for nic in &claim.nics {
                 let Some(attachment) = &nic.attachment else { continue };
                 let outcome = match (live.get(&attachment.sandbox_id), attachment.phase) {
-                    (Some(_), AttachPhase::Attached) => Ok(()),
+                    (Some(netns), AttachPhase::Attached) => {
+                        self.hold_netns(&attachment.sandbox_id, netns);
+                        Ok(())
+                    }
                     (Some(netns), AttachPhase::Attaching) => {
                         let _moves = self.moves.lock().await;
                         let target = Target { claim: &claim, nic };
-                        self.attach_one(&target, &attachment.sandbox_id, netns).await.map(drop)
+                        let attached = self.attach_one(&target, &attachment.sandbox_id, netns).await;
+                        if attached.is_ok() {
+                            self.hold_netns(&attachment.sandbox_id, netns);
+                        }
+                        attached.map(drop)
                     }
                     (Some(_), AttachPhase::Detaching) | (None, _) => {
                         let _moves = self.moves.lock().await;

@@ -8,6 +8,15 @@
 //! scheduler would), and with [`RuntimeKind::StandIn`] the runtime's NRI side
 //! ([`crate::runtime`]).
 //!
+//! With [`RuntimeKind::Containerd`] the node netns is the one containerd runs in
+//! ([`ContainerdNode`]): pods are run, stopped and removed through CRI as the kubelet does,
+//! containerd creates their netns (files under its private state dir, see
+//! [`TestNode::runtime_netns_files`]) and gives them a CNI bridge `eth0` on
+//! [`crate::containerd::POD_SUBNET`], and the driver's NRI plugin is connected to
+//! containerd's NRI socket; [`TestNode::start_driver`] returns once the driver has logged a
+//! new [`NRI_REGISTERED`] line. A refused sandbox surfaces as CRI's error message, which
+//! carries the driver's.
+//!
 //! Layout: a *node* netns holds the NICs (`eth1`, `eth2`, ... veth ends) and an uplink
 //! with the default route (which netclaim must never offer); a *lan* netns holds the
 //! peers, with `192.0.2.1/24` on the peer of `eth1`, so a pod can ping across.
@@ -387,7 +396,7 @@ impl TestNode {
         self.driver_log().matches(NRI_REGISTERED).count()
     }
 
-    /// The pid of the running `netclaim run` process (`ip netns exec` execs it in place).
+    /// The pid of the running `netclaim run` process (`nsenter` execs it in place).
     pub fn driver_pid(&self) -> Option<u32> {
         self.driver.as_ref().map(Child::id)
     }
@@ -421,7 +430,10 @@ impl TestNode {
         std::fs::create_dir_all(&target)?;
         let netns_arg = format!("--net=/run/netns/{}", self.netns());
         let target_arg = target.display().to_string();
-        run("nsenter", &[&netns_arg, "mount", "-t", "sysfs", "sysfs", &target_arg])?;
+        run(
+            "nsenter",
+            &[&netns_arg, "mount", "-t", "sysfs", "sysfs", &target_arg],
+        )?;
         Ok(target)
     }
 
@@ -699,7 +711,8 @@ impl TestNode {
 
     /// The names of the node's interfaces, sorted (`ip -j link show` in the node netns).
     pub fn node_link_names(&self) -> Result<Vec<String>> {
-        let links: Vec<serde_json::Value> = serde_json::from_str(&self.ip(&["-j", "link", "show"])?)?;
+        let links: Vec<serde_json::Value> =
+            serde_json::from_str(&self.ip(&["-j", "link", "show"])?)?;
         let mut names: Vec<String> = links
             .iter()
             .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
@@ -826,10 +839,10 @@ impl Drop for TestNode {
             eprintln!("stopping netclaim: {e:#}");
         }
         let sysfs = self.dir.path().join("sys");
-        if sysfs.join("class").exists() {
-            if let Err(e) = run("umount", &[&sysfs.display().to_string()]) {
-                eprintln!("unmounting the node's sysfs: {e:#}");
-            }
+        if sysfs.join("class").exists()
+            && let Err(e) = run("umount", &[&sysfs.display().to_string()])
+        {
+            eprintln!("unmounting the node's sysfs: {e:#}");
         }
     }
 }
