@@ -9,6 +9,8 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cni::CniConfig;
+
 /// The `apiVersion` of [`NetworkConfig`].
 pub const API_VERSION: &str = "netclaim.dev/v1alpha1";
 /// The `kind` of [`NetworkConfig`].
@@ -25,6 +27,10 @@ pub struct NetworkConfig {
     /// How the device appears inside the pod.
     #[serde(default)]
     pub interface: InterfaceConfig,
+    /// CNI mode: a CNI network run for the device instead of static settings. Only
+    /// `interface.name` may be set next to it (see [`crate::cni`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniConfig>,
 }
 
 impl NetworkConfig {
@@ -34,6 +40,7 @@ impl NetworkConfig {
             api_version: API_VERSION.to_owned(),
             kind: KIND.to_owned(),
             interface,
+            cni: None,
         }
     }
 }

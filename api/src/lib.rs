@@ -6,9 +6,12 @@
 //! - [`configs_for_request`], [`merge_configs`]: which configs apply to a request and how
 //!   class and claim configs combine (see [`merge`] for the precedence).
 //! - [`attributes`]: attribute names and the API's limits on names and values.
+//! - [`cni`]: CNI mode, the `cni` section (an inline CNI network or a
+//!   NetworkAttachmentDefinition reference).
 //! - [`schema`]: the JSON Schema of [`NetworkConfig`].
 
 pub mod attributes;
+pub mod cni;
 pub mod config;
 pub mod error;
 pub mod mac;
@@ -17,6 +20,7 @@ pub mod parse;
 pub mod schema;
 pub mod validate;
 
+pub use cni::{CniConfig, CniNetworkList, CniOverride, CniPlugin, NetworkAttachmentReference};
 pub use config::{
     API_VERSION, InterfaceConfig, KIND, NeighborConfig, NetworkConfig, RouteConfig, RouteScope,
     RuleConfig, Sysctls,

@@ -17,6 +17,16 @@
 //!      a later non-empty one replaces the earlier one whole (they are not concatenated:
 //!      an address list is meant as a whole).
 //!
+//! 4. CNI mode (`cni`, see [`crate::cni`]): a later `cni` section that names a network
+//!    (inline or by reference) replaces the earlier network whole; a set `deviceField`
+//!    wins; `claimMayOverride` is the union of the class configs' lists.
+//! 5. When a DeviceClass config defines a CNI network, the class owns the network: a claim
+//!    config may only set what the class configs list in `cni.claimMayOverride`
+//!    (`interfaceName` for `interface.name`, `network`, `deviceField`). Anything else a
+//!    claim sets is an error naming the claim config and the field
+//!    (`claim config[0]: cni.plugins: ...`). `claimMayOverride` in a claim config is an
+//!    error. With no class network, a claim may bring its own.
+//!
 //! A later config cannot unset an earlier value; write the wanted value instead.
 //! Each config is validated on its own (so an error names the config to fix) and the
 //! merged result is validated again (so conflicts between configs are caught).
@@ -24,6 +34,9 @@
 use std::borrow::Borrow;
 use std::fmt;
 
+use std::collections::BTreeSet;
+
+use crate::cni::{CniConfig, CniOverride};
 use crate::config::{InterfaceConfig, NetworkConfig, Sysctls};
 use crate::error::{ConfigError, Problems};
 
@@ -194,14 +207,28 @@ pub fn merge_configs<C: Borrow<SourcedConfig>>(
         }
     }
     problems.into_result()?;
+    check_claim_overrides(&ordered)?;
 
     let mut merged = NetworkConfig::for_interface(InterfaceConfig::default());
     for sourced in &ordered {
         overlay_interface(&mut merged.interface, &sourced.config.interface);
+        if let Some(later) = &sourced.config.cni {
+            overlay_cni(merged.cni.get_or_insert_with(CniConfig::default), later);
+        }
     }
     merged
         .validate()
         .map_err(|error| error.in_context("merged config"))?;
+    if let Some(cni) = &merged.cni
+        && !cni.has_network()
+    {
+        return Err(ConfigError::single(
+            "cni",
+            "no network: give an inline network (cniVersion, name, plugins) or a \
+             networkAttachmentDefinition in the class or the claim config",
+        )
+        .in_context("merged config"));
+    }
     Ok(merged)
 }
 
@@ -215,6 +242,91 @@ pub fn merge_for_request(
     request: &str,
 ) -> Result<NetworkConfig, ConfigError> {
     merge_configs(&configs_for_request(all, request))
+}
+
+/// Enforces the class's `claimMayOverride` on claim configs (rule 5 of the
+/// [module docs](self)).
+fn check_claim_overrides(ordered: &[&SourcedConfig]) -> Result<(), ConfigError> {
+    let class_cni: Vec<&CniConfig> = ordered
+        .iter()
+        .filter(|c| c.source == ConfigSource::Class)
+        .filter_map(|c| c.config.cni.as_ref())
+        .collect();
+    let class_owns_network = class_cni.iter().any(|cni| cni.has_network());
+    let granted: BTreeSet<CniOverride> = class_cni.iter().flat_map(|cni| cni.granted()).collect();
+    let granted_names: Vec<&str> = granted.iter().map(|o| o.as_str()).collect();
+    let mut problems = Problems::default();
+    for claim in ordered.iter().filter(|c| c.source == ConfigSource::Claim) {
+        let mut claim_problems = Problems::default();
+        let config = &claim.config;
+        if let Some(cni) = &config.cni
+            && !cni.claim_may_override.is_empty()
+        {
+            claim_problems.push(
+                "cni.claimMayOverride",
+                "only a DeviceClass config says what claims may override",
+            );
+        }
+        if class_owns_network {
+            let mut needs = |field: &str, wanted: Option<CniOverride>| {
+                if wanted.is_none_or(|w| !granted.contains(&w)) {
+                    claim_problems.push(
+                        field,
+                        format!(
+                            "the DeviceClass defines the CNI network and lets claims override only [{}]",
+                            granted_names.join(", ")
+                        ),
+                    );
+                }
+            };
+            if config.interface.name.is_some() {
+                needs("interface.name", Some(CniOverride::InterfaceName));
+            }
+            for field in crate::validate::static_fields_set(&config.interface) {
+                needs(&format!("interface.{field}"), None);
+            }
+            if let Some(cni) = &config.cni {
+                let network_fields = [
+                    ("cni.cniVersion", cni.cni_version.is_some()),
+                    ("cni.name", cni.name.is_some()),
+                    ("cni.plugins", !cni.plugins.is_empty()),
+                    (
+                        "cni.networkAttachmentDefinition",
+                        cni.network_attachment_definition.is_some(),
+                    ),
+                ];
+                for (field, is_set) in network_fields {
+                    if is_set {
+                        needs(field, Some(CniOverride::Network));
+                    }
+                }
+                if cni.device_field.is_some() {
+                    needs("cni.deviceField", Some(CniOverride::DeviceField));
+                }
+            }
+        }
+        if let Err(error) = claim_problems.into_result() {
+            problems.extend(error.in_context(&claim.label()));
+        }
+    }
+    problems.into_result()
+}
+
+/// Lays a later `cni` section over `base`: a named network replaces the earlier one whole.
+fn overlay_cni(base: &mut CniConfig, later: &CniConfig) {
+    if later.has_network() {
+        base.cni_version.clone_from(&later.cni_version);
+        base.name.clone_from(&later.name);
+        base.plugins.clone_from(&later.plugins);
+        base.network_attachment_definition
+            .clone_from(&later.network_attachment_definition);
+    }
+    overlay_option(&mut base.device_field, &later.device_field);
+    for granted in &later.claim_may_override {
+        if !base.claim_may_override.contains(granted) {
+            base.claim_may_override.push(*granted);
+        }
+    }
 }
 
 /// Lays `later` over `base`: set options and non-empty collections of `later` win.

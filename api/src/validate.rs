@@ -89,7 +89,11 @@ impl NetworkConfig {
     /// - `interface.neighbors[i]`: a unicast address, a valid non-zero MAC; no address twice;
     /// - `interface.sysctls`: `arpIgnore` 0-8, `arpAnnounce` 0-2;
     /// - `interface.ethtoolFeatures`: names of 1-31 characters from `[a-z0-9_-]` (`_` because
-    ///   the kernel's own names use it: `tx-udp_tnl-segmentation`).
+    ///   the kernel's own names use it: `tx-udp_tnl-segmentation`);
+    /// - `cni` (CNI mode, see [`crate::cni`]): the network is inline or a reference, not
+    ///   both; a known `cniVersion`, a valid network name, plugin `type`s that are bare file
+    ///   names; and no `interface` field other than `name` next to it (the plugins
+    ///   configure the interface).
     ///
     /// Tables 0 and 255 are refused: 0 is `RT_TABLE_UNSPEC`, which the kernel quietly turns
     /// into `main` for routes, so writing it hides what happens (omit `table` for main);
@@ -132,6 +136,10 @@ impl NetworkConfig {
             );
         }
         check_interface(&mut problems, "interface", &self.interface);
+        if let Some(cni) = &self.cni {
+            crate::cni::check_cni(&mut problems, "cni", cni);
+            check_static_settings_absent(&mut problems, "interface", &self.interface);
+        }
         problems.into_result()
     }
 }
@@ -160,6 +168,35 @@ fn check_interface(problems: &mut Problems, path: &str, interface: &InterfaceCon
             problems.push(format!("{path}.ethtoolFeatures[{name:?}]"), message);
         }
     }
+}
+
+/// In CNI mode the plugins configure the interface: every static setting except the
+/// name is refused, at its own path.
+fn check_static_settings_absent(problems: &mut Problems, path: &str, interface: &InterfaceConfig) {
+    for field in static_fields_set(interface) {
+        problems.push(
+            format!("{path}.{field}"),
+            "cannot be set together with `cni`: in CNI mode the CNI plugins configure the \
+             interface (put it in the plugin config); only interface.name may be set",
+        );
+    }
+}
+
+/// The `interface` fields other than `name` that are set, by their user-facing names.
+pub(crate) fn static_fields_set(interface: &InterfaceConfig) -> Vec<&'static str> {
+    let set = [
+        ("addresses", !interface.addresses.is_empty()),
+        ("mtu", interface.mtu.is_some()),
+        ("hardwareAddress", interface.hardware_address.is_some()),
+        ("routes", !interface.routes.is_empty()),
+        ("rules", !interface.rules.is_empty()),
+        ("neighbors", !interface.neighbors.is_empty()),
+        ("sysctls", interface.sysctls.is_some()),
+        ("ethtoolFeatures", !interface.ethtool_features.is_empty()),
+    ];
+    set.into_iter()
+        .filter_map(|(name, is_set)| is_set.then_some(name))
+        .collect()
 }
 
 /// Checks a Linux interface name the way the kernel's `dev_valid_name` does.

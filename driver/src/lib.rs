@@ -6,6 +6,8 @@
 pub mod attach;
 pub mod checkpoint;
 pub mod cli;
+pub mod cni;
+pub mod daemon;
 pub mod discovery;
 pub mod hooks;
 pub mod netlink;

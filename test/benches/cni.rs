@@ -1,0 +1,256 @@
+//! CNI mode: ADD+DEL of a macvlan (static IPAM) + tuning chain through `CniRunner`, against
+//! the same plugin chain run by hand in the same run.
+//!
+//! Run: `cargo bench -p netclaim-test --bench cni` (optional argument: iterations, default
+//! 200). Needs root and the Debian CNI plugins in `/usr/lib/cni`.
+//!
+//! - `by hand`: each plugin exec'd with `std::process::Command`, the same environment and
+//!   the same stdin bytes netclaim would send (ADD in order with `prevResult` chaining, DEL
+//!   in reverse with the final result), nothing else: the cost of the plugins themselves.
+//! - `exec path`: the same chain through netclaim's `run_with_timeout` (tokio process in
+//!   its own process group, with a timeout), nothing else.
+//! - `CniRunner`: `add` then `del`: validation, plugin lookup, process groups and timeouts,
+//!   result parsing, the atomic cache write (with fsync) and its removal.
+//!
+//! The three run interleaved (one of each per round, in a rotating order) in one node netns (a veth as the
+//! macvlan parent) against one pod netns, so machine noise hits both alike. The figure that
+//! matters is netclaim's overhead: p50(CniRunner) - p50(by hand); target under 1 ms.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netclaim::cni::{
+    Attachment, CniRunner, DeviceRef, PodRef, plugin_stdin, run_with_timeout, substitute_device,
+};
+use netclaim_api::CniNetworkList;
+use netclaim_test::netns::TestNetns;
+use serde_json::{Value, json};
+use std::io::Write as _;
+
+const PLUGINS: &str = "/usr/lib/cni";
+const WARMUP: usize = 10;
+
+fn main() {
+    let iterations: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200);
+    if !PathBuf::from(PLUGINS).join("macvlan").exists() {
+        eprintln!("CNI plugins missing in {PLUGINS}; apt-get install containernetworking-plugins");
+        return;
+    }
+    // Plugins run in the netns of the thread that spawns them: this (main) thread, which
+    // also runs the current-thread runtime below.
+    let node = TestNetns::new("cnibench").unwrap();
+    nix::sched::setns(
+        File::open(node.path()).unwrap(),
+        nix::sched::CloneFlags::CLONE_NEWNET,
+    )
+    .unwrap();
+    node.add_veth("uplink0", "uplink0p").unwrap();
+    node.ip(&["link", "set", "uplink0", "up"]).unwrap();
+    let pod = TestNetns::new("cnibenchpod").unwrap();
+    let cache = tempfile::TempDir::new().unwrap();
+    let runner = CniRunner::new(
+        vec![PLUGINS.into()],
+        Duration::from_secs(10),
+        cache.path().to_owned(),
+    );
+    let attachment = Attachment {
+        container_id: "benchsandbox".into(),
+        netns: pod.path(),
+        ifname: "net1".into(),
+        pod: PodRef {
+            namespace: "default".into(),
+            name: "bench".into(),
+            uid: "bench-uid".into(),
+        },
+    };
+    let list = CniNetworkList::parse(
+        json!({
+            "cniVersion": "1.0.0",
+            "name": "benchnet",
+            "plugins": [
+                {"type": "macvlan", "mode": "bridge",
+                 "ipam": {"type": "static", "addresses": [{"address": "192.0.2.10/24"}]}},
+                {"type": "tuning", "mtu": 1400}
+            ]
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let list = substitute_device(
+        &list,
+        None,
+        &DeviceRef {
+            ifname: "uplink0".into(),
+            pci_address: None,
+        },
+    )
+    .unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut by_hand = Vec::with_capacity(iterations);
+    let mut exec_path = Vec::with_capacity(iterations);
+    let mut netclaim = Vec::with_capacity(iterations);
+    for round in 0..WARMUP + iterations {
+        // The order rotates every round: whichever runs right after a DEL meets the
+        // kernel's deferred cleanup of the previous macvlan, so a fixed order biases.
+        let mut times = [Duration::ZERO; 3];
+        for k in 0..3 {
+            let scenario = (round + k) % 3;
+            times[scenario] = match scenario {
+                0 => time(|| run_by_hand(&runner, &list, &attachment)),
+                1 => time(|| runtime.block_on(run_exec_path(&runner, &list, &attachment))),
+                _ => time(|| {
+                    runtime.block_on(async {
+                        runner.add(&list, &attachment).await.unwrap();
+                        runner.del(&list, &attachment).await.unwrap();
+                    })
+                }),
+            };
+        }
+        let [hand, exec_only, ours] = times;
+        assert!(!pod.has_link("net1"), "round {round} left net1 behind");
+        if round >= WARMUP {
+            by_hand.push(hand);
+            exec_path.push(exec_only);
+            netclaim.push(ours);
+        }
+    }
+    // Paired per round (the rounds are interleaved): the median of the differences is far
+    // less sensitive to machine noise than the difference of the medians.
+    let paired = |a: &[Duration], b: &[Duration]| {
+        let mut d: Vec<f64> = a.iter().zip(b).map(|(x, y)| ms(*x) - ms(*y)).collect();
+        d.sort_by(f64::total_cmp);
+        d[d.len() / 2]
+    };
+    let over_hand = paired(&netclaim, &by_hand);
+    let over_exec = paired(&netclaim, &exec_path);
+    by_hand.sort();
+    exec_path.sort();
+    netclaim.sort();
+    let p = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "CNI ADD+DEL, macvlan(static) + tuning, {iterations} iterations (after {WARMUP} warm-up)"
+    );
+    println!("| runner | p50 | p90 | min |");
+    println!("|---|---|---|---|");
+    for (name, v) in [
+        ("plugins by hand (std::process)", &by_hand),
+        ("same chain on netclaim's exec path", &exec_path),
+        ("CniRunner add + del", &netclaim),
+    ] {
+        println!(
+            "| {name} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            ms(p(v, 0.5)),
+            ms(p(v, 0.9)),
+            ms(v[0])
+        );
+    }
+    let overhead = ms(p(&netclaim, 0.5)) - ms(p(&by_hand, 0.5));
+    println!(
+        "netclaim overhead, p50(CniRunner) - p50(by hand): {overhead:.3} ms ({:.3}x the plugins alone; target < 1 ms)",
+        ms(p(&netclaim, 0.5)) / ms(p(&by_hand, 0.5))
+    );
+    println!(
+        "median of per-round differences: CniRunner - by hand {over_hand:.3} ms; CniRunner - exec path {over_exec:.3} ms"
+    );
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let started = Instant::now();
+    f();
+    started.elapsed()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The chain as a minimal runtime would run it: plain exec, same env, same stdin.
+fn run_by_hand(runner: &CniRunner, list: &CniNetworkList, attachment: &Attachment) {
+    let mut prev: Option<Value> = None;
+    for plugin in &list.plugins {
+        let stdin = plugin_stdin(plugin, list, prev.as_ref());
+        let out = exec(
+            runner,
+            "ADD",
+            attachment,
+            plugin.plugin_type().unwrap(),
+            &stdin,
+        );
+        prev = Some(serde_json::from_slice(&out).unwrap());
+    }
+    for plugin in list.plugins.iter().rev() {
+        let stdin = plugin_stdin(plugin, list, prev.as_ref());
+        exec(
+            runner,
+            "DEL",
+            attachment,
+            plugin.plugin_type().unwrap(),
+            &stdin,
+        );
+    }
+}
+
+/// The chain on netclaim's exec path (`run_with_timeout`: tokio process, own process
+/// group, timeout) without validation, lookup or the cache: splits the overhead.
+async fn run_exec_path(runner: &CniRunner, list: &CniNetworkList, attachment: &Attachment) {
+    let mut prev: Option<Value> = None;
+    let order: Vec<(&str, usize)> = (0..list.plugins.len())
+        .map(|i| ("ADD", i))
+        .chain((0..list.plugins.len()).rev().map(|i| ("DEL", i)))
+        .collect();
+    for (command, index) in order {
+        let plugin = &list.plugins[index];
+        let stdin = Value::Object(plugin_stdin(plugin, list, prev.as_ref())).to_string();
+        let path = PathBuf::from(PLUGINS).join(plugin.plugin_type().unwrap());
+        let env = runner.plugin_env(command, Some(attachment));
+        let out = run_with_timeout(&path, &env, stdin.as_bytes(), runner.timeout)
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        assert!(out.status.success(), "{command}");
+        if command == "ADD" {
+            prev = Some(serde_json::from_slice(&out.stdout).unwrap());
+        }
+    }
+}
+
+fn exec(
+    runner: &CniRunner,
+    command: &str,
+    attachment: &Attachment,
+    plugin: &str,
+    stdin: &serde_json::Map<String, Value>,
+) -> Vec<u8> {
+    let mut child = Command::new(PathBuf::from(PLUGINS).join(plugin))
+        .env_clear()
+        .envs(runner.plugin_env(command, Some(attachment)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Object(stdin.clone()).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{plugin} {command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out.stdout
+}
