@@ -63,8 +63,8 @@ impl TestNetns {
     /// `ip -j addr show dev <ifname>` parsed as JSON.
     pub fn link_json(&self, ifname: &str) -> Result<serde_json::Value> {
         let out = self.ip(&["-j", "-d", "addr", "show", "dev", ifname])?;
-        let mut parsed: Vec<serde_json::Value> =
-            serde_json::from_str(&out).with_context(|| format!("parsing ip -j output for {ifname}"))?;
+        let mut parsed: Vec<serde_json::Value> = serde_json::from_str(&out)
+            .with_context(|| format!("parsing ip -j output for {ifname}"))?;
         if parsed.is_empty() {
             bail!("no link {ifname} in {}", self.name);
         }
@@ -100,4 +100,54 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A sysfs mounted from inside a test netns, so that in-process code reading
+/// `<dir>/class/net` sees that netns's interfaces (sysfs shows the devices of the netns
+/// that mounted it). Lazily unmounted and removed on drop.
+#[derive(Debug)]
+pub struct NetnsSysfs {
+    dir: tempfile::TempDir,
+}
+
+impl NetnsSysfs {
+    /// The mount point, to use as a sysfs root.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for NetnsSysfs {
+    fn drop(&mut self) {
+        if let Err(err) = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("cleanup: unmounting {}: {err}", self.dir.path().display());
+        }
+    }
+}
+
+impl TestNetns {
+    /// Mounts a read-only sysfs showing this namespace's devices on a fresh temp dir.
+    ///
+    /// A short-lived thread enters the netns (only that thread changes netns) and mounts
+    /// there; the mount itself lives in the process's mount namespace.
+    pub fn mount_sysfs(&self) -> Result<NetnsSysfs> {
+        let dir = tempfile::Builder::new().prefix("nc-sysfs-").tempdir()?;
+        let target = dir.path().to_path_buf();
+        let netns_path = self.path();
+        std::thread::spawn(move || -> Result<()> {
+            use nix::mount::{MsFlags, mount};
+            let netns = std::fs::File::open(&netns_path)
+                .with_context(|| format!("opening {}", netns_path.display()))?;
+            nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("entering the netns")?;
+            let flags =
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            mount(Some("sysfs"), &target, Some("sysfs"), flags, None::<&str>)
+                .with_context(|| format!("mounting sysfs on {}", target.display()))?;
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sysfs mount thread panicked"))??;
+        Ok(NetnsSysfs { dir })
+    }
 }

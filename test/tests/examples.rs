@@ -145,11 +145,28 @@ fn every_example_manifest_is_typed_compiles_and_validates() {
             check_document(doc, &origin, &mut seen);
         }
     }
-    for kind in ["DeviceClass", "ResourceClaimTemplate", "Pod", "DaemonSet", "ClusterRole"] {
-        assert!(seen.kinds.iter().any(|k| k == kind), "no {kind} in examples/");
+    for kind in [
+        "DeviceClass",
+        "ResourceClaimTemplate",
+        "Pod",
+        "DaemonSet",
+        "ClusterRole",
+    ] {
+        assert!(
+            seen.kinds.iter().any(|k| k == kind),
+            "no {kind} in examples/"
+        );
     }
-    assert!(seen.selectors >= 5, "only {} CEL selectors checked", seen.selectors);
-    assert!(seen.opaque_configs >= 4, "only {} opaque configs checked", seen.opaque_configs);
+    assert!(
+        seen.selectors >= 5,
+        "only {} CEL selectors checked",
+        seen.selectors
+    );
+    assert!(
+        seen.opaque_configs >= 4,
+        "only {} opaque configs checked",
+        seen.opaque_configs
+    );
 }
 
 #[test]

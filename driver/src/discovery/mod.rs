@@ -1,1 +1,346 @@
-//! NIC discovery (not yet written)
+//! NIC discovery: finds this node's network interfaces with rtnetlink and sysfs, leaves out
+//! the ones the node needs (loopback, default-route uplinks and what they depend on) and
+//! the ones the admin's CEL filter rejects, and turns the rest into `resource.k8s.io/v1`
+//! [`Device`]s, one per NIC.
+//!
+//! - [`Discovery`] owns the netlink socket and builds the device list on demand
+//!   ([`Discovery::refresh`]) or keeps it current ([`Discovery::watch`]: netlink events,
+//!   debounced, plus a periodic resync).
+//! - [`Inventory`] is the shared view of what is published: the prepare and attach code
+//!   look devices up with [`Inventory::host_device`] and pin a device moved into a pod with
+//!   [`Inventory::hold`] until [`Inventory::release`].
+//!
+//! # Guarantees
+//! - Device names are DNS labels, derived from the PCI address when there is one (stable
+//!   across renames and restarts), otherwise from the interface name.
+//! - Every published device satisfies the API's limits (see [`attributes`]).
+//! - The published list is sorted by device name and has no duplicate names.
+
+pub mod attributes;
+pub mod exclude;
+pub mod filter;
+pub mod names;
+pub mod scan;
+pub mod slices;
+pub mod sysfs;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_openapi::api::resource::v1::Device;
+use tokio::sync::Notify;
+
+pub use attributes::NicRecord;
+pub use exclude::Exclusion;
+pub use filter::{DeviceFilter, Rejection};
+pub use scan::{EventStream, LinkRecord, LinkSnapshot, RouteSocket};
+pub use sysfs::SysfsNic;
+pub use watch::WatchHandle;
+
+/// How discovery finds and describes devices.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// The DRA driver name (the attribute domain of short attribute names).
+    pub driver_name: String,
+    /// Where sysfs is mounted (`/sys`; a fixture tree or a netns's sysfs in tests).
+    pub sysfs_root: PathBuf,
+    /// The admin's filter; `None` publishes every eligible NIC.
+    pub filter: Option<Arc<DeviceFilter>>,
+    /// With a name, the Multus interop attributes are published.
+    pub multus_resource_name: Option<String>,
+    /// Quiet time that ends a burst of netlink events before the devices are rebuilt.
+    pub debounce: Duration,
+    /// Full rebuild interval when no events arrive (a safety net for lost events).
+    pub resync: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            driver_name: names::DRIVER_DOMAIN.to_owned(),
+            sysfs_root: PathBuf::from("/sys"),
+            filter: None,
+            multus_resource_name: None,
+            debounce: Duration::from_millis(50),
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A published device's current host interface, for the prepare and attach code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostNic {
+    /// The device name in the ResourceSlice.
+    pub device_name: String,
+    /// Current interface name on the host.
+    pub if_name: String,
+    /// Current ifindex on the host.
+    pub if_index: u32,
+    /// Link kind (`veth`, `macvlan`, ...), `None` for a NIC without one.
+    pub kind: Option<String>,
+    /// PCI address, when the NIC has one.
+    pub pci_address: Option<String>,
+    /// Current MAC address.
+    pub mac: Option<String>,
+}
+
+impl HostNic {
+    fn of(device_name: &str, nic: &NicRecord) -> Self {
+        Self {
+            device_name: device_name.to_owned(),
+            if_name: nic.link.name.clone(),
+            if_index: nic.link.index,
+            kind: nic.link.kind.clone(),
+            pci_address: nic.sysfs.pci_address.clone(),
+            mac: nic.link.mac.clone(),
+        }
+    }
+}
+
+/// What one discovery pass found, including what it left out and why.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The devices to publish, sorted by name (held devices included).
+    pub devices: Vec<Device>,
+    /// The NIC behind each published device found on the host (held devices that left the
+    /// host have none).
+    pub nics: BTreeMap<String, NicRecord>,
+    /// Interfaces left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// The candidate NICs of `snapshot` (excluded ones removed) with their sysfs facts, and
+/// the excluded interfaces with the reason.
+pub fn candidate_nics(
+    snapshot: &LinkSnapshot,
+    sysfs_root: &Path,
+) -> (Vec<NicRecord>, Vec<(String, String)>) {
+    let excluded = exclude::excluded(snapshot);
+    let mut nics = Vec::new();
+    let mut skipped = Vec::new();
+    for link in snapshot.links.values() {
+        if let Some(why) = excluded.get(&link.index) {
+            skipped.push((link.name.clone(), why.to_string()));
+            continue;
+        }
+        nics.push(NicRecord {
+            sysfs: sysfs::read_nic(sysfs_root, &link.name),
+            link: link.clone(),
+        });
+    }
+    (nics, skipped)
+}
+
+/// Builds the devices of `nics`, applies the filter and drops duplicate names; returns
+/// the report (without held devices, which [`Inventory::publish`] adds).
+pub fn build_report(
+    config: &DiscoveryConfig,
+    nics: Vec<NicRecord>,
+    mut skipped: Vec<(String, String)>,
+) -> Report {
+    let mut devices = BTreeMap::new();
+    let mut by_name = BTreeMap::new();
+    let shared_pci = shared_pci_addresses(&nics);
+    for nic in nics {
+        let mut device = attributes::build_device(&nic, config.multus_resource_name.as_deref());
+        // Several netdevs on one PCI function (multi-port functions, switchdev
+        // representors) cannot all be named after it: they are named after their
+        // interfaces instead, whatever order the kernel lists them in.
+        if nic
+            .sysfs
+            .pci_address
+            .as_ref()
+            .is_some_and(|p| shared_pci.contains(p))
+        {
+            device.name = names::device_name_for(&nic.link.name, None);
+        }
+        if let Err(why) = passes_filter(config, &device) {
+            if matches!(why, Rejection::Error(_) | Rejection::NotBool(_)) {
+                tracing::warn!(interface = %nic.link.name, device = %device.name, reason = %why, "device excluded by the filter");
+            }
+            skipped.push((nic.link.name.clone(), why.to_string()));
+            continue;
+        }
+        if let Some(first) = by_name.get(&device.name) {
+            let first: &NicRecord = first;
+            let why = format!(
+                "device name {} already used by {}",
+                device.name, first.link.name
+            );
+            tracing::warn!(interface = %nic.link.name, "{why}");
+            skipped.push((nic.link.name.clone(), why));
+            continue;
+        }
+        by_name.insert(device.name.clone(), nic);
+        devices.insert(device.name.clone(), device);
+    }
+    Report {
+        devices: devices.into_values().collect(),
+        nics: by_name,
+        skipped,
+    }
+}
+
+fn passes_filter(config: &DiscoveryConfig, device: &Device) -> Result<(), Rejection> {
+    match &config.filter {
+        Some(filter) => filter.check(&config.driver_name, device),
+        None => Ok(()),
+    }
+}
+
+fn shared_pci_addresses(nics: &[NicRecord]) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut shared = BTreeSet::new();
+    for pci in nics.iter().filter_map(|n| n.sysfs.pci_address.as_ref()) {
+        if !seen.insert(pci) {
+            shared.insert(pci.clone());
+        }
+    }
+    shared
+}
+
+/// The shared view of what discovery publishes. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    state: Arc<Mutex<InventoryState>>,
+    changed: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct InventoryState {
+    published: BTreeMap<String, Device>,
+    host: BTreeMap<String, HostNic>,
+    /// Held device names, with the device as last published before the hold (if it was).
+    held: BTreeMap<String, Option<Device>>,
+}
+
+impl Inventory {
+    /// The current host interface behind a published device name.
+    pub fn host_device(&self, device_name: &str) -> Option<HostNic> {
+        self.lock().host.get(device_name).cloned()
+    }
+
+    /// The devices last published, sorted by name.
+    pub fn devices(&self) -> Vec<Device> {
+        self.lock().published.values().cloned().collect()
+    }
+
+    /// Marks `device_name` as in use by a pod: it stays published with its current
+    /// attributes even when its interface leaves the host, until [`Inventory::release`].
+    pub fn hold(&self, device_name: &str) {
+        let mut state = self.lock();
+        let last = state.published.get(device_name).cloned();
+        state.held.entry(device_name.to_owned()).or_insert(last);
+    }
+
+    /// Ends a [`Inventory::hold`]; the next pass publishes the device as the host sees it
+    /// (or not at all if it is gone). Wakes a running watcher.
+    pub fn release(&self, device_name: &str) {
+        let released = self.lock().held.remove(device_name).is_some();
+        if released {
+            self.changed.notify_one();
+        }
+    }
+
+    /// The held device names.
+    pub fn held(&self) -> BTreeSet<String> {
+        self.lock().held.keys().cloned().collect()
+    }
+
+    /// Records a pass: held devices keep their last published attributes; returns the
+    /// device list to publish.
+    pub fn publish(&self, report: &mut Report) -> Vec<Device> {
+        let mut state = self.lock();
+        let mut published: BTreeMap<String, Device> = report
+            .devices
+            .drain(..)
+            .map(|d| (d.name.clone(), d))
+            .collect();
+        for (name, last) in &state.held {
+            if let Some(device) = last {
+                published.insert(name.clone(), device.clone());
+            }
+        }
+        state.host = report
+            .nics
+            .iter()
+            .map(|(name, nic)| (name.clone(), HostNic::of(name, nic)))
+            .collect();
+        state.published = published;
+        report.devices = state.published.values().cloned().collect();
+        report.devices.clone()
+    }
+
+    /// Resolves when [`Inventory::release`] changed what should be published.
+    async fn released(&self) {
+        self.changed.notified().await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, InventoryState> {
+        // A panic while holding the lock cannot leave the maps half-written in a way that
+        // matters (each pass replaces them whole), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Discovery over one netns: the netlink socket, the configuration and the inventory.
+pub struct Discovery {
+    config: DiscoveryConfig,
+    socket: RouteSocket,
+    events: EventStream,
+    inventory: Inventory,
+}
+
+impl Discovery {
+    /// Opens discovery in the calling thread's netns (the node's, for the daemon).
+    pub fn open(config: DiscoveryConfig) -> Result<Self> {
+        let (socket, events) = RouteSocket::open_watching()?;
+        Ok(Self::with_socket(config, socket, events))
+    }
+
+    /// Opens discovery in the netns at `netns_path` (tests build "nodes" in their own
+    /// netns). `config.sysfs_root` must show that netns's devices.
+    pub fn open_in_netns(config: DiscoveryConfig, netns_path: &Path) -> Result<Self> {
+        let (socket, events) = RouteSocket::open_watching_in(netns_path)?;
+        Ok(Self::with_socket(config, socket, events))
+    }
+
+    fn with_socket(config: DiscoveryConfig, socket: RouteSocket, events: EventStream) -> Self {
+        Self {
+            config,
+            socket,
+            events,
+            inventory: Inventory::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DiscoveryConfig {
+        &self.config
+    }
+
+    /// The shared inventory this discovery updates.
+    pub fn inventory(&self) -> Inventory {
+        self.inventory.clone()
+    }
+
+    /// One full pass: dump netlink, read sysfs, build, filter, record in the inventory.
+    pub async fn report(&self) -> Result<Report> {
+        let snapshot = self.socket.snapshot().await?;
+        let (nics, skipped) = candidate_nics(&snapshot, &self.config.sysfs_root);
+        let mut report = build_report(&self.config, nics, skipped);
+        self.inventory.publish(&mut report);
+        Ok(report)
+    }
+
+    /// One full pass; the devices to publish.
+    pub async fn refresh(&self) -> Result<Vec<Device>> {
+        Ok(self.report().await?.devices)
+    }
+}

@@ -1,0 +1,71 @@
+//! Which interfaces must never be published: loopback, the node's uplinks (interfaces
+//! carrying a default route) and whatever the uplinks depend on.
+
+use std::collections::BTreeMap;
+
+use super::scan::LinkSnapshot;
+
+/// Why an interface is not offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exclusion {
+    /// The loopback interface.
+    Loopback,
+    /// Carries a default route (IPv4 or IPv6, any table).
+    DefaultRoute,
+    /// Enslaved to an excluded interface (a port of an uplink bridge or bond).
+    PortOfExcluded,
+    /// The lower device of an excluded interface (the parent of a macvlan uplink, the
+    /// underlay of a vxlan uplink): moving it would cut the uplink.
+    LowerOfExcluded,
+}
+
+impl std::fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Exclusion::Loopback => "loopback",
+            Exclusion::DefaultRoute => "carries a default route",
+            Exclusion::PortOfExcluded => "enslaved to an excluded interface",
+            Exclusion::LowerOfExcluded => "lower device of an excluded interface",
+        })
+    }
+}
+
+/// The excluded interfaces of `snapshot`, by ifindex, with the reason.
+///
+/// Grows the set to a fixed point: ports of excluded controllers, and lower devices of
+/// excluded interfaces (except a veth's peer, which IFLA_LINK also names but which an
+/// uplink does not depend on).
+pub fn excluded(snapshot: &LinkSnapshot) -> BTreeMap<u32, Exclusion> {
+    let mut out: BTreeMap<u32, Exclusion> = BTreeMap::new();
+    for link in snapshot.links.values().filter(|l| l.loopback) {
+        out.insert(link.index, Exclusion::Loopback);
+    }
+    for index in &snapshot.default_route_ifindexes {
+        out.entry(*index).or_insert(Exclusion::DefaultRoute);
+    }
+    loop {
+        let mut grown = Vec::new();
+        for link in snapshot.links.values() {
+            if out.contains_key(&link.index) {
+                if let Some(lower) = link
+                    .lower
+                    .filter(|l| depends_on_lower(link) && !out.contains_key(l))
+                {
+                    grown.push((lower, Exclusion::LowerOfExcluded));
+                }
+            } else if link.controller.is_some_and(|c| out.contains_key(&c)) {
+                grown.push((link.index, Exclusion::PortOfExcluded));
+            }
+        }
+        if grown.is_empty() {
+            return out;
+        }
+        for (index, why) in grown {
+            out.entry(index).or_insert(why);
+        }
+    }
+}
+
+fn depends_on_lower(link: &super::scan::LinkRecord) -> bool {
+    !link.lower_in_other_netns && link.kind.as_deref() != Some("veth")
+}

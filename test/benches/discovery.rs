@@ -1,0 +1,460 @@
+//! Discovery benchmarks, on a bench node in its own netns holding 1,000 veth ends.
+//!
+//! Run: `cargo build --release -p netclaim && cargo bench -p netclaim-test --bench discovery`
+//! (optional argument: the number of veth ends, default 1000). Needs root (it creates a
+//! netns). The `netclaim run` RSS figure uses `target/release/netclaim` (or
+//! `target/debug/netclaim` if there is no release build), next to this bench's `deps/`.
+//!
+//! Scenarios (medians; the same-run references make the ratios comparable across machines):
+//! 1. `build x1000`: device building, filtering and slicing from 1,000 synthetic
+//!    netlink/sysfs records (no I/O).
+//! 2. `netlink link dump`: the raw RTM_GETLINK dump of the 1,000 links, against
+//!    `ip -j link show` in the same netns (reference; it includes a process spawn).
+//! 3. `discovery pass`: a full pass (links, addresses and routes dumped, sysfs read for
+//!    every interface, devices built and filtered).
+//! 4. `event -> devices`: `ip link set <veth> mtu N` to the watcher's new device list
+//!    (includes the 50 ms debounce window and the `ip` process; `ip link set` alone is
+//!    timed as the reference).
+//! 5. `event -> slices`: the same, up to the ResourceSlice publisher reporting the write to
+//!    the API server stand-in done.
+//! 6. `netclaim run` idle RSS (VmRSS) after its first publication, with the 1,000 veths.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use kubeletplugin::{PublisherConfig, ResourceSlicePublisher};
+use netclaim::daemon::driver_resources;
+use netclaim::discovery::{
+    DeviceFilter, Discovery, DiscoveryConfig, LinkRecord, NicRecord, RouteSocket, SysfsNic,
+    build_report, candidate_nics, slices,
+};
+use netclaim_test::apiserver::ApiServer;
+use netclaim_test::netns::TestNetns;
+use tokio_util::sync::CancellationToken;
+
+const NODE: &str = "bench-node";
+
+fn main() -> Result<()> {
+    let ends: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(ends))
+}
+
+async fn run(ends: usize) -> Result<()> {
+    println!("discovery bench: {ends} veth ends");
+    bench_synthetic_build(ends);
+
+    let netns = TestNetns::new("bench-disc")?;
+    let started = Instant::now();
+    create_veths(&netns, ends)?;
+    println!(
+        "  (setup: {ends} veth ends created in {:?})",
+        started.elapsed()
+    );
+    let sysfs = netns.mount_sysfs()?;
+    let config = DiscoveryConfig {
+        sysfs_root: sysfs.path().to_path_buf(),
+        filter: Some(Arc::new(DeviceFilter::new(
+            r#"device.attributes["netclaim.dev"].type == "veth""#,
+        )?)),
+        ..DiscoveryConfig::default()
+    };
+
+    bench_dump(&netns).await?;
+    bench_pass(&netns, &config).await?;
+    bench_event_to_devices(&netns, &config).await?;
+    bench_event_to_slices(&netns, &config).await?;
+    match idle_rss(&netns, ends) {
+        Ok((kib, devices)) => println!(
+            "netclaim run idle VmRSS ({devices} devices published): {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
+        Err(err) => println!("netclaim run idle VmRSS: not measured: {err:#}"),
+    }
+    drop(sysfs);
+    Ok(())
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Creates `ends` veth ends (`ends / 2` pairs) with one `ip -batch` process.
+fn create_veths(netns: &TestNetns, ends: usize) -> Result<()> {
+    let mut batch = String::new();
+    for i in 0..ends / 2 {
+        batch.push_str(&format!("link add bv{i}a type veth peer name bv{i}b\n"));
+    }
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), batch)?;
+    netns.ip(&["-batch", &file.path().to_string_lossy()])?;
+    Ok(())
+}
+
+fn synthetic_nics(count: usize) -> Vec<NicRecord> {
+    (0..count)
+        .map(|i| {
+            let index = u32::try_from(i).unwrap() + 2;
+            let pci = (i % 2 == 0)
+                .then(|| format!("0000:{:02x}:{:02x}.{}", i / 256, (i / 8) % 32, i % 8));
+            NicRecord {
+                link: LinkRecord {
+                    index,
+                    name: format!("ens{i}"),
+                    kind: pci.is_none().then(|| "veth".to_owned()),
+                    mac: Some(format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256)),
+                    mtu: 1500,
+                    up: true,
+                    oper_state: "up".into(),
+                    carrier: Some(true),
+                    ipv4: vec![format!("192.0.2.{}/24", i % 250 + 1).parse().unwrap()],
+                    ..LinkRecord::default()
+                },
+                sysfs: SysfsNic {
+                    is_virtual: pci.is_none(),
+                    pcie_root: pci.as_ref().map(|_| "pci0000:00".to_owned()),
+                    vendor_id: pci.as_ref().map(|_| "15b3".to_owned()),
+                    device_id: pci.as_ref().map(|_| "1017".to_owned()),
+                    numa_node: pci.as_ref().map(|_| 0),
+                    kernel_driver: pci.as_ref().map(|_| "mlx5_core".to_owned()),
+                    pci_address: pci,
+                    ..SysfsNic::default()
+                },
+            }
+        })
+        .collect()
+}
+
+fn bench_synthetic_build(count: usize) {
+    let nics = synthetic_nics(count);
+    let config = DiscoveryConfig {
+        filter: Some(Arc::new(
+            DeviceFilter::new(r#"device.attributes["netclaim.dev"].mtu >= 1500"#).unwrap(),
+        )),
+        multus_resource_name: Some("example.com/nic".into()),
+        ..DiscoveryConfig::default()
+    };
+    let mut samples = Vec::new();
+    let mut published = 0;
+    for _ in 0..100 {
+        let input = nics.clone();
+        let started = Instant::now();
+        let report = build_report(&config, input, Vec::new());
+        let slices = slices::resource_slices("netclaim.dev", NODE, 1, &report.devices);
+        samples.push(started.elapsed());
+        published = slices
+            .iter()
+            .map(|s| s.spec.devices.as_ref().map_or(0, Vec::len))
+            .sum();
+    }
+    println!(
+        "build x{count} (synthetic records, CEL filter on, {published} devices sliced): {}",
+        ms(median(samples))
+    );
+}
+
+async fn bench_dump(netns: &TestNetns) -> Result<()> {
+    let (socket, _events) = RouteSocket::open_watching_in(&netns.path())?;
+    let mut ours = Vec::new();
+    let mut links = 0;
+    for _ in 0..30 {
+        let started = Instant::now();
+        links = socket.dump_links().await?.len();
+        ours.push(started.elapsed());
+    }
+    let mut reference = Vec::new();
+    for _ in 0..15 {
+        let started = Instant::now();
+        netns.ip(&["-j", "link", "show"])?;
+        reference.push(started.elapsed());
+    }
+    let (ours, reference) = (median(ours), median(reference));
+    println!(
+        "netlink link dump ({links} links): {}; `ip -j link show`: {}; ratio {:.2}",
+        ms(ours),
+        ms(reference),
+        ours.as_secs_f64() / reference.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn bench_pass(netns: &TestNetns, config: &DiscoveryConfig) -> Result<()> {
+    let discovery = Discovery::open_in_netns(config.clone(), &netns.path())?;
+    let mut samples = Vec::new();
+    let mut devices = 0;
+    for _ in 0..20 {
+        let started = Instant::now();
+        devices = discovery.refresh().await?.len();
+        samples.push(started.elapsed());
+    }
+    println!(
+        "discovery pass (netlink + sysfs + build, {devices} devices): {}",
+        ms(median(samples))
+    );
+    // The pass's parts: the netlink snapshot (links, addresses, routes) and the sysfs reads.
+    let (socket, _events) = RouteSocket::open_watching_in(&netns.path())?;
+    let mut snapshots = Vec::new();
+    let mut sysfs_reads = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let snapshot = socket.snapshot().await?;
+        snapshots.push(started.elapsed());
+        let started = Instant::now();
+        let (nics, _) = candidate_nics(&snapshot, &config.sysfs_root);
+        sysfs_reads.push(started.elapsed());
+        assert!(nics.len() >= devices);
+    }
+    println!(
+        "  of which netlink snapshot: {}; sysfs reads: {}",
+        ms(median(snapshots)),
+        ms(median(sysfs_reads))
+    );
+    Ok(())
+}
+
+fn mtu_of(devices: &[Device], if_name: &str) -> Option<i64> {
+    devices.iter().find_map(|d| {
+        let attrs = d.attributes.as_ref()?;
+        (attrs.get("ifName")?.string.as_deref() == Some(if_name)).then(|| attrs.get("mtu")?.int)?
+    })
+}
+
+async fn bench_event_to_devices(netns: &TestNetns, config: &DiscoveryConfig) -> Result<()> {
+    let discovery = Discovery::open_in_netns(config.clone(), &netns.path())?;
+    let shutdown = CancellationToken::new();
+    let mut handle = discovery.watch(shutdown.clone()).await?;
+    let mut samples = Vec::new();
+    let mut ip_alone = Vec::new();
+    for round in 0..15 {
+        let mtu = 1400 + round;
+        let started = Instant::now();
+        netns.ip(&["link", "set", "bv0a", "mtu", &mtu.to_string()])?;
+        ip_alone.push(started.elapsed());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while mtu_of(&handle.devices.borrow_and_update(), "bv0a") != Some(i64::from(mtu)) {
+            tokio::time::timeout_at(deadline, handle.devices.changed())
+                .await
+                .context("no device update within 10 s")??;
+        }
+        samples.push(started.elapsed());
+    }
+    shutdown.cancel();
+    println!(
+        "event -> devices (mtu change to new device list, incl. 50 ms debounce): {}; `ip link set` alone: {}",
+        ms(median(samples)),
+        ms(median(ip_alone))
+    );
+    Ok(())
+}
+
+async fn bench_event_to_slices(netns: &TestNetns, config: &DiscoveryConfig) -> Result<()> {
+    let server = ApiServer::start().await?;
+    let client = server.client();
+    let node = Node {
+        metadata: kube::api::ObjectMeta {
+            name: Some(NODE.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await?;
+    let publisher = ResourceSlicePublisher::start(
+        client,
+        PublisherConfig {
+            driver_name: "netclaim.dev".into(),
+            node_name: NODE.into(),
+            node_uid: None,
+        },
+    );
+    let discovery = Discovery::open_in_netns(config.clone(), &netns.path())?;
+    let shutdown = CancellationToken::new();
+    let mut handle = discovery.watch(shutdown.clone()).await?;
+    let mut status = publisher.status();
+    publisher.update(driver_resources(
+        NODE,
+        handle.devices.borrow_and_update().clone(),
+    ));
+    wait_synced(&mut status, 1).await?;
+    let mut samples = Vec::new();
+    for round in 0..15u32 {
+        let mtu = 1300 + round;
+        let started = Instant::now();
+        netns.ip(&["link", "set", "bv1a", "mtu", &mtu.to_string()])?;
+        let target = status.borrow().synced_generation + 1;
+        loop {
+            tokio::time::timeout(Duration::from_secs(10), handle.devices.changed())
+                .await
+                .context("no device update within 10 s")??;
+            let devices = handle.devices.borrow_and_update().clone();
+            let done = mtu_of(&devices, "bv1a") == Some(i64::from(mtu));
+            publisher.update(driver_resources(NODE, devices));
+            if done {
+                break;
+            }
+        }
+        wait_synced(&mut status, target).await?;
+        samples.push(started.elapsed());
+    }
+    let written: usize = Api::<ResourceSlice>::all(server.client())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|s| s.spec.devices.as_ref().map_or(0, Vec::len))
+        .sum();
+    shutdown.cancel();
+    publisher.shutdown(false).await;
+    server.shutdown().await;
+    println!(
+        "event -> slices written to the API stand-in ({written} devices in slices): {}",
+        ms(median(samples))
+    );
+    Ok(())
+}
+
+async fn wait_synced(
+    status: &mut tokio::sync::watch::Receiver<kubeletplugin::PublishStatus>,
+    generation: u64,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while status.borrow_and_update().synced_generation < generation {
+        tokio::time::timeout_at(deadline, status.changed())
+            .await
+            .with_context(|| format!("publisher not synced: {:?}", status.borrow()))??;
+    }
+    Ok(())
+}
+
+/// `target/release/netclaim`, else `target/debug/netclaim`.
+fn netclaim_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .context("bench executable is not under target/<profile>/deps")?;
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("netclaim"))
+        .find(|p| p.exists())
+        .context("no netclaim binary: run `cargo build --release -p netclaim` first")
+}
+
+/// Runs `netclaim run` inside the bench netns against an API server stand-in that also
+/// lives in that netns (so `127.0.0.1` reaches it), waits until every device is in the
+/// stand-in's slices, lets it idle, and reads its VmRSS.
+fn idle_rss(netns: &TestNetns, expected_devices: usize) -> Result<(u64, usize)> {
+    let binary = netclaim_binary()?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (published_tx, published_rx) = std::sync::mpsc::channel();
+    let stop = CancellationToken::new();
+    let server_stop = stop.clone();
+    let netns_path = netns.path();
+    let kubeconfig_for_server = kubeconfig.clone();
+    // The stand-in and its client run on a thread inside the bench netns: sockets belong
+    // to the netns of the thread that creates them.
+    let server = std::thread::spawn(move || -> Result<()> {
+        let file = std::fs::File::open(&netns_path)?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let server = ApiServer::start().await?;
+            server.write_kubeconfig(&kubeconfig_for_server)?;
+            let node = Node {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(NODE.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            Api::<Node>::all(server.client())
+                .create(&PostParams::default(), &node)
+                .await?;
+            let _ = ready_tx.send(());
+            let slices = Api::<ResourceSlice>::all(server.client());
+            while !server_stop.is_cancelled() {
+                let listed = slices.list(&ListParams::default()).await?;
+                let devices: usize = listed
+                    .items
+                    .iter()
+                    .map(|s| s.spec.devices.as_ref().map_or(0, Vec::len))
+                    .sum();
+                if devices >= expected_devices {
+                    let _ = published_tx.send(devices);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            server_stop.cancelled().await;
+            server.shutdown().await;
+            Ok(())
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the API server stand-in did not start")?;
+    let mut child = spawn_daemon(netns, &binary, &kubeconfig)?;
+    let result = published_rx
+        .recv_timeout(Duration::from_secs(60))
+        .context("netclaim run did not publish every device within 60 s")
+        .and_then(|devices| {
+            // Idle: nothing changes after the first publication; let allocator and
+            // runtime settle before reading the resident set.
+            std::thread::sleep(Duration::from_secs(5));
+            if let Some(status) = child.try_wait()? {
+                bail!("netclaim run exited: {status}");
+            }
+            // `ip netns exec` execs the binary in place, so the child's pid is netclaim's.
+            Ok((vm_rss_kib(child.id())?, devices))
+        });
+    let _ = child.kill();
+    let _ = child.wait();
+    stop.cancel();
+    let _ = server.join();
+    result
+}
+
+fn spawn_daemon(netns: &TestNetns, binary: &Path, kubeconfig: &Path) -> Result<Child> {
+    Command::new("ip")
+        .args(["netns", "exec", netns.name()])
+        .arg(binary)
+        .args(["run", "--node-name", NODE, "--kubeconfig"])
+        .arg(kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting netclaim run")
+}
+
+fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")
+}
