@@ -173,7 +173,11 @@ impl NodeAgent {
             )
             .with_crash_point(args.crash_at),
         );
-        let driver = Arc::new(NetclaimDriver::new(checkpoint, inventory.clone(), hooks.clone()));
+        let driver = Arc::new(NetclaimDriver::new(
+            checkpoint,
+            inventory.clone(),
+            hooks.clone(),
+        ));
         let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), node_name)
             .kube_client(client)
             .registrar_dir(&args.registrar_dir)

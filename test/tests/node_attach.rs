@@ -11,11 +11,19 @@ use netclaim_test::node::{NicClaim, NodeOptions, TestNode, TestPod};
 use serde_json::{Value, json};
 
 fn uid(n: u32) -> String {
-    format!("00000000-0000-4000-8000-{:012x}", u64::from(n) + u64::from(std::process::id()) * 1000)
+    format!(
+        "00000000-0000-4000-8000-{:012x}",
+        u64::from(n) + u64::from(std::process::id()) * 1000
+    )
 }
 
 fn nic(name: &str, if_name: &str, config: Option<Value>) -> NicClaim {
-    NicClaim { name: name.into(), request: "nic".into(), if_name: if_name.into(), config }
+    NicClaim {
+        name: name.into(),
+        request: "nic".into(),
+        if_name: if_name.into(),
+        config,
+    }
 }
 
 fn config(interface: Value) -> Value {
@@ -40,15 +48,19 @@ fn host_view(link: &Value) -> Value {
 }
 
 fn pod_link(node: &TestNode, pod: &TestPod, if_name: &str) -> Value {
-    let out = node.in_pod(pod, "ip", &["-j", "-d", "addr", "show", "dev", if_name]).unwrap();
+    let out = node
+        .in_pod(pod, "ip", &["-j", "-d", "addr", "show", "dev", if_name])
+        .unwrap();
     let mut links: Vec<Value> = serde_json::from_str(&out).unwrap();
     links.pop().unwrap()
 }
 
 fn has_addr(link: &Value, cidr: &str) -> bool {
-    link["addr_info"].as_array().into_iter().flatten().any(|a| {
-        format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]) == cidr
-    })
+    link["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]) == cidr)
 }
 
 async fn start(options: NodeOptions) -> TestNode {
@@ -58,8 +70,10 @@ async fn start(options: NodeOptions) -> TestNode {
 #[tokio::test(flavor = "multi_thread")]
 async fn claimed_nic_is_configured_in_the_pod_and_given_back_exactly() {
     let mut node = start(NodeOptions::default()).await;
-    node.ip(&["addr", "add", "203.0.113.7/24", "dev", "eth1"]).unwrap();
-    node.ip(&["link", "set", "eth1", "mtu", "1400", "up"]).unwrap();
+    node.ip(&["addr", "add", "203.0.113.7/24", "dev", "eth1"])
+        .unwrap();
+    node.ip(&["link", "set", "eth1", "mtu", "1400", "up"])
+        .unwrap();
     let before = host_view(&node.node_link("eth1").unwrap());
 
     let pod_uid = uid(1);
@@ -70,7 +84,10 @@ async fn claimed_nic_is_configured_in_the_pod_and_given_back_exactly() {
         "routes": [{"destination": "198.51.100.0/24", "gateway": "192.0.2.1"},
                    {"destination": "2001:db8:100::/48", "gateway": "2001:db8::1"}]
     }));
-    let claim = node.allocate(&[nic("nic-a", "eth1", Some(cfg))], "web", &pod_uid).await.unwrap();
+    let claim = node
+        .allocate(&[nic("nic-a", "eth1", Some(cfg))], "web", &pod_uid)
+        .await
+        .unwrap();
     let prepared = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
     assert_eq!(prepared[&claim.uid].error, "", "prepare failed");
     assert_eq!(prepared[&claim.uid].devices.len(), 1);
@@ -80,13 +97,21 @@ async fn claimed_nic_is_configured_in_the_pod_and_given_back_exactly() {
     assert_eq!(link["mtu"], 1500);
     assert!(has_addr(&link, "192.0.2.10/24"), "{link}");
     assert!(has_addr(&link, "2001:db8::10/64"), "{link}");
-    let routes = node.in_pod(&pod, "ip", &["route", "show", "198.51.100.0/24"]).unwrap();
+    let routes = node
+        .in_pod(&pod, "ip", &["route", "show", "198.51.100.0/24"])
+        .unwrap();
     assert!(routes.contains("via 192.0.2.1 dev net1"), "{routes}");
-    let routes6 = node.in_pod(&pod, "ip", &["-6", "route", "show", "2001:db8:100::/48"]).unwrap();
+    let routes6 = node
+        .in_pod(&pod, "ip", &["-6", "route", "show", "2001:db8:100::/48"])
+        .unwrap();
     assert!(routes6.contains("via 2001:db8::1 dev net1"), "{routes6}");
     // The NIC really carries traffic: the lan side answers on 192.0.2.1.
-    node.in_pod(&pod, "ping", &["-c", "1", "-W", "2", "192.0.2.1"]).unwrap();
-    assert!(!node.ip(&["link", "show"]).unwrap().contains("eth1"), "eth1 still on the node");
+    node.in_pod(&pod, "ping", &["-c", "1", "-W", "2", "192.0.2.1"])
+        .unwrap();
+    assert!(
+        !node.ip(&["link", "show"]).unwrap().contains("eth1"),
+        "eth1 still on the node"
+    );
 
     // The claim's status carries networkData and Ready (written in the background).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -96,13 +121,21 @@ async fn claimed_nic_is_configured_in_the_pod_and_given_back_exactly() {
         if let Some(device) = devices.into_iter().next() {
             break device;
         }
-        assert!(std::time::Instant::now() < deadline, "no status.devices written");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status.devices written"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let data = status.network_data.unwrap();
     assert_eq!(data.interface_name.as_deref(), Some("net1"));
     assert!(data.ips.unwrap().contains(&"192.0.2.10/24".to_string()));
-    let ready = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.status, "True");
 
     node.delete_pod(pod).await.unwrap();
@@ -115,24 +148,53 @@ async fn claimed_nic_is_configured_in_the_pod_and_given_back_exactly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nics_in_one_pod_a_veth_and_a_macvlan() {
     let mut node = start(NodeOptions::default()).await;
-    node.ip(&["link", "add", "mv1", "link", "eth2", "type", "macvlan", "mode", "bridge"]).unwrap();
+    node.ip(&[
+        "link", "add", "mv1", "link", "eth2", "type", "macvlan", "mode", "bridge",
+    ])
+    .unwrap();
     node.ip(&["link", "set", "eth2", "up"]).unwrap();
     let before_veth = host_view(&node.node_link("eth1").unwrap());
     let before_mv = host_view(&node.node_link("mv1").unwrap());
     let pod_uid = uid(2);
     let a = node
-        .allocate(&[nic("two-a", "eth1", Some(config(json!({"name": "data0", "addresses": ["192.0.2.20/24"]}))))], "two", &pod_uid)
+        .allocate(
+            &[nic(
+                "two-a",
+                "eth1",
+                Some(config(
+                    json!({"name": "data0", "addresses": ["192.0.2.20/24"]}),
+                )),
+            )],
+            "two",
+            &pod_uid,
+        )
         .await
         .unwrap();
     let b = node
-        .allocate(&[nic("two-b", "mv1", Some(config(json!({"name": "data1", "addresses": ["2001:db8:2::20/64"]}))))], "two", &pod_uid)
+        .allocate(
+            &[nic(
+                "two-b",
+                "mv1",
+                Some(config(
+                    json!({"name": "data1", "addresses": ["2001:db8:2::20/64"]}),
+                )),
+            )],
+            "two",
+            &pod_uid,
+        )
         .await
         .unwrap();
     let prepared = node.prepare(&[a.clone(), b.clone()]).await.unwrap();
-    assert!(prepared.values().all(|o| o.error.is_empty()), "{prepared:?}");
+    assert!(
+        prepared.values().all(|o| o.error.is_empty()),
+        "{prepared:?}"
+    );
     let pod = node.run_pod("two", &pod_uid).await.unwrap().unwrap();
     assert!(has_addr(&pod_link(&node, &pod, "data0"), "192.0.2.20/24"));
-    assert!(has_addr(&pod_link(&node, &pod, "data1"), "2001:db8:2::20/64"));
+    assert!(has_addr(
+        &pod_link(&node, &pod, "data1"),
+        "2001:db8:2::20/64"
+    ));
     node.delete_pod(pod).await.unwrap();
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before_veth);
     assert_eq!(host_view(&node.node_link("mv1").unwrap()), before_mv);
@@ -144,24 +206,60 @@ async fn bad_configs_fail_per_claim_naming_the_field_and_change_nothing() {
     let node = start(NodeOptions::default()).await;
     let before = node.ip(&["-j", "-d", "addr"]).unwrap();
     let cases = [
-        ("bad-unknown", json!({"name": "net1", "adresses": []}), "interface.adresses"),
+        (
+            "bad-unknown",
+            json!({"name": "net1", "adresses": []}),
+            "interface.adresses",
+        ),
         ("bad-mtu", json!({"mtu": 70000}), "interface.mtu"),
-        ("bad-addr", json!({"addresses": ["192.0.2.300/24"]}), "interface.addresses[0]"),
-        ("bad-gw", json!({"addresses": ["192.0.2.10/24"], "routes": [{"destination": "198.51.100.0/24", "gateway": "2001:db8::1"}]}), "interface.routes[0]"),
-        ("bad-name", json!({"name": "this-name-is-far-too-long"}), "interface.name"),
+        (
+            "bad-addr",
+            json!({"addresses": ["192.0.2.300/24"]}),
+            "interface.addresses[0]",
+        ),
+        (
+            "bad-gw",
+            json!({"addresses": ["192.0.2.10/24"], "routes": [{"destination": "198.51.100.0/24", "gateway": "2001:db8::1"}]}),
+            "interface.routes[0]",
+        ),
+        (
+            "bad-name",
+            json!({"name": "this-name-is-far-too-long"}),
+            "interface.name",
+        ),
     ];
     let mut refs = Vec::new();
     for (i, (name, interface, _)) in cases.iter().enumerate() {
         let pod_uid = uid(100 + u32::try_from(i).unwrap());
-        refs.push(node.allocate(&[nic(name, "eth1", Some(config(interface.clone())))], name, &pod_uid).await.unwrap());
+        refs.push(
+            node.allocate(
+                &[nic(name, "eth1", Some(config(interface.clone())))],
+                name,
+                &pod_uid,
+            )
+            .await
+            .unwrap(),
+        );
     }
     let outcome = node.prepare(&refs).await.unwrap();
     for ((name, _, field), claim) in cases.iter().zip(&refs) {
         let error = &outcome[&claim.uid].error;
-        assert!(error.contains(field), "{name}: error {error:?} does not name {field}");
+        assert!(
+            error.contains(field),
+            "{name}: error {error:?} does not name {field}"
+        );
     }
-    assert_eq!(node.checkpoint().map(|c| c["data"]["claims"].clone()).unwrap_or(json!({})), json!({}));
-    assert_eq!(node.ip(&["-j", "-d", "addr"]).unwrap(), before, "the node changed");
+    assert_eq!(
+        node.checkpoint()
+            .map(|c| c["data"]["claims"].clone())
+            .unwrap_or(json!({})),
+        json!({})
+    );
+    assert_eq!(
+        node.ip(&["-j", "-d", "addr"]).unwrap(),
+        before,
+        "the node changed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -172,8 +270,14 @@ async fn a_failed_attach_rolls_back_and_fails_the_sandbox_with_the_drivers_messa
     // A gateway outside every on-link prefix: valid config, refused by the kernel in the pod.
     let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"],
         "routes": [{"destination": "198.51.100.0/24", "gateway": "203.0.113.1"}]}));
-    let claim = node.allocate(&[nic("unreachable", "eth1", Some(cfg))], "rb", &pod_uid).await.unwrap();
-    assert_eq!(node.prepare(std::slice::from_ref(&claim)).await.unwrap()[&claim.uid].error, "");
+    let claim = node
+        .allocate(&[nic("unreachable", "eth1", Some(cfg))], "rb", &pod_uid)
+        .await
+        .unwrap();
+    assert_eq!(
+        node.prepare(std::slice::from_ref(&claim)).await.unwrap()[&claim.uid].error,
+        ""
+    );
     let error = node.run_pod("rb", &pod_uid).await.unwrap().unwrap_err();
     assert!(error.contains("interface.routes[0]"), "{error}");
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
@@ -187,12 +291,22 @@ async fn crash_and_converge(crash: Crash) {
         Crash::AtPoint(point) => vec!["--crash-at".to_string(), point.to_string()],
         _ => Vec::new(),
     };
-    let mut node = start(NodeOptions { extra_args: extra, ..NodeOptions::default() }).await;
+    let mut node = start(NodeOptions {
+        extra_args: extra,
+        ..NodeOptions::default()
+    })
+    .await;
     let before = host_view(&node.node_link("eth1").unwrap());
     let pod_uid = uid(4);
     let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
-    let claim = node.allocate(&[nic("crashy", "eth1", Some(cfg))], "crash", &pod_uid).await.unwrap();
-    assert_eq!(node.prepare(std::slice::from_ref(&claim)).await.unwrap()[&claim.uid].error, "");
+    let claim = node
+        .allocate(&[nic("crashy", "eth1", Some(cfg))], "crash", &pod_uid)
+        .await
+        .unwrap();
+    assert_eq!(
+        node.prepare(std::slice::from_ref(&claim)).await.unwrap()[&claim.uid].error,
+        ""
+    );
     if crash == Crash::BetweenPrepareAndAttach {
         node.kill_driver().unwrap();
         node.start_driver().await.unwrap();
@@ -202,7 +316,10 @@ async fn crash_and_converge(crash: Crash) {
         Crash::AtPoint(_) => {
             // The driver died inside the hook: the runtime failed the sandbox (and STOP and
             // REMOVE reached nobody). The restarted driver's Synchronize resolves it.
-            assert!(run.is_err(), "the RUN should have failed with the driver dead");
+            assert!(
+                run.is_err(),
+                "the RUN should have failed with the driver dead"
+            );
             node.kill_driver().ok();
             node.start_driver().await.unwrap();
             None
@@ -217,11 +334,19 @@ async fn crash_and_converge(crash: Crash) {
         }
         node.delete_pod(pod).await.unwrap();
     }
-    node.wait_until("eth1 is back on the node", || node.node_link("eth1").is_ok()).await.unwrap();
+    node.wait_until("eth1 is back on the node", || {
+        node.node_link("eth1").is_ok()
+    })
+    .await
+    .unwrap();
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
     let unprepared = node.unprepare(&[claim]).await.unwrap();
     assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
-    assert_eq!(node.checkpoint().unwrap()["data"]["claims"], json!({}), "stale checkpoint entry");
+    assert_eq!(
+        node.checkpoint().unwrap()["data"]["claims"],
+        json!({}),
+        "stale checkpoint entry"
+    );
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,7 +387,10 @@ async fn the_plugin_reconnects_after_a_runtime_restart_and_keeps_working() {
     .unwrap();
     let pod_uid = uid(5);
     let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
-    let claim = node.allocate(&[nic("after-restart", "eth1", Some(cfg))], "rr", &pod_uid).await.unwrap();
+    let claim = node
+        .allocate(&[nic("after-restart", "eth1", Some(cfg))], "rr", &pod_uid)
+        .await
+        .unwrap();
     node.prepare(std::slice::from_ref(&claim)).await.unwrap();
     let pod = node.run_pod("rr", &pod_uid).await.unwrap().unwrap();
     assert!(has_addr(&pod_link(&node, &pod, "net1"), "192.0.2.10/24"));

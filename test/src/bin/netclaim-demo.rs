@@ -41,12 +41,18 @@ fn choose_runtime() -> RuntimeKind {
 
 async fn show_published(node: &TestNode) -> Result<()> {
     node.device_for("eth1").await?;
-    println!("    {:<28} {:<8} {:<8} {:<18}", "DEVICE", "IFNAME", "TYPE", "MAC");
+    println!(
+        "    {:<28} {:<8} {:<8} {:<18}",
+        "DEVICE", "IFNAME", "TYPE", "MAC"
+    );
     for slice in node.slices().await? {
         for device in slice.spec.devices.unwrap_or_default() {
             let attrs = device.attributes.unwrap_or_default();
             let text = |k: &str| {
-                attrs.get(k).and_then(|a| a.string.clone()).unwrap_or_else(|| "-".into())
+                attrs
+                    .get(k)
+                    .and_then(|a| a.string.clone())
+                    .unwrap_or_else(|| "-".into())
             };
             println!(
                 "    {:<28} {:<8} {:<8} {:<18}",
@@ -71,10 +77,18 @@ async fn main() -> Result<()> {
     let runtime = choose_runtime();
 
     step("Starting a node: namespaces, NICs, the API server stand-in, `netclaim run`");
-    let mut node = TestNode::start(NodeOptions { runtime, nics: 3, ..NodeOptions::default() })
-        .await
-        .context("starting the demo node")?;
-    println!("    node {} in netns {}; netclaim registered with the kubelet stand-in", node.name, node.netns());
+    let mut node = TestNode::start(NodeOptions {
+        runtime,
+        nics: 3,
+        ..NodeOptions::default()
+    })
+    .await
+    .context("starting the demo node")?;
+    println!(
+        "    node {} in netns {}; netclaim registered with the kubelet stand-in",
+        node.name,
+        node.netns()
+    );
 
     step("The node's ResourceSlice, as netclaim published it");
     show_published(&node).await?;
@@ -91,12 +105,19 @@ async fn main() -> Result<()> {
     let pod_uid = "d3m0d3m0-0000-4000-8000-000000000001";
     let claim = node
         .allocate(
-            &[NicClaim { name: "demo-nic".into(), request: "nic".into(), if_name: "eth1".into(), config: Some(config) }],
+            &[NicClaim {
+                name: "demo-nic".into(),
+                request: "nic".into(),
+                if_name: "eth1".into(),
+                config: Some(config),
+            }],
             "demo",
             pod_uid,
         )
         .await?;
-    println!("    allocated (as the scheduler would) to device on eth1; reserved for pod default/demo");
+    println!(
+        "    allocated (as the scheduler would) to device on eth1; reserved for pod default/demo"
+    );
 
     step("Kubelet: NodePrepareResources over the DRA socket");
     let prepared = node.prepare(std::slice::from_ref(&claim)).await?;
@@ -105,7 +126,10 @@ async fn main() -> Result<()> {
         bail!("prepare failed: {}", outcome.error);
     }
     for device in &outcome.devices {
-        println!("    prepared {}/{} for request {:?}", device.pool_name, device.device_name, device.request_names);
+        println!(
+            "    prepared {}/{} for request {:?}",
+            device.pool_name, device.device_name, device.request_names
+        );
     }
 
     step("Runtime: RunPodSandbox (netclaim's NRI hook moves and configures the NIC)");
@@ -113,12 +137,19 @@ async fn main() -> Result<()> {
         Ok(pod) => pod,
         Err(message) => bail!("the pod sandbox failed: {message}"),
     };
-    println!("    sandbox {}; netns {}", pod.sandbox_id, pod.netns_path.display());
+    println!(
+        "    sandbox {}; netns {}",
+        pod.sandbox_id,
+        pod.netns_path.display()
+    );
     print!("{}", indent(&node.in_pod(&pod, "ip", &["addr"])?));
     print!("{}", indent(&node.in_pod(&pod, "ip", &["route"])?));
 
     step("Traffic through the claimed NIC: ping 192.0.2.1 (the far end, in the lan netns)");
-    print!("{}", indent(&node.in_pod(&pod, "ping", &["-c", "2", "-W", "2", "192.0.2.1"])?));
+    print!(
+        "{}",
+        indent(&node.in_pod(&pod, "ping", &["-c", "2", "-W", "2", "192.0.2.1"])?)
+    );
 
     step("The claim's status.devices (networkData, Ready), as the API server holds it");
     let status = wait_for_status(&node, "demo-nic").await?;
