@@ -2,8 +2,9 @@
 #
 #   docker build -t netclaim:dev .
 #
-# The binary speaks netlink, gRPC and NRI itself and uses rustls: it needs no `ip`, no
-# OpenSSL, no shell. At run time (examples/install/daemonset.yaml) the container needs:
+# The binary speaks netlink, gRPC and NRI itself and uses rustls: it needs no `ip` and no
+# OpenSSL. It runs `nsenter` (util-linux, in the base) and `ethtool` for the claim's
+# `ethtoolFeatures` (the Rust ethtool netlink crate cannot set features). At run time (examples/install/daemonset.yaml) the container needs:
 #   - hostNetwork: true           (to see the node's NICs and its default route)
 #   - capabilities NET_ADMIN      (netlink: move, rename, address, route)
 #                  SYS_ADMIN      (setns into pod network namespaces)
@@ -18,6 +19,9 @@ COPY . .
 RUN cargo build --release --locked -p netclaim --bin netclaim
 
 FROM docker.io/library/debian:bookworm-20250520-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ethtool \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/netclaim /usr/bin/netclaim
 ENTRYPOINT ["/usr/bin/netclaim"]
 CMD ["run"]

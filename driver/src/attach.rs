@@ -233,6 +233,7 @@ pub async fn attach_with_snapshot(
                     None => take_snapshot(host, &link).await?,
                 };
                 check_before_move(&pod, &link, &pod_if_name, config).await?;
+                let snapshot = record_ethtool_features(host, &link, snapshot, config).await?;
                 let result = move_and_configure(host, &pod, &link, tag, &pod_if_name, config).await;
                 (snapshot, link.mac, false, result)
             }
@@ -352,9 +353,30 @@ async fn check_before_move(
             ));
         }
     }
-    pod.set_ethtool_features(pod_if_name, &config.ethtool_features)
+    let _ = pod_if_name;
+    Ok(())
+}
+
+/// Adds to `snapshot` the current values of the ethtool features `config` changes, read on
+/// the host before the move: unknown names fail here, with nothing touched.
+async fn record_ethtool_features(
+    host: &NetHandle,
+    link: &Link,
+    mut snapshot: LinkSnapshot,
+    config: &InterfaceConfig,
+) -> Result<LinkSnapshot, AttachError> {
+    if config.ethtool_features.is_empty() {
+        return Ok(snapshot);
+    }
+    let current = host
+        .ethtool_features(&link.name, config.ethtool_features.keys())
         .await
-        .map_err(|e| AttachError::new(Some("interface.ethtoolFeatures".into()), "not supported", e))
+        .map_err(|e| AttachError::new(Some("interface.ethtoolFeatures".into()), "reading", e))?;
+    // A retried attach keeps the values recorded first: the device may already carry ours.
+    for (name, on) in current {
+        snapshot.ethtool_features.entry(name).or_insert(on);
+    }
+    Ok(snapshot)
 }
 
 /// Tags the interface, then moves it and sets name, MTU, MAC and up in one request, then
@@ -468,6 +490,9 @@ async fn configure_in_pod(
             .await
             .map_err(|e| AttachError::new(Some("interface.sysctls".into()), "writing", e))?;
     }
+    pod.set_ethtool_features(pod_if_name, &config.ethtool_features)
+        .await
+        .map_err(|e| AttachError::new(Some("interface.ethtoolFeatures".into()), "setting", e))?;
     try_join_all(
         config
             .routes
@@ -558,6 +583,12 @@ pub async fn detach_to_snapshot(
             (DetachAction::Gone, snapshot.if_name.clone())
         }
     };
+    if action != DetachAction::Gone {
+        // Device features travel with the device: set back what the claim changed.
+        host.set_ethtool_features(&final_name, &snapshot.ethtool_features)
+            .await
+            .map_err(step("restoring ethtool features"))?;
+    }
     let note = (action == DetachAction::Gone).then(|| gone_note(snapshot));
     let outcome = DetachOutcome {
         action,

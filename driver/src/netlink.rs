@@ -21,7 +21,7 @@
 //! - When a namespace is destroyed, virtual devices (veth, macvlan, ...) die with it and
 //!   physical ones fall back into the initial namespace, possibly under another name.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -973,33 +973,111 @@ impl NetHandle {
         result.map_err(|e| NetError::new(format!("setting sysctls of {if_name}"), &self.label, e))
     }
 
-    /// Switches ethtool features of `if_name`.
+    /// Switches ethtool features of `if_name` (e.g. `tx-checksum-ip-generic: false`).
     ///
-    /// Not supported yet: the ethtool netlink crate of the rust-netlink family (0.3) can
-    /// read features but not set them, and the legacy `SIOCETHTOOL` ioctl would need
-    /// `unsafe`. An empty map is accepted; anything else fails with `EOPNOTSUPP` before
-    /// anything is touched, so callers can reject the config up front.
+    /// Runs the `ethtool` program inside this handle's namespace (`nsenter --net` on this
+    /// process's open namespace file): the ethtool netlink crate of the rust-netlink family
+    /// (0.3) can read features but not set them, and the legacy `SIOCETHTOOL` ioctl would
+    /// need `unsafe`. `ethtool -K` fails for unknown names and for features the device has
+    /// fixed, and its message says which.
     ///
     /// # Errors
-    /// `EOPNOTSUPP` for any non-empty request.
+    /// `ethtool` missing, or its message when it refuses.
     pub async fn set_ethtool_features(
         &self,
         if_name: &str,
-        features: &std::collections::BTreeMap<String, bool>,
+        features: &BTreeMap<String, bool>,
     ) -> Result<(), NetError> {
         if features.is_empty() {
             return Ok(());
         }
-        let names: Vec<&str> = features.keys().map(String::as_str).collect();
-        Err(NetError::new(
-            format!("setting ethtool features {} on {if_name}", names.join(", ")),
-            &self.label,
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                "not supported by this netclaim build (no ethtool netlink write support)",
-            ),
+        let mut args = vec!["-K".to_owned(), if_name.to_owned()];
+        for (name, on) in features {
+            args.push(name.clone());
+            args.push(if *on { "on" } else { "off" }.to_owned());
+        }
+        let action = format!("setting ethtool features on {if_name}");
+        self.run_ethtool(&args)
+            .await
+            .map(drop)
+            .map_err(|e| NetError::new(action, &self.label, e))
+    }
+
+    /// The current values of the ethtool features `names` of `if_name`.
+    ///
+    /// # Errors
+    /// `ethtool` missing or failing, or a name the device does not have.
+    pub async fn ethtool_features(
+        &self,
+        if_name: &str,
+        names: impl Iterator<Item = &String>,
+    ) -> Result<BTreeMap<String, bool>, NetError> {
+        let action = format!("reading ethtool features of {if_name}");
+        let output = self
+            .run_ethtool(&["-k".to_owned(), if_name.to_owned()])
+            .await
+            .map_err(|e| NetError::new(action.clone(), &self.label, e))?;
+        let current = parse_ethtool_features(&output);
+        names
+            .map(|name| match current.get(name) {
+                Some(on) => Ok((name.clone(), *on)),
+                None => Err(NetError::new(
+                    action.clone(),
+                    &self.label,
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("no ethtool feature {name:?}"),
+                    ),
+                )),
+            })
+            .collect()
+    }
+
+    async fn run_ethtool(&self, args: &[String]) -> io::Result<String> {
+        // The namespace file stays open in this process; /proc/<pid>/fd/<n> names it for
+        // the child even though the descriptor itself is close-on-exec.
+        let netns = format!(
+            "--net=/proc/{}/fd/{}",
+            std::process::id(),
+            self.ns_file.as_raw_fd()
+        );
+        let output = tokio::process::Command::new("nsenter")
+            .arg(netns)
+            .arg("ethtool")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("running nsenter ethtool: {e}")))?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let message = format!("{} {}", stderr.trim(), stdout.trim())
+            .trim()
+            .replace('\n', "; ");
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("ethtool: {message}"),
         ))
     }
+}
+
+/// Parses `ethtool -k` output: `name: on|off [fixed]` lines, after a header line.
+pub fn parse_ethtool_features(output: &str) -> BTreeMap<String, bool> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.trim().split_once(": ")?;
+            let value = rest.split_whitespace().next()?;
+            match value {
+                "on" => Some((name.to_owned(), true)),
+                "off" => Some((name.to_owned(), false)),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Builds the snapshot of `link` with `addresses`.
@@ -1013,6 +1091,7 @@ pub fn snapshot_of(link: &Link, addresses: Vec<IpNet>) -> LinkSnapshot {
         alias: link.alias.clone(),
         addresses,
         kind: link.kind.clone(),
+        ethtool_features: BTreeMap::new(),
     }
 }
 

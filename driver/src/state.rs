@@ -32,6 +32,10 @@ pub struct LinkSnapshot {
     pub addresses: Vec<IpNet>,
     /// The link kind (`veth`, `macvlan`, ... or empty for a physical NIC).
     pub kind: String,
+    /// The ethtool features the claim changes, as they were (device features travel with
+    /// the device across namespaces, so detach sets these back).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ethtool_features: BTreeMap<String, bool>,
 }
 
 /// One device of a prepared claim.
@@ -51,6 +55,11 @@ pub struct PreparedNic {
     pub host_if_name: String,
     /// The merged, validated configuration to apply inside the pod.
     pub config: InterfaceConfig,
+    /// CNI mode: the network list (`{cniVersion, name, plugins}`) to run for this device,
+    /// resolved at prepare with the device already substituted. `None`: the NIC itself is
+    /// moved into the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<serde_json::Value>,
     /// Set once an NRI hook started attaching this device to a pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,

@@ -442,7 +442,7 @@ async fn refused_values_fail_before_anything_moves() -> Result<()> {
     let mut features = simple_config("eth9", "192.0.2.1/24");
     features
         .ethtool_features
-        .insert("tx-checksum-ip-generic".into(), false);
+        .insert("no-such-feature".into(), false);
     let err = attach(&host, "nic0", &pod.path(), TAG, &features)
         .await
         .unwrap_err();
@@ -540,5 +540,52 @@ async fn wait_for_link_sees_a_link_created_later_and_times_out_otherwise() -> Re
         .unwrap_err();
     assert_eq!(err.errno(), Some(nix::libc::ETIMEDOUT), "{err}");
     assert!(err.to_string().contains("never0"), "{err}");
+    Ok(())
+}
+
+fn ethtool_feature(netns: &TestNetns, if_name: &str, feature: &str) -> String {
+    let out = netns.exec(&["ethtool", "-k", if_name]).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.trim().starts_with(&format!("{feature}:")))
+        .unwrap_or_else(|| panic!("no {feature} in ethtool -k {if_name}:\n{out}"));
+    line.trim()
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn ethtool_features_are_set_in_the_pod_and_restored_on_detach() -> Result<()> {
+    let node = TestNetns::new("eth-node")?;
+    let pod = TestNetns::new("eth-pod")?;
+    add_nic(&node, "nic0", 9)?;
+    assert_eq!(
+        ethtool_feature(&node, "nic0", "tx-checksum-ip-generic"),
+        "on"
+    );
+    let host = NetHandle::in_netns(node.path()).await?;
+    let mut config = simple_config("net1", "192.0.2.9/24");
+    config
+        .ethtool_features
+        .insert("tx-checksum-ip-generic".into(), false);
+
+    let outcome = attach(&host, "nic0", &pod.path(), TAG, &config).await?;
+    assert_eq!(
+        ethtool_feature(&pod, "net1", "tx-checksum-ip-generic"),
+        "off"
+    );
+    assert_eq!(
+        outcome.host.ethtool_features.get("tx-checksum-ip-generic"),
+        Some(&true),
+        "the snapshot records the value to restore"
+    );
+
+    detach(&host, &pod.path(), TAG, &outcome.host).await?;
+    assert_eq!(
+        ethtool_feature(&node, "nic0", "tx-checksum-ip-generic"),
+        "on"
+    );
     Ok(())
 }
