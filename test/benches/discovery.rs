@@ -10,14 +10,17 @@
 //!    netlink/sysfs records (no I/O).
 //! 2. `netlink link dump`: the raw RTM_GETLINK dump of the 1,000 links, against
 //!    `ip -j link show` in the same netns (reference; it includes a process spawn).
-//! 3. `discovery pass`: a full pass (links, addresses and routes dumped, sysfs read for
-//!    every interface, devices built and filtered).
+//! 3. `discovery pass`: a full pass (links, addresses and routes dumped, devices built and
+//!    filtered) as the watcher runs it, with sysfs read only for interfaces the sysfs cache
+//!    cannot answer; and a cold pass (cache emptied first: sysfs read for every interface,
+//!    as on start-up and on each periodic resync).
 //! 4. `event -> devices`: `ip link set <veth> mtu N` to the watcher's new device list
-//!    (includes the 50 ms debounce window and the `ip` process; `ip link set` alone is
-//!    timed as the reference).
+//!    (includes the debounce window and the `ip` process; `ip link set` alone is timed as
+//!    the reference).
 //! 5. `event -> slices`: the same, up to the ResourceSlice publisher reporting the write to
 //!    the API server stand-in done.
-//! 6. `netclaim run` idle RSS (VmRSS) after its first publication, with the 1,000 veths.
+//! 6. `netclaim run` idle RSS (VmRSS) after its first publication, with the 1,000 veths
+//!    and, in a second netns, with 4 (the common case: a handful of NICs).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -86,6 +89,15 @@ async fn run(ends: usize) -> Result<()> {
         Err(err) => println!("netclaim run idle VmRSS: not measured: {err:#}"),
     }
     drop(sysfs);
+    let small = TestNetns::new("bench-disc-small")?;
+    create_veths(&small, 4)?;
+    match idle_rss(&small, 4) {
+        Ok((kib, devices)) => println!(
+            "netclaim run idle VmRSS ({devices} devices published): {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
+        Err(err) => println!("netclaim run idle VmRSS (4 veths): not measured: {err:#}"),
+    }
     Ok(())
 }
 
@@ -206,9 +218,17 @@ async fn bench_pass(netns: &TestNetns, config: &DiscoveryConfig) -> Result<()> {
         devices = discovery.refresh().await?.len();
         samples.push(started.elapsed());
     }
+    let mut cold = Vec::new();
+    for _ in 0..20 {
+        discovery.forget_sysfs();
+        let started = Instant::now();
+        discovery.refresh().await?;
+        cold.push(started.elapsed());
+    }
     println!(
-        "discovery pass (netlink + sysfs + build, {devices} devices): {}",
-        ms(median(samples))
+        "discovery pass (netlink + cached sysfs + build, {devices} devices): {}; cold (sysfs read for all): {}",
+        ms(median(samples)),
+        ms(median(cold))
     );
     // The pass's parts: the netlink snapshot (links, addresses, routes) and the sysfs reads.
     let (socket, _events) = RouteSocket::open_watching_in(&netns.path())?;
@@ -224,7 +244,7 @@ async fn bench_pass(netns: &TestNetns, config: &DiscoveryConfig) -> Result<()> {
         assert!(nics.len() >= devices);
     }
     println!(
-        "  of which netlink snapshot: {}; sysfs reads: {}",
+        "  of which netlink snapshot: {}; sysfs reads (all, uncached): {}",
         ms(median(snapshots)),
         ms(median(sysfs_reads))
     );
@@ -259,7 +279,8 @@ async fn bench_event_to_devices(netns: &TestNetns, config: &DiscoveryConfig) -> 
     }
     shutdown.cancel();
     println!(
-        "event -> devices (mtu change to new device list, incl. 50 ms debounce): {}; `ip link set` alone: {}",
+        "event -> devices (mtu change to new device list, incl. {} ms debounce): {}; `ip link set` alone: {}",
+        config.debounce.as_millis(),
         ms(median(samples)),
         ms(median(ip_alone))
     );

@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo test -p netclaim-test --test containerd_node -- --nocapture` (as root); the
 //! CRI call times are printed (`NETCLAIM_CRI_CYCLES=20` for more samples).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

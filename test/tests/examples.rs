@@ -2,6 +2,7 @@
 //! every CEL selector compiles, and every opaque config for `netclaim.dev` passes the
 //! driver's own validator. (Field-level schema strictness is checked by
 //! `hack/validate-manifests.sh` with the official OpenAPI schemas.)
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

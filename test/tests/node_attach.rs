@@ -4,6 +4,7 @@
 //!
 //! Crashes are real SIGKILLs, or `std::process::abort()` at a named crash point
 //! (`NETCLAIM_CRASH_AT`, see `driver/src/hooks.rs`), which is the same to the kernel.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
