@@ -1,5 +1,7 @@
 //! Which interfaces must never be published: loopback, the node's uplinks (interfaces
-//! carrying a default route) and whatever the uplinks depend on.
+//! carrying a default route) and whatever the uplinks depend on, and Linux bridges with
+//! their ports (a CNI bridge and the host ends of other pods' veths: moving one would cut
+//! the pods behind it).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,8 @@ pub enum Exclusion {
     /// The lower device of an excluded interface (the parent of a macvlan uplink, the
     /// underlay of a vxlan uplink): moving it would cut the uplink.
     LowerOfExcluded,
+    /// A Linux bridge, or a port of one.
+    Bridged,
 }
 
 impl std::fmt::Display for Exclusion {
@@ -26,6 +30,7 @@ impl std::fmt::Display for Exclusion {
             Exclusion::DefaultRoute => "carries a default route",
             Exclusion::PortOfExcluded => "enslaved to an excluded interface",
             Exclusion::LowerOfExcluded => "lower device of an excluded interface",
+            Exclusion::Bridged => "a Linux bridge or one of its ports",
         })
     }
 }
@@ -42,6 +47,21 @@ pub fn excluded(snapshot: &LinkSnapshot) -> BTreeMap<u32, Exclusion> {
     }
     for index in &snapshot.default_route_ifindexes {
         out.entry(*index).or_insert(Exclusion::DefaultRoute);
+    }
+    for link in snapshot.links.values() {
+        let is_bridge = |l: &super::scan::LinkRecord| l.kind.as_deref() == Some("bridge");
+        let in_bridge = link
+            .controller
+            .and_then(|c| snapshot.links.get(&c))
+            .is_some_and(is_bridge);
+        // Ports of an excluded (uplink) bridge keep the more telling reason below.
+        let uplink_port = link
+            .controller
+            .and_then(|c| out.get(&c))
+            .is_some_and(|why| *why != Exclusion::Bridged);
+        if (is_bridge(link) || in_bridge) && !uplink_port {
+            out.entry(link.index).or_insert(Exclusion::Bridged);
+        }
     }
     loop {
         let mut grown = Vec::new();
