@@ -379,6 +379,7 @@ mod tests {
                     share_id: None,
                     host_if_name: "eth1".into(),
                     config: Default::default(),
+                    cni: None,
                     attachment: None,
                 }],
             },

@@ -174,6 +174,20 @@ pub struct RunArgs {
     /// Test hook: abort the process at this point of an attach (crash-recovery tests).
     #[arg(long, hide = true, value_enum)]
     pub crash_at: Option<crate::hooks::CrashPoint>,
+
+    /// A directory CNI plugins are looked up in, for CNI-mode claims (repeatable, searched
+    /// in order; the environment variable takes a comma-separated list).
+    #[arg(
+        long = "cni-bin-dir",
+        env = "NETCLAIM_CNI_BIN_DIRS",
+        value_delimiter = ',',
+        default_values = ["/usr/lib/cni", "/opt/cni/bin"]
+    )]
+    pub cni_bin_dirs: Vec<PathBuf>,
+
+    /// The limit on each CNI plugin run, in seconds.
+    #[arg(long, env = "NETCLAIM_CNI_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub cni_timeout_seconds: u64,
 }
 
 /// Flags of `netclaim devices`.

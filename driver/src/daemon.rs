@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use crate::checkpoint::{Checkpoint, Recovery};
 use crate::cli::RunArgs;
+use crate::cni::CniRunner;
 use crate::discovery::{Discovery, Inventory};
 use crate::hooks::PodNetworkHooks;
 use crate::netlink::NetHandle;
@@ -171,7 +172,12 @@ impl NodeAgent {
                 Some(status),
                 Box::new(inventory.clone()),
             )
-            .with_crash_point(args.crash_at),
+            .with_crash_point(args.crash_at)
+            .with_cni(CniRunner::new(
+                args.cni_bin_dirs.clone(),
+                std::time::Duration::from_secs(args.cni_timeout_seconds),
+                state_dir.join("cni-cache"),
+            )),
         );
         let driver = Arc::new(NetclaimDriver::new(
             checkpoint,

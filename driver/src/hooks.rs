@@ -6,6 +6,15 @@
 //! [`crate::prepare`]. A hook reads the prepared claims of its pod from the checkpoint and
 //! moves NICs with [`crate::attach`].
 //!
+//! CNI mode: a NIC whose prepared claim carries a CNI network ([`PreparedNic::cni`]) is not
+//! moved. RUN runs the network's plugins with [`CniRunner::add`] in the pod's namespace
+//! (container id = sandbox id, `CNI_IFNAME` = the pod interface name, `CNI_ARGS` with the
+//! pod's namespace, name, UID and sandbox id); STOP, REMOVE, unprepare and reconcile run
+//! [`CniRunner::del`] (from the runner's cache, so after a restart DEL uses exactly what
+//! ADD used). The master NIC stays on the host and is not held, so several pods may use one
+//! parent. Such an attachment's [`Attachment::host`] holds only the parent's name (no
+//! snapshot is taken: nothing on the host is changed by netclaim itself).
+//!
 //! Every step is persisted before it is taken ([`AttachPhase`]), so a crash at any point is
 //! resolved by the next `Synchronize`: an attachment of a live sandbox is completed, any
 //! other attachment is given back to the host.
@@ -17,11 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::attach::{self, AttachOutcome};
+use crate::cni::{self, CniRunner, PodRef};
 use crate::netlink::NetHandle;
 use crate::nri::plugin::{PodSandboxHandler, network_namespace_path};
 use crate::nri::proto::PodSandbox;
 use crate::prepare::{Detacher, PreparedClaims};
-use crate::state::{AttachPhase, Attachment, PreparedClaim, PreparedNic};
+use crate::state::{AttachPhase, Attachment, LinkSnapshot, PreparedClaim, PreparedNic};
 use crate::status::{
     ClaimReport, ClaimStatusWriter, DeviceReport, DeviceState, FailureReason, NetworkData,
 };
@@ -70,6 +80,8 @@ pub struct PodNetworkHooks {
     moves: tokio::sync::Mutex<()>,
     /// A named point where the process aborts, for crash-recovery tests (`--crash-at`).
     crash_at: Option<CrashPoint>,
+    /// Runs CNI plugins for CNI-mode NICs; `None`: such NICs fail to attach.
+    cni: Option<CniRunner>,
 }
 
 /// Points in an attach where `--crash-at` makes the daemon abort, as a SIGKILL would: no
@@ -120,7 +132,14 @@ impl PodNetworkHooks {
             held_netns: Mutex::new(HashMap::new()),
             moves: tokio::sync::Mutex::new(()),
             crash_at: None,
+            cni: None,
         }
+    }
+
+    /// Runs the CNI networks of CNI-mode claims with `runner`.
+    pub fn with_cni(mut self, runner: CniRunner) -> Self {
+        self.cni = Some(runner);
+        self
     }
 
     /// Aborts the process at `point` (crash-recovery tests only).
@@ -137,7 +156,9 @@ impl PodNetworkHooks {
     }
 
     fn all_claims(&self) -> Vec<PreparedClaim> {
-        self.claims.checkpoint().read(|state| state.claims.values().cloned().collect())
+        self.claims
+            .checkpoint()
+            .read(|state| state.claims.values().cloned().collect())
     }
 
     fn remember_netns(&self, sandbox_id: &str, netns: &str) {
@@ -158,7 +179,9 @@ impl PodNetworkHooks {
 
     /// Keeps the namespace at `netns` alive while `sandbox_id` holds attached NICs.
     fn hold_netns(&self, sandbox_id: &str, netns: &str) {
-        let Ok(mut held) = self.held_netns.lock() else { return };
+        let Ok(mut held) = self.held_netns.lock() else {
+            return;
+        };
         if held.contains_key(sandbox_id) {
             return;
         }
@@ -173,10 +196,11 @@ impl PodNetworkHooks {
     /// Lets the namespace of `sandbox_id` go once none of its NICs is attached any more.
     fn release_netns_if_unused(&self, sandbox_id: &str) {
         let in_use = self.all_claims().iter().any(|claim| {
-            claim
-                .nics
-                .iter()
-                .any(|nic| nic.attachment.as_ref().is_some_and(|a| a.sandbox_id == sandbox_id))
+            claim.nics.iter().any(|nic| {
+                nic.attachment
+                    .as_ref()
+                    .is_some_and(|a| a.sandbox_id == sandbox_id)
+            })
         });
         if !in_use && let Ok(mut held) = self.held_netns.lock() {
             held.remove(sandbox_id);
@@ -187,13 +211,15 @@ impl PodNetworkHooks {
     /// the runtime removed the path), else the path from RUN or Synchronize, else the
     /// checkpoint's. The returned file, if any, must outlive the use of the path.
     fn netns_for_detach(&self, attachment: &Attachment) -> (PathBuf, Option<File>) {
-        let held = self
-            .held_netns
-            .lock()
-            .ok()
-            .and_then(|held| held.get(&attachment.sandbox_id).and_then(|f| f.try_clone().ok()));
+        let held = self.held_netns.lock().ok().and_then(|held| {
+            held.get(&attachment.sandbox_id)
+                .and_then(|f| f.try_clone().ok())
+        });
         if let Some(file) = held {
-            return (PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())), Some(file));
+            return (
+                PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+                Some(file),
+            );
         }
         let path = self
             .remembered_netns(&attachment.sandbox_id)
@@ -210,16 +236,21 @@ impl PodNetworkHooks {
     /// Attaches every NIC prepared for `pod`; on any failure gives back those it attached.
     async fn attach_pod(&self, pod: &PodSandbox, netns: &str) -> Result<(), String> {
         let claims = self.claims.claims_for_pod(&pod.uid);
+        let pod_ref = PodRef {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        };
         let _moves = self.moves.lock().await;
         let mut attached: Vec<(Target<'_>, AttachOutcome)> = Vec::new();
         for claim in &claims {
             for nic in &claim.nics {
                 let target = Target { claim, nic };
-                match self.attach_one(&target, &pod.id, netns).await {
+                match self.attach_one(&target, &pod.id, netns, &pod_ref).await {
                     Ok(outcome) => attached.push((target, outcome)),
                     Err(message) => {
                         let error = format!("netclaim: {}: {message}", target.describe());
-                        self.roll_back(&attached, netns).await;
+                        self.roll_back(&attached, &pod.id, netns).await;
                         self.report_failure(&claims, &target, &error);
                         return Err(error);
                     }
@@ -233,13 +264,20 @@ impl PodNetworkHooks {
         Ok(())
     }
 
-    /// One NIC: record the host snapshot, move and configure, record success.
+    /// One NIC: record the host snapshot, move and configure, record success (CNI mode:
+    /// [`Self::attach_cni`]).
     async fn attach_one(
         &self,
         target: &Target<'_>,
         sandbox_id: &str,
         netns: &str,
+        pod: &PodRef,
     ) -> Result<AttachOutcome, String> {
+        if let Some(network) = &target.nic.cni {
+            return self
+                .attach_cni(target, sandbox_id, netns, pod, network)
+                .await;
+        }
         let snapshot = match &target.nic.attachment {
             Some(existing) if existing.sandbox_id != sandbox_id => {
                 return Err(format!(
@@ -255,8 +293,12 @@ impl PodNetworkHooks {
                 .await
                 .map_err(|e| format!("the device is no longer on the host: {e}"))?,
         };
-        let pod_if_name =
-            target.nic.config.name.clone().unwrap_or_else(|| target.nic.host_if_name.clone());
+        let pod_if_name = target
+            .nic
+            .config
+            .name
+            .clone()
+            .unwrap_or_else(|| target.nic.host_if_name.clone());
         let mut attachment = Attachment {
             sandbox_id: sandbox_id.to_owned(),
             netns_path: netns.to_owned(),
@@ -280,6 +322,8 @@ impl PodNetworkHooks {
             Ok(outcome) => {
                 self.crash_point(CrashPoint::AttachMoved);
                 attachment.phase = AttachPhase::Attached;
+                // The outcome's snapshot adds what attach read on the way (ethtool state).
+                attachment.host = outcome.host.clone();
                 self.record(target, Some(attachment))?;
                 Ok(outcome)
             }
@@ -292,6 +336,112 @@ impl PodNetworkHooks {
         }
     }
 
+    /// CNI mode: record the attachment, run ADD in the pod's namespace, record success.
+    /// A retried or resumed RUN first runs DEL (idempotent) so ADD starts clean.
+    async fn attach_cni(
+        &self,
+        target: &Target<'_>,
+        sandbox_id: &str,
+        netns: &str,
+        pod: &PodRef,
+        network: &serde_json::Value,
+    ) -> Result<AttachOutcome, String> {
+        if let Some(existing) = &target.nic.attachment
+            && existing.sandbox_id != sandbox_id
+        {
+            return Err(format!(
+                "the device is attached to another pod sandbox ({})",
+                existing.sandbox_id
+            ));
+        }
+        let runner = self.cni_runner()?;
+        let list = cni_list(network)?;
+        let pod_if_name = target
+            .nic
+            .config
+            .name
+            .clone()
+            .unwrap_or_else(|| target.nic.host_if_name.clone());
+        let cni_attachment = cni::Attachment {
+            container_id: sandbox_id.to_owned(),
+            netns: PathBuf::from(netns),
+            ifname: pod_if_name.clone(),
+            pod: pod.clone(),
+        };
+        if target.nic.attachment.is_some()
+            && let Err(e) = runner.del(&list, &cni_attachment).await
+        {
+            tracing::warn!(target = %target.describe(), "CNI DEL before a repeated ADD: {e}");
+        }
+        let mut attachment = Attachment {
+            sandbox_id: sandbox_id.to_owned(),
+            netns_path: netns.to_owned(),
+            host: LinkSnapshot {
+                if_name: target.nic.host_if_name.clone(),
+                ..LinkSnapshot::default()
+            },
+            pod_if_name: pod_if_name.clone(),
+            phase: AttachPhase::Attaching,
+        };
+        self.record(target, Some(attachment.clone()))?;
+        self.crash_point(CrashPoint::AttachRecorded);
+        match runner.add(&list, &cni_attachment).await {
+            Ok(result) => {
+                self.crash_point(CrashPoint::AttachMoved);
+                attachment.phase = AttachPhase::Attached;
+                self.record(target, Some(attachment.clone()))?;
+                let data = cni::network_data(&result, &pod_if_name);
+                Ok(AttachOutcome {
+                    host: attachment.host,
+                    pod_if_name,
+                    ips: data
+                        .as_ref()
+                        .map(|d| d.ips.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
+                    mac: data.and_then(|d| d.hardware_address),
+                    reapplied: false,
+                })
+            }
+            Err(error) => {
+                // ADD undid what it did before returning.
+                self.record(target, None)?;
+                Err(format!("CNI network {}: {error}", list.name))
+            }
+        }
+    }
+
+    fn cni_runner(&self) -> Result<&CniRunner, String> {
+        self.cni
+            .as_ref()
+            .ok_or_else(|| "CNI mode is not enabled in this netclaim daemon".to_owned())
+    }
+
+    /// CNI mode: DEL of the network of `nic` for the attachment `(sandbox_id, ifname)` in
+    /// the namespace at `netns` (the pod's details come from the cache entry of the ADD).
+    async fn cni_del(
+        &self,
+        network: &serde_json::Value,
+        sandbox_id: &str,
+        netns: &Path,
+        ifname: &str,
+    ) -> Result<(), String> {
+        let runner = self.cni_runner()?;
+        let list = cni_list(network)?;
+        let mut cni_attachment = cni::Attachment {
+            container_id: sandbox_id.to_owned(),
+            netns: visible_to_children(netns),
+            ifname: ifname.to_owned(),
+            pod: PodRef::default(),
+        };
+        if let Ok(Some(entry)) = runner.read_cache(&list.name, &cni_attachment) {
+            cni_attachment.pod = entry.attachment.pod;
+        }
+        runner
+            .del(&list, &cni_attachment)
+            .await
+            .map_err(|e| format!("CNI network {}: {e}", list.name))
+    }
+
     fn record(&self, target: &Target<'_>, attachment: Option<Attachment>) -> Result<(), String> {
         self.claims
             .set_attachment(&target.claim.uid, &target.nic.device, attachment)
@@ -299,12 +449,25 @@ impl PodNetworkHooks {
     }
 
     /// Gives back NICs this RUN attached before a later one failed.
-    async fn roll_back(&self, attached: &[(Target<'_>, AttachOutcome)], netns: &str) {
+    async fn roll_back(
+        &self,
+        attached: &[(Target<'_>, AttachOutcome)],
+        sandbox_id: &str,
+        netns: &str,
+    ) {
         for (target, outcome) in attached.iter().rev() {
-            let result = attach::detach(&self.host, Path::new(netns), &target.tag(), &outcome.host)
-                .await;
+            let result = match &target.nic.cni {
+                Some(network) => {
+                    self.cni_del(network, sandbox_id, Path::new(netns), &outcome.pod_if_name)
+                        .await
+                }
+                None => attach::detach(&self.host, Path::new(netns), &target.tag(), &outcome.host)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            };
             match result {
-                Ok(_) => {
+                Ok(()) => {
                     self.holds.release(&target.nic.device);
                     if let Err(e) = self.record(target, None) {
                         tracing::error!(device = %target.nic.device, "{e}");
@@ -322,7 +485,9 @@ impl PodNetworkHooks {
         let mut errors = Vec::new();
         for claim in self.all_claims() {
             for nic in &claim.nics {
-                let Some(attachment) = &nic.attachment else { continue };
+                let Some(attachment) = &nic.attachment else {
+                    continue;
+                };
                 if attachment.sandbox_id != sandbox_id {
                     continue;
                 }
@@ -331,7 +496,11 @@ impl PodNetworkHooks {
                 }
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(format!("netclaim: {}", errors.join("; "))) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("netclaim: {}", errors.join("; ")))
+        }
     }
 
     async fn detach_one(
@@ -341,9 +510,25 @@ impl PodNetworkHooks {
         attachment: &Attachment,
     ) -> Result<(), String> {
         let target = Target { claim, nic };
-        let detaching = Attachment { phase: AttachPhase::Detaching, ..attachment.clone() };
+        let detaching = Attachment {
+            phase: AttachPhase::Detaching,
+            ..attachment.clone()
+        };
         self.record(&target, Some(detaching))?;
         let (netns, _held) = self.netns_for_detach(attachment);
+        if let Some(network) = &nic.cni {
+            self.cni_del(
+                network,
+                &attachment.sandbox_id,
+                &netns,
+                &attachment.pod_if_name,
+            )
+            .await
+            .map_err(|e| format!("{}: {e}", target.describe()))?;
+            let recorded = self.record(&target, None);
+            self.release_netns_if_unused(&attachment.sandbox_id);
+            return recorded;
+        }
         match attach::detach(&self.host, &netns, &target.tag(), &attachment.host).await {
             Ok(outcome) => {
                 if let Some(note) = outcome.note {
@@ -354,25 +539,32 @@ impl PodNetworkHooks {
                 self.release_netns_if_unused(&attachment.sandbox_id);
                 recorded
             }
-            Err(e) => Err(format!("{}: giving the interface back: {e}", target.describe())),
+            Err(e) => Err(format!(
+                "{}: giving the interface back: {e}",
+                target.describe()
+            )),
         }
     }
 
     /// Brings the checkpoint in line with the live sandboxes: attachments of live sandboxes
     /// are completed, all others given back.
-    async fn reconcile(&self, live: &HashMap<String, String>) {
+    async fn reconcile(&self, live: &HashMap<String, (String, PodRef)>) {
         for claim in self.all_claims() {
             for nic in &claim.nics {
-                let Some(attachment) = &nic.attachment else { continue };
+                let Some(attachment) = &nic.attachment else {
+                    continue;
+                };
                 let outcome = match (live.get(&attachment.sandbox_id), attachment.phase) {
-                    (Some(netns), AttachPhase::Attached) => {
+                    (Some((netns, _)), AttachPhase::Attached) => {
                         self.hold_netns(&attachment.sandbox_id, netns);
                         Ok(())
                     }
-                    (Some(netns), AttachPhase::Attaching) => {
+                    (Some((netns, pod)), AttachPhase::Attaching) => {
                         let _moves = self.moves.lock().await;
                         let target = Target { claim: &claim, nic };
-                        let attached = self.attach_one(&target, &attachment.sandbox_id, netns).await;
+                        let attached = self
+                            .attach_one(&target, &attachment.sandbox_id, netns, pod)
+                            .await;
                         if attached.is_ok() {
                             self.hold_netns(&attachment.sandbox_id, netns);
                         }
@@ -401,7 +593,11 @@ impl PodNetworkHooks {
                     share_id: t.nic.share_id.clone(),
                     state: DeviceState::Ready(NetworkData {
                         interface_name: outcome.pod_if_name.clone(),
-                        ips: outcome.ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
+                        ips: outcome
+                            .ips
+                            .iter()
+                            .filter_map(|ip| ip.parse().ok())
+                            .collect(),
                         hardware_address: outcome.mac.clone(),
                     }),
                 })
@@ -435,6 +631,24 @@ impl PodNetworkHooks {
     }
 }
 
+/// The CNI network list stored in a prepared NIC.
+fn cni_list(network: &serde_json::Value) -> Result<netclaim_api::cni::CniNetworkList, String> {
+    let raw = serde_json::to_vec(network).map_err(|e| format!("the stored CNI network: {e}"))?;
+    netclaim_api::cni::CniNetworkList::parse(&raw)
+        .map_err(|e| format!("the stored CNI network is invalid: {e}"))
+}
+
+/// A namespace path a plugin process can open: `/proc/self/fd/N` (a namespace this process
+/// holds open, its descriptor not inherited) becomes `/proc/<our pid>/fd/N`.
+fn visible_to_children(netns: &Path) -> PathBuf {
+    match netns.strip_prefix("/proc/self") {
+        Ok(rest) => Path::new("/proc")
+            .join(std::process::id().to_string())
+            .join(rest),
+        Err(_) => netns.to_path_buf(),
+    }
+}
+
 fn claim_report(claim: &PreparedClaim, devices: Vec<DeviceReport>) -> ClaimReport {
     ClaimReport {
         namespace: claim.namespace.clone(),
@@ -450,7 +664,12 @@ impl PodSandboxHandler for PodNetworkHooks {
         for pod in &pods {
             if let Some(netns) = network_namespace_path(pod) {
                 self.remember_netns(&pod.id, netns);
-                live.insert(pod.id.clone(), netns.to_owned());
+                let pod_ref = PodRef {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                    uid: pod.uid.clone(),
+                };
+                live.insert(pod.id.clone(), (netns.to_owned(), pod_ref));
             }
         }
         self.reconcile(&live).await;
@@ -485,8 +704,10 @@ impl PodNetworkHooks {
         if claims.is_empty() {
             return Ok(());
         }
-        let names: Vec<String> =
-            claims.iter().map(|c| format!("{}/{}", c.namespace, c.name)).collect();
+        let names: Vec<String> = claims
+            .iter()
+            .map(|c| format!("{}/{}", c.namespace, c.name))
+            .collect();
         Err(format!(
             "netclaim: pod {}/{} uses the host network, so the NICs of its claims ({}) cannot \
              be attached; remove hostNetwork or the claims",
@@ -499,7 +720,9 @@ impl PodNetworkHooks {
 
 impl Detacher for PodNetworkHooks {
     async fn detach(&self, claim_uid: &str, nic: &PreparedNic) -> Result<(), String> {
-        let Some(attachment) = &nic.attachment else { return Ok(()) };
+        let Some(attachment) = &nic.attachment else {
+            return Ok(());
+        };
         let claim = self
             .claims
             .claim(claim_uid)

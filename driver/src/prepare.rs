@@ -328,6 +328,7 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
                 return Err(problems);
             }
         };
+        let cni = cni_network(&what, &merged, &host)?;
         if let (Some(mtu), Some(max)) = (merged.interface.mtu, host.mtu_max)
             && mtu > max
         {
@@ -343,6 +344,7 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
             share_id: result.share_id.clone(),
             host_if_name: host.if_name,
             config: merged.interface,
+            cni,
             attachment: None,
         })
     }
@@ -692,7 +694,10 @@ fn conflicts(state: &DriverState, claim: &PreparedClaim) -> Vec<String> {
             .any(|uid| claim.pod_uids.contains(uid));
         for theirs in &other.nics {
             for nic in &claim.nics {
-                if theirs.pool == nic.pool && theirs.device == nic.device {
+                // CNI mode leaves the NIC on the host (it is a parent, not moved), so
+                // any number of CNI-mode claims may use it.
+                let shared_parent = theirs.cni.is_some() && nic.cni.is_some();
+                if theirs.pool == nic.pool && theirs.device == nic.device && !shared_parent {
                     problems.push(format!(
                         "device {} (pool {}) is already prepared for claim {}/{}",
                         nic.device, nic.pool, other.namespace, other.name
@@ -712,6 +717,41 @@ fn conflicts(state: &DriverState, claim: &PreparedClaim) -> Vec<String> {
         }
     }
     problems
+}
+
+/// CNI mode: the network list to run for the device, with the device substituted into the
+/// first plugin (`cni.deviceField` or the type's default), as JSON; `None` without `cni`.
+///
+/// Only inline networks are resolved here; a `networkAttachmentDefinition` reference is
+/// refused with a per-claim error for now (fetching NADs needs a kube client in prepare).
+fn cni_network(
+    what: &str,
+    merged: &netclaim_api::NetworkConfig,
+    host: &HostNic,
+) -> Result<Option<serde_json::Value>, Vec<String>> {
+    let Some(cni) = &merged.cni else {
+        return Ok(None);
+    };
+    if let Some(nad) = &cni.network_attachment_definition {
+        return Err(vec![format!(
+            "{what}: cni.networkAttachmentDefinition: {}/{}: NetworkAttachmentDefinition \
+             references are not supported yet; give the network inline",
+            nad.namespace.as_deref().unwrap_or("<claim namespace>"),
+            nad.name
+        )]);
+    }
+    let Some(list) = cni.inline_network() else {
+        return Err(vec![format!(
+            "{what}: cni: the merged config names no complete network (cniVersion, name, plugins)"
+        )]);
+    };
+    let device = crate::cni::DeviceRef {
+        ifname: host.if_name.clone(),
+        pci_address: None,
+    };
+    let list = crate::cni::substitute_device(&list, cni.device_field.as_deref(), &device)
+        .map_err(|error| vec![format!("{what}: {error}")])?;
+    Ok(Some(list.to_json()))
 }
 
 /// What the kubelet is told for a prepared claim.

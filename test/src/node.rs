@@ -242,7 +242,8 @@ impl TestNode {
         Ok(serde_json::from_str(&text)?)
     }
 
-    fn state_dir(&self) -> PathBuf {
+    /// The driver's `--state-dir` (checkpoint, CNI cache under `cni-cache/`).
+    pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
