@@ -38,7 +38,7 @@ pub use attributes::NicRecord;
 pub use exclude::Exclusion;
 pub use filter::{DeviceFilter, Rejection};
 pub use scan::{EventStream, LinkRecord, LinkSnapshot, RouteSocket};
-pub use sysfs::SysfsNic;
+pub use sysfs::{SysfsCache, SysfsNic};
 pub use watch::WatchHandle;
 
 /// How discovery finds and describes devices.
@@ -65,7 +65,7 @@ impl Default for DiscoveryConfig {
             sysfs_root: PathBuf::from("/sys"),
             filter: None,
             multus_resource_name: None,
-            debounce: Duration::from_millis(50),
+            debounce: Duration::from_millis(15),
             resync: Duration::from_secs(300),
         }
     }
@@ -115,23 +115,40 @@ pub struct Report {
 
 /// The candidate NICs of `snapshot` (excluded ones removed) with their sysfs facts, and
 /// the excluded interfaces with the reason.
+///
+/// Reads sysfs for every candidate (several at a time when there are many); see
+/// [`candidate_nics_cached`] for a pass that reuses what an earlier pass read.
 pub fn candidate_nics(
     snapshot: &LinkSnapshot,
     sysfs_root: &Path,
 ) -> (Vec<NicRecord>, Vec<(String, String)>) {
+    candidate_nics_cached(snapshot, sysfs_root, &mut SysfsCache::new())
+}
+
+/// [`candidate_nics`], reading sysfs only where `cache` cannot answer.
+pub fn candidate_nics_cached(
+    snapshot: &LinkSnapshot,
+    sysfs_root: &Path,
+    cache: &mut SysfsCache,
+) -> (Vec<NicRecord>, Vec<(String, String)>) {
     let excluded = exclude::excluded(snapshot);
-    let mut nics = Vec::new();
+    let mut candidates = Vec::new();
     let mut skipped = Vec::new();
     for link in snapshot.links.values() {
-        if let Some(why) = excluded.get(&link.index) {
-            skipped.push((link.name.clone(), why.to_string()));
-            continue;
+        match excluded.get(&link.index) {
+            Some(why) => skipped.push((link.name.clone(), why.to_string())),
+            None => candidates.push(link),
         }
-        nics.push(NicRecord {
-            sysfs: sysfs::read_nic(sysfs_root, &link.name),
-            link: link.clone(),
-        });
     }
+    let facts = cache.read_all(sysfs_root, &candidates);
+    let nics = candidates
+        .into_iter()
+        .zip(facts)
+        .map(|(link, sysfs)| NicRecord {
+            sysfs,
+            link: link.clone(),
+        })
+        .collect();
     (nics, skipped)
 }
 
@@ -295,6 +312,8 @@ pub struct Discovery {
     socket: RouteSocket,
     events: EventStream,
     inventory: Inventory,
+    /// Sysfs facts from earlier passes (see [`SysfsCache`]).
+    sysfs_cache: Mutex<SysfsCache>,
 }
 
 impl Discovery {
@@ -317,6 +336,7 @@ impl Discovery {
             socket,
             events,
             inventory: Inventory::default(),
+            sysfs_cache: Mutex::default(),
         }
     }
 
@@ -330,10 +350,14 @@ impl Discovery {
         self.inventory.clone()
     }
 
-    /// One full pass: dump netlink, read sysfs, build, filter, record in the inventory.
+    /// One full pass: dump netlink, read sysfs (only what the [`SysfsCache`] of earlier
+    /// passes cannot answer), build, filter, record in the inventory.
     pub async fn report(&self) -> Result<Report> {
         let snapshot = self.socket.snapshot().await?;
-        let (nics, skipped) = candidate_nics(&snapshot, &self.config.sysfs_root);
+        let (nics, skipped) = {
+            let mut cache = self.sysfs_cache();
+            candidate_nics_cached(&snapshot, &self.config.sysfs_root, &mut cache)
+        };
         let mut report = build_report(&self.config, nics, skipped);
         self.inventory.publish(&mut report);
         Ok(report)
@@ -342,5 +366,20 @@ impl Discovery {
     /// One full pass; the devices to publish.
     pub async fn refresh(&self) -> Result<Vec<Device>> {
         Ok(self.report().await?.devices)
+    }
+
+    /// Forgets the sysfs facts of earlier passes: the next pass reads sysfs for every
+    /// interface (the watcher does this on each periodic resync).
+    pub fn forget_sysfs(&self) {
+        self.sysfs_cache().clear();
+    }
+
+    fn sysfs_cache(&self) -> MutexGuard<'_, SysfsCache> {
+        // The cache is only a shortcut: after a panic mid-update, start from scratch.
+        self.sysfs_cache.lock().unwrap_or_else(|poisoned| {
+            let mut cache = poisoned.into_inner();
+            cache.clear();
+            cache
+        })
     }
 }

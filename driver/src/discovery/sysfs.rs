@@ -6,8 +6,11 @@
 //! mounted from inside a test netns, since sysfs shows the devices of the netns that
 //! mounted it).
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+
+use super::scan::LinkRecord;
 
 /// The sysfs facts about one interface.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,6 +63,12 @@ impl SysfsNic {
 
 /// Reads the sysfs facts of interface `if_name` under `sysfs_root` (normally `/sys`).
 pub fn read_nic(sysfs_root: &Path, if_name: &str) -> SysfsNic {
+    read_nic_at(sysfs_root, if_name).0
+}
+
+/// [`read_nic`], plus the PCI function directory the facts came from (for re-reading the
+/// facts that can change while the interface lives).
+fn read_nic_at(sysfs_root: &Path, if_name: &str) -> (SysfsNic, Option<PathBuf>) {
     let net_dir = sysfs_root.join("class/net").join(if_name);
     let device_link = net_dir.join("device");
     let mut nic = SysfsNic {
@@ -69,7 +78,7 @@ pub fn read_nic(sysfs_root: &Path, if_name: &str) -> SysfsNic {
     // `device` is a symlink into /sys/devices; no such link means a software interface.
     let Ok(device_dir) = fs::canonicalize(&device_link) else {
         nic.is_virtual = true;
-        return nic;
+        return (nic, None);
     };
     nic.kernel_driver = link_target_name(&device_dir.join("driver"));
     nic.rdma_devices = list_dir(&device_dir.join("infiniband"));
@@ -94,8 +103,154 @@ pub fn read_nic(sysfs_root: &Path, if_name: &str) -> SysfsNic {
             nic.pf_name = list_dir(&pf_dir.join("net")).into_iter().next();
             nic.vf_index = vf_index_of(&pf_dir, own);
         }
+        return (nic, Some(pci_dir));
     }
-    nic
+    (nic, None)
+}
+
+/// Interfaces with more cache misses than this in one pass are read on several threads.
+const PARALLEL_MISSES: usize = 64;
+
+/// Sysfs facts kept across discovery passes, per ifindex.
+///
+/// The PCI identity, NUMA node, driver and SR-IOV role of a netdev do not change while its
+/// ifindex lives, so a pass reads sysfs only for:
+/// - new ifindexes (and all interfaces after any rename: a VF records its PF's name);
+/// - the link speed of an interface whose carrier or operational state changed;
+/// - `sriov_numvfs` of every SR-IOV PF (one small file each).
+///
+/// What can still go stale (an RDMA device registered after the netdev) is corrected by
+/// [`SysfsCache::clear`], which the watcher calls on every periodic resync.
+#[derive(Debug, Default)]
+pub struct SysfsCache {
+    entries: HashMap<u32, CachedNic>,
+}
+
+#[derive(Debug)]
+struct CachedNic {
+    name: String,
+    carrier: Option<bool>,
+    oper_state: String,
+    pci_dir: Option<PathBuf>,
+    nic: SysfsNic,
+}
+
+impl SysfsCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of interfaces cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Forgets everything: the next pass reads sysfs for every interface.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The sysfs facts of each of `links`, in order, reading sysfs only where the cache
+    /// cannot answer; entries of ifindexes not in `links` are dropped.
+    pub fn read_all(&mut self, sysfs_root: &Path, links: &[&LinkRecord]) -> Vec<SysfsNic> {
+        let renamed = links.iter().any(|link| {
+            self.entries
+                .get(&link.index)
+                .is_some_and(|cached| cached.name != link.name)
+        });
+        if renamed {
+            self.entries.clear();
+        }
+        let live: HashSet<u32> = links.iter().map(|l| l.index).collect();
+        self.entries.retain(|index, _| live.contains(index));
+
+        let misses: Vec<&LinkRecord> = links
+            .iter()
+            .copied()
+            .filter(|link| !self.entries.contains_key(&link.index))
+            .collect();
+        for (link, (nic, pci_dir)) in misses.iter().zip(read_many(sysfs_root, &misses)) {
+            self.entries.insert(
+                link.index,
+                CachedNic {
+                    name: link.name.clone(),
+                    carrier: link.carrier,
+                    oper_state: link.oper_state.clone(),
+                    pci_dir,
+                    nic,
+                },
+            );
+        }
+
+        links
+            .iter()
+            .map(|link| match self.entries.get_mut(&link.index) {
+                Some(cached) => {
+                    cached.refresh(sysfs_root, link);
+                    cached.nic.clone()
+                }
+                // Inserted above for every miss; reading again is only a fallback.
+                None => read_nic(sysfs_root, &link.name),
+            })
+            .collect()
+    }
+}
+
+impl CachedNic {
+    /// Re-reads the facts that can change while the interface lives.
+    fn refresh(&mut self, sysfs_root: &Path, link: &LinkRecord) {
+        if self.carrier != link.carrier || self.oper_state != link.oper_state {
+            let speed = sysfs_root.join("class/net").join(&link.name).join("speed");
+            self.nic.speed_mbps = read_int(&speed).filter(|s| *s > 0);
+            self.carrier = link.carrier;
+            self.oper_state.clone_from(&link.oper_state);
+        }
+        if self.nic.is_sriov_pf()
+            && let Some(pci_dir) = &self.pci_dir
+        {
+            self.nic.sriov_num_vfs = read_int(&pci_dir.join("sriov_numvfs"));
+        }
+    }
+}
+
+/// Reads the facts of `links`, on up to 4 threads when there are many.
+fn read_many(sysfs_root: &Path, links: &[&LinkRecord]) -> Vec<(SysfsNic, Option<PathBuf>)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if links.len() <= PARALLEL_MISSES || threads < 2 {
+        return links
+            .iter()
+            .map(|link| read_nic_at(sysfs_root, &link.name))
+            .collect();
+    }
+    let chunk = links.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = links
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|link| read_nic_at(sysfs_root, &link.name))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut read = Vec::with_capacity(links.len());
+        for (worker, part) in workers.into_iter().zip(links.chunks(chunk)) {
+            match worker.join() {
+                Ok(nics) => read.extend(nics),
+                // A reader thread cannot panic on outside data; if it did anyway, read
+                // its share again here.
+                Err(_) => read.extend(part.iter().map(|l| read_nic_at(sysfs_root, &l.name))),
+            }
+        }
+        read
+    })
 }
 
 /// The N of the PF's `virtfnN` link whose target is the VF `vf_pci_address`.
@@ -201,6 +356,51 @@ mod tests {
         let p = Path::new("devices/pci0000:00/0000:00:03.0/virtio0");
         assert_eq!(pcie_root_of(p).as_deref(), Some("pci0000:00"));
         assert_eq!(pcie_root_of(Path::new("devices/virtual/net/veth0")), None);
+    }
+
+    fn link(index: u32, name: &str, carrier: bool) -> LinkRecord {
+        LinkRecord {
+            index,
+            name: name.to_owned(),
+            carrier: Some(carrier),
+            ..LinkRecord::default()
+        }
+    }
+
+    #[test]
+    fn cache_rereads_only_what_changed() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let net = root.path().join("class/net");
+        for (name, speed) in [("eth0", "1000"), ("eth1", "10"), ("eth2", "100")] {
+            fs::create_dir_all(net.join(name))?;
+            fs::write(net.join(name).join("speed"), speed)?;
+        }
+        let mut cache = SysfsCache::new();
+        let speeds = |nics: Vec<SysfsNic>| nics.iter().map(|n| n.speed_mbps).collect::<Vec<_>>();
+        let (a, b) = (link(2, "eth0", true), link(3, "eth2", true));
+        assert_eq!(
+            speeds(cache.read_all(root.path(), &[&a, &b])),
+            [Some(1000), Some(100)]
+        );
+        // Same link state: the cached speed stands.
+        fs::write(net.join("eth0/speed"), "25000")?;
+        assert_eq!(
+            speeds(cache.read_all(root.path(), &[&a, &b])),
+            [Some(1000), Some(100)]
+        );
+        // Carrier changed: the speed is read again.
+        let a = link(2, "eth0", false);
+        assert_eq!(
+            speeds(cache.read_all(root.path(), &[&a, &b])),
+            [Some(25000), Some(100)]
+        );
+        // A rename reads everything again; a link that left is forgotten.
+        let renamed = link(2, "eth1", false);
+        assert_eq!(speeds(cache.read_all(root.path(), &[&renamed])), [Some(10)]);
+        assert_eq!(cache.len(), 1);
+        cache.clear();
+        assert!(cache.is_empty());
+        Ok(())
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl Discovery {
                 () = inventory.released() => {}
                 () = tokio::time::sleep_until(resync_at) => {
                     tracing::debug!("periodic resync");
+                    self.forget_sysfs();
                 }
             }
             match self.refresh().await {
