@@ -847,3 +847,60 @@ impl Drop for TestNode {
         }
     }
 }
+
+/// Helpers the node-level tests share: building claims and comparing what `ip -j` shows.
+pub mod checks {
+    use serde_json::{Value, json};
+
+    use super::{NicClaim, TestNode, TestPod};
+
+    /// A claim `name` of the NIC `if_name`, request `nic`, with optional opaque parameters.
+    pub fn nic(name: &str, if_name: &str, config: Option<Value>) -> NicClaim {
+        NicClaim {
+            name: name.into(),
+            request: "nic".into(),
+            if_name: if_name.into(),
+            config,
+        }
+    }
+
+    /// A `NetworkConfig` with the given `interface` section.
+    pub fn config(interface: Value) -> Value {
+        json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "interface": interface})
+    }
+
+    /// What "exactly as before" compares: name, MTU, MAC, up state, addresses.
+    pub fn host_view(link: &Value) -> Value {
+        let mut addrs: Vec<String> = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["scope"] != "link")
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+            .collect();
+        addrs.sort();
+        json!({
+            "ifname": link["ifname"], "mtu": link["mtu"], "address": link["address"],
+            "up": link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")),
+            "addrs": addrs,
+        })
+    }
+
+    /// `ip -j -d addr show dev <if_name>` inside the pod, parsed.
+    pub fn pod_link(node: &TestNode, pod: &TestPod, if_name: &str) -> Value {
+        let out = node
+            .in_pod(pod, "ip", &["-j", "-d", "addr", "show", "dev", if_name])
+            .unwrap();
+        let mut links: Vec<Value> = serde_json::from_str(&out).unwrap();
+        links.pop().unwrap()
+    }
+
+    /// Whether `link` (from `ip -j addr`) carries `cidr`.
+    pub fn has_addr(link: &Value, cidr: &str) -> bool {
+        link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]) == cidr)
+    }
+}

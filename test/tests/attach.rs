@@ -549,8 +549,7 @@ fn ethtool_feature(netns: &TestNetns, if_name: &str, feature: &str) -> String {
         .lines()
         .find(|l| l.trim().starts_with(&format!("{feature}:")))
         .unwrap_or_else(|| panic!("no {feature} in ethtool -k {if_name}:\n{out}"));
-    line.trim()
-        .split_whitespace()
+    line.split_whitespace()
         .nth(1)
         .unwrap_or_default()
         .to_owned()

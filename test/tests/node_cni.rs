@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use netclaim_test::node::checks::has_addr;
 use netclaim_test::node::{NicClaim, NodeOptions, TestNode, TestPod};
 use serde_json::{Value, json};
 
@@ -47,14 +48,6 @@ fn net1(node: &TestNode, pod: &TestPod) -> Value {
         .into_iter()
         .find(|l| l["ifname"] == "net1")
         .unwrap_or_else(|| panic!("no net1 in pod {}", pod.name))
-}
-
-fn has_addr(link: &Value, cidr: &str) -> bool {
-    link["addr_info"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]) == cidr)
 }
 
 fn cache_files(node: &TestNode) -> Vec<String> {

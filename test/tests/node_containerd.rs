@@ -11,7 +11,8 @@
 use std::time::{Duration, Instant};
 
 use netclaim_test::containerd::ContainerdNode;
-use netclaim_test::node::{NicClaim, NodeOptions, RuntimeKind, TestNode, TestPod};
+use netclaim_test::node::checks::{config, has_addr, host_view, nic, pod_link};
+use netclaim_test::node::{NicClaim, NodeOptions, RuntimeKind, TestNode};
 use serde_json::{Value, json};
 
 fn uid(n: u32) -> String {
@@ -19,52 +20,6 @@ fn uid(n: u32) -> String {
         "00000000-0000-4000-9000-{:012x}",
         u64::from(n) + u64::from(std::process::id()) * 1000
     )
-}
-
-fn nic(name: &str, if_name: &str, config: Option<Value>) -> NicClaim {
-    NicClaim {
-        name: name.into(),
-        request: "nic".into(),
-        if_name: if_name.into(),
-        config,
-    }
-}
-
-fn config(interface: Value) -> Value {
-    json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "interface": interface})
-}
-
-/// What "exactly as before" compares: name, MTU, MAC, up state, addresses.
-fn host_view(link: &Value) -> Value {
-    let mut addrs: Vec<String> = link["addr_info"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["scope"] != "link")
-        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
-        .collect();
-    addrs.sort();
-    json!({
-        "ifname": link["ifname"], "mtu": link["mtu"], "address": link["address"],
-        "up": link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")),
-        "addrs": addrs,
-    })
-}
-
-fn pod_link(node: &TestNode, pod: &TestPod, if_name: &str) -> Value {
-    let out = node
-        .in_pod(pod, "ip", &["-j", "-d", "addr", "show", "dev", if_name])
-        .unwrap();
-    let mut links: Vec<Value> = serde_json::from_str(&out).unwrap();
-    links.pop().unwrap()
-}
-
-fn has_addr(link: &Value, cidr: &str) -> bool {
-    link["addr_info"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]) == cidr)
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
