@@ -29,3 +29,6 @@ cargo test --workspace --locked
 
 step "manifests against the official Kubernetes 1.34 schemas"
 bash hack/validate-manifests.sh
+
+step "the demo (the README's main command), end to end on the installed containerd"
+NETCLAIM_DEMO_NO_INSTALL=1 bash hack/demo.sh
