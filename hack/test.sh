@@ -25,7 +25,7 @@ step "cargo test (workspace)"
 # The tests that need a real containerd fail instead of skipping when it is missing: this
 # script installed it.
 export NETCLAIM_REQUIRE_CONTAINERD=1
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 step "manifests against the official Kubernetes 1.34 schemas"
 bash hack/validate-manifests.sh

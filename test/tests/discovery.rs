@@ -631,21 +631,9 @@ fn netdevs_sharing_a_pci_function_get_interface_names() {
 
 // ---- the binary --------------------------------------------------------------------
 
-/// `target/<profile>/netclaim`, next to this test's `deps/` directory.
+/// The workspace's `netclaim` binary, built on first use by the node harness.
 fn netclaim_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target/<profile>/deps parent")?;
-    let bin = profile_dir.join("netclaim");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p netclaim` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    netclaim_test::node::netclaim_binary()
 }
 
 #[tokio::test]
