@@ -155,12 +155,6 @@ impl PodNetworkHooks {
         }
     }
 
-    fn all_claims(&self) -> Vec<PreparedClaim> {
-        self.claims
-            .checkpoint()
-            .read(|state| state.claims.values().cloned().collect())
-    }
-
     fn remember_netns(&self, sandbox_id: &str, netns: &str) {
         if let Ok(mut map) = self.netns_by_sandbox.lock() {
             map.insert(sandbox_id.to_owned(), netns.to_owned());
@@ -195,7 +189,7 @@ impl PodNetworkHooks {
 
     /// Lets the namespace of `sandbox_id` go once none of its NICs is attached any more.
     fn release_netns_if_unused(&self, sandbox_id: &str) {
-        let in_use = self.all_claims().iter().any(|claim| {
+        let in_use = self.claims.all().iter().any(|claim| {
             claim.nics.iter().any(|nic| {
                 nic.attachment
                     .as_ref()
@@ -483,7 +477,7 @@ impl PodNetworkHooks {
     async fn detach_sandbox(&self, sandbox_id: &str) -> Result<(), String> {
         let _moves = self.moves.lock().await;
         let mut errors = Vec::new();
-        for claim in self.all_claims() {
+        for claim in self.claims.all() {
             for nic in &claim.nics {
                 let Some(attachment) = &nic.attachment else {
                     continue;
@@ -549,7 +543,7 @@ impl PodNetworkHooks {
     /// Brings the checkpoint in line with the live sandboxes: attachments of live sandboxes
     /// are completed, all others given back.
     async fn reconcile(&self, live: &HashMap<String, (String, PodRef)>) {
-        for claim in self.all_claims() {
+        for claim in self.claims.all() {
             for nic in &claim.nics {
                 let Some(attachment) = &nic.attachment else {
                     continue;
