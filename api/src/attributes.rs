@@ -62,6 +62,17 @@ pub const IPV6: &str = "ipv6";
 pub const KERNEL_DRIVER: &str = "kernelDriver";
 /// Link speed in Mb/s; absent while unknown. int.
 pub const SPEED: &str = "speed";
+/// Published only on shared parent NICs (`--shared-filter`), always `true` there: the
+/// device takes many allocations at once, each a CNI child (macvlan, ipvlan) of the NIC,
+/// counted against the [`CHILDREN`] capacity. bool.
+pub const SHARED: &str = "shared";
+
+/// The consumable capacity of a shared parent NIC: how many CNI children it may have at
+/// once (`--shared-children`). Each allocation consumes one (the capacity's request policy
+/// allows only `1`). Fully qualified on purpose: the scheduler matches a claim's
+/// `capacity.requests` keys against the device's capacity keys literally, so claims write
+/// exactly this name.
+pub const CHILDREN: &str = "netclaim.dev/children";
 
 /// Every attribute identifier netclaim publishes in its own domain.
 pub const NETCLAIM_ATTRIBUTES: &[&str] = &[
@@ -93,6 +104,7 @@ pub const NETCLAIM_ATTRIBUTES: &[&str] = &[
     IPV6,
     KERNEL_DRIVER,
     SPEED,
+    SHARED,
 ];
 
 /// The domain of netclaim's own attributes (the driver name): a DeviceClass selector reads
@@ -113,6 +125,8 @@ pub const MULTUS_DEVICE_ID: &str = "k8s.cni.cncf.io/deviceID";
 
 /// resource.k8s.io/v1: attributes plus capacities per device.
 pub const MAX_ATTRIBUTES_PER_DEVICE: usize = 32;
+/// resource.k8s.io/v1: entries of a capacity's `requestPolicy.validValues`.
+pub const MAX_REQUEST_POLICY_VALID_VALUES: usize = 10;
 /// resource.k8s.io/v1: length of a string or version attribute value, in bytes (the API
 /// server measures Go string length, which is bytes).
 pub const MAX_STRING_VALUE_LEN: usize = 64;

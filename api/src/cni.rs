@@ -150,7 +150,7 @@ impl CniNetworkList {
     /// A [`ConfigError`] whose paths start at the list (`plugins[1].type`).
     pub fn parse(raw: &[u8]) -> Result<Self, ConfigError> {
         let value: Value = serde_json::from_slice(raw)
-            .map_err(|error| ConfigError::single("", format!("not JSON: {error}")))?;
+            .map_err(|error| ConfigError::single("", format!("not valid JSON: {error}")))?;
         let Value::Object(mut map) = value else {
             return Err(ConfigError::single(
                 "",
@@ -227,6 +227,51 @@ impl CniNetworkList {
     /// Whether this list's spec version is at least `major.minor.patch`.
     pub fn version_at_least(&self, wanted: (u32, u32, u32)) -> bool {
         parse_version(&self.cni_version).is_some_and(|v| v >= wanted)
+    }
+}
+
+/// The API group of Multus `NetworkAttachmentDefinition`s.
+pub const NAD_GROUP: &str = "k8s.cni.cncf.io";
+/// The API version of Multus `NetworkAttachmentDefinition`s.
+pub const NAD_VERSION: &str = "v1";
+/// The kind of a Multus `NetworkAttachmentDefinition`.
+pub const NAD_KIND: &str = "NetworkAttachmentDefinition";
+/// The resource (plural) name of `NetworkAttachmentDefinition`s in the API.
+pub const NAD_PLURAL: &str = "network-attachment-definitions";
+
+impl CniNetworkList {
+    /// The network of a `NetworkAttachmentDefinition` object (as JSON, at least its
+    /// `spec`): its `spec.config`, a network configuration list or a single plugin config
+    /// (run as a one-plugin list, as Multus does), checked by [`CniNetworkList::parse`].
+    ///
+    /// # Errors
+    /// A [`ConfigError`] whose paths start at `spec.config` (`spec.config: plugins[0].type`);
+    /// an empty or missing `spec.config` is refused, since netclaim does not read CNI
+    /// config files from the node (where Multus would look for a network of that name).
+    ///
+    /// # Example
+    /// ```
+    /// use netclaim_api::CniNetworkList;
+    /// let nad = serde_json::json!({"spec": {"config":
+    ///     r#"{"cniVersion": "1.0.0", "name": "macnet", "type": "macvlan"}"#}});
+    /// let list = CniNetworkList::from_network_attachment_definition(&nad).unwrap();
+    /// assert_eq!(list.plugins[0].plugin_type(), Some("macvlan"));
+    /// ```
+    pub fn from_network_attachment_definition(object: &Value) -> Result<Self, ConfigError> {
+        match object.get("spec").and_then(|spec| spec.get("config")) {
+            Some(Value::String(config)) if !config.trim().is_empty() => {
+                Self::parse(config.as_bytes()).map_err(|error| error.in_context("spec.config"))
+            }
+            None | Some(Value::Null | Value::String(_)) => Err(ConfigError::single(
+                "",
+                "spec.config is empty (netclaim does not read CNI config files from the node; \
+                 put the network configuration in spec.config)",
+            )),
+            Some(_) => Err(ConfigError::single(
+                "spec.config",
+                "must be a string holding the CNI network configuration as JSON",
+            )),
+        }
     }
 }
 
@@ -561,6 +606,98 @@ mod tests {
             CniNetworkList::parse(br#"{"cniVersion": "0.4.0", "name": "n", "type": "bridge"}"#)
                 .unwrap();
         assert_eq!(single.plugins[0].plugin_type(), Some("bridge"));
+    }
+
+    fn nad(config: Value) -> Value {
+        serde_json::json!({"spec": {"config": config}})
+    }
+
+    fn nad_error(config: Value) -> String {
+        CniNetworkList::from_network_attachment_definition(&nad(config))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_network_attachment_definition_gives_its_list() {
+        let conflist = nad(Value::String(
+            r#"{"cniVersion": "1.0.0", "name": "macnet", "plugins": [{"type": "macvlan", "mode": "bridge"}, {"type": "tuning"}]}"#.into(),
+        ));
+        let list = CniNetworkList::from_network_attachment_definition(&conflist).unwrap();
+        assert_eq!(list.name, "macnet");
+        assert_eq!(list.cni_version, "1.0.0");
+        let types: Vec<_> = list.plugins.iter().map(CniPlugin::plugin_type).collect();
+        assert_eq!(types, [Some("macvlan"), Some("tuning")]);
+
+        // A single plugin config becomes a one-plugin list, its fields kept.
+        let single = nad(Value::String(
+            r#"{"cniVersion": "0.4.0", "name": "ipv", "type": "ipvlan", "ipam": {"type": "static"}}"#.into(),
+        ));
+        let list = CniNetworkList::from_network_attachment_definition(&single).unwrap();
+        assert_eq!(list.name, "ipv");
+        assert_eq!(list.plugins.len(), 1);
+        assert_eq!(list.plugins[0].plugin_type(), Some("ipvlan"));
+        assert_eq!(list.plugins[0].0["ipam"]["type"], "static");
+        assert!(!list.plugins[0].0.contains_key("name"));
+    }
+
+    #[test]
+    fn a_bad_network_attachment_definition_names_the_spec_config_field() {
+        let traversal = nad_error(Value::String(
+            r#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "../x"}]}"#.into(),
+        ));
+        assert!(
+            traversal.starts_with("spec.config: plugins[0].type: "),
+            "{traversal}"
+        );
+        let ipam = nad_error(Value::String(
+            r#"{"cniVersion": "1.0.0", "name": "n", "type": "macvlan", "ipam": {"type": "/bin/sh"}}"#.into(),
+        ));
+        assert!(
+            ipam.starts_with("spec.config: plugins[0].ipam.type: "),
+            "{ipam}"
+        );
+        let json = nad_error(Value::String("{not json".into()));
+        assert!(json.starts_with("spec.config: not valid JSON: "), "{json}");
+        let no_plugins = nad_error(Value::String(
+            r#"{"cniVersion": "1.0.0", "name": "n"}"#.into(),
+        ));
+        assert!(
+            no_plugins.contains("spec.config: plugins: "),
+            "{no_plugins}"
+        );
+        let no_type = nad_error(Value::String(
+            r#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"mode": "bridge"}]}"#.into(),
+        ));
+        assert!(
+            no_type.contains("spec.config: plugins[0].type: "),
+            "{no_type}"
+        );
+        let reserved = nad_error(Value::String(
+            r#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "macvlan", "prevResult": {}}]}"#.into(),
+        ));
+        assert!(
+            reserved.contains("spec.config: plugins[0].prevResult: "),
+            "{reserved}"
+        );
+        let not_string = nad_error(serde_json::json!({"cniVersion": "1.0.0"}));
+        assert!(
+            not_string.starts_with("spec.config: must be a string"),
+            "{not_string}"
+        );
+        for empty in [
+            Value::String(String::new()),
+            Value::String(" \n".into()),
+            Value::Null,
+        ] {
+            let error = nad_error(empty);
+            assert!(error.starts_with("spec.config is empty"), "{error}");
+            assert!(error.contains("does not read CNI config files"), "{error}");
+        }
+        let no_spec = CniNetworkList::from_network_attachment_definition(&serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(no_spec.starts_with("spec.config is empty"), "{no_spec}");
     }
 
     #[test]

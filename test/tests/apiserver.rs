@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -185,6 +185,58 @@ fn allocated_status(devices: &[&str]) -> Value {
         .map(|d| json!({ "request": "nic", "driver": DRIVER, "pool": "node-a", "device": d }))
         .collect();
     json!({ "allocation": { "devices": { "results": results } } })
+}
+
+#[tokio::test]
+async fn a_merge_patch_with_a_stale_resource_version_conflicts() {
+    let server = ApiServer::start().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "p", "annotations": { "a": "1" } },
+        "spec": { "containers": [{ "name": "app", "image": "app" }] }
+    }))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let read_version = created.metadata.resource_version.clone().unwrap();
+    // Someone else writes in between: the version read is stale now.
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "annotations": { "b": "2" } } })),
+    )
+    .await
+    .unwrap();
+    let stale = json!({ "metadata": {
+        "resourceVersion": read_version, "annotations": { "c": "3" } } });
+    let err = api_status(
+        pods.patch("p", &PatchParams::default(), &Patch::Merge(&stale))
+            .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    let current = pods.get("p").await.unwrap();
+    let annotations = current.metadata.annotations.clone().unwrap();
+    assert_eq!(
+        annotations.get("c"),
+        None,
+        "a refused patch changes nothing"
+    );
+    // With the current version the patch applies, and keeps the other writer's annotation.
+    let fresh = json!({ "metadata": {
+        "resourceVersion": current.metadata.resource_version, "annotations": { "c": "3" } } });
+    let patched = pods
+        .patch("p", &PatchParams::default(), &Patch::Merge(&fresh))
+        .await
+        .unwrap();
+    let annotations = patched.metadata.annotations.unwrap();
+    assert_eq!(
+        (
+            annotations["a"].as_str(),
+            annotations["b"].as_str(),
+            annotations["c"].as_str()
+        ),
+        ("1", "2", "3")
+    );
 }
 
 #[tokio::test]
@@ -893,6 +945,10 @@ async fn finalizers_delay_deletion_and_apply_creates() {
     }))
     .unwrap();
     nads.create(&PostParams::default(), &nad).await.unwrap();
+    let read = nads.get("macvlan").await.unwrap();
+    assert_eq!(read.data["spec"], nad.data["spec"]);
+    assert_eq!(read.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(api_status(nads.get("absent").await).code, 404);
     let mut bad = nad.clone();
     bad.metadata.name = Some("bad".into());
     bad.data["spec"]["config"] = json!({ "not": "a string" });
@@ -930,5 +986,120 @@ async fn json_patch_with_test_operation() {
     let failing = json!([{ "op": "test", "path": "/metadata/labels/a", "value": "1" }]);
     let err = api_status(json_patch_node(&client, "n", failing).await);
     assert_eq!(err.code, 422);
+    server.shutdown().await;
+}
+
+/// A shared device: `allowMultipleAllocations` and one capacity with `policy`.
+fn shared_device(value: &str, policy: Value) -> Value {
+    json!({
+        "name": "d",
+        "allowMultipleAllocations": true,
+        "attributes": { "shared": { "bool": true } },
+        "capacity": { "netclaim.dev/children": { "value": value, "requestPolicy": policy } },
+    })
+}
+
+#[tokio::test]
+async fn slice_validation_enforces_consumable_capacity_rules() {
+    let server = ApiServer::start().await.unwrap();
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            {
+                let mut d = shared_device("4", json!({ "default": "1", "validValues": ["1"] }));
+                d.as_object_mut()
+                    .unwrap()
+                    .remove("allowMultipleAllocations");
+                d
+            },
+            "requestPolicy: Forbidden: allowMultipleAllocations must be true",
+        ),
+        (
+            shared_device("4", json!({ "validValues": ["1"] })),
+            "requestPolicy.default: Required value",
+        ),
+        (
+            shared_device("4", json!({ "default": "2", "validValues": ["1"] })),
+            "default value is not valid according to the requestPolicy",
+        ),
+        (
+            shared_device("4", json!({ "default": "1", "validValues": ["2", "1"] })),
+            "validValues[1]: Invalid value: \"1\": values must be sorted in ascending order",
+        ),
+        (
+            shared_device("4", json!({ "default": "1", "validValues": ["1", "1"] })),
+            "validValues[1]: Duplicate value",
+        ),
+        (
+            shared_device("4", json!({ "default": "1", "validValues": ["1", "8"] })),
+            "option is larger than capacity value",
+        ),
+        (
+            shared_device(
+                "100",
+                json!({ "default": "1", "validValues": (1..=11).map(|i| i.to_string()).collect::<Vec<_>>() }),
+            ),
+            "validValues: Too many: 11",
+        ),
+        (
+            shared_device(
+                "4",
+                json!({ "default": "1", "validValues": ["1"], "validRange": { "min": "1" } }),
+            ),
+            "cannot specify \"validValues\" and \"validRange\" at the same time",
+        ),
+        (
+            shared_device("4", json!({ "default": "1", "validRange": { "min": "2" } })),
+            "default is less than min",
+        ),
+        (
+            shared_device(
+                "4",
+                json!({ "default": "2", "validRange": { "min": "1", "max": "8" } }),
+            ),
+            "max is larger than capacity value",
+        ),
+        (
+            shared_device(
+                "8",
+                json!({ "default": "2", "validRange": { "min": "1", "step": "2" } }),
+            ),
+            "value is not a multiple of a given step",
+        ),
+        (
+            shared_device("many", json!({ "default": "1", "validValues": ["1"] })),
+            "capacity[netclaim.dev/children].value: Invalid value",
+        ),
+        (
+            json!({ "name": "d", "allowMultipleAllocations": "yes" }),
+            "allowMultipleAllocations: Invalid value",
+        ),
+    ];
+    for (device, wanted) in cases {
+        let err = rejected_slice(&server, slice_json("s", "n", vec![device.clone()])).await;
+        assert!(
+            err.message.contains(wanted),
+            "{device}: want {wanted:?} in {}",
+            err.message
+        );
+    }
+
+    // What netclaim publishes for a shared parent, and a valid range, are accepted.
+    let devices = vec![
+        shared_device("16", json!({ "default": "1", "validValues": ["1"] })),
+        {
+            let mut d = shared_device(
+                "8",
+                json!({ "default": "3", "validRange": { "min": "1", "max": "7", "step": "2" } }),
+            );
+            d["name"] = json!("e");
+            d
+        },
+        json!({ "name": "f", "capacity": { "netclaim.dev/children": { "value": "4" } } }),
+    ];
+    let ok: ResourceSlice = serde_json::from_value(slice_json("ok", "n", devices)).unwrap();
+    Api::<ResourceSlice>::all(server.client())
+        .create(&PostParams::default(), &ok)
+        .await
+        .unwrap();
     server.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! Every manifest in `examples/` parses into the typed Kubernetes objects it claims to be,
 //! every CEL selector compiles, and every opaque config for `netclaim.dev` passes the
-//! driver's own validator. (Field-level schema strictness is checked by
-//! `hack/validate-manifests.sh` with the official OpenAPI schemas.)
+//! driver's own validator, as does every NetworkAttachmentDefinition's `spec.config`.
+//! (Field-level schema strictness is checked by `hack/validate-manifests.sh` with the
+//! official OpenAPI schemas, which do not cover the NAD CRD.)
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,19 @@ fn check_opaque(opaque: &OpaqueDeviceConfiguration, origin: &str, seen: &mut See
     seen.opaque_configs += 1;
 }
 
+/// A Multus NetworkAttachmentDefinition (a CRD the official schemas do not know): its
+/// `spec.config` must be a network netclaim accepts.
+fn check_nad(doc: &serde_json::Value, origin: &str) {
+    assert_eq!(doc["apiVersion"], "k8s.cni.cncf.io/v1", "{origin}");
+    assert!(
+        doc["metadata"]["name"].is_string(),
+        "{origin}: NAD without a name"
+    );
+    if let Err(err) = netclaim_api::CniNetworkList::from_network_attachment_definition(doc) {
+        panic!("{origin}: NetworkAttachmentDefinition rejected by netclaim's validator: {err}");
+    }
+}
+
 fn check_request(request: &DeviceRequest, origin: &str, seen: &mut Seen) {
     let exact = request.exactly.iter();
     let alternatives = request.first_available.iter().flatten();
@@ -129,6 +143,7 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
                 }
             }
         }
+        "NetworkAttachmentDefinition" => check_nad(&doc, origin),
         "ServiceAccount" => drop(serde_json::from_value::<ServiceAccount>(doc).unwrap()),
         "ClusterRole" => drop(serde_json::from_value::<ClusterRole>(doc).unwrap()),
         "ClusterRoleBinding" => drop(serde_json::from_value::<ClusterRoleBinding>(doc).unwrap()),
@@ -152,6 +167,7 @@ fn every_example_manifest_is_typed_compiles_and_validates() {
         "Pod",
         "DaemonSet",
         "ClusterRole",
+        "NetworkAttachmentDefinition",
     ] {
         assert!(
             seen.kinds.iter().any(|k| k == kind),
@@ -183,5 +199,16 @@ fn a_bad_opaque_config_is_caught_by_the_same_check() {
     }))
     .unwrap();
     let result = std::panic::catch_unwind(|| check_opaque(&opaque, "inline", &mut Seen::default()));
+    assert!(result.is_err());
+}
+
+#[test]
+fn a_bad_network_attachment_definition_is_caught_by_the_same_check() {
+    let nad = serde_json::json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "bad"},
+        "spec": {"config": r#"{"cniVersion": "1.0.0", "name": "bad", "type": "../../bin/sh"}"#}
+    });
+    let result = std::panic::catch_unwind(|| check_nad(&nad, "inline"));
     assert!(result.is_err());
 }

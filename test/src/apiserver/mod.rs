@@ -23,7 +23,8 @@
 //!   (`application/json-patch+json`; a `metadata.resourceVersion` it leaves behind that
 //!   differs from the stored one is a 409), JSON merge patch
 //!   (`application/merge-patch+json`, also used for `strategic-merge-patch+json`, which is
-//!   exact for the map-only patches kube sends), and server-side apply
+//!   exact for the map-only patches kube sends; a `metadata.resourceVersion` in the patch
+//!   that differs from the stored one is a 409, as with the real API), and server-side apply
 //!   (`application/apply-patch+yaml`) with per-manager field ownership, conflicts, `force`,
 //!   removal of fields a manager stops applying, and the real list keys for `listType=map`
 //!   lists (`status.devices` by driver/pool/device/shareID, `conditions` by type,

@@ -12,6 +12,14 @@
 //!   63 characters, `/`, a C identifier of at most 32); exactly one of `int`, `bool`,
 //!   `string`, `version` per attribute; strings and versions at most 64 characters; versions
 //!   semantic versions; taint effects `NoSchedule` or `NoExecute`;
+//! - ResourceSlice consumable capacity (1.34, DRAConsumableCapacity): `allowMultipleAllocations`
+//!   a boolean; every capacity `value` a valid quantity; a capacity `requestPolicy` only on a
+//!   device with `allowMultipleAllocations: true` (else Forbidden); in a request policy, not
+//!   both `validValues` and `validRange`; with `validValues`: `default` required and among
+//!   them, at most 10, sorted ascending, unique, none above the capacity `value`; with
+//!   `validRange`: `default` and `min` required, `min` and `max` not above the `value`,
+//!   `min <= default <= max`, `min <= max`, `min + step` not above the `value`, `default` and
+//!   `max` a whole number of `step`s from `min`;
 //! - ResourceClaim: `spec` immutable; request names DNS labels, unique; `status.devices`
 //!   entries unique by (driver, pool, device, shareID), each naming a device allocated in
 //!   `status.allocation.devices.results`, at most 8 conditions, `networkData.interfaceName`
@@ -20,7 +28,9 @@
 //! - NetworkAttachmentDefinition: `spec.config`, when set, is a string.
 //!
 //! Not modelled: CEL selectors, DeviceClass and ResourceClaimTemplate contents, counter
-//! arithmetic, quantity syntax beyond "non-empty".
+//! arithmetic, capacity accounting across claims (the scheduler's job), quantity syntax
+//! outside capacities (beyond "non-empty"); quantities are compared as `f64`, exact for the
+//! integers drivers publish.
 
 use std::collections::HashSet;
 
@@ -317,16 +327,22 @@ fn validate_device_body(device: &Value, path: &str, errors: &mut Vec<FieldError>
         check_qualified_name(name, &attr_path, errors);
         validate_attribute_value(value, &attr_path, errors);
     }
+    let multiple = match device.get("allowMultipleAllocations") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            errors.push(FieldError::invalid(
+                format!("{path}.allowMultipleAllocations"),
+                other,
+                "must be a boolean",
+            ));
+            false
+        }
+    };
     for (name, value) in capacity.into_iter().flatten() {
         let cap_path = format!("{path}.capacity[{name}]");
         check_qualified_name(name, &cap_path, errors);
-        if value
-            .get("value")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            errors.push(FieldError::required(format!("{cap_path}.value"), ""));
-        }
+        validate_capacity(value, multiple, &cap_path, errors);
     }
     for (index, taint) in device
         .get("taints")
@@ -344,6 +360,281 @@ fn validate_device_body(device: &Value, path: &str, errors: &mut Vec<FieldError>
             ));
         }
     }
+}
+
+/// One device capacity: its value, and its request policy (consumable capacity).
+fn validate_capacity(capacity: &Value, multiple: bool, path: &str, errors: &mut Vec<FieldError>) {
+    let value = match capacity.get("value") {
+        None | Some(Value::Null) => {
+            errors.push(FieldError::required(format!("{path}.value"), ""));
+            None
+        }
+        Some(v) => quantity_at(v, &format!("{path}.value"), errors),
+    };
+    let Some(policy) = capacity.get("requestPolicy").filter(|p| !p.is_null()) else {
+        return;
+    };
+    let policy_path = format!("{path}.requestPolicy");
+    if !multiple {
+        errors.push(FieldError::forbidden(
+            policy_path,
+            "allowMultipleAllocations must be true",
+        ));
+        return;
+    }
+    let Some(value) = value else {
+        return;
+    };
+    let valid_values = policy
+        .get("validValues")
+        .and_then(Value::as_array)
+        .filter(|v| !v.is_empty());
+    let valid_range = policy.get("validRange").filter(|r| !r.is_null());
+    let default_path = format!("{policy_path}.default");
+    let default = policy
+        .get("default")
+        .filter(|d| !d.is_null())
+        .map(|d| quantity_at(d, &default_path, errors));
+    match (valid_values, valid_range) {
+        (Some(_), Some(_)) => errors.push(FieldError::forbidden(
+            policy_path,
+            r#"exactly one policy can be specified, cannot specify "validValues" and "validRange" at the same time"#,
+        )),
+        (Some(values), None) => match default {
+            None => errors.push(FieldError::required(
+                default_path,
+                "required when validValues is defined",
+            )),
+            Some(None) => {}
+            Some(Some(default)) => validate_valid_values(
+                default,
+                value,
+                values,
+                &format!("{policy_path}.validValues"),
+                errors,
+            ),
+        },
+        (None, Some(range)) => match default {
+            None => errors.push(FieldError::required(
+                default_path,
+                "required when validRange is defined",
+            )),
+            Some(None) => {}
+            Some(Some(default)) => validate_valid_range(
+                default,
+                value,
+                range,
+                &format!("{policy_path}.validRange"),
+                errors,
+            ),
+        },
+        (None, None) => {}
+    }
+}
+
+/// Most entries of a request policy's `validValues`.
+pub const MAX_REQUEST_POLICY_VALID_VALUES: usize = 10;
+
+fn validate_valid_values(
+    default: f64,
+    capacity: f64,
+    values: &[Value],
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if values.len() > MAX_REQUEST_POLICY_VALID_VALUES {
+        errors.push(FieldError::too_many(
+            path,
+            values.len(),
+            MAX_REQUEST_POLICY_VALID_VALUES,
+        ));
+        return;
+    }
+    let parsed: Vec<Option<f64>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| quantity_at(v, &format!("{path}[{i}]"), errors))
+        .collect();
+    for i in 1..parsed.len() {
+        if let (Some(a), Some(b)) = (parsed[i - 1], parsed[i])
+            && a > b
+        {
+            errors.push(FieldError::invalid(
+                format!("{path}[{i}]"),
+                &values[i],
+                "values must be sorted in ascending order",
+            ));
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut found_default = false;
+    for (i, option) in parsed.iter().enumerate() {
+        let Some(option) = *option else { continue };
+        if option > capacity {
+            errors.push(FieldError::invalid(
+                format!("{path}[{i}]"),
+                &values[i],
+                format!("option is larger than capacity value: {capacity}"),
+            ));
+        }
+        if option == default {
+            found_default = true;
+        }
+        // The real API keys options by their integer value, rounded up.
+        if !seen.insert(option.ceil() as i64) {
+            errors.push(FieldError::duplicate(format!("{path}[{i}]"), &values[i]));
+        }
+    }
+    if !found_default {
+        errors.push(FieldError::invalid(
+            path,
+            &Value::String(default.to_string()),
+            "default value is not valid according to the requestPolicy",
+        ));
+    }
+}
+
+fn validate_valid_range(
+    default: f64,
+    capacity: f64,
+    range: &Value,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    let field = |name: &str, errors: &mut Vec<FieldError>| {
+        range
+            .get(name)
+            .filter(|v| !v.is_null())
+            .map(|v| quantity_at(v, &format!("{path}.{name}"), errors))
+    };
+    let Some(min) = field("min", errors) else {
+        errors.push(FieldError::required(
+            format!("{path}.min"),
+            "required when validRange is defined",
+        ));
+        return;
+    };
+    let (max, step) = (field("max", errors), field("step", errors));
+    let Some(min) = min else { return };
+    let number = |n: f64| Value::String(n.to_string());
+    if min > capacity {
+        errors.push(FieldError::invalid(
+            format!("{path}.min"),
+            &number(min),
+            format!("min is larger than capacity value: {capacity}"),
+        ));
+    }
+    if default < min {
+        errors.push(FieldError::invalid(
+            format!("{path}.min"),
+            &number(default),
+            format!("default is less than min: {min}"),
+        ));
+    }
+    if let Some(Some(max)) = max {
+        if min > max {
+            errors.push(FieldError::invalid(
+                format!("{path}.max"),
+                &number(min),
+                format!("min is larger than max: {max}"),
+            ));
+        }
+        if max > capacity {
+            errors.push(FieldError::invalid(
+                format!("{path}.max"),
+                &number(max),
+                format!("max is larger than capacity value: {capacity}"),
+            ));
+        }
+        if default > max {
+            errors.push(FieldError::invalid(
+                format!("{path}.max"),
+                &number(default),
+                format!("default is more than max: {max}"),
+            ));
+        }
+    }
+    if let Some(Some(step)) = step {
+        if min + step > capacity {
+            errors.push(FieldError::invalid(
+                format!("{path}.step"),
+                &number(step),
+                format!(
+                    "one step {} is larger than capacity value: {capacity}",
+                    min + step
+                ),
+            ));
+        }
+        let mut on_step = |value: f64| {
+            let (value, min, step) = (value.ceil() as i64, min.ceil() as i64, step.ceil() as i64);
+            if step != 0 && (value - min) % step != 0 {
+                errors.push(FieldError::invalid(
+                    format!("{path}.step"),
+                    &Value::String(value.to_string()),
+                    format!("value is not a multiple of a given step ({step}) from ({min})"),
+                ));
+            }
+        };
+        on_step(default);
+        if let Some(Some(max)) = max {
+            on_step(max);
+        }
+    }
+}
+
+/// `value` as a quantity, or an error at `path`.
+fn quantity_at(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option<f64> {
+    let parsed = value.as_str().and_then(parse_quantity);
+    if parsed.is_none() {
+        errors.push(FieldError::invalid(
+            path,
+            value,
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+        ));
+    }
+    parsed
+}
+
+/// A Kubernetes quantity (`1`, `500m`, `2Gi`, `1.5k`, `1e3`) as a number.
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let digits = number.trim_start_matches(['+', '-']);
+    if digits.is_empty()
+        || number.len() - digits.len() > 1
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || digits.bytes().filter(|b| *b == b'.').count() > 1
+        || digits == "."
+    {
+        return None;
+    }
+    let number: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0_f64.powi(2),
+        "Gi" => 1024.0_f64.powi(3),
+        "Ti" => 1024.0_f64.powi(4),
+        "Pi" => 1024.0_f64.powi(5),
+        "Ei" => 1024.0_f64.powi(6),
+        exponent => {
+            let digits = exponent.strip_prefix(['e', 'E'])?;
+            let exp: i32 = digits.parse().ok()?;
+            10f64.powi(exp)
+        }
+    };
+    Some(number * scale)
 }
 
 fn check_qualified_name(name: &str, path: &str, errors: &mut Vec<FieldError>) {
@@ -590,5 +881,16 @@ mod tests {
         assert!(!is_semver("1.02.3"));
         assert!(is_cidr("192.0.2.1/24") && is_cidr("2001:db8::1/64"));
         assert!(!is_cidr("192.0.2.1") && !is_cidr("192.0.2.1/33"));
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("16"), Some(16.0));
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("2Ki"), Some(2048.0));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        for bad in ["", "x", "1x", "1..2", "--1", "."] {
+            assert_eq!(parse_quantity(bad), None, "{bad:?}");
+        }
     }
 }
