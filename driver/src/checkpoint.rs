@@ -276,6 +276,16 @@ fn sorted(value: &Value) -> Value {
 }
 
 /// Loads and verifies the checkpoint file; a missing file is an empty state.
+/// Reads the checkpoint in `dir` without opening it for writing: no directory is created
+/// and no temp file removed, so it is safe next to a running daemon (`netclaim check`).
+/// A missing file is an empty state.
+///
+/// # Errors
+/// As [`Checkpoint::open`] with [`Recovery::Fail`].
+pub fn read_only(dir: &Path) -> Result<DriverState, CheckpointError> {
+    load_file(&dir.join(FILE_NAME))
+}
+
 fn load_file(path: &Path) -> Result<DriverState, CheckpointError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
@@ -380,6 +390,7 @@ mod tests {
                     host_if_name: "eth1".into(),
                     config: Default::default(),
                     cni: None,
+                    network_attachment_definition: None,
                     attachment: None,
                 }],
             },
@@ -522,5 +533,20 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"d": 2, "c": 3}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"a": {"c": 3, "d": 2}, "b": 1}"#).unwrap();
         assert_eq!(checksum(&a).unwrap(), checksum(&b).unwrap());
+    }
+
+    #[test]
+    fn a_nic_stored_before_network_attachment_definitions_still_loads() {
+        let stored = serde_json::json!({
+            "request": "nic", "pool": "node-a", "device": "eth1", "hostIfName": "eth1",
+            "config": {}, "cni": {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "macvlan"}]}
+        });
+        let nic: PreparedNic = serde_json::from_value(stored).unwrap();
+        assert_eq!(nic.network_attachment_definition, None);
+        let written = serde_json::to_value(&nic).unwrap();
+        assert!(
+            written.get("networkAttachmentDefinition").is_none(),
+            "{written}"
+        );
     }
 }

@@ -9,7 +9,13 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::resource::v1::Device;
 
-use crate::discovery::{self, DeviceFilter, Discovery, DiscoveryConfig, Report};
+use crate::discovery::{self, DeviceFilter, Discovery, DiscoveryConfig, Report, SharedNics};
+
+/// Default of `--shared-children`: CNI children per shared parent NIC.
+pub const DEFAULT_SHARED_CHILDREN: u32 = 16;
+/// Largest `--shared-children`: beyond this many macvlans a NIC's unicast filter overflows
+/// into promiscuous mode and the count stops meaning anything for scheduling.
+pub const MAX_SHARED_CHILDREN: u32 = 1024;
 
 const ABOUT: &str = "netclaim: a Kubernetes DRA network driver. It publishes this node's NICs \
 as resource.k8s.io/v1 ResourceSlices and moves claimed NICs into pods through containerd NRI.";
@@ -21,7 +27,14 @@ Examples:
   netclaim devices -o yaml --filter 'device.attributes[\"netclaim.dev\"].type == \"device\"'
 
   # Run the node daemon (normally from the DaemonSet, NODE_NAME from the downward API)
-  NODE_NAME=node-1 netclaim run --multus-resource-name intel.com/sriov_netdevice";
+  NODE_NAME=node-1 netclaim run --multus-resource-name intel.com/sriov_netdevice
+
+  # Is every CNI-mode network on this node still as its plugins set it up?
+  kubectl -n kube-system exec ds/netclaim -- netclaim check [--claim <namespace>/<name>]
+
+  # Share the physical NICs: up to 32 macvlan/ipvlan children (CNI-mode claims) each
+  netclaim run --shared-filter 'device.attributes[\"netclaim.dev\"].type == \"device\"' \\
+    --shared-children 32";
 
 /// The `netclaim` command line.
 #[derive(Debug, Parser)]
@@ -44,6 +57,9 @@ pub enum Command {
     Run(RunArgs),
     /// Print the devices this node would publish, and which interfaces are left out and why.
     Devices(DevicesArgs),
+    /// Run CNI CHECK for the CNI-mode attachments on this node (read-only; exits non-zero
+    /// when one fails).
+    Check(CheckArgs),
 }
 
 /// Log output formats.
@@ -91,6 +107,26 @@ pub struct DiscoveryArgs {
     /// Where sysfs is mounted (tests point this at a fixture tree).
     #[arg(long, env = "NETCLAIM_SYSFS_ROOT", default_value = "/sys")]
     pub sysfs_root: PathBuf,
+
+    /// CEL expression selecting which published NICs are shared parents (same `device`
+    /// variable as --filter). A shared parent is published with allowMultipleAllocations and
+    /// the consumable capacity netclaim.dev/children (DRA consumable capacity, Kubernetes
+    /// 1.34+ with the DRAConsumableCapacity feature gate), so many claims get it at once,
+    /// each for a CNI child (macvlan, ipvlan) of the NIC. Claims that would move the NIC
+    /// itself into a pod are refused on it. A device on which the expression fails stays
+    /// unshared.
+    #[arg(long, env = "NETCLAIM_SHARED_FILTER")]
+    pub shared_filter: Option<String>,
+
+    /// How many CNI children each shared parent NIC may have at once (its
+    /// netclaim.dev/children capacity); the driver refuses the claim beyond it too.
+    #[arg(
+        long,
+        env = "NETCLAIM_SHARED_CHILDREN",
+        default_value_t = DEFAULT_SHARED_CHILDREN,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SHARED_CHILDREN))
+    )]
+    pub shared_children: u32,
 }
 
 impl DiscoveryArgs {
@@ -100,11 +136,23 @@ impl DiscoveryArgs {
             Some(source) => Some(Arc::new(DeviceFilter::new(source)?)),
             None => None,
         };
+        let shared = match self
+            .shared_filter
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+        {
+            Some(source) => Some(SharedNics {
+                filter: Arc::new(DeviceFilter::for_flag("--shared-filter", source)?),
+                children: self.shared_children,
+            }),
+            None => None,
+        };
         Ok(DiscoveryConfig {
             driver_name: self.driver_name.clone(),
             sysfs_root: self.sysfs_root.clone(),
             filter,
             multus_resource_name: self.multus_resource_name.clone(),
+            shared,
             ..DiscoveryConfig::default()
         })
     }
@@ -175,6 +223,14 @@ pub struct RunArgs {
     #[arg(long, hide = true, value_enum)]
     pub crash_at: Option<crate::hooks::CrashPoint>,
 
+    /// How CNI plugins run, for CNI-mode claims.
+    #[command(flatten)]
+    pub cni: CniArgs,
+}
+
+/// Where CNI plugins are found and how long each may run (`run` and `check`).
+#[derive(Clone, Debug, Args)]
+pub struct CniArgs {
     /// A directory CNI plugins are looked up in, for CNI-mode claims (repeatable, searched
     /// in order; the environment variable takes a comma-separated list).
     #[arg(
@@ -188,6 +244,39 @@ pub struct RunArgs {
     /// The limit on each CNI plugin run, in seconds.
     #[arg(long, env = "NETCLAIM_CNI_TIMEOUT_SECONDS", default_value_t = 60)]
     pub cni_timeout_seconds: u64,
+}
+
+impl CniArgs {
+    /// A runner with these settings and its result cache in `state_dir/cni-cache` (where
+    /// `netclaim run` keeps it).
+    pub fn runner(&self, state_dir: &std::path::Path) -> crate::cni::CniRunner {
+        crate::cni::CniRunner::new(
+            self.cni_bin_dirs.clone(),
+            std::time::Duration::from_secs(self.cni_timeout_seconds),
+            state_dir.join("cni-cache"),
+        )
+    }
+}
+
+/// Flags of `netclaim check`.
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// The daemon's state directory (its `--state-dir`; by default the plugin's directory
+    /// under the kubelet plugins directory).
+    #[arg(
+        long,
+        env = "NETCLAIM_STATE_DIR",
+        default_value = "/var/lib/kubelet/plugins/netclaim.dev"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Check only this claim (`<namespace>/<name>` or its UID).
+    #[arg(long)]
+    pub claim: Option<String>,
+
+    /// How CNI plugins run.
+    #[command(flatten)]
+    pub cni: CniArgs,
 }
 
 /// Flags of `netclaim devices`.

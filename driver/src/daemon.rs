@@ -26,10 +26,10 @@ use std::sync::Arc;
 
 use crate::checkpoint::{Checkpoint, Recovery};
 use crate::cli::RunArgs;
-use crate::cni::CniRunner;
 use crate::discovery::{Discovery, Inventory};
 use crate::hooks::PodNetworkHooks;
 use crate::netlink::NetHandle;
+use crate::network_status::NetworkStatusWriter;
 use crate::nri::plugin::{ConnectionState, NriConfig, NriPlugin};
 use crate::prepare::{NetclaimDriver, PreparedClaims};
 use crate::status::{Backoff, ClaimStatusWriter};
@@ -173,17 +173,16 @@ impl NodeAgent {
                 Box::new(inventory.clone()),
             )
             .with_crash_point(args.crash_at)
-            .with_cni(CniRunner::new(
-                args.cni_bin_dirs.clone(),
-                std::time::Duration::from_secs(args.cni_timeout_seconds),
-                state_dir.join("cni-cache"),
-            )),
+            .with_network_status(NetworkStatusWriter::start(
+                client.clone(),
+                Backoff::default(),
+            ))
+            .with_cni(args.cni.runner(&state_dir)),
         );
-        let driver = Arc::new(NetclaimDriver::new(
-            checkpoint,
-            inventory.clone(),
-            hooks.clone(),
-        ));
+        let driver = Arc::new(
+            NetclaimDriver::new(checkpoint, inventory.clone(), hooks.clone())
+                .with_network_attachments(client.clone()),
+        );
         let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), node_name)
             .kube_client(client)
             .registrar_dir(&args.registrar_dir)

@@ -19,15 +19,18 @@
 //! resolved by the next `Synchronize`: an attachment of a live sandbox is completed, any
 //! other attachment is given back to the host.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use netclaim_api::cni::CniNetworkList;
+
 use crate::attach::{self, AttachOutcome};
 use crate::cni::{self, CniRunner, PodRef};
 use crate::netlink::NetHandle;
+use crate::network_status::{self, NetworkStatusWriter};
 use crate::nri::plugin::{PodSandboxHandler, network_namespace_path};
 use crate::nri::proto::PodSandbox;
 use crate::prepare::{Detacher, PreparedClaims};
@@ -82,6 +85,8 @@ pub struct PodNetworkHooks {
     crash_at: Option<CrashPoint>,
     /// Runs CNI plugins for CNI-mode NICs; `None`: such NICs fail to attach.
     cni: Option<CniRunner>,
+    /// Keeps the pods' `k8s.v1.cni.cncf.io/network-status` annotation up to date.
+    network_status: Option<NetworkStatusWriter>,
 }
 
 /// Points in an attach where `--crash-at` makes the daemon abort, as a SIGKILL would: no
@@ -99,6 +104,14 @@ pub enum CrashPoint {
 struct Target<'a> {
     claim: &'a PreparedClaim,
     nic: &'a PreparedNic,
+}
+
+/// What one NIC's attach gave the pod.
+struct AttachedNic {
+    /// What the attach reported.
+    outcome: AttachOutcome,
+    /// CNI mode: the ADD result as the plugins returned it.
+    cni_result: Option<serde_json::Value>,
 }
 
 impl Target<'_> {
@@ -133,7 +146,14 @@ impl PodNetworkHooks {
             moves: tokio::sync::Mutex::new(()),
             crash_at: None,
             cni: None,
+            network_status: None,
         }
+    }
+
+    /// Writes the pods' network-status annotation with `writer`.
+    pub fn with_network_status(mut self, writer: NetworkStatusWriter) -> Self {
+        self.network_status = Some(writer);
+        self
     }
 
     /// Runs the CNI networks of CNI-mode claims with `runner`.
@@ -236,7 +256,7 @@ impl PodNetworkHooks {
             uid: pod.uid.clone(),
         };
         let _moves = self.moves.lock().await;
-        let mut attached: Vec<(Target<'_>, AttachOutcome)> = Vec::new();
+        let mut attached: Vec<(Target<'_>, AttachedNic)> = Vec::new();
         for claim in &claims {
             for nic in &claim.nics {
                 let target = Target { claim, nic };
@@ -255,7 +275,34 @@ impl PodNetworkHooks {
             self.hold_netns(&pod.id, netns);
         }
         self.report_ready(&claims, &attached);
+        self.publish_network_status(&pod_ref, &attached);
         Ok(())
+    }
+
+    /// Sets the pod's network-status entries of the NICs in `attached`.
+    fn publish_network_status(&self, pod: &PodRef, attached: &[(Target<'_>, AttachedNic)]) {
+        let Some(writer) = &self.network_status else {
+            return;
+        };
+        let entries = attached
+            .iter()
+            .map(|(target, nic)| {
+                network_status::entry_for(
+                    target.claim,
+                    target.nic,
+                    &nic.outcome,
+                    nic.cni_result.as_ref(),
+                )
+            })
+            .collect();
+        writer.publish(pod, entries);
+    }
+
+    /// Drops the pod's network-status entry of the interface `attachment` put there.
+    fn withdraw_network_status(&self, attachment: &Attachment) {
+        if let (Some(writer), Some(pod)) = (&self.network_status, &attachment.pod) {
+            writer.withdraw(pod, &[attachment.pod_if_name.as_str()]);
+        }
     }
 
     /// One NIC: record the host snapshot, move and configure, record success (CNI mode:
@@ -266,7 +313,7 @@ impl PodNetworkHooks {
         sandbox_id: &str,
         netns: &str,
         pod: &PodRef,
-    ) -> Result<AttachOutcome, String> {
+    ) -> Result<AttachedNic, String> {
         if let Some(network) = &target.nic.cni {
             return self
                 .attach_cni(target, sandbox_id, netns, pod, network)
@@ -299,6 +346,7 @@ impl PodNetworkHooks {
             host: snapshot.clone(),
             pod_if_name,
             phase: AttachPhase::Attaching,
+            pod: Some(pod.clone()),
         };
         self.record(target, Some(attachment.clone()))?;
         self.crash_point(CrashPoint::AttachRecorded);
@@ -319,7 +367,10 @@ impl PodNetworkHooks {
                 // The outcome's snapshot adds what attach read on the way (ethtool state).
                 attachment.host = outcome.host.clone();
                 self.record(target, Some(attachment))?;
-                Ok(outcome)
+                Ok(AttachedNic {
+                    outcome,
+                    cni_result: None,
+                })
             }
             Err(error) => {
                 // attach rolled the interface back to the snapshot before returning.
@@ -339,7 +390,7 @@ impl PodNetworkHooks {
         netns: &str,
         pod: &PodRef,
         network: &serde_json::Value,
-    ) -> Result<AttachOutcome, String> {
+    ) -> Result<AttachedNic, String> {
         if let Some(existing) = &target.nic.attachment
             && existing.sandbox_id != sandbox_id
         {
@@ -350,6 +401,12 @@ impl PodNetworkHooks {
         }
         let runner = self.cni_runner()?;
         let list = cni_list(network)?;
+        // CNI 1.1: plugins that say their network is not ready get no ADD. Lists older
+        // than 1.1.0, and plugins that do not speak 1.1.0, run nothing here.
+        runner
+            .status(&list)
+            .await
+            .map_err(|e| format!("CNI network {} is not ready (STATUS): {e}", list.name))?;
         let pod_if_name = target
             .nic
             .config
@@ -376,6 +433,7 @@ impl PodNetworkHooks {
             },
             pod_if_name: pod_if_name.clone(),
             phase: AttachPhase::Attaching,
+            pod: Some(pod.clone()),
         };
         self.record(target, Some(attachment.clone()))?;
         self.crash_point(CrashPoint::AttachRecorded);
@@ -385,7 +443,8 @@ impl PodNetworkHooks {
                 attachment.phase = AttachPhase::Attached;
                 self.record(target, Some(attachment.clone()))?;
                 let data = cni::network_data(&result, &pod_if_name);
-                Ok(AttachOutcome {
+                let raw_result = added_result(runner, &list, &cni_attachment, &result);
+                let outcome = AttachOutcome {
                     host: attachment.host,
                     pod_if_name,
                     ips: data
@@ -394,6 +453,10 @@ impl PodNetworkHooks {
                         .unwrap_or_default(),
                     mac: data.and_then(|d| d.hardware_address),
                     reapplied: false,
+                };
+                Ok(AttachedNic {
+                    outcome,
+                    cni_result: Some(raw_result),
                 })
             }
             Err(error) => {
@@ -438,18 +501,23 @@ impl PodNetworkHooks {
 
     fn record(&self, target: &Target<'_>, attachment: Option<Attachment>) -> Result<(), String> {
         self.claims
-            .set_attachment(&target.claim.uid, &target.nic.device, attachment)
+            .set_nic_attachment(
+                &target.claim.uid,
+                &target.nic.device,
+                target.nic.share_id.as_deref(),
+                attachment,
+            )
             .map_err(|e| format!("recording the attachment: {e}"))
     }
 
     /// Gives back NICs this RUN attached before a later one failed.
     async fn roll_back(
         &self,
-        attached: &[(Target<'_>, AttachOutcome)],
+        attached: &[(Target<'_>, AttachedNic)],
         sandbox_id: &str,
         netns: &str,
     ) {
-        for (target, outcome) in attached.iter().rev() {
+        for (target, AttachedNic { outcome, .. }) in attached.iter().rev() {
             let result = match &target.nic.cni {
                 Some(network) => {
                     self.cni_del(network, sandbox_id, Path::new(netns), &outcome.pod_if_name)
@@ -521,6 +589,7 @@ impl PodNetworkHooks {
             .map_err(|e| format!("{}: {e}", target.describe()))?;
             let recorded = self.record(&target, None);
             self.release_netns_if_unused(&attachment.sandbox_id);
+            self.withdraw_network_status(attachment);
             return recorded;
         }
         match attach::detach(&self.host, &netns, &target.tag(), &attachment.host).await {
@@ -531,6 +600,7 @@ impl PodNetworkHooks {
                 self.holds.release(&nic.device);
                 let recorded = self.record(&target, None);
                 self.release_netns_if_unused(&attachment.sandbox_id);
+                self.withdraw_network_status(attachment);
                 recorded
             }
             Err(e) => Err(format!(
@@ -556,13 +626,12 @@ impl PodNetworkHooks {
                     (Some((netns, pod)), AttachPhase::Attaching) => {
                         let _moves = self.moves.lock().await;
                         let target = Target { claim: &claim, nic };
-                        let attached = self
-                            .attach_one(&target, &attachment.sandbox_id, netns, pod)
-                            .await;
-                        if attached.is_ok() {
-                            self.hold_netns(&attachment.sandbox_id, netns);
-                        }
-                        attached.map(drop)
+                        self.attach_one(&target, &attachment.sandbox_id, netns, pod)
+                            .await
+                            .map(|attached| {
+                                self.hold_netns(&attachment.sandbox_id, netns);
+                                self.publish_network_status(pod, &[(target, attached)]);
+                            })
                     }
                     (Some(_), AttachPhase::Detaching) | (None, _) => {
                         let _moves = self.moves.lock().await;
@@ -576,25 +645,70 @@ impl PodNetworkHooks {
         }
     }
 
-    fn report_ready(&self, claims: &[PreparedClaim], attached: &[(Target<'_>, AttachOutcome)]) {
+    /// CNI GC (spec 1.1) after Synchronize: each CNI network in the checkpoint is told
+    /// which of its attachments are still valid, so its plugins can release what an
+    /// attachment the driver lost track of left behind (IPAM leases, host-side state), and
+    /// the network's stale cache entries go. Plugins that do not speak 1.1.0 are skipped.
+    async fn collect_cni_garbage(&self) {
+        let Ok(runner) = self.cni_runner() else {
+            return;
+        };
+        // Keyed by network name: plugins keep their state per network name, so the valid
+        // attachments are those of every claim using that name.
+        let mut networks: BTreeMap<String, (CniNetworkList, Vec<(String, String)>)> =
+            BTreeMap::new();
+        for claim in self.claims.all() {
+            for nic in &claim.nics {
+                let Some(Ok(list)) = nic.cni.as_ref().map(cni_list) else {
+                    continue;
+                };
+                let (_, valid) = networks
+                    .entry(list.name.clone())
+                    .or_insert_with(|| (list, Vec::new()));
+                if let Some(attachment) = &nic.attachment {
+                    valid.push((
+                        attachment.sandbox_id.clone(),
+                        attachment.pod_if_name.clone(),
+                    ));
+                }
+            }
+        }
+        for (name, (list, valid)) in networks {
+            match runner.gc(&list, &valid).await {
+                Ok(report) => tracing::debug!(network = %name, ran = ?report.ran, "CNI GC"),
+                Err(e) => tracing::warn!(network = %name, "CNI GC: {e}"),
+            }
+        }
+    }
+
+    fn report_ready(&self, claims: &[PreparedClaim], attached: &[(Target<'_>, AttachedNic)]) {
         for claim in claims {
             let devices = attached
                 .iter()
                 .filter(|(t, _)| t.claim.uid == claim.uid)
-                .map(|(t, outcome)| DeviceReport {
-                    pool: t.nic.pool.clone(),
-                    device: t.nic.device.clone(),
-                    share_id: t.nic.share_id.clone(),
-                    state: DeviceState::Ready(NetworkData {
-                        interface_name: outcome.pod_if_name.clone(),
-                        ips: outcome
-                            .ips
-                            .iter()
-                            .filter_map(|ip| ip.parse().ok())
-                            .collect(),
-                        hardware_address: outcome.mac.clone(),
-                    }),
-                })
+                .map(
+                    |(
+                        t,
+                        AttachedNic {
+                            outcome,
+                            cni_result,
+                        },
+                    )| DeviceReport {
+                        pool: t.nic.pool.clone(),
+                        device: t.nic.device.clone(),
+                        share_id: t.nic.share_id.clone(),
+                        state: DeviceState::Ready(NetworkData {
+                            interface_name: outcome.pod_if_name.clone(),
+                            ips: outcome
+                                .ips
+                                .iter()
+                                .filter_map(|ip| ip.parse().ok())
+                                .collect(),
+                            hardware_address: outcome.mac.clone(),
+                        }),
+                        cni_result: cni_result.clone(),
+                    },
+                )
                 .collect();
             self.report(claim_report(claim, devices));
         }
@@ -611,17 +725,34 @@ impl PodNetworkHooks {
                     share_id: nic.share_id.clone(),
                     state: DeviceState::Failed {
                         reason: FailureReason::AttachFailed,
-                        message: if claim.uid == failed.claim.uid && nic.device == failed.nic.device
+                        message: if claim.uid == failed.claim.uid
+                            && nic.device == failed.nic.device
+                            && nic.share_id == failed.nic.share_id
                         {
                             error.to_owned()
                         } else {
                             format!("not attached: another device of the pod failed: {error}")
                         },
                     },
+                    cni_result: None,
                 })
                 .collect();
             self.report(claim_report(claim, devices));
         }
+    }
+}
+
+/// The ADD result as the plugins returned it, from the cache entry ADD just wrote; the
+/// typed result again when that cannot be read.
+fn added_result(
+    runner: &CniRunner,
+    list: &netclaim_api::cni::CniNetworkList,
+    attachment: &cni::Attachment,
+    result: &cni::CniResult,
+) -> serde_json::Value {
+    match runner.read_cache(&list.name, attachment) {
+        Ok(Some(entry)) => entry.result,
+        _ => serde_json::to_value(result).unwrap_or_default(),
     }
 }
 
@@ -667,6 +798,7 @@ impl PodSandboxHandler for PodNetworkHooks {
             }
         }
         self.reconcile(&live).await;
+        self.collect_cni_garbage().await;
     }
 
     async fn run_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {

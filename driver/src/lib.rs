@@ -4,6 +4,7 @@
 //! calls [`hooks`]; a kubelet DRA call lands in [`prepare`].
 
 pub mod attach;
+pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod cni;
@@ -11,6 +12,8 @@ pub mod daemon;
 pub mod discovery;
 pub mod hooks;
 pub mod netlink;
+pub mod network_attachments;
+pub mod network_status;
 pub mod nri;
 pub mod prepare;
 pub mod state;

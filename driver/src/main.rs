@@ -1,4 +1,5 @@
-//! The `netclaim` binary: `netclaim run` (the node daemon) and `netclaim devices`.
+//! The `netclaim` binary: `netclaim run` (the node daemon), `netclaim devices` and
+//! `netclaim check`.
 
 use std::process::ExitCode;
 
@@ -30,6 +31,22 @@ fn main() -> ExitCode {
             Command::Run(args) => netclaim::daemon::run(args).await,
             Command::Devices(args) => {
                 netclaim::cli::devices(args, &mut std::io::stdout().lock()).await
+            }
+            Command::Check(args) => {
+                let runner = args.cni.runner(&args.state_dir);
+                let mut out = std::io::stdout().lock();
+                let all_passed = netclaim::check::run(
+                    args.state_dir.clone(),
+                    &runner,
+                    args.claim.as_deref(),
+                    &mut out,
+                )
+                .await?;
+                if all_passed {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("a CNI CHECK failed"))
+                }
             }
         }
     });

@@ -11,6 +11,8 @@
 //!   field (`claim config[1] (requests [nic]): interface.mtu: ...`) or the device.
 //! - A claim that fails leaves nothing in the checkpoint; one that succeeds is saved with
 //!   all its devices at once.
+//! - A CNI network referenced as a `networkAttachmentDefinition` is read from the API at
+//!   prepare ([`crate::network_attachments`]) and stored resolved: attach never reads it.
 //! - Prepare and unprepare are idempotent, and work from the checkpoint after a restart.
 //! - Unprepare never forgets a NIC that is still attached to a pod: it detaches it first
 //!   (through [`Detacher`]) and keeps the entry when that fails.
@@ -27,9 +29,13 @@ use k8s_openapi::api::resource::v1::{
     DeviceAllocationConfiguration, DeviceRequestAllocationResult, ResourceClaim,
 };
 use kubeletplugin::{ClaimError, ClaimRef, DraDriver, PrepareResult, PreparedDevice};
-use netclaim_api::{ConfigError, ConfigSource, DRIVER_NAME, SourcedConfig, merge_for_request};
+use netclaim_api::{
+    CniNetworkList, ConfigError, ConfigSource, DRIVER_NAME, NetworkAttachmentReference,
+    NetworkConfig, SourcedConfig, configs_for_request, merge_for_request,
+};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::network_attachments::{NetworkAttachments, NoNetworkAttachments};
 use crate::state::{Attachment, DriverState, PreparedClaim, PreparedNic};
 
 /// A host NIC a published device stands for.
@@ -43,6 +49,13 @@ pub struct HostNic {
     pub kind: String,
     /// The largest MTU the NIC accepts, when the kernel reports one.
     pub mtu_max: Option<u32>,
+    /// The PCI address (`0000:03:00.0`), when the NIC is a PCI function: CNI plugins that
+    /// take a `deviceID` (SR-IOV style) get it.
+    pub pci_address: Option<String>,
+    /// For a shared parent NIC (published with `allowMultipleAllocations` and the
+    /// `netclaim.dev/children` capacity): how many CNI children it may have at once.
+    /// `None`: the NIC is allocated to one claim at a time.
+    pub shared_children: Option<u32>,
 }
 
 /// Finds the host NIC behind a device name published in this node's ResourceSlices.
@@ -103,6 +116,15 @@ pub enum AttachmentError {
         /// The device asked for.
         device: String,
     },
+    /// The claim holds the device more than once (under different share ids) and no share
+    /// id was given.
+    #[error("claim {claim_uid} holds device {device} more than once; name its share id")]
+    AmbiguousDevice {
+        /// The claim.
+        claim_uid: String,
+        /// The device asked for.
+        device: String,
+    },
     /// Saving the checkpoint failed; nothing changed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -148,11 +170,40 @@ impl PreparedClaims {
     /// durably, before returning.
     ///
     /// # Errors
-    /// [`AttachmentError`] when the claim or device is unknown, or the save failed.
+    /// [`AttachmentError`] when the claim or device is unknown, the claim holds the device
+    /// more than once (a shared parent allocated twice: use
+    /// [`PreparedClaims::set_nic_attachment`] with the share id), or the save failed.
     pub fn set_attachment(
         &self,
         claim_uid: &str,
         device: &str,
+        attachment: Option<Attachment>,
+    ) -> Result<(), AttachmentError> {
+        self.update_nic(claim_uid, device, None, attachment)
+    }
+
+    /// [`PreparedClaims::set_attachment`] for the allocation of `device` with `share_id`
+    /// (`None` for an allocation without one): one claim may hold a shared parent NIC
+    /// several times, once per share id.
+    ///
+    /// # Errors
+    /// As [`PreparedClaims::set_attachment`].
+    pub fn set_nic_attachment(
+        &self,
+        claim_uid: &str,
+        device: &str,
+        share_id: Option<&str>,
+        attachment: Option<Attachment>,
+    ) -> Result<(), AttachmentError> {
+        self.update_nic(claim_uid, device, Some(share_id), attachment)
+    }
+
+    /// `share_id`: `None` matches any share id (and refuses an ambiguous match).
+    fn update_nic(
+        &self,
+        claim_uid: &str,
+        device: &str,
+        share_id: Option<Option<&str>>,
         attachment: Option<Attachment>,
     ) -> Result<(), AttachmentError> {
         self.checkpoint.update(|state| {
@@ -160,14 +211,20 @@ impl PreparedClaims {
                 .claims
                 .get_mut(claim_uid)
                 .ok_or_else(|| AttachmentError::UnknownClaim(claim_uid.to_owned()))?;
-            let nic = claim
-                .nics
-                .iter_mut()
-                .find(|nic| nic.device == device)
-                .ok_or_else(|| AttachmentError::UnknownDevice {
+            let mut matching = claim.nics.iter_mut().filter(|nic| {
+                nic.device == device && share_id.is_none_or(|id| nic.share_id.as_deref() == id)
+            });
+            let unknown = || AttachmentError::UnknownDevice {
+                claim_uid: claim_uid.to_owned(),
+                device: device.to_owned(),
+            };
+            let nic = matching.next().ok_or_else(unknown)?;
+            if matching.next().is_some() {
+                return Err(AttachmentError::AmbiguousDevice {
                     claim_uid: claim_uid.to_owned(),
                     device: device.to_owned(),
-                })?;
+                });
+            }
             nic.attachment = attachment;
             Ok(())
         })
@@ -177,20 +234,40 @@ impl PreparedClaims {
 /// netclaim's [`DraDriver`].
 ///
 /// `H` resolves devices to host NICs (discovery); `D` detaches NICs still in a pod at
-/// unprepare (attach).
-pub struct NetclaimDriver<H, D> {
+/// unprepare (attach); `N` reads the NetworkAttachmentDefinitions CNI-mode claims
+/// reference (none by default: such claims then fail with a clear error).
+pub struct NetclaimDriver<H, D, N = NoNetworkAttachments> {
     claims: PreparedClaims,
     host: H,
     detacher: D,
+    attachments: N,
 }
 
 impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
-    /// A driver keeping its prepared claims in `checkpoint`.
+    /// A driver keeping its prepared claims in `checkpoint`, without API access for
+    /// NetworkAttachmentDefinitions (see [`NetclaimDriver::with_network_attachments`]).
     pub fn new(checkpoint: Arc<Checkpoint>, host: H, detacher: D) -> Self {
         Self {
             claims: PreparedClaims::new(checkpoint),
             host,
             detacher,
+            attachments: NoNetworkAttachments,
+        }
+    }
+}
+
+impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N> {
+    /// The same driver, reading referenced NetworkAttachmentDefinitions through
+    /// `attachments` (a [`kube::Client`] in the daemon).
+    pub fn with_network_attachments<M: NetworkAttachments>(
+        self,
+        attachments: M,
+    ) -> NetclaimDriver<H, D, M> {
+        NetclaimDriver {
+            claims: self.claims,
+            host: self.host,
+            detacher: self.detacher,
+            attachments,
         }
     }
 
@@ -221,9 +298,10 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
     ///
     /// # Errors
     /// A [`ClaimError`] naming the claim and every problem found.
-    pub fn prepare_claim(&self, claim: &ResourceClaim) -> PrepareResult {
+    pub async fn prepare_claim(&self, claim: &ResourceClaim) -> PrepareResult {
         let id = ClaimId::of(claim);
         self.prepare_inner(&id, claim)
+            .await
             .map_err(|problems| id.error(&problems))
     }
 
@@ -243,7 +321,7 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
             .map_err(|problems| id.error(&problems))
     }
 
-    fn prepare_inner(
+    async fn prepare_inner(
         &self,
         id: &ClaimId,
         claim: &ResourceClaim,
@@ -262,7 +340,7 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
                     .to_owned(),
             ]),
             PrepareCase::New => {
-                let prepared = self.plan(id, claim, &results)?;
+                let prepared = self.plan(id, claim, &results).await?;
                 let devices = prepared_devices(&prepared);
                 self.store(prepared)?;
                 Ok(devices)
@@ -270,8 +348,9 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
         }
     }
 
-    /// Parses, merges and resolves everything of the claim; no side effects.
-    fn plan(
+    /// Parses, merges and resolves everything of the claim; no side effects (NADs are
+    /// only read).
+    async fn plan(
         &self,
         id: &ClaimId,
         claim: &ResourceClaim,
@@ -281,11 +360,13 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
         let mut problems = Vec::new();
         let mut nics = Vec::new();
         for result in results {
-            match self.prepare_nic(result, &configs) {
+            match self.prepare_nic(id, result, &configs).await {
                 Ok(nic) => nics.push(nic),
                 Err(mut more) => problems.append(&mut more),
             }
         }
+        // Devices sharing one bad NAD reference would repeat its error.
+        problems.dedup();
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -299,8 +380,9 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
     }
 
     /// One device: its merged config and host NIC, checked against each other.
-    fn prepare_nic(
+    async fn prepare_nic(
         &self,
+        id: &ClaimId,
         result: &DeviceRequestAllocationResult,
         configs: &[SourcedConfig],
     ) -> Result<PreparedNic, Vec<String>> {
@@ -328,7 +410,20 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
                 return Err(problems);
             }
         };
-        let cni = cni_network(&what, &merged, &host)?;
+        if let Some(children) = host.shared_children
+            && merged.cni.is_none()
+        {
+            return Err(vec![format!(
+                "{what}: host NIC {} is a shared parent (up to {children} CNI children for \
+                 other claims); a config without `cni` would move the NIC itself into this \
+                 pod and cut the others off: give the claim a CNI network (macvlan, ipvlan) \
+                 or use a device that is not shared",
+                host.if_name
+            )]);
+        }
+        let network = self
+            .cni_network(id, &what, configs, result, &merged, &host)
+            .await?;
         if let (Some(mtu), Some(max)) = (merged.interface.mtu, host.mtu_max)
             && mtu > max
         {
@@ -344,17 +439,79 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
             share_id: result.share_id.clone(),
             host_if_name: host.if_name,
             config: merged.interface,
-            cni,
+            cni: network.as_ref().map(|n| n.list.to_json()),
+            network_attachment_definition: network.and_then(|n| n.attachment_definition),
             attachment: None,
         })
     }
 
+    /// CNI mode: the network list to run for the device, with the device substituted into
+    /// the first plugin (`cni.deviceField` or the type's default); `None` without `cni`.
+    ///
+    /// A `networkAttachmentDefinition` is read from the API here, once: the list is stored
+    /// in the checkpoint, so attach never reads the API and a NAD edited later does not
+    /// change the claim. Its errors name the config that references it.
+    async fn cni_network(
+        &self,
+        id: &ClaimId,
+        what: &str,
+        configs: &[SourcedConfig],
+        result: &DeviceRequestAllocationResult,
+        merged: &NetworkConfig,
+        host: &HostNic,
+    ) -> Result<Option<CniNetwork>, Vec<String>> {
+        let Some(cni) = &merged.cni else {
+            return Ok(None);
+        };
+        let (list, attachment_definition) = match &cni.network_attachment_definition {
+            Some(reference) => {
+                let (namespace, name) = reference_of(id, reference);
+                let list = crate::network_attachments::resolve(&self.attachments, namespace, name)
+                    .await
+                    .map_err(|error| {
+                        vec![format!(
+                            "{}: cni.networkAttachmentDefinition: {namespace}/{name}: {error}",
+                            network_source(configs, &result.request)
+                        )]
+                    })?;
+                (list, Some(format!("{namespace}/{name}")))
+            }
+            None => {
+                let list = cni.inline_network().ok_or_else(|| {
+                    vec![format!(
+                        "{what}: cni: the merged config names no complete network (cniVersion, \
+                         name, plugins)"
+                    )]
+                })?;
+                (list, None)
+            }
+        };
+        let device = crate::cni::DeviceRef {
+            ifname: host.if_name.clone(),
+            pci_address: host.pci_address.clone(),
+        };
+        let list = crate::cni::substitute_device(&list, cni.device_field.as_deref(), &device)
+            .map_err(|error| vec![format!("{what}: {error}")])?;
+        Ok(Some(CniNetwork {
+            list,
+            attachment_definition,
+        }))
+    }
+
     /// Checks the claim against the other prepared claims and saves it, in one update.
     fn store(&self, prepared: PreparedClaim) -> Result<(), Vec<String>> {
+        let shared: BTreeMap<String, u32> = prepared
+            .nics
+            .iter()
+            .filter_map(|nic| {
+                let children = self.host.host_nic(&nic.device)?.shared_children?;
+                Some((nic.device.clone(), children))
+            })
+            .collect();
         self.claims
             .checkpoint
             .update(|state| {
-                let problems = conflicts(state, &prepared);
+                let problems = conflicts(state, &prepared, &shared);
                 if !problems.is_empty() {
                     return Err(Refused::Problems(problems));
                 }
@@ -386,7 +543,12 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
                 for nic in claim.nics.iter().filter(|nic| nic.attachment.is_some()) {
                     match self.detacher.detach(uid, nic).await {
                         Ok(()) => {
-                            if let Err(error) = self.claims.set_attachment(uid, &nic.device, None) {
+                            if let Err(error) = self.claims.set_nic_attachment(
+                                uid,
+                                &nic.device,
+                                nic.share_id.as_deref(),
+                                None,
+                            ) {
                                 problems.push(format!("device {}: {error}", nic.device));
                             }
                         }
@@ -420,12 +582,13 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
     }
 }
 
-impl<H: HostDevices, D: Detacher> DraDriver for NetclaimDriver<H, D> {
+impl<H: HostDevices, D: Detacher, N: NetworkAttachments> DraDriver for NetclaimDriver<H, D, N> {
     async fn prepare(&self, claims: Vec<ResourceClaim>) -> BTreeMap<String, PrepareResult> {
-        claims
-            .iter()
-            .map(|claim| (ClaimId::of(claim).uid, self.prepare_claim(claim)))
-            .collect()
+        let mut results = BTreeMap::new();
+        for claim in &claims {
+            results.insert(ClaimId::of(claim).uid, self.prepare_claim(claim).await);
+        }
+        results
     }
 
     async fn unprepare(&self, claims: Vec<ClaimRef>) -> BTreeMap<String, Result<(), ClaimError>> {
@@ -669,8 +832,17 @@ fn pod_if_name(nic: &PreparedNic) -> &str {
 }
 
 /// Problems between `claim` and itself or the other prepared claims: a NIC prepared twice,
-/// two NICs wanting one name in one pod.
-fn conflicts(state: &DriverState, claim: &PreparedClaim) -> Vec<String> {
+/// two NICs wanting one name in one pod, a shared parent NIC (`shared`: its device name
+/// and number of children) with more CNI children than it has.
+///
+/// The scheduler already counts a shared parent's `netclaim.dev/children` capacity; this
+/// count is defence in depth against allocations it did not make (a stale slice, another
+/// scheduler, a hand-written status) that would overload the NIC.
+fn conflicts(
+    state: &DriverState,
+    claim: &PreparedClaim,
+    shared: &BTreeMap<String, u32>,
+) -> Vec<String> {
     let others: Vec<&PreparedClaim> = state
         .claims
         .values()
@@ -687,7 +859,8 @@ fn conflicts(state: &DriverState, claim: &PreparedClaim) -> Vec<String> {
             ));
         }
     }
-    for other in others {
+    problems.extend(allocated_twice(claim));
+    for other in &others {
         let same_pod = other
             .pod_uids
             .iter()
@@ -695,7 +868,7 @@ fn conflicts(state: &DriverState, claim: &PreparedClaim) -> Vec<String> {
         for theirs in &other.nics {
             for nic in &claim.nics {
                 // CNI mode leaves the NIC on the host (it is a parent, not moved), so
-                // any number of CNI-mode claims may use it.
+                // CNI-mode claims may share it (a shared parent counts them below).
                 let shared_parent = theirs.cni.is_some() && nic.cni.is_some();
                 if theirs.pool == nic.pool && theirs.device == nic.device && !shared_parent {
                     problems.push(format!(
@@ -716,42 +889,116 @@ fn conflicts(state: &DriverState, claim: &PreparedClaim) -> Vec<String> {
             }
         }
     }
+    problems.extend(over_capacity(&others, claim, shared));
     problems
 }
 
-/// CNI mode: the network list to run for the device, with the device substituted into the
-/// first plugin (`cni.deviceField` or the type's default), as JSON; `None` without `cni`.
-///
-/// Only inline networks are resolved here; a `networkAttachmentDefinition` reference is
-/// refused with a per-claim error for now (fetching NADs needs a kube client in prepare).
-fn cni_network(
-    what: &str,
-    merged: &netclaim_api::NetworkConfig,
-    host: &HostNic,
-) -> Result<Option<serde_json::Value>, Vec<String>> {
-    let Some(cni) = &merged.cni else {
-        return Ok(None);
-    };
-    if let Some(nad) = &cni.network_attachment_definition {
-        return Err(vec![format!(
-            "{what}: cni.networkAttachmentDefinition: {}/{}: NetworkAttachmentDefinition \
-             references are not supported yet; give the network inline",
-            nad.namespace.as_deref().unwrap_or("<claim namespace>"),
-            nad.name
-        )]);
+/// One device allocated twice to `claim`: only a shared parent in CNI mode may be, each
+/// allocation with its own `shareID` (each gets its own child, CNI cache entry and status
+/// entry; the names inside the pod already differ, see [`conflicts`]).
+fn allocated_twice(claim: &PreparedClaim) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (index, nic) in claim.nics.iter().enumerate() {
+        for earlier in &claim.nics[..index] {
+            if earlier.pool != nic.pool || earlier.device != nic.device {
+                continue;
+            }
+            let distinct_shares = nic.share_id.is_some() && earlier.share_id != nic.share_id;
+            if !distinct_shares || nic.cni.is_none() || earlier.cni.is_none() {
+                problems.push(format!(
+                    "device {} (pool {}) is allocated twice to this claim (requests {} and {}); \
+                     only a shared parent NIC in CNI mode can be, each allocation with its own \
+                     shareID",
+                    nic.device, nic.pool, earlier.request, nic.request
+                ));
+            }
+        }
     }
-    let Some(list) = cni.inline_network() else {
-        return Err(vec![format!(
-            "{what}: cni: the merged config names no complete network (cniVersion, name, plugins)"
-        )]);
-    };
-    let device = crate::cni::DeviceRef {
-        ifname: host.if_name.clone(),
-        pci_address: None,
-    };
-    let list = crate::cni::substitute_device(&list, cni.device_field.as_deref(), &device)
-        .map_err(|error| vec![format!("{what}: {error}")])?;
-    Ok(Some(list.to_json()))
+    problems
+}
+
+/// Shared parents of `claim` that would have more CNI children than their capacity.
+fn over_capacity(
+    others: &[&PreparedClaim],
+    claim: &PreparedClaim,
+    shared: &BTreeMap<String, u32>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut checked = BTreeSet::new();
+    for nic in &claim.nics {
+        let Some(&children) = shared.get(&nic.device) else {
+            continue;
+        };
+        if !checked.insert((&nic.pool, &nic.device)) {
+            continue;
+        }
+        let on_device = |n: &&PreparedNic| n.pool == nic.pool && n.device == nic.device;
+        let mine = claim.nics.iter().filter(on_device).count();
+        let holders: Vec<String> = others
+            .iter()
+            .flat_map(|other| {
+                other
+                    .nics
+                    .iter()
+                    .filter(on_device)
+                    .map(move |_| format!("{}/{}", other.namespace, other.name))
+            })
+            .collect();
+        let wanted = holders.len() + mine;
+        if wanted > usize::try_from(children).unwrap_or(usize::MAX) {
+            problems.push(format!(
+                "device {} (pool {}): over capacity: shared parent NIC {} has room for \
+                 {children} CNI children (capacity {}), {} in use by {}, and this claim \
+                 wants {mine} more",
+                nic.device,
+                nic.pool,
+                nic.host_if_name,
+                netclaim_api::attributes::CHILDREN,
+                holders.len(),
+                if holders.is_empty() {
+                    "no other claim".to_owned()
+                } else {
+                    holders.join(", ")
+                },
+            ));
+        }
+    }
+    problems
+}
+
+/// A device's resolved CNI network.
+struct CniNetwork {
+    /// The list to run, the device substituted.
+    list: CniNetworkList,
+    /// `<namespace>/<name>` when it came from a NetworkAttachmentDefinition.
+    attachment_definition: Option<String>,
+}
+
+/// The namespace and name a reference points at; the namespace defaults to the claim's.
+fn reference_of<'a>(
+    id: &'a ClaimId,
+    reference: &'a NetworkAttachmentReference,
+) -> (&'a str, &'a str) {
+    (
+        reference.namespace.as_deref().unwrap_or(&id.namespace),
+        &reference.name,
+    )
+}
+
+/// The label of the config whose network a request runs (the last, by precedence, that
+/// names one: it replaced the earlier ones), for errors about that network.
+fn network_source(configs: &[SourcedConfig], request: &str) -> String {
+    configs_for_request(configs, request)
+        .into_iter()
+        .rev()
+        .find(|sourced| {
+            sourced
+                .config
+                .cni
+                .as_ref()
+                .is_some_and(|cni| cni.has_network())
+        })
+        .map_or_else(|| "merged config".to_owned(), SourcedConfig::label)
 }
 
 /// What the kubelet is told for a prepared claim.
@@ -777,6 +1024,8 @@ impl HostDevices for crate::discovery::Inventory {
             if_index: nic.if_index,
             kind: nic.kind.unwrap_or_default(),
             mtu_max: None,
+            pci_address: nic.pci_address,
+            shared_children: nic.shared_children,
         })
     }
 }

@@ -60,6 +60,11 @@ pub struct PreparedNic {
     /// moved into the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<serde_json::Value>,
+    /// CNI mode with a `networkAttachmentDefinition`: the NAD as `<namespace>/<name>`, the
+    /// network's name in the pod's network-status annotation (as Multus names it; the
+    /// list in `cni` keeps the config's own name, which the CNI cache uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_attachment_definition: Option<String>,
     /// Set once an NRI hook started attaching this device to a pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
@@ -79,6 +84,11 @@ pub struct Attachment {
     pub pod_if_name: String,
     /// How far the attach got.
     pub phase: AttachPhase,
+    /// The pod the sandbox belongs to (from RUN or Synchronize), so that whatever gives the
+    /// interface back (STOP, unprepare, reconcile) can update the pod's network-status
+    /// annotation. `None` in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::cni::PodRef>,
 }
 
 /// The lifecycle of one attachment, persisted before each step so a crash at any point

@@ -12,7 +12,9 @@
 //!   ownership. An empty report removes all of them.
 //! - The entries respect the `resource.k8s.io/v1` limits: `interfaceName` at most 256
 //!   characters and `hardwareAddress` at most 128 (longer values are left out, with a
-//!   log), at most 16 `ips` in CIDR form, one condition (`Ready`) of the at most 8.
+//!   log), at most 16 `ips` in CIDR form, one condition (`Ready`) of the at most 8; in CNI
+//!   mode `data` holds the raw ADD result when its JSON is at most 10 KiB (else it is left
+//!   out, with a log).
 //! - `lastTransitionTime` changes only when the `Ready` status changes.
 //! - An Event (`v1`, involvedObject = the claim, source component `netclaim`) is emitted
 //!   when a device's `Ready` condition changes: `Warning` with the failure reason, `Normal`
@@ -51,6 +53,8 @@ pub const MAX_INTERFACE_NAME: usize = 256;
 pub const MAX_HARDWARE_ADDRESS: usize = 128;
 /// `status.devices[].networkData.ips` limit.
 pub const MAX_IPS: usize = 16;
+/// `status.devices[].data` limit, in bytes of JSON.
+pub const MAX_DEVICE_DATA: usize = 10 * 1024;
 /// `metav1.Condition.message` limit.
 const MAX_CONDITION_MESSAGE: usize = 32768;
 
@@ -109,6 +113,9 @@ pub struct DeviceReport {
     pub share_id: Option<String>,
     /// Its state.
     pub state: DeviceState,
+    /// CNI mode: the ADD result as the plugins returned it, reported as the entry's
+    /// `data` when the device is ready and the JSON fits in [`MAX_DEVICE_DATA`] bytes.
+    pub cni_result: Option<Value>,
 }
 
 /// Everything netclaim reports for one claim: all its netclaim devices.
@@ -461,8 +468,27 @@ fn device_entry(
     }
     if let DeviceState::Ready(network) = &device.state {
         entry["networkData"] = network_data(&device.device, network);
+        if let Some(data) = device_data(device) {
+            entry["data"] = data;
+        }
     }
     entry
+}
+
+/// `data`: the raw CNI result, left out (with a log) when over the API's limit rather than
+/// failing the whole apply.
+fn device_data(device: &DeviceReport) -> Option<Value> {
+    let raw = device.cni_result.as_ref()?;
+    let size = raw.to_string().len();
+    if size > MAX_DEVICE_DATA {
+        tracing::warn!(
+            device = %device.device,
+            size,
+            "CNI result larger than {MAX_DEVICE_DATA} bytes; not reported in status.devices[].data"
+        );
+        return None;
+    }
+    Some(raw.clone())
 }
 
 /// `networkData`: over-long values are left out rather than failing the whole apply.
@@ -549,7 +575,7 @@ fn claim_event(report: &ClaimReport, kind: &str, reason: &str, message: &str) ->
 }
 
 /// 409, 429, 5xx and transport failures are worth another try.
-fn retryable(error: &kube::Error) -> bool {
+pub(crate) fn retryable(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => matches!(status.code, 409 | 429 | 500..=599),
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
@@ -557,7 +583,8 @@ fn retryable(error: &kube::Error) -> bool {
     }
 }
 
-fn is_not_found(error: &kube::Error) -> bool {
+/// 404 Not Found.
+pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
@@ -578,6 +605,7 @@ mod tests {
                     .collect(),
                 hardware_address: Some("02:00:00:00:00:01".into()),
             }),
+            cni_result: None,
         }
     }
 
@@ -606,6 +634,24 @@ mod tests {
         );
         assert!(entry["networkData"].get("interfaceName").is_none());
         assert!(entry["networkData"].get("hardwareAddress").is_none());
+    }
+
+    #[test]
+    fn cni_result_goes_in_data_within_the_limit() {
+        let result = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "net1"}]});
+        let device = DeviceReport {
+            cni_result: Some(result.clone()),
+            ..ready(1)
+        };
+        let entry = device_entry(&device, "True", REASON_READY, "ok", "2026-01-01T00:00:00Z");
+        assert_eq!(entry["data"], result);
+        let huge = DeviceReport {
+            cni_result: Some(json!({"pad": "x".repeat(MAX_DEVICE_DATA)})),
+            ..ready(1)
+        };
+        let entry = device_entry(&huge, "True", REASON_READY, "ok", "2026-01-01T00:00:00Z");
+        assert!(entry.get("data").is_none());
+        assert_eq!(entry["networkData"]["interfaceName"], "net1");
     }
 
     #[test]

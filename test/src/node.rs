@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use kube::api::{Api, ListParams, PostParams};
 use kubeletplugin::ClaimRef;
@@ -457,7 +458,7 @@ impl TestNode {
         Ok(())
     }
 
-    /// Polls `condition` until it holds or [`WAIT`] passes.
+    /// Polls `condition` until it holds or the harness's 20 s wait passes.
     pub async fn wait_until(&self, what: &str, condition: impl Fn() -> bool) -> Result<()> {
         let deadline = Instant::now() + WAIT;
         while !condition() {
@@ -484,14 +485,24 @@ impl TestNode {
 
     /// The published device whose `ifName` attribute is `if_name`, once it is published.
     pub async fn device_for(&self, if_name: &str) -> Result<String> {
+        Ok(self.published_device(if_name).await?.name)
+    }
+
+    /// The device published for host interface `if_name`, as in the slice (waits for it).
+    pub async fn published_device(
+        &self,
+        if_name: &str,
+    ) -> Result<k8s_openapi::api::resource::v1::Device> {
         let deadline = Instant::now() + WAIT;
         loop {
             for slice in self.slices().await? {
                 for device in slice.spec.devices.unwrap_or_default() {
-                    let attrs = device.attributes.unwrap_or_default();
-                    let published = attrs.get("ifName").and_then(|a| a.string.as_deref());
+                    let attrs = device.attributes.as_ref();
+                    let published = attrs
+                        .and_then(|a| a.get("ifName"))
+                        .and_then(|a| a.string.as_deref());
                     if published == Some(if_name) {
-                        return Ok(device.name);
+                        return Ok(device);
                     }
                 }
             }
@@ -506,7 +517,9 @@ impl TestNode {
     }
 
     /// Creates a claim and allocates it as the scheduler would: `status.allocation` with
-    /// the device published for `nic.if_name`, the config, and `reservedFor` the pod.
+    /// the device published for `nic.if_name` (with a share id and the default consumed
+    /// capacity when the device allows multiple allocations), the config, and
+    /// `reservedFor` the pod.
     pub async fn allocate(
         &self,
         claims: &[NicClaim],
@@ -521,13 +534,30 @@ impl TestNode {
         let mut results = Vec::new();
         let mut configs = Vec::new();
         for nic in claims {
-            let device = self.device_for(&nic.if_name).await?;
+            let published = self.published_device(&nic.if_name).await?;
+            let device = &published.name;
             requests.push(serde_json::json!({
                 "name": nic.request, "exactly": {"deviceClassName": "netclaim-nic"}
             }));
-            results.push(serde_json::json!({
+            let mut result = serde_json::json!({
                 "request": nic.request, "driver": DRIVER, "pool": self.name, "device": device
-            }));
+            });
+            // As the scheduler does for a device that takes many allocations: a fresh share
+            // id per allocation, and what it consumes of each capacity (the default).
+            if published.allow_multiple_allocations == Some(true) {
+                result["shareID"] = serde_json::Value::String(random_uid());
+                let consumed: serde_json::Map<String, serde_json::Value> = published
+                    .capacity
+                    .iter()
+                    .flatten()
+                    .filter_map(|(name, capacity)| {
+                        let default = capacity.request_policy.as_ref()?.default.as_ref()?;
+                        Some((name.clone(), serde_json::Value::String(default.0.clone())))
+                    })
+                    .collect();
+                result["consumedCapacity"] = serde_json::Value::Object(consumed);
+            }
+            results.push(result);
             if let Some(config) = &nic.config {
                 configs.push(serde_json::json!({
                     "source": "FromClaim", "requests": [nic.request],
@@ -754,6 +784,24 @@ impl TestNode {
         Ok(())
     }
 
+    /// The runtime removes a pod while no driver is connected: its netns goes and the
+    /// runtime forgets it, but STOP and REMOVE reach nobody (containerd does the same when
+    /// an NRI plugin is away). Stand-in runtime only; a restarted driver learns of it from
+    /// Synchronize, which no longer lists the pod.
+    ///
+    /// # Errors
+    /// On a containerd node, where CRI would need the plugin to be connected.
+    pub fn remove_pod_while_driver_is_away(&mut self, pod: TestPod) -> Result<()> {
+        match &self.runtime {
+            Runtime::StandIn(rt) => {
+                drop(pod.own_netns);
+                forget_pod(rt, &pod.sandbox_id);
+                Ok(())
+            }
+            Runtime::Containerd(_) => bail!("only the stand-in runtime can lose a pod quietly"),
+        }
+    }
+
     /// Restarts the runtime (stand-in: drops and re-listens; containerd: a real restart).
     pub async fn restart_runtime(&mut self) -> Result<()> {
         match &mut self.runtime {
@@ -784,6 +832,59 @@ impl TestNode {
     pub async fn claim(&self, name: &str) -> Result<ResourceClaim> {
         let api: Api<ResourceClaim> = Api::namespaced(self.api.client(), "default");
         Ok(api.get(name).await?)
+    }
+
+    /// Creates the Pod object `name` (namespace `default`) in the API server stand-in with
+    /// `annotations`, and returns its UID, which the API server assigns as the real one
+    /// does. Claims' `reservedFor` and the sandbox must name that UID for netclaim to write
+    /// the pod's network-status annotation; pods the harness runs without a Pod object
+    /// get none (the driver finds no pod and drops the write).
+    pub async fn create_pod_object(
+        &self,
+        name: &str,
+        annotations: serde_json::Value,
+    ) -> Result<String> {
+        let api: Api<Pod> = Api::namespaced(self.api.client(), "default");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {"nodeName": self.name, "containers": [{"name": "app", "image": "app"}]}
+        }))?;
+        let created = api.create(&PostParams::default(), &pod).await?;
+        created
+            .metadata
+            .uid
+            .ok_or_else(|| anyhow!("pod {name} was created without a uid"))
+    }
+
+    /// Polls the annotation `key` of pod `name` (namespace `default`) until `condition`
+    /// holds for its value (`None`: not set), and returns that value.
+    pub async fn wait_for_pod_annotation(
+        &self,
+        name: &str,
+        key: &str,
+        what: &str,
+        condition: impl Fn(Option<&str>) -> bool,
+    ) -> Result<Option<String>> {
+        let api: Api<Pod> = Api::namespaced(self.api.client(), "default");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let pod = api.get(name).await?;
+            let value = pod
+                .metadata
+                .annotations
+                .and_then(|mut annotations| annotations.remove(key));
+            if condition(value.as_deref()) {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting until {what}; {key} is {value:?}; driver log:\n{}",
+                    self.driver_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -850,6 +951,8 @@ impl Drop for TestNode {
 
 /// Helpers the node-level tests share: building claims and comparing what `ip -j` shows.
 pub mod checks {
+    use std::collections::BTreeMap;
+
     use serde_json::{Value, json};
 
     use super::{NicClaim, TestNode, TestPod};
@@ -895,6 +998,56 @@ pub mod checks {
         links.pop().unwrap()
     }
 
+    /// Every interface in the pod's netns but `lo`, by name: `{"ips": [...], "mac": ...}`
+    /// with the addresses (no prefix length; link-local ones left out, as network-status
+    /// lists none) sorted, from `ip -j addr`.
+    pub fn pod_interfaces(node: &TestNode, pod: &TestPod) -> BTreeMap<String, Value> {
+        let out = node.in_pod(pod, "ip", &["-j", "addr"]).unwrap();
+        let links: Vec<Value> = serde_json::from_str(&out).unwrap();
+        links
+            .iter()
+            .filter(|link| link["ifname"] != "lo")
+            .map(|link| {
+                let mut ips: Vec<String> = link["addr_info"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["scope"] != "link")
+                    .filter_map(|a| a["local"].as_str().map(str::to_owned))
+                    .collect();
+                ips.sort();
+                let mac = link["address"].as_str().unwrap_or("").to_lowercase();
+                let name = link["ifname"].as_str().unwrap_or("").to_owned();
+                (name, json!({"ips": ips, "mac": mac}))
+            })
+            .collect()
+    }
+
+    /// The entries of a `k8s.v1.cni.cncf.io/network-status` value whose network `name`
+    /// satisfies `select`, in the shape of [`pod_interfaces`], by interface name.
+    pub fn network_status_interfaces(
+        annotation: &str,
+        select: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, Value> {
+        let entries: Vec<Value> = serde_json::from_str(annotation).unwrap();
+        entries
+            .iter()
+            .filter(|entry| select(entry["name"].as_str().unwrap_or("")))
+            .map(|entry| {
+                let mut ips: Vec<String> = entry["ips"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|ip| ip.as_str().map(str::to_owned))
+                    .collect();
+                ips.sort();
+                let mac = entry["mac"].as_str().unwrap_or("").to_lowercase();
+                let name = entry["interface"].as_str().unwrap_or("").to_owned();
+                (name, json!({"ips": ips, "mac": mac}))
+            })
+            .collect()
+    }
+
     /// Whether `link` (from `ip -j addr`) carries `cidr`.
     pub fn has_addr(link: &Value, cidr: &str) -> bool {
         link["addr_info"]
@@ -903,4 +1056,18 @@ pub mod checks {
             .flatten()
             .any(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]) == cidr)
     }
+}
+
+/// A random RFC 4122 version-4 UID, as the API server and scheduler make them.
+fn random_uid() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex = hex::encode(bytes);
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }

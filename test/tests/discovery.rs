@@ -467,9 +467,15 @@ fn too_many_attributes_drop_the_lowest_priority_first() {
             "{name} dropped before lower-priority extras"
         );
     }
+    // Extras fill what the priority list leaves free (nothing, once it has 32 names).
     let extras = names::MAX_ATTRIBUTES_PER_DEVICE - ATTRIBUTE_PRIORITY.len();
-    assert!(kept.contains_key(&format!("extra{}", extras - 1)));
-    assert!(!kept.contains_key(&format!("extra{extras}")));
+    for i in 0..20 {
+        assert_eq!(
+            kept.contains_key(&format!("extra{i}")),
+            i < extras,
+            "extra{i}"
+        );
+    }
 }
 
 #[test]
@@ -767,4 +773,135 @@ async fn discovered_devices_reach_the_api_server() -> Result<()> {
     assert!(published_if_names(&server).await?.is_empty());
     server.shutdown().await;
     Ok(())
+}
+
+// ---- shared parent NICs -------------------------------------------------------------
+
+#[tokio::test]
+async fn shared_parents_are_published_with_consumable_capacity_the_api_accepts() -> Result<()> {
+    use netclaim::discovery::SharedNics;
+    let node = FakeNode::populated("disc-shared")?;
+    let config = DiscoveryConfig {
+        shared: Some(SharedNics {
+            filter: Arc::new(DeviceFilter::for_flag(
+                "--shared-filter",
+                r#"device.attributes["netclaim.dev"].ifName == "veth0""#,
+            )?),
+            children: 4,
+        }),
+        ..node.config()
+    };
+    let discovery = node.discovery(config)?;
+    let report = discovery.report().await?;
+    assert_eq!(
+        if_names(&report.devices),
+        set(OFFERED),
+        "sharing filters nothing out"
+    );
+
+    let parent = by_if_name(&report.devices, "veth0").unwrap();
+    assert_eq!(parent.allow_multiple_allocations, Some(true));
+    assert_eq!(
+        attr(&parent, names::SHARED).and_then(|a| a.bool),
+        Some(true)
+    );
+    let capacity = parent.capacity.as_ref().unwrap();
+    assert_eq!(capacity.len(), 1);
+    let children = &capacity[names::CHILDREN];
+    assert_eq!(children.value.0, "4");
+    let policy = children.request_policy.as_ref().unwrap();
+    assert_eq!(policy.default.as_ref().map(|q| q.0.as_str()), Some("1"));
+    let valid: Vec<&str> = policy
+        .valid_values
+        .iter()
+        .flatten()
+        .map(|q| q.0.as_str())
+        .collect();
+    assert_eq!(valid, vec!["1"]);
+    assert_eq!(
+        discovery
+            .inventory()
+            .host_device(&parent.name)
+            .unwrap()
+            .shared_children,
+        Some(4)
+    );
+    for device in report.devices.iter().filter(|d| d.name != parent.name) {
+        assert_eq!(device.allow_multiple_allocations, None, "{}", device.name);
+        assert_eq!(device.capacity, None, "{}", device.name);
+        assert!(attr(device, names::SHARED).is_none(), "{}", device.name);
+        assert_eq!(
+            discovery
+                .inventory()
+                .host_device(&device.name)
+                .unwrap()
+                .shared_children,
+            None
+        );
+    }
+
+    // The stand-in enforces the API's rules for consumable capacity: the slice goes in.
+    let server = ApiServer::start().await?;
+    let slices =
+        netclaim::discovery::slices::resource_slices("netclaim.dev", "node-a", 1, &report.devices);
+    for slice in slices {
+        Api::<ResourceSlice>::all(server.client())
+            .create(&PostParams::default(), &slice)
+            .await?;
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// The capacity takes one of the 32 places for attributes and capacities: a shared parent
+/// keeps every attribute it would have unshared (plus `shared`) while they fit, and when a
+/// list is full the lowest-priority attribute makes room, never `shared`.
+#[test]
+fn a_shared_parent_stays_within_32_attributes_and_capacities() {
+    let nic = NicRecord {
+        link: LinkRecord {
+            index: 2,
+            name: "ens1f0".into(),
+            mtu: 1500,
+            oper_state: "up".into(),
+            mac: Some("02:00:00:00:00:01".into()),
+            perm_mac: Some("02:00:00:00:00:02".into()),
+            alias: Some("uplink".into()),
+            carrier: Some(true),
+            ..LinkRecord::default()
+        },
+        sysfs: sysfs::read_nic(&fixtures(), "ens1f0"),
+    };
+    let unshared = attributes::build_device(&nic, Some("nvidia.com/sriov_rdma"), None);
+    let shared = attributes::build_device(&nic, Some("nvidia.com/sriov_rdma"), Some(8));
+    let mut expected = unshared.attributes.clone().unwrap();
+    expected.insert(
+        names::SHARED.to_owned(),
+        DeviceAttribute {
+            bool: Some(true),
+            ..Default::default()
+        },
+    );
+    assert_eq!(shared.attributes.as_ref(), Some(&expected));
+    assert_eq!(shared.capacity.as_ref().map(|c| c.len()), Some(1));
+
+    // A full list: every attribute there is, capacity included, is over the limit by one.
+    let full: attributes::AttributeList = ATTRIBUTE_PRIORITY
+        .iter()
+        .map(|n| {
+            (
+                (*n).to_owned(),
+                DeviceAttribute {
+                    bool: Some(true),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    assert_eq!(full.len(), names::MAX_ATTRIBUTES_PER_DEVICE);
+    let kept = attributes::apply_limits_within(full, names::MAX_ATTRIBUTES_PER_DEVICE - 1);
+    assert_eq!(kept.len(), names::MAX_ATTRIBUTES_PER_DEVICE - 1);
+    assert!(kept.contains_key(names::SHARED));
+    let lowest = ATTRIBUTE_PRIORITY.last().unwrap();
+    assert!(!kept.contains_key(*lowest), "{lowest} should make room");
 }

@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use netclaim_test::node::checks::{config, has_addr, host_view, nic, pod_link};
+use netclaim::cni::NETWORK_STATUS_ANNOTATION;
+use netclaim_test::node::checks::{
+    config, has_addr, host_view, network_status_interfaces, nic, pod_interfaces, pod_link,
+};
 use netclaim_test::node::{NodeOptions, TestNode};
 use serde_json::json;
 
@@ -371,4 +374,95 @@ async fn the_uplink_is_never_published() {
         .collect();
     assert!(!names.contains(&"uplink0".to_string()), "{names:?}");
     assert!(names.contains(&"eth2".to_string()), "{names:?}");
+}
+
+/// What the pod's network-status annotation holds before netclaim writes: the primary
+/// network's entry, which is not netclaim's and must survive every netclaim write.
+const PRIMARY_NETWORK_STATUS: &str = r#"[{"name":"cbr0","interface":"eth0","ips":["198.51.100.5"],"mac":"02:00:00:00:00:aa","default":true}]"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pods_network_status_annotation_lists_its_claimed_interfaces() {
+    let mut node = start(NodeOptions::default()).await;
+    let pod_uid = node
+        .create_pod_object(
+            "annotated",
+            json!({ NETWORK_STATUS_ANNOTATION: PRIMARY_NETWORK_STATUS }),
+        )
+        .await
+        .unwrap();
+    let first = config(json!({"name": "net1", "addresses": ["192.0.2.20/24", "2001:db8::20/64"]}));
+    let second = config(json!({"name": "net2", "addresses": ["203.0.113.20/24"]}));
+    let a = node
+        .allocate(
+            &[nic("status-a", "eth1", Some(first))],
+            "annotated",
+            &pod_uid,
+        )
+        .await
+        .unwrap();
+    let b = node
+        .allocate(
+            &[nic("status-b", "eth2", Some(second))],
+            "annotated",
+            &pod_uid,
+        )
+        .await
+        .unwrap();
+    let prepared = node.prepare(&[a.clone(), b.clone()]).await.unwrap();
+    assert!(
+        prepared.values().all(|o| o.error.is_empty()),
+        "{prepared:?}"
+    );
+
+    let pod = node.run_pod("annotated", &pod_uid).await.unwrap().unwrap();
+    let ours = |name: &str| name.starts_with("default/status-");
+    let written = node
+        .wait_for_pod_annotation(
+            "annotated",
+            NETWORK_STATUS_ANNOTATION,
+            "netclaim's entries are in the annotation",
+            |value| value.is_some_and(|v| network_status_interfaces(v, ours).len() == 2),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // Exactly the pod's interfaces, with the addresses and MACs the pod's netns shows.
+    assert_eq!(
+        network_status_interfaces(&written, ours),
+        pod_interfaces(&node, &pod),
+        "{written}"
+    );
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&written).unwrap();
+    let names: Vec<&str> = entries.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["cbr0", "default/status-a", "default/status-b"],
+        "{written}"
+    );
+    assert_eq!(
+        entries[0]["default"], true,
+        "the primary entry is kept as it was"
+    );
+    assert!(
+        entries[1..].iter().all(|e| e["default"] == false),
+        "{written}"
+    );
+
+    node.delete_pod(pod).await.unwrap();
+    let after = node
+        .wait_for_pod_annotation(
+            "annotated",
+            NETWORK_STATUS_ANNOTATION,
+            "netclaim's entries are gone after the pod stopped",
+            |value| value.is_some_and(|v| network_status_interfaces(v, ours).is_empty()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&after).unwrap(),
+        serde_json::from_str::<serde_json::Value>(PRIMARY_NETWORK_STATUS).unwrap()
+    );
+    let unprepared = node.unprepare(&[a, b]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
 }

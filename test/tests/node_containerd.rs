@@ -373,3 +373,122 @@ async fn nics_survive_driver_and_containerd_restarts_and_come_back() {
         "interfaces leaked or lost"
     );
 }
+
+/// CNI mode (issue 6): a macvlan child of `eth1` with a host-local lease kept in
+/// `leases`; the lease file exists exactly while ADD's result is live.
+fn leased_macvlan(name: &str, leases: &std::path::Path) -> NicClaim {
+    NicClaim {
+        name: name.into(),
+        request: "nic".into(),
+        if_name: "eth1".into(),
+        config: Some(json!({
+            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+            "interface": {"name": "net1"},
+            "cni": {
+                "cniVersion": "1.0.0", "name": "leasenet",
+                "plugins": [{"type": "macvlan", "mode": "bridge", "ipam": {
+                    "type": "host-local",
+                    "dataDir": leases.display().to_string(),
+                    "ranges": [[{"subnet": "192.0.2.0/24",
+                                 "rangeStart": "192.0.2.60", "rangeEnd": "192.0.2.60"}]]
+                }}]
+            }
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cni_mode_on_containerd_adds_next_to_eth0_and_deletes_across_restarts() {
+    let Some(mut node) = start("node_containerd::cni", 1).await else {
+        return;
+    };
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let leases = tempfile::tempdir().unwrap();
+    let lease = leases.path().join("leasenet").join("192.0.2.60");
+
+    // 1. ADD in RUN next to containerd's own eth0; a driver SIGKILL in between; DEL in STOP.
+    let pod_uid = uid(20);
+    let claim =
+        allocate_and_prepare(&node, leased_macvlan("cni", leases.path()), "cni", &pod_uid).await;
+    let pod = node.run_pod("cni", &pod_uid).await.unwrap().unwrap();
+    let net1 = pod_link(&node, &pod, "net1");
+    assert_eq!(net1["linkinfo"]["info_kind"], "macvlan", "{net1}");
+    assert!(has_addr(&net1, "192.0.2.60/24"), "{net1}");
+    assert!(pod_link(&node, &pod, "eth0").is_object());
+    assert!(lease.exists(), "ADD leased nothing");
+    let status = claim_device_status(&node, "cni").await;
+    let data = status.network_data.expect("no networkData");
+    assert_eq!(data.interface_name.as_deref(), Some("net1"));
+    assert_eq!(
+        data.ips.unwrap_or_default(),
+        vec!["192.0.2.60/24".to_owned()]
+    );
+    node.kill_driver().unwrap();
+    node.start_driver().await.unwrap();
+    assert!(has_addr(&pod_link(&node, &pod, "net1"), "192.0.2.60/24"));
+    node.delete_pod(pod).await.unwrap();
+    assert!(!lease.exists(), "DEL did not run at STOP");
+    assert!(node.node_link("eth1").is_ok(), "the parent left the node");
+    unprepare_cleanly(&node, claim).await;
+    assert_eq!(claims_in_checkpoint(&node), json!({}));
+
+    // 2. containerd restarts while the pod runs; it sends no STOP for that pod later
+    // (1.7.24), so the DEL comes from the kubelet's unprepare.
+    let pod_uid = uid(21);
+    let claim = allocate_and_prepare(
+        &node,
+        leased_macvlan("cni2", leases.path()),
+        "cni2",
+        &pod_uid,
+    )
+    .await;
+    let pod = node.run_pod("cni2", &pod_uid).await.unwrap().unwrap();
+    let registrations = node.nri_registrations();
+    node.restart_runtime().await.unwrap();
+    node.wait_until("the plugin re-registered with containerd", || {
+        node.nri_registrations() > registrations
+    })
+    .await
+    .unwrap();
+    assert!(has_addr(&pod_link(&node, &pod, "net1"), "192.0.2.60/24"));
+    node.delete_pod(pod).await.unwrap();
+    assert!(
+        lease.exists(),
+        "the driver heard of the pod's end after all"
+    );
+    unprepare_cleanly(&node, claim).await;
+    assert!(!lease.exists(), "unprepare did not run DEL");
+    assert_eq!(claims_in_checkpoint(&node), json!({}));
+    assert!(node.node_link("eth1").is_ok(), "the parent left the node");
+
+    // 3. The second plugin of the chain fails after the first leased an address: the CRI
+    // error carries the plugin's message, and the chain is undone (the lease released).
+    let pod_uid = uid(22);
+    let mut failing = leased_macvlan("cni3", leases.path());
+    if let Some(plugins) = failing
+        .config
+        .as_mut()
+        .and_then(|c| c["cni"]["plugins"].as_array_mut())
+    {
+        plugins.push(json!({"type": "tuning", "sysctl": {"net.ipv4.conf.net1.no_such_knob": "1"}}));
+    }
+    let claim = allocate_and_prepare(&node, failing, "cni3", &pod_uid).await;
+    let error = node.run_pod("cni3", &pod_uid).await.unwrap().unwrap_err();
+    assert!(error.contains("RunPodSandbox"), "not a CRI error: {error}");
+    assert!(
+        error.contains("claim default/cni3"),
+        "the claim is not named: {error}"
+    );
+    assert!(
+        error.contains("no_such_knob"),
+        "the plugin's message is missing: {error}"
+    );
+    assert!(!lease.exists(), "the failed chain kept its lease");
+    unprepare_cleanly(&node, claim).await;
+    assert_eq!(claims_in_checkpoint(&node), json!({}));
+    let leftover = node.runtime_pods().await.unwrap();
+    assert!(
+        leftover.is_empty(),
+        "failed sandboxes left in containerd: {leftover:?}"
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::resource::v1::ResourceClaim;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kubeletplugin::{ClaimRef, DraDriver, Plugin};
 use netclaim::checkpoint::{Checkpoint, Recovery};
 use netclaim::prepare::{Detacher, HostDevices, HostNic, NetclaimDriver};
@@ -40,10 +40,27 @@ impl FakeHost {
                     if_index: 10 + index as u32,
                     kind: "veth".into(),
                     mtu_max: *mtu_max,
+                    pci_address: None,
+                    shared_children: None,
                 },
             );
         }
         Arc::new(host)
+    }
+
+    /// Adds `device` (a PCI NIC) as a shared parent with `children` children.
+    fn add_shared(&self, device: &str, pci: &str, children: u32) {
+        self.0.lock().unwrap().insert(
+            device.to_string(),
+            HostNic {
+                if_name: device.to_string(),
+                if_index: 40,
+                kind: String::new(),
+                mtu_max: None,
+                pci_address: Some(pci.to_string()),
+                shared_children: Some(children),
+            },
+        );
     }
 
     fn remove(&self, device: &str) {
@@ -186,7 +203,10 @@ fn claim_ref(claim: &ResourceClaim) -> ClaimRef {
     }
 }
 
-async fn prepare_one(driver: &Driver, claim: &ResourceClaim) -> kubeletplugin::PrepareResult {
+async fn prepare_one(
+    driver: &impl DraDriver,
+    claim: &ResourceClaim,
+) -> kubeletplugin::PrepareResult {
     let mut results = driver.prepare(vec![claim.clone()]).await;
     assert_eq!(results.len(), 1);
     results.remove(&uid(claim)).unwrap()
@@ -203,6 +223,7 @@ fn attachment() -> Attachment {
         },
         pod_if_name: "net1".into(),
         phase: AttachPhase::Attached,
+        pod: None,
     }
 }
 
@@ -602,6 +623,7 @@ fn ready_report(claim: &ResourceClaim, interface: &str) -> ClaimReport {
                 ],
                 hardware_address: Some("02:00:00:00:00:01".into()),
             }),
+            cni_result: None,
         }],
     }
 }
@@ -791,4 +813,517 @@ async fn prepare_and_unprepare_through_the_kubelet_plugin() {
     assert!(errors.values().all(String::is_empty), "{errors:?}");
     assert!(s.checkpoint.load().unwrap().claims.is_empty());
     plugin.shutdown().await.unwrap();
+}
+
+// ---- CNI mode: NetworkAttachmentDefinition references ----------------------------------
+
+/// The driver of `s`, reading NetworkAttachmentDefinitions from the stand-in API.
+fn nad_driver(s: &Setup) -> NetclaimDriver<Arc<FakeHost>, Arc<FakeDetacher>, kube::Client> {
+    NetclaimDriver::new(s.checkpoint.clone(), s.host.clone(), s.detacher.clone())
+        .with_network_attachments(s.server.client())
+}
+
+fn nad_api(s: &Setup, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
+        "network-attachment-definitions",
+    );
+    Api::namespaced_with(s.server.client(), namespace, &resource)
+}
+
+/// Creates NAD `namespace/name` whose `spec.config` is `config`.
+async fn create_nad(s: &Setup, namespace: &str, name: &str, config: &str) {
+    let nad: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"config": config},
+    }))
+    .unwrap();
+    nad_api(s, namespace)
+        .create(&PostParams::default(), &nad)
+        .await
+        .unwrap();
+}
+
+/// A claim config referencing a NAD (`namespace` omitted when `None`).
+fn nad_config(namespace: Option<&str>, name: &str) -> Value {
+    let mut reference = json!({"name": name});
+    if let Some(namespace) = namespace {
+        reference["namespace"] = json!(namespace);
+    }
+    opaque(
+        "FromClaim",
+        &["nic"],
+        "netclaim.dev",
+        json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+               "interface": {"name": "net1"},
+               "cni": {"networkAttachmentDefinition": reference}}),
+    )
+}
+
+const MACVLAN_CONFLIST: &str = r#"{"cniVersion": "1.0.0", "name": "macnet-conf", "plugins": [
+    {"type": "macvlan", "mode": "bridge", "master": "placeholder",
+     "ipam": {"type": "static", "addresses": [{"address": "192.0.2.60/24"}]}},
+    {"type": "tuning", "mtu": 1400}]}"#;
+
+#[tokio::test]
+async fn a_network_attachment_definition_is_resolved_at_prepare_and_stored_with_the_device() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    create_nad(&s, NS, "macnet", MACVLAN_CONFLIST).await;
+    // The namespace defaults to the claim's: "default/macnet".
+    let claim = allocated_claim(
+        &s.claims,
+        "nad-a",
+        &[("nic", "eth1")],
+        vec![nad_config(None, "macnet")],
+        &["pod-1"],
+    )
+    .await;
+    let devices = prepare_one(&driver, &claim).await.unwrap();
+    assert_eq!(devices[0].device_name, "eth1");
+    let nic = s.checkpoint.load().unwrap().claims[&uid(&claim)].nics[0].clone();
+    let list = nic.cni.clone().unwrap();
+    assert_eq!(
+        list["name"], "macnet-conf",
+        "the CNI cache needs the list's own name"
+    );
+    assert_eq!(list["cniVersion"], "1.0.0");
+    assert_eq!(list["plugins"][0]["type"], "macvlan");
+    assert_eq!(
+        list["plugins"][0]["master"], "eth1",
+        "device not substituted: {list}"
+    );
+    assert_eq!(
+        list["plugins"][0]["ipam"]["addresses"][0]["address"],
+        "192.0.2.60/24"
+    );
+    assert_eq!(list["plugins"][1], json!({"type": "tuning", "mtu": 1400}));
+    assert_eq!(
+        nic.network_attachment_definition.as_deref(),
+        Some("default/macnet")
+    );
+    assert_eq!(nic.config.name.as_deref(), Some("net1"));
+
+    // The stored list is what runs: editing the NAD does not change a prepared claim.
+    let mut nad = nad_api(&s, NS).get("macnet").await.unwrap();
+    nad.data["spec"]["config"] =
+        json!(r#"{"cniVersion": "1.0.0", "name": "other", "type": "ipvlan"}"#);
+    nad_api(&s, NS)
+        .replace("macnet", &PostParams::default(), &nad)
+        .await
+        .unwrap();
+    assert_eq!(prepare_one(&driver, &claim).await.unwrap(), devices);
+    let again = s.checkpoint.load().unwrap().claims[&uid(&claim)].nics[0].clone();
+    assert_eq!(again, nic);
+    assert_eq!(s.checkpoint.save_count(), 1);
+}
+
+#[tokio::test]
+async fn a_single_plugin_nad_of_another_namespace_runs_as_a_one_plugin_list() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    let single = r#"{"cniVersion": "0.4.0", "name": "ipnet", "type": "ipvlan",
+                     "ipam": {"type": "static", "addresses": [{"address": "198.51.100.7/24"}]}}"#;
+    create_nad(&s, "team-a", "ipnet", single).await;
+    let claim = allocated_claim(
+        &s.claims,
+        "nad-b",
+        &[("nic", "eth2")],
+        vec![nad_config(Some("team-a"), "ipnet")],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&driver, &claim).await.unwrap();
+    let nic = s.checkpoint.load().unwrap().claims[&uid(&claim)].nics[0].clone();
+    let list = nic.cni.unwrap();
+    assert_eq!(list["name"], "ipnet");
+    assert_eq!(list["plugins"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["plugins"][0]["type"], "ipvlan");
+    assert_eq!(list["plugins"][0]["master"], "eth2");
+    assert!(list["plugins"][0].get("name").is_none(), "{list}");
+    assert_eq!(
+        nic.network_attachment_definition.as_deref(),
+        Some("team-a/ipnet")
+    );
+
+    // Without a namespace the reference means the claim's namespace, where there is none.
+    let elsewhere = allocated_claim(
+        &s.claims,
+        "nad-c",
+        &[("nic", "eth3")],
+        vec![nad_config(None, "ipnet")],
+        &["pod-2"],
+    )
+    .await;
+    let error = prepare_one(&driver, &elsewhere)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cni.networkAttachmentDefinition: default/ipnet: not found"),
+        "{error}"
+    );
+}
+
+/// Every unusable reference fails its claim with an error naming the claim, the config,
+/// the reference and (for a bad `spec.config`) the field, and stores nothing.
+#[tokio::test]
+async fn bad_network_attachment_definitions_fail_the_claim_naming_the_field() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    let cases: Vec<(&str, Option<&str>, &str)> = vec![
+        ("missing", None, "not found"),
+        (
+            "bad-json",
+            Some(r#"{"cniVersion": "1.0.0", "#),
+            "spec.config: not valid JSON: ",
+        ),
+        (
+            "traversal",
+            Some(r#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "../x"}]}"#),
+            "spec.config: plugins[0].type: \"../x\" contains a path separator",
+        ),
+        (
+            "no-plugins",
+            Some(r#"{"cniVersion": "1.0.0", "name": "n"}"#),
+            "spec.config: plugins: ",
+        ),
+        (
+            "no-type",
+            Some(r#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"mode": "bridge"}]}"#),
+            "spec.config: plugins[0].type: every plugin needs a type",
+        ),
+        (
+            "reserved",
+            Some(r#"{"cniVersion": "1.0.0", "name": "n", "type": "macvlan", "prevResult": {}}"#),
+            "spec.config: plugins[0].prevResult: ",
+        ),
+        (
+            "empty",
+            Some(""),
+            "spec.config is empty (netclaim does not read CNI config files from the node",
+        ),
+    ];
+    for (index, (nad, config, expected)) in cases.into_iter().enumerate() {
+        if let Some(config) = config {
+            create_nad(&s, NS, nad, config).await;
+        }
+        let name = format!("bad-nad-{index}");
+        let claim = allocated_claim(
+            &s.claims,
+            &name,
+            &[("nic", "eth1")],
+            vec![nad_config(None, nad)],
+            &["pod-1"],
+        )
+        .await;
+        let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+        let prefix = format!(
+            "claim default/{name}: claim config[0] (requests [nic]): \
+             cni.networkAttachmentDefinition: default/{nad}: {expected}"
+        );
+        assert!(
+            error.starts_with(&prefix),
+            "{nad}: {error}\nwanted {prefix}"
+        );
+    }
+    assert!(s.checkpoint.load().unwrap().claims.is_empty());
+    assert_eq!(s.checkpoint.save_count(), 0);
+}
+
+#[tokio::test]
+async fn api_errors_reading_a_nad_fail_the_claim_and_a_retry_succeeds() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    create_nad(&s, NS, "macnet", MACVLAN_CONFLIST).await;
+    let claim = allocated_claim(
+        &s.claims,
+        "nad-rbac",
+        &[("nic", "eth1")],
+        vec![nad_config(None, "macnet")],
+        &["pod-1"],
+    )
+    .await;
+    s.server
+        .faults()
+        .fail_next("GET", "network-attachment-definitions", 1, 403);
+    let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+    assert!(
+        error.contains("cni.networkAttachmentDefinition: default/macnet: forbidden")
+            && error.contains("RBAC"),
+        "{error}"
+    );
+    assert!(s.checkpoint.load().unwrap().claims.is_empty());
+    s.server
+        .faults()
+        .fail_next("GET", "network-attachment-definitions", 1, 500);
+    let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+    assert!(
+        error.contains("default/macnet: reading it from the API failed"),
+        "{error}"
+    );
+    // The kubelet retries prepare; once the API answers, the claim is prepared.
+    prepare_one(&driver, &claim).await.unwrap();
+    assert_eq!(s.checkpoint.load().unwrap().claims.len(), 1);
+
+    // A driver built without API access refuses references clearly.
+    let other = allocated_claim(
+        &s.claims,
+        "nad-no-client",
+        &[("nic", "eth2")],
+        vec![nad_config(None, "macnet")],
+        &["pod-2"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("has no Kubernetes API client"), "{error}");
+}
+
+// ---- shared parent NICs (DRA consumable capacity) ------------------------------------
+
+/// A CNI-mode config: a macvlan child named `ifname` on the allocated device.
+fn macvlan_config(requests: &[&str], ifname: &str) -> Value {
+    opaque(
+        "FromClaim",
+        requests,
+        "netclaim.dev",
+        json!({
+            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+            "interface": {"name": ifname},
+            "cni": {"cniVersion": "1.0.0", "name": "macnet",
+                    "plugins": [{"type": "macvlan", "mode": "bridge"}]}
+        }),
+    )
+}
+
+/// Claim `name` allocated like the scheduler allocates a device that allows multiple
+/// allocations: each (request, device, share id) result with its own share id and one
+/// child consumed.
+async fn allocated_shared_claim(
+    claims: &Api<ResourceClaim>,
+    name: &str,
+    results: &[(&str, &str, &str)],
+    configs: Vec<Value>,
+    pod: &str,
+) -> ResourceClaim {
+    let mut requests: Vec<&str> = results.iter().map(|(request, _, _)| *request).collect();
+    requests.dedup();
+    let requests: Vec<Value> = requests
+        .iter()
+        .map(|request| {
+            json!({"name": request, "exactly": {"deviceClassName": "netclaim-shared",
+                   "capacity": {"requests": {"netclaim.dev/children": "1"}}}})
+        })
+        .collect();
+    let claim: ResourceClaim = serde_json::from_value(json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"devices": {"requests": requests}},
+    }))
+    .unwrap();
+    let mut created = claims.create(&PostParams::default(), &claim).await.unwrap();
+    let results: Vec<Value> = results
+        .iter()
+        .map(|(request, device, share)| {
+            json!({"request": request, "driver": "netclaim.dev", "pool": "node-a",
+                   "device": device, "shareID": share,
+                   "consumedCapacity": {"netclaim.dev/children": "1"}})
+        })
+        .collect();
+    created.status = Some(
+        serde_json::from_value(json!({
+            "allocation": {"devices": {"results": results, "config": configs}},
+            "reservedFor": [{"resource": "pods", "name": format!("pod-{pod}"), "uid": pod}],
+        }))
+        .unwrap(),
+    );
+    claims
+        .replace_status(name, &PostParams::default(), &created)
+        .await
+        .unwrap()
+}
+
+fn share(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+#[tokio::test]
+async fn a_shared_parent_refuses_claims_that_would_move_it() {
+    let s = setup().await;
+    s.host.add_shared("eth4", "0000:03:00.0", 2);
+    let static_claim = allocated_shared_claim(
+        &s.claims,
+        "static",
+        &[("nic", "eth4", &share(1))],
+        vec![config("FromClaim", &[], json!({"name": "net1"}))],
+        "pod-1",
+    )
+    .await;
+    let error = prepare_one(&s.driver, &static_claim)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("claim default/static: device eth4 (pool node-a, request nic)"),
+        "{error}"
+    );
+    assert!(error.contains("shared parent"), "{error}");
+    assert!(error.contains("cni"), "{error}");
+    assert!(s.checkpoint.load().unwrap().claims.is_empty());
+}
+
+#[tokio::test]
+async fn a_shared_parent_takes_as_many_cni_children_as_its_capacity() {
+    let s = setup().await;
+    s.host.add_shared("eth4", "0000:03:00.0", 2);
+    let mut claims = Vec::new();
+    for n in 1..=3u32 {
+        claims.push(
+            allocated_shared_claim(
+                &s.claims,
+                &format!("child-{n}"),
+                &[("nic", "eth4", &share(n))],
+                vec![macvlan_config(&[], "net1")],
+                &format!("pod-{n}"),
+            )
+            .await,
+        );
+    }
+    for claim in &claims[..2] {
+        let devices = prepare_one(&s.driver, claim).await.unwrap();
+        assert_eq!(
+            devices[0].share_id,
+            claim_share(claim),
+            "the share id goes back"
+        );
+    }
+    // The PCI address reaches the plugin as deviceID (SR-IOV style plugins read it).
+    let stored = s.checkpoint.load().unwrap();
+    let cni = stored.claims[&uid(&claims[0])].nics[0].cni.clone().unwrap();
+    assert_eq!(cni["plugins"][0]["master"], "eth4", "{cni}");
+    assert_eq!(cni["plugins"][0]["deviceID"], "0000:03:00.0", "{cni}");
+
+    let error = prepare_one(&s.driver, &claims[2])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("claim default/child-3: device eth4 (pool node-a): over capacity"),
+        "{error}"
+    );
+    assert!(error.contains("netclaim.dev/children"), "{error}");
+    assert!(error.contains("room for 2"), "{error}");
+    assert!(
+        error.contains("default/child-1") && error.contains("default/child-2"),
+        "{error}"
+    );
+    assert!(
+        !s.checkpoint
+            .load()
+            .unwrap()
+            .claims
+            .contains_key(&uid(&claims[2]))
+    );
+
+    // One child goes: the retry fits.
+    let results = s.driver.unprepare(vec![claim_ref(&claims[0])]).await;
+    assert!(results[&uid(&claims[0])].is_ok(), "{results:?}");
+    prepare_one(&s.driver, &claims[2]).await.unwrap();
+    assert_eq!(s.checkpoint.load().unwrap().claims.len(), 2);
+}
+
+fn claim_share(claim: &ResourceClaim) -> Option<String> {
+    claim
+        .status
+        .as_ref()?
+        .allocation
+        .as_ref()?
+        .devices
+        .as_ref()?
+        .results
+        .as_ref()?[0]
+        .share_id
+        .clone()
+}
+
+#[tokio::test]
+async fn one_claim_may_hold_a_shared_parent_twice_under_two_share_ids() {
+    let s = setup().await;
+    s.host.add_shared("eth4", "0000:03:00.0", 4);
+    let claim = allocated_shared_claim(
+        &s.claims,
+        "twice",
+        &[("a", "eth4", &share(1)), ("b", "eth4", &share(2))],
+        vec![
+            macvlan_config(&["a"], "net1"),
+            macvlan_config(&["b"], "net2"),
+        ],
+        "pod-1",
+    )
+    .await;
+    let devices = prepare_one(&s.driver, &claim).await.unwrap();
+    let shares: Vec<Option<String>> = devices.iter().map(|d| d.share_id.clone()).collect();
+    assert_eq!(shares, vec![Some(share(1)), Some(share(2))]);
+
+    // Each allocation has its own attachment record.
+    let prepared = s.driver.prepared();
+    prepared
+        .set_nic_attachment(&uid(&claim), "eth4", Some(&share(2)), Some(attachment()))
+        .unwrap();
+    let nics = s.checkpoint.load().unwrap().claims[&uid(&claim)]
+        .nics
+        .clone();
+    let attached: Vec<(Option<String>, bool)> = nics
+        .iter()
+        .map(|n| (n.share_id.clone(), n.attachment.is_some()))
+        .collect();
+    assert_eq!(
+        attached,
+        vec![(Some(share(1)), false), (Some(share(2)), true)]
+    );
+    // Without a share id the device is ambiguous.
+    let error = s
+        .driver
+        .set_attachment(&uid(&claim), "eth4", None)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("more than once"), "{error}");
+
+    // One name for both children is refused, and so is one share id twice.
+    let same_name = allocated_shared_claim(
+        &s.claims,
+        "same-name",
+        &[("a", "eth4", &share(3)), ("b", "eth4", &share(4))],
+        vec![macvlan_config(&[], "net1")],
+        "pod-2",
+    )
+    .await;
+    let error = prepare_one(&s.driver, &same_name)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("both want interface.name \"net1\""),
+        "{error}"
+    );
+    let same_share = allocated_shared_claim(
+        &s.claims,
+        "same-share",
+        &[("a", "eth4", &share(5)), ("b", "eth4", &share(5))],
+        vec![
+            macvlan_config(&["a"], "net1"),
+            macvlan_config(&["b"], "net2"),
+        ],
+        "pod-3",
+    )
+    .await;
+    let error = prepare_one(&s.driver, &same_share)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("allocated twice to this claim"), "{error}");
 }

@@ -6,13 +6,21 @@
 //!   short name (the domain is implied).
 //! - String values are at most 64 bytes: longer ones are cut on a character boundary. The
 //!   `ipv4`/`ipv6` lists are cut at the last whole address that fits, never mid-address.
-//! - At most 32 attributes: when a device would have more, the lowest-priority ones are
-//!   dropped first, in the reverse of the order of [`ATTRIBUTE_PRIORITY`].
+//! - At most 32 attributes and capacities together: when a device would have more, the
+//!   lowest-priority attributes are dropped first, in the reverse of the order of
+//!   [`ATTRIBUTE_PRIORITY`] (a shared parent's capacity takes one of the 32 places).
+//! - A shared parent NIC ([`build_device`] with `shared_children`) has
+//!   `allowMultipleAllocations: true`, the `shared` attribute and the capacity
+//!   [`CHILDREN`] with a request policy the API accepts (default `1`, `validValues: [1]`):
+//!   every allocation consumes exactly one child.
 
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use k8s_openapi::api::resource::v1::{Device, DeviceAttribute};
+use k8s_openapi::api::resource::v1::{
+    CapacityRequestPolicy, Device, DeviceAttribute, DeviceCapacity,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::names::{self, *};
 use super::scan::LinkRecord;
@@ -23,6 +31,7 @@ use super::sysfs::SysfsNic;
 pub const ATTRIBUTE_PRIORITY: &[&str] = &[
     IF_NAME,
     TYPE,
+    SHARED,
     VIRTUAL,
     PCI_ADDRESS,
     PCIE_ROOT,
@@ -74,13 +83,69 @@ impl NicRecord {
 pub type AttributeList = Vec<(String, DeviceAttribute)>;
 
 /// Builds the device for `nic`. `multus_resource_name` adds the Multus interop attributes
-/// (resource name, and the PCI address as `deviceID` when there is one).
-pub fn build_device(nic: &NicRecord, multus_resource_name: Option<&str>) -> Device {
+/// (resource name, and the PCI address as `deviceID` when there is one). With
+/// `shared_children`, the device is a shared parent NIC with that many children (see the
+/// [module docs](self)).
+pub fn build_device(
+    nic: &NicRecord,
+    multus_resource_name: Option<&str>,
+    shared_children: Option<u32>,
+) -> Device {
+    let mut list = attribute_list(nic, multus_resource_name);
+    let Some(children) = shared_children else {
+        return Device {
+            name: nic.device_name(),
+            attributes: Some(apply_limits(list)),
+            ..Device::default()
+        };
+    };
+    list.push((
+        SHARED.to_owned(),
+        DeviceAttribute {
+            bool: Some(true),
+            ..DeviceAttribute::default()
+        },
+    ));
+    sort_by_priority(&mut list);
+    let capacity = BTreeMap::from([(CHILDREN.to_owned(), children_capacity(children))]);
     Device {
         name: nic.device_name(),
-        attributes: Some(apply_limits(attribute_list(nic, multus_resource_name))),
+        attributes: Some(apply_limits_within(
+            list,
+            MAX_ATTRIBUTES_PER_DEVICE - capacity.len(),
+        )),
+        allow_multiple_allocations: Some(true),
+        capacity: Some(capacity),
         ..Device::default()
     }
+}
+
+/// The [`CHILDREN`] capacity of a shared parent: `children` in all, one per allocation.
+///
+/// The API's rules for a request policy (resource.k8s.io/v1 validation): `default` is
+/// required with `validValues`, must be one of them, and each value must not exceed the
+/// capacity's `value`; `validValues` sorted, unique, at most 10. `["1"]` with default `1`
+/// satisfies them for every `children >= 1`.
+pub fn children_capacity(children: u32) -> DeviceCapacity {
+    DeviceCapacity {
+        value: Quantity(children.to_string()),
+        request_policy: Some(CapacityRequestPolicy {
+            default: Some(Quantity("1".to_owned())),
+            valid_values: Some(vec![Quantity("1".to_owned())]),
+            valid_range: None,
+        }),
+    }
+}
+
+/// Orders `list` as [`ATTRIBUTE_PRIORITY`] (stable; names not in it go last).
+fn sort_by_priority(list: &mut AttributeList) {
+    let rank = |name: &str| {
+        ATTRIBUTE_PRIORITY
+            .iter()
+            .position(|p| *p == name)
+            .unwrap_or(ATTRIBUTE_PRIORITY.len())
+    };
+    list.sort_by_key(|(name, _)| rank(name));
 }
 
 /// The attributes of `nic` in [`ATTRIBUTE_PRIORITY`] order, values not yet limited.
@@ -157,14 +222,20 @@ pub fn attribute_list(nic: &NicRecord, multus_resource_name: Option<&str>) -> At
 /// Applies the API's limits: drops invalid names (logged), cuts string values to 64 bytes
 /// and keeps the first 32 attributes of the list (the list is in priority order).
 pub fn apply_limits(list: AttributeList) -> BTreeMap<String, DeviceAttribute> {
+    apply_limits_within(list, MAX_ATTRIBUTES_PER_DEVICE)
+}
+
+/// [`apply_limits`] keeping at most `max` attributes: the 32 places are shared with the
+/// device's capacities, so a device with capacities has fewer for attributes.
+pub fn apply_limits_within(list: AttributeList, max: usize) -> BTreeMap<String, DeviceAttribute> {
     let mut published = BTreeMap::new();
     for (name, mut value) in list {
         if !names::is_qualified_name(&name) {
             tracing::warn!(attribute = %name, "not a valid attribute name; not published");
             continue;
         }
-        if published.len() == MAX_ATTRIBUTES_PER_DEVICE {
-            tracing::debug!(attribute = %name, "over the 32-attribute limit; dropped");
+        if published.len() >= max {
+            tracing::debug!(attribute = %name, "over the 32 attributes and capacities limit; dropped");
             continue;
         }
         if let Some(s) = value.string.as_mut() {

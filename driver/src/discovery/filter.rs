@@ -1,6 +1,7 @@
-//! The admin's device filter: a CEL expression evaluated over the same `device` variable a
-//! DeviceClass selector sees (`device.driver`, `device.attributes[domain].name`,
-//! `device.capacity[domain].name`).
+//! The admin's device filters (`--filter`, `--shared-filter`): CEL expressions evaluated
+//! over the same `device` variable a DeviceClass selector sees (`device.driver`,
+//! `device.attributes[domain].name`, `device.capacity[domain].name`,
+//! `device.allowMultipleAllocations`).
 //!
 //! # Errors
 //! An expression that does not parse, or that names a variable other than `device`, is
@@ -18,7 +19,7 @@ use k8s_openapi::api::resource::v1::{Device, DeviceAttribute};
 
 use super::names::DRIVER_DOMAIN;
 
-/// A compiled `--filter` expression.
+/// A compiled `--filter` (or `--shared-filter`) expression.
 pub struct DeviceFilter {
     source: String,
     program: Program,
@@ -57,11 +58,17 @@ impl fmt::Display for Rejection {
 }
 
 impl DeviceFilter {
-    /// Compiles `source`; fails with a message naming the flag and the problem.
+    /// Compiles `source` given as `--filter`; fails with a message naming the flag and the
+    /// problem.
     pub fn new(source: &str) -> Result<Self> {
+        Self::for_flag("--filter", source)
+    }
+
+    /// Compiles `source` given as the command-line flag `flag` (named in errors).
+    pub fn for_flag(flag: &str, source: &str) -> Result<Self> {
         let program = match Program::compile(source) {
             Ok(program) => program,
-            Err(errors) => bail!("invalid --filter expression {source:?}: {errors}"),
+            Err(errors) => bail!("invalid {flag} expression {source:?}: {errors}"),
         };
         let filter = Self {
             source: source.to_owned(),
@@ -78,7 +85,7 @@ impl DeviceFilter {
             filter.evaluate(DRIVER_DOMAIN, &probe)
         {
             bail!(
-                "invalid --filter expression {source:?}: unknown name {name:?} (only `device` is defined)"
+                "invalid {flag} expression {source:?}: unknown name {name:?} (only `device` is defined)"
             );
         }
         Ok(filter)
@@ -106,7 +113,9 @@ impl DeviceFilter {
     }
 }
 
-/// The `device` variable: `{driver, attributes: {domain: {id: value}}, capacity: {}}`.
+/// The `device` variable: `{driver, attributes: {domain: {id: value}}, capacity: {},
+/// allowMultipleAllocations}` (capacities are not offered: this evaluator has no quantity
+/// type).
 ///
 /// Short attribute names belong to the driver's own domain, as in Kubernetes.
 pub fn device_value(driver: &str, device: &Device) -> Value {
@@ -130,6 +139,10 @@ pub fn device_value(driver: &str, device: &Device) -> Value {
     root.insert(
         "capacity".into(),
         Value::from(HashMap::<String, Value>::new()),
+    );
+    root.insert(
+        "allowMultipleAllocations".into(),
+        Value::Bool(device.allow_multiple_allocations.unwrap_or(false)),
     );
     Value::from(root)
 }

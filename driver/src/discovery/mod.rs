@@ -15,6 +15,9 @@
 //!   across renames and restarts), otherwise from the interface name.
 //! - Every published device satisfies the API's limits (see [`attributes`]).
 //! - The published list is sorted by device name and has no duplicate names.
+//! - Shared parent NICs (published devices the `--shared-filter` selects, see
+//!   [`SharedNics`]) have `allowMultipleAllocations: true`, the `shared` attribute and the
+//!   `netclaim.dev/children` capacity; [`HostNic::shared_children`] tells prepare so.
 
 pub mod attributes;
 pub mod exclude;
@@ -52,6 +55,9 @@ pub struct DiscoveryConfig {
     pub filter: Option<Arc<DeviceFilter>>,
     /// With a name, the Multus interop attributes are published.
     pub multus_resource_name: Option<String>,
+    /// Which published NICs are shared parents, and how many children each may have;
+    /// `None`: no NIC is shared.
+    pub shared: Option<SharedNics>,
     /// Quiet time that ends a burst of netlink events before the devices are rebuilt.
     pub debounce: Duration,
     /// Full rebuild interval when no events arrive (a safety net for lost events).
@@ -65,10 +71,24 @@ impl Default for DiscoveryConfig {
             sysfs_root: PathBuf::from("/sys"),
             filter: None,
             multus_resource_name: None,
+            shared: None,
             debounce: Duration::from_millis(15),
             resync: Duration::from_secs(300),
         }
     }
+}
+
+/// Shared parent NICs: the published devices `filter` selects are offered to many claims
+/// at once (DRA consumable capacity), each allocation a CNI child (macvlan, ipvlan) of the
+/// NIC, at most `children` at a time.
+#[derive(Clone, Debug)]
+pub struct SharedNics {
+    /// Selects the shared parents among the published devices (`--shared-filter`; same
+    /// `device` variable as `--filter`, evaluated on the device as it would be published
+    /// unshared). A device on which it fails is published unshared.
+    pub filter: Arc<DeviceFilter>,
+    /// How many children each shared parent may have (`--shared-children`), at least 1.
+    pub children: u32,
 }
 
 /// A published device's current host interface, for the prepare and attach code.
@@ -86,10 +106,13 @@ pub struct HostNic {
     pub pci_address: Option<String>,
     /// Current MAC address.
     pub mac: Option<String>,
+    /// For a shared parent NIC: how many CNI children it may have at once (its published
+    /// `netclaim.dev/children` capacity). `None`: the device is allocated to one claim.
+    pub shared_children: Option<u32>,
 }
 
 impl HostNic {
-    fn of(device_name: &str, nic: &NicRecord) -> Self {
+    fn of(device_name: &str, nic: &NicRecord, published: Option<&Device>) -> Self {
         Self {
             device_name: device_name.to_owned(),
             if_name: nic.link.name.clone(),
@@ -97,8 +120,18 @@ impl HostNic {
             kind: nic.link.kind.clone(),
             pci_address: nic.sysfs.pci_address.clone(),
             mac: nic.link.mac.clone(),
+            shared_children: published.and_then(shared_children),
         }
     }
+}
+
+/// The number of children of a device published as a shared parent, else `None`.
+pub fn shared_children(device: &Device) -> Option<u32> {
+    if device.allow_multiple_allocations != Some(true) {
+        return None;
+    }
+    let capacity = device.capacity.as_ref()?.get(names::CHILDREN)?;
+    capacity.value.0.parse().ok()
 }
 
 /// What one discovery pass found, including what it left out and why.
@@ -163,7 +196,8 @@ pub fn build_report(
     let mut by_name = BTreeMap::new();
     let shared_pci = shared_pci_addresses(&nics);
     for nic in nics {
-        let mut device = attributes::build_device(&nic, config.multus_resource_name.as_deref());
+        let mut device =
+            attributes::build_device(&nic, config.multus_resource_name.as_deref(), None);
         // Several netdevs on one PCI function (multi-port functions, switchdev
         // representors) cannot all be named after it: they are named after their
         // interfaces instead, whatever order the kernel lists them in.
@@ -181,6 +215,15 @@ pub fn build_report(
             }
             skipped.push((nic.link.name.clone(), why.to_string()));
             continue;
+        }
+        if let Some(children) = shared_parent(config, &device, &nic.link.name) {
+            let name = device.name;
+            device = attributes::build_device(
+                &nic,
+                config.multus_resource_name.as_deref(),
+                Some(children),
+            );
+            device.name = name;
         }
         if let Some(first) = by_name.get(&device.name) {
             let first: &NicRecord = first;
@@ -206,6 +249,20 @@ fn passes_filter(config: &DiscoveryConfig, device: &Device) -> Result<(), Reject
     match &config.filter {
         Some(filter) => filter.check(&config.driver_name, device),
         None => Ok(()),
+    }
+}
+
+/// The children of `device` when the shared filter selects it. A filter error leaves the
+/// device unshared (logged): sharing is an opt-in, so failing closed keeps it exclusive.
+fn shared_parent(config: &DiscoveryConfig, device: &Device, if_name: &str) -> Option<u32> {
+    let shared = config.shared.as_ref()?;
+    match shared.filter.check(&config.driver_name, device) {
+        Ok(()) => Some(shared.children),
+        Err(Rejection::False) => None,
+        Err(why) => {
+            tracing::warn!(interface = %if_name, device = %device.name, reason = %why, "--shared-filter failed; the device is published unshared");
+            None
+        }
     }
 }
 
@@ -285,7 +342,7 @@ impl Inventory {
         state.host = report
             .nics
             .iter()
-            .map(|(name, nic)| (name.clone(), HostNic::of(name, nic)))
+            .map(|(name, nic)| (name.clone(), HostNic::of(name, nic, published.get(name))))
             .collect();
         state.published = published;
         report.devices = state.published.values().cloned().collect();
