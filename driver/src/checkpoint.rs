@@ -388,6 +388,7 @@ mod tests {
                     device: "eth1".into(),
                     share_id: None,
                     host_if_name: "eth1".into(),
+                    pci_address: None,
                     config: Default::default(),
                     cni: None,
                     network_attachment_definition: None,

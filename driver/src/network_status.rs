@@ -75,14 +75,18 @@ pub fn entry_for(
 ) -> NetworkStatusEntry {
     match cni_result {
         Some(result) => cni_entry(nic, &outcome.pod_if_name, result),
-        None => static_entry(claim, outcome),
+        None => static_entry(claim, nic, outcome),
     }
 }
 
 /// The entry for a NIC netclaim moved into the pod and configured itself (static mode):
-/// the interface name, addresses and MAC the attach reported. No `device-info`: the
-/// prepared NIC does not record the device's PCI address.
-pub fn static_entry(claim: &PreparedClaim, outcome: &AttachOutcome) -> NetworkStatusEntry {
+/// the interface name, addresses and MAC the attach reported, and `device-info` with the
+/// NIC's PCI address when it is a PCI function.
+pub fn static_entry(
+    claim: &PreparedClaim,
+    nic: &PreparedNic,
+    outcome: &AttachOutcome,
+) -> NetworkStatusEntry {
     let ips: Vec<ipnet::IpNet> = outcome
         .ips
         .iter()
@@ -93,7 +97,7 @@ pub fn static_entry(claim: &PreparedClaim, outcome: &AttachOutcome) -> NetworkSt
         &outcome.pod_if_name,
         &ips,
         outcome.mac.as_deref(),
-        None,
+        nic.pci_address.as_deref(),
     )
 }
 
@@ -603,5 +607,38 @@ mod tests {
         let value = serde_json::to_value(&entry).unwrap();
         assert_eq!(value["device-info"]["pci"]["pci-address"], "0000:03:00.1");
         assert_eq!(value["dns"]["nameservers"], json!(["192.0.2.53"]));
+    }
+
+    #[test]
+    fn static_entries_name_the_claim_and_carry_the_pci_address() {
+        let claim: PreparedClaim = serde_json::from_value(json!({
+            "uid": "uid-1", "namespace": "team-a", "name": "fast-nic", "podUids": ["pod-1"],
+            "nics": []
+        }))
+        .unwrap();
+        let nic: PreparedNic = serde_json::from_value(json!({
+            "request": "nic", "pool": "node-a", "device": "ens1f0", "hostIfName": "ens1f0",
+            "pciAddress": "0000:03:00.0", "config": {}
+        }))
+        .unwrap();
+        let outcome = AttachOutcome {
+            host: crate::state::LinkSnapshot::default(),
+            pod_if_name: "net1".into(),
+            ips: vec!["192.0.2.10/24".into(), "2001:db8::10/64".into()],
+            mac: Some("02:00:00:00:00:0a".into()),
+            reapplied: false,
+        };
+        let entry = static_entry(&claim, &nic, &outcome);
+        assert_eq!(entry.name, "team-a/fast-nic");
+        assert_eq!(entry.interface.as_deref(), Some("net1"));
+        assert_eq!(entry.ips, ["192.0.2.10", "2001:db8::10"]);
+        let value = serde_json::to_value(&entry).unwrap();
+        assert_eq!(value["device-info"]["pci"]["pci-address"], "0000:03:00.0");
+        let without_pci = PreparedNic {
+            pci_address: None,
+            ..nic
+        };
+        let value = serde_json::to_value(static_entry(&claim, &without_pci, &outcome)).unwrap();
+        assert!(value.get("device-info").is_none(), "{value}");
     }
 }

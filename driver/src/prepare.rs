@@ -438,6 +438,7 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             device: result.device.clone(),
             share_id: result.share_id.clone(),
             host_if_name: host.if_name,
+            pci_address: host.pci_address,
             config: merged.interface,
             cni: network.as_ref().map(|n| n.list.to_json()),
             network_attachment_definition: network.and_then(|n| n.attachment_definition),

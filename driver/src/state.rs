@@ -53,6 +53,10 @@ pub struct PreparedNic {
     pub share_id: Option<String>,
     /// The host interface name at prepare time.
     pub host_if_name: String,
+    /// The NIC's PCI address at prepare time, when it is a PCI function (the pod's
+    /// network-status `device-info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_address: Option<String>,
     /// The merged, validated configuration to apply inside the pod.
     pub config: InterfaceConfig,
     /// CNI mode: the network list (`{cniVersion, name, plugins}`) to run for this device,
