@@ -2,6 +2,8 @@
 //! the pods' network namespaces and gives them their CNI `eth0`; the kubelet stand-in
 //! prepares claims over the driver's DRA socket; pods are run, stopped and removed through
 //! CRI as the kubelet does; the real `netclaim run` is connected to containerd's NRI socket.
+//! Claims are exercised in both modes: NICs moved into pods, and CNI mode (macvlan
+//! children, leases, failing chains, shared parents with network-status annotations).
 //!
 //! Skipped with a printed reason when containerd is not installed (`hack/install-deps.sh`),
 //! failed instead under `NETCLAIM_REQUIRE_CONTAINERD=1` (CI). Each test shares one node
@@ -491,4 +493,115 @@ async fn cni_mode_on_containerd_adds_next_to_eth0_and_deletes_across_restarts() 
         leftover.is_empty(),
         "failed sandboxes left in containerd: {leftover:?}"
     );
+}
+
+/// A macvlan child of `eth1` with a static address (CNI mode).
+fn macvlan_child(name: &str, address: &str) -> NicClaim {
+    NicClaim {
+        name: name.into(),
+        request: "nic".into(),
+        if_name: "eth1".into(),
+        config: Some(json!({
+            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+            "interface": {"name": "net1"},
+            "cni": {
+                "cniVersion": "1.0.0", "name": "macnet",
+                "plugins": [{"type": "macvlan", "mode": "bridge",
+                             "ipam": {"type": "static", "addresses": [{"address": address}]}}]
+            }
+        })),
+    }
+}
+
+/// Shared NICs on containerd (issue 6): `eth1` is a shared parent with 3 children; three
+/// pods, each with containerd's eth0, get a macvlan child each, reach each other over it,
+/// and find it in their `k8s.v1.cni.cncf.io/network-status` annotation exactly as it is in
+/// their netns; a fourth claim is over capacity; stopping the pods withdraws the entries
+/// and leaves no child on the node.
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_status() {
+    use netclaim::cni::NETWORK_STATUS_ANNOTATION;
+    use netclaim_test::node::checks::{network_status_interfaces, pod_interfaces};
+
+    if !ContainerdNode::should_run("node_containerd::shared") {
+        return;
+    }
+    let options = NodeOptions {
+        runtime: RuntimeKind::Containerd,
+        nics: 1,
+        extra_args: vec![
+            "--shared-filter".into(),
+            r#"device.attributes["netclaim.dev"].ifName == "eth1""#.into(),
+            "--shared-children".into(),
+            "3".into(),
+        ],
+    };
+    let mut node = TestNode::start(options).await.unwrap();
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let links_before = node.node_link_names().unwrap();
+
+    let mut running = Vec::new();
+    for n in 0..3u8 {
+        let name = format!("shared-{n}");
+        let pod_uid = node.create_pod_object(&name, json!({})).await.unwrap();
+        let address = format!("192.0.2.{}/24", 81 + n);
+        let claim =
+            allocate_and_prepare(&node, macvlan_child(&name, &address), &name, &pod_uid).await;
+        let pod = node.run_pod(&name, &pod_uid).await.unwrap().unwrap();
+        let net1 = pod_link(&node, &pod, "net1");
+        assert_eq!(net1["linkinfo"]["info_kind"], "macvlan", "{net1}");
+        assert!(has_addr(&net1, &address), "{net1}");
+        assert!(
+            pod_link(&node, &pod, "eth0").is_object(),
+            "containerd's eth0"
+        );
+        let written = node
+            .wait_for_pod_annotation(
+                &name,
+                NETWORK_STATUS_ANNOTATION,
+                "the pod's network-status lists net1",
+                |value| value.is_some_and(|v| v.contains("\"net1\"")),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let listed = network_status_interfaces(&written, |network| network == "macnet");
+        let in_pod = pod_interfaces(&node, &pod);
+        assert_eq!(listed.keys().collect::<Vec<_>>(), ["net1"], "{written}");
+        assert_eq!(listed["net1"], in_pod["net1"], "{written}");
+        running.push((name, claim, pod));
+    }
+    node.in_pod(&running[0].2, "ping", &["-c", "1", "-W", "2", "192.0.2.83"])
+        .unwrap();
+
+    // The scheduler would not allocate a fourth child; the driver refuses one as well.
+    let over = node
+        .allocate(
+            &[macvlan_child("shared-3", "192.0.2.84/24")],
+            "shared-3",
+            &uid(33),
+        )
+        .await
+        .unwrap();
+    let outcome = node.prepare(std::slice::from_ref(&over)).await.unwrap();
+    let error = &outcome[&over.uid].error;
+    assert!(error.contains("netclaim.dev/children"), "{error}");
+
+    for (name, claim, pod) in running {
+        node.delete_pod(pod).await.unwrap();
+        node.wait_for_pod_annotation(
+            &name,
+            NETWORK_STATUS_ANNOTATION,
+            "net1 is withdrawn from network-status",
+            |value| value.is_none_or(|v| !v.contains("\"net1\"")),
+        )
+        .await
+        .unwrap();
+        unprepare_cleanly(&node, claim).await;
+    }
+    assert_eq!(claims_in_checkpoint(&node), json!({}));
+    // containerd's own CNI made its bridge (ncbr0) for the pods' eth0 on the way.
+    let mut links_after = node.node_link_names().unwrap();
+    links_after.retain(|name| name != "ncbr0");
+    assert_eq!(links_after, links_before, "a child leaked");
 }
