@@ -275,7 +275,6 @@ fn sorted(value: &Value) -> Value {
     }
 }
 
-/// Loads and verifies the checkpoint file; a missing file is an empty state.
 /// Reads the checkpoint in `dir` without opening it for writing: no directory is created
 /// and no temp file removed, so it is safe next to a running daemon (`netclaim check`).
 /// A missing file is an empty state.
@@ -286,6 +285,7 @@ pub fn read_only(dir: &Path) -> Result<DriverState, CheckpointError> {
     load_file(&dir.join(FILE_NAME))
 }
 
+/// Loads and verifies the checkpoint file; a missing file is an empty state.
 fn load_file(path: &Path) -> Result<DriverState, CheckpointError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,

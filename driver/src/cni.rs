@@ -703,6 +703,11 @@ impl CniRunner {
     /// [`CODE_LIMITED_CONNECTIVITY`] (51) when the plugin reports it is not ready.
     pub async fn status(&self, list: &CniNetworkList) -> Result<VerbReport, CniError> {
         let mut report = VerbReport::default();
+        if !list.version_at_least((1, 1, 0)) {
+            // Before every ADD of an older list: not even a plugin lookup.
+            report.skipped = list.plugins.iter().map(|p| plugin_name(Some(p))).collect();
+            return Ok(report);
+        }
         let plugins = self.prepare(list, None)?;
         for (plugin, path) in list.plugins.iter().zip(&plugins) {
             if !self.supports_list_version(list, plugin, path).await? {

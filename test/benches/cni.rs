@@ -10,23 +10,37 @@
 //! - `exec path`: the same chain through netclaim's `run_with_timeout` (tokio process in
 //!   its own process group, with a timeout), nothing else.
 //! - `CniRunner`: `add` then `del`: validation, plugin lookup, process groups and timeouts,
-//!   result parsing, the atomic cache write (with fsync) and its removal.
+//!   result parsing, the atomic cache write and its removal.
+//! - `hooks`: the whole CNI-mode attach and detach as the NRI events run it
+//!   (`PodNetworkHooks::run_pod_sandbox` then `stop_pod_sandbox` for a pod with one prepared
+//!   CNI-mode claim): the runner plus the checkpoint records of each phase (durable saves
+//!   in a directory on disk, as `--state-dir` is) and the netns bookkeeping.
 //!
-//! The three run interleaved (one of each per round, in a rotating order) in one node netns (a veth as the
-//! macvlan parent) against one pod netns, so machine noise hits both alike. The figure that
-//! matters is netclaim's overhead: p50(CniRunner) - p50(by hand); target under 1 ms.
+//! The four run interleaved (one of each per round, in a rotating order) in one node netns
+//! (a veth as the macvlan parent) against one pod netns, so machine noise hits all alike.
+//! The figures that matter are netclaim's overheads over the plugins themselves, as the
+//! median of per-round differences: CniRunner - by hand, and hooks - by hand (target
+//! under 1 ms; see docs/benchmarks.md for where the hooks' time goes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use netclaim::checkpoint::{Checkpoint, Recovery};
 use netclaim::cni::{
     Attachment, CniRunner, DeviceRef, PodRef, plugin_stdin, run_with_timeout, substitute_device,
 };
+use netclaim::hooks::{NoHolds, PodNetworkHooks};
+use netclaim::netlink::NetHandle;
+use netclaim::nri::plugin::PodSandboxHandler;
+use netclaim::prepare::PreparedClaims;
+use netclaim::state::{DriverState, PreparedClaim, PreparedNic};
 use netclaim_api::CniNetworkList;
 use netclaim_test::netns::TestNetns;
+use netclaim_test::runtime::pod_sandbox;
 use serde_json::{Value, json};
 use std::io::Write as _;
 
@@ -97,32 +111,50 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // The state directory on disk (not the tmpfs /tmp may be), as the kubelet's is.
+    let state = tempfile::TempDir::new_in("/var/tmp").unwrap();
+    let hooks = runtime.block_on(async { hooks_with_one_cni_claim(state.path(), &list) });
+    let sandbox = pod_sandbox(
+        "benchhooks",
+        "bench",
+        "default",
+        HOOKS_POD_UID,
+        Some(&pod.path().display().to_string()),
+    );
     let mut by_hand = Vec::with_capacity(iterations);
     let mut exec_path = Vec::with_capacity(iterations);
     let mut netclaim = Vec::with_capacity(iterations);
+    let mut through_hooks = Vec::with_capacity(iterations);
     for round in 0..WARMUP + iterations {
         // The order rotates every round: whichever runs right after a DEL meets the
         // kernel's deferred cleanup of the previous macvlan, so a fixed order biases.
-        let mut times = [Duration::ZERO; 3];
-        for k in 0..3 {
-            let scenario = (round + k) % 3;
+        let mut times = [Duration::ZERO; 4];
+        for k in 0..4 {
+            let scenario = (round + k) % 4;
             times[scenario] = match scenario {
                 0 => time(|| run_by_hand(&runner, &list, &attachment)),
                 1 => time(|| runtime.block_on(run_exec_path(&runner, &list, &attachment))),
-                _ => time(|| {
+                2 => time(|| {
                     runtime.block_on(async {
                         runner.add(&list, &attachment).await.unwrap();
                         runner.del(&list, &attachment).await.unwrap();
                     })
                 }),
+                _ => time(|| {
+                    runtime.block_on(async {
+                        hooks.run_pod_sandbox(sandbox.clone()).await.unwrap();
+                        hooks.stop_pod_sandbox(sandbox.clone()).await.unwrap();
+                    })
+                }),
             };
         }
-        let [hand, exec_only, ours] = times;
+        let [hand, exec_only, ours, hooked] = times;
         assert!(!pod.has_link("net1"), "round {round} left net1 behind");
         if round >= WARMUP {
             by_hand.push(hand);
             exec_path.push(exec_only);
             netclaim.push(ours);
+            through_hooks.push(hooked);
         }
     }
     // Paired per round (the rounds are interleaved): the median of the differences is far
@@ -134,9 +166,11 @@ fn main() {
     };
     let over_hand = paired(&netclaim, &by_hand);
     let over_exec = paired(&netclaim, &exec_path);
+    let hooks_over_hand = paired(&through_hooks, &by_hand);
     by_hand.sort();
     exec_path.sort();
     netclaim.sort();
+    through_hooks.sort();
     let p = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     println!(
         "CNI ADD+DEL, macvlan(static) + tuning, {iterations} iterations (after {WARMUP} warm-up)"
@@ -147,6 +181,7 @@ fn main() {
         ("plugins by hand (std::process)", &by_hand),
         ("same chain on netclaim's exec path", &exec_path),
         ("CniRunner add + del", &netclaim),
+        ("NRI hooks RUN + STOP (runner + checkpoint)", &through_hooks),
     ] {
         println!(
             "| {name} | {:.2} ms | {:.2} ms | {:.2} ms |",
@@ -161,8 +196,42 @@ fn main() {
         ms(p(&netclaim, 0.5)) / ms(p(&by_hand, 0.5))
     );
     println!(
-        "median of per-round differences: CniRunner - by hand {over_hand:.3} ms; CniRunner - exec path {over_exec:.3} ms"
+        "median of per-round differences: CniRunner - by hand {over_hand:.3} ms; CniRunner - exec path {over_exec:.3} ms; hooks - by hand {hooks_over_hand:.3} ms"
     );
+}
+
+const HOOKS_POD_UID: &str = "bench-hooks-uid";
+
+/// The daemon's hooks over a checkpoint in `state_dir` holding one prepared CNI-mode claim
+/// (network `list`, pod interface `net1`) for the pod [`HOOKS_POD_UID`].
+fn hooks_with_one_cni_claim(state_dir: &std::path::Path, list: &CniNetworkList) -> PodNetworkHooks {
+    let checkpoint = Arc::new(Checkpoint::open(state_dir, Recovery::Fail).unwrap());
+    let nic: PreparedNic = serde_json::from_value(json!({
+        "request": "nic", "pool": "bench", "device": "uplink0", "hostIfName": "uplink0",
+        "config": {"name": "net1"}, "cni": list.to_json()
+    }))
+    .unwrap();
+    let claim = PreparedClaim {
+        uid: "bench-claim".into(),
+        namespace: "default".into(),
+        name: "bench".into(),
+        pod_uids: vec![HOOKS_POD_UID.into()],
+        nics: vec![nic],
+    };
+    let mut state = DriverState::default();
+    state.claims.insert(claim.uid.clone(), claim);
+    checkpoint.save(&state).unwrap();
+    PodNetworkHooks::new(
+        PreparedClaims::new(checkpoint),
+        NetHandle::current().unwrap(),
+        None,
+        Box::new(NoHolds),
+    )
+    .with_cni(CniRunner::new(
+        vec![PLUGINS.into()],
+        Duration::from_secs(10),
+        state_dir.join("cni-cache"),
+    ))
 }
 
 fn time(f: impl FnOnce()) -> Duration {
