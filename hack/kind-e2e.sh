@@ -2,7 +2,8 @@
 # End-to-end on a kind cluster (needs Docker, kind and kubectl; cannot run on the project's
 # CI machines, which have no Docker engine). Creates a cluster with NRI enabled, gives the
 # worker two extra veth NICs, installs netclaim from this tree and checks that pods get
-# their claimed NICs configured as the claims say.
+# their claimed NICs configured as the claims say, in both modes (the NIC moved into the
+# pod; a CNI macvlan child of it, with `netclaim check` and the network-status annotation).
 #   hack/kind-e2e.sh            # create, test, delete
 #   KEEP_CLUSTER=1 hack/kind-e2e.sh
 set -euo pipefail
@@ -47,4 +48,21 @@ kubectl get resourceclaims -o yaml | grep -A8 networkData
 
 kubectl delete pod nic-by-name --wait
 docker exec "$worker" ip link show eth1 >/dev/null
+
+echo "--- CNI mode: a macvlan child of a published NIC, host-local address"
+kubectl apply -f examples/claims/cni-macvlan.yaml
+kubectl wait --for=condition=Ready pod/macvlan-client --timeout=120s
+kubectl get pod macvlan-client \
+  -o jsonpath='{.metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}' \
+  | tee /dev/stderr | grep -q '"interface":"macnet0"'
+kubectl get resourceclaims -o yaml | grep -A6 networkData
+agent=$(kubectl -n kube-system get pod -l app.kubernetes.io/name=netclaim \
+  --field-selector "spec.nodeName=$worker" -o name)
+kubectl -n kube-system exec "$agent" -- netclaim check
+kubectl delete pod macvlan-client --wait
+# DEL ran: host-local released the lease (its files are named after the addresses).
+if docker exec "$worker" sh -c 'ls /var/lib/cni/networks/macnet 2>/dev/null' | grep -q '^198\.51\.100\.'; then
+  echo "kind-e2e: the macvlan's host-local lease leaked" >&2
+  exit 1
+fi
 echo "kind-e2e: OK"

@@ -142,6 +142,7 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
                     compile_selector(env.value.as_deref().unwrap(), origin, seen);
                 }
             }
+            check_daemonset_gives_what_the_binary_needs(container, origin);
         }
         "NetworkAttachmentDefinition" => check_nad(&doc, origin),
         "ServiceAccount" => drop(serde_json::from_value::<ServiceAccount>(doc).unwrap()),
@@ -150,6 +151,54 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
         other => panic!("{origin}: unexpected kind {other:?} in examples/"),
     }
     seen.kinds.push(kind);
+}
+
+/// What `netclaim run` needs from its container and cannot check itself until a claim
+/// fails on a node: sysctls under `/proc/sys` (read-only unless privileged), the pod netns
+/// files as the runtime mounts them later, and in CNI mode the node's plugins in the
+/// directories it searches plus their state.
+fn check_daemonset_gives_what_the_binary_needs(
+    container: &k8s_openapi::api::core::v1::Container,
+    origin: &str,
+) {
+    let privileged = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false);
+    assert!(
+        privileged,
+        "{origin}: netclaim must run privileged (/proc/sys)"
+    );
+    let mounts: Vec<_> = container.volume_mounts.iter().flatten().collect();
+    let mount = |path: &str| mounts.iter().find(|m| m.mount_path == path).copied();
+    for path in [
+        "/var/lib/kubelet/plugins_registry",
+        "/var/lib/kubelet/plugins",
+        "/var/run/nri",
+        "/var/run/netns",
+        "/sys",
+        "/opt/cni/bin",
+        "/var/lib/cni",
+    ] {
+        assert!(mount(path).is_some(), "{origin}: nothing mounted at {path}");
+    }
+    assert_eq!(
+        mount("/var/run/netns").and_then(|m| m.mount_propagation.as_deref()),
+        Some("HostToContainer"),
+        "{origin}: pod netns files appear after netclaim starts"
+    );
+    let bin_dirs = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "NETCLAIM_CNI_BIN_DIRS")
+        .and_then(|e| e.value.clone())
+        .unwrap_or_default();
+    assert!(
+        bin_dirs.split(',').any(|dir| dir == "/opt/cni/bin"),
+        "{origin}: the node's CNI plugins (/opt/cni/bin) are not searched: {bin_dirs:?}"
+    );
 }
 
 #[test]
