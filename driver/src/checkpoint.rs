@@ -10,8 +10,15 @@
 //!
 //! # Guarantees
 //! - A save replaces the file atomically: the new content goes to a temp file in the same
-//!   directory, is fsynced, renamed over `checkpoint.json`, and the directory is fsynced. A
-//!   crash at any point leaves either the old or the new checkpoint, never a torn one.
+//!   directory and is renamed over `checkpoint.json`. A process crash at any point leaves
+//!   either the old or the new checkpoint, never a torn one.
+//! - A [`Durability::Durable`] save also fsyncs the temp file before the rename and the
+//!   directory after it, and keeps a hard link to the synced file as
+//!   `checkpoint.json.durable`, so it survives a machine crash as well. A
+//!   [`Durability::Volatile`] save skips the fsyncs (about a millisecond each): should a
+//!   machine crash tear `checkpoint.json` after one, opening falls back to the last durable
+//!   state. Callers make volatile only what a machine crash makes moot anyway (see
+//!   [`Durability`]).
 //! - The file and its temp files are created with mode 0600; the directory with 0700.
 //! - A corrupt checkpoint (unparsable, wrong checksum, unknown version) is never silently
 //!   replaced: loading fails unless the caller chose [`Recovery::StartEmpty`], in which case
@@ -39,8 +46,22 @@ pub const FILE_NAME: &str = "checkpoint.json";
 /// The format version this code writes and reads.
 pub const VERSION: u32 = 1;
 
+/// The hard link to the last durably saved checkpoint.
+pub const DURABLE_FILE_NAME: &str = "checkpoint.json.durable";
+
 /// Prefix of temp files; leftovers from a crash are ignored on load and removed on open.
 const TEMP_PREFIX: &str = "checkpoint.json.tmp-";
+
+/// How far a save must get before it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk, through a power cut: for what must outlive the machine (prepared claims,
+    /// and the record written before an attach changes anything).
+    Durable,
+    /// Visible to the next process (rename, no fsync): for records whose loss in a machine
+    /// crash changes nothing, because the crash ends every pod netns they describe.
+    Volatile,
+}
 
 /// What to do when the checkpoint on disk is corrupt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,6 +142,18 @@ impl Checkpoint {
         remove_temp_files(&dir);
         let state = match load_file(&dir.join(FILE_NAME)) {
             Ok(state) => state,
+            Err(CheckpointError::Corrupt { path, reason })
+                if let Ok(state) = load_existing(&dir.join(DURABLE_FILE_NAME)) =>
+            {
+                // Only a machine crash after a volatile save tears the file; its durable
+                // predecessor has every prepared claim (those are saved durably), and any
+                // attachment it is behind on ended with the machine.
+                tracing::warn!(
+                    checkpoint = %path.display(), %reason,
+                    "checkpoint is torn; using the last durable copy"
+                );
+                state
+            }
             Err(CheckpointError::Corrupt { path, reason }) if recovery == Recovery::StartEmpty => {
                 let aside = set_aside(&path)?;
                 tracing::error!(
@@ -173,12 +206,12 @@ impl Checkpoint {
     /// checkpoint then stays in place and in memory.
     pub fn save(&self, state: &DriverState) -> Result<(), CheckpointError> {
         let mut current = self.lock();
-        self.write(state)?;
+        self.write(state, Durability::Durable)?;
         *current = state.clone();
         Ok(())
     }
 
-    /// Runs `change` on a copy of the state and saves it if it changed.
+    /// Runs `change` on a copy of the state and saves it durably if it changed.
     ///
     /// `change` may refuse by returning an error of its own type; nothing is saved then.
     ///
@@ -191,11 +224,26 @@ impl Checkpoint {
     where
         E: From<CheckpointError>,
     {
+        self.update_with(Durability::Durable, change)
+    }
+
+    /// [`Checkpoint::update`] with the save's [`Durability`] chosen by the caller.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::update`].
+    pub fn update_with<R, E>(
+        &self,
+        durability: Durability,
+        change: impl FnOnce(&mut DriverState) -> Result<R, E>,
+    ) -> Result<R, E>
+    where
+        E: From<CheckpointError>,
+    {
         let mut current = self.lock();
         let mut next = current.clone();
         let result = change(&mut next)?;
         if next != *current {
-            self.write(&next)?;
+            self.write(&next, durability)?;
             *current = next;
         }
         Ok(result)
@@ -209,14 +257,11 @@ impl Checkpoint {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self, state: &DriverState) -> Result<(), CheckpointError> {
+    fn write(&self, state: &DriverState, durability: Durability) -> Result<(), CheckpointError> {
         let bytes = encode(state)?;
-        let temp = self.dir.join(format!(
-            "{TEMP_PREFIX}{}-{}",
-            std::process::id(),
-            self.saves.load(Ordering::Relaxed)
-        ));
-        write_synced(&temp, &bytes).inspect_err(|_| {
+        let temp = self.temp_path("");
+        let synced = durability == Durability::Durable;
+        write_file(&temp, &bytes, synced).inspect_err(|_| {
             let _ = fs::remove_file(&temp);
         })?;
         let path = self.path();
@@ -224,9 +269,29 @@ impl Checkpoint {
             let _ = fs::remove_file(&temp);
             io("renaming temp file over", &path, source)
         })?;
-        sync_dir(&self.dir)?;
+        if synced {
+            // The durable copy is the same (synced) inode under a second name; later
+            // volatile saves rename new inodes over `checkpoint.json` and leave it be.
+            let link = self.temp_path("durable-");
+            let durable = self.dir.join(DURABLE_FILE_NAME);
+            fs::hard_link(&path, &link)
+                .and_then(|()| fs::rename(&link, &durable))
+                .map_err(|source| {
+                    let _ = fs::remove_file(&link);
+                    io("linking the durable copy", &durable, source)
+                })?;
+            sync_dir(&self.dir)?;
+        }
         self.saves.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn temp_path(&self, kind: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{TEMP_PREFIX}{kind}{}-{}",
+            std::process::id(),
+            self.saves.load(Ordering::Relaxed)
+        ))
     }
 }
 
@@ -285,6 +350,15 @@ pub fn read_only(dir: &Path) -> Result<DriverState, CheckpointError> {
     load_file(&dir.join(FILE_NAME))
 }
 
+/// Loads and verifies a checkpoint file that must exist.
+fn load_existing(path: &Path) -> Result<DriverState, CheckpointError> {
+    let bytes = fs::read(path).map_err(|source| io("reading", path, source))?;
+    decode(&bytes).map_err(|reason| CheckpointError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
 /// Loads and verifies the checkpoint file; a missing file is an empty state.
 fn load_file(path: &Path) -> Result<DriverState, CheckpointError> {
     let bytes = match fs::read(path) {
@@ -321,7 +395,7 @@ fn decode(bytes: &[u8]) -> Result<DriverState, String> {
 }
 
 /// Writes `bytes` to a new file at `path` (mode 0600) and fsyncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+fn write_file(path: &Path, bytes: &[u8], synced: bool) -> Result<(), CheckpointError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -331,8 +405,11 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
         .map_err(|source| io("creating", path, source))?;
     file.write_all(bytes)
         .map_err(|source| io("writing", path, source))?;
-    file.sync_all()
-        .map_err(|source| io("syncing", path, source))
+    if synced {
+        file.sync_all()
+            .map_err(|source| io("syncing", path, source))?;
+    }
+    Ok(())
 }
 
 /// fsyncs a directory so a rename in it is durable.
@@ -445,6 +522,69 @@ mod tests {
         let error = Checkpoint::open(dir.path(), Recovery::Fail).unwrap_err();
         assert!(matches!(error, CheckpointError::Corrupt { .. }), "{error}");
         assert_eq!(fs::read(&path).unwrap(), &bytes[..bytes.len() / 2]);
+    }
+
+    #[test]
+    fn a_torn_file_after_volatile_saves_falls_back_to_the_last_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        checkpoint.save(&sample()).unwrap();
+        let durable = dir.path().join(DURABLE_FILE_NAME);
+        assert_eq!(load_existing(&durable).unwrap(), sample());
+
+        // A volatile change reaches checkpoint.json (and memory), not the durable copy.
+        checkpoint
+            .update_with(Durability::Volatile, |state| {
+                state.claims.get_mut("uid-1").unwrap().pod_uids = vec!["pod-2".into()];
+                Ok::<_, CheckpointError>(())
+            })
+            .unwrap();
+        let changed = checkpoint.state();
+        assert_eq!(checkpoint.load().unwrap(), changed);
+        assert_eq!(load_existing(&durable).unwrap(), sample());
+        drop(checkpoint);
+        assert_eq!(
+            Checkpoint::open(dir.path(), Recovery::Fail)
+                .unwrap()
+                .state(),
+            changed
+        );
+
+        // A machine crash tears the file of the volatile save (a new inode, as renames
+        // make): opening falls back to the durable copy.
+        let torn = dir.path().join("torn");
+        fs::write(&torn, b"{\"version\": 1, \"chec").unwrap();
+        fs::rename(&torn, dir.path().join(FILE_NAME)).unwrap();
+        let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        assert_eq!(reopened.state(), sample());
+    }
+
+    #[test]
+    fn a_durable_save_after_volatile_ones_moves_the_durable_copy_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        checkpoint.save(&DriverState::default()).unwrap();
+        checkpoint
+            .update_with(Durability::Volatile, |state| {
+                *state = sample();
+                Ok::<_, CheckpointError>(())
+            })
+            .unwrap();
+        checkpoint
+            .update(|state| {
+                state.claims.get_mut("uid-1").unwrap().name = "nic-b".into();
+                Ok::<_, CheckpointError>(())
+            })
+            .unwrap();
+        let durable = load_existing(&dir.path().join(DURABLE_FILE_NAME)).unwrap();
+        assert_eq!(durable, checkpoint.state());
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

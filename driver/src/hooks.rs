@@ -17,7 +17,9 @@
 //!
 //! Every step is persisted before it is taken ([`AttachPhase`]), so a crash at any point is
 //! resolved by the next `Synchronize`: an attachment of a live sandbox is completed, any
-//! other attachment is given back to the host.
+//! other attachment is given back to the host. Only the first record (`Attaching`) is
+//! fsynced; the later ones need only outlive the process, not the machine (see
+//! [`crate::checkpoint::Durability`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
