@@ -140,20 +140,8 @@ impl Checkpoint {
             .create(&dir)
             .map_err(|source| io("creating directory", &dir, source))?;
         remove_temp_files(&dir);
-        let state = match load_file(&dir.join(FILE_NAME)) {
+        let state = match load_or_durable_copy(&dir) {
             Ok(state) => state,
-            Err(CheckpointError::Corrupt { path, reason })
-                if let Ok(state) = load_existing(&dir.join(DURABLE_FILE_NAME)) =>
-            {
-                // Only a machine crash after a volatile save tears the file; its durable
-                // predecessor has every prepared claim (those are saved durably), and any
-                // attachment it is behind on ended with the machine.
-                tracing::warn!(
-                    checkpoint = %path.display(), %reason,
-                    "checkpoint is torn; using the last durable copy"
-                );
-                state
-            }
             Err(CheckpointError::Corrupt { path, reason }) if recovery == Recovery::StartEmpty => {
                 let aside = set_aside(&path)?;
                 tracing::error!(
@@ -347,7 +335,27 @@ fn sorted(value: &Value) -> Value {
 /// # Errors
 /// As [`Checkpoint::open`] with [`Recovery::Fail`].
 pub fn read_only(dir: &Path) -> Result<DriverState, CheckpointError> {
-    load_file(&dir.join(FILE_NAME))
+    load_or_durable_copy(dir)
+}
+
+/// Loads `checkpoint.json` in `dir`, or the durable copy when the file is torn and the
+/// copy is sound; otherwise the file's error.
+fn load_or_durable_copy(dir: &Path) -> Result<DriverState, CheckpointError> {
+    match load_file(&dir.join(FILE_NAME)) {
+        Err(CheckpointError::Corrupt { path, reason })
+            if let Ok(state) = load_existing(&dir.join(DURABLE_FILE_NAME)) =>
+        {
+            // Only a machine crash after a volatile save tears the file; its durable
+            // predecessor has every prepared claim (those are saved durably), and any
+            // attachment it is behind on ended with the machine.
+            tracing::warn!(
+                checkpoint = %path.display(), %reason,
+                "checkpoint is torn; using the last durable copy"
+            );
+            Ok(state)
+        }
+        other => other,
+    }
 }
 
 /// Loads and verifies a checkpoint file that must exist.
@@ -555,6 +563,7 @@ mod tests {
         let torn = dir.path().join("torn");
         fs::write(&torn, b"{\"version\": 1, \"chec").unwrap();
         fs::rename(&torn, dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(read_only(dir.path()).unwrap(), sample());
         let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
         assert_eq!(reopened.state(), sample());
     }
