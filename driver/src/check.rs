@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::checkpoint;
-use crate::cni::{self, CniRunner, PodRef};
+use crate::cni::CniRunner;
 use crate::state::{AttachPhase, DriverState, PreparedClaim, PreparedNic};
 
 /// What CHECK said about one CNI attachment.
@@ -100,17 +100,12 @@ async fn check_nic(
         ));
         return Some(outcome);
     }
-    let mut cni_attachment = cni::Attachment {
-        container_id: attachment.sandbox_id.clone(),
-        netns: PathBuf::from(&attachment.netns_path),
-        ifname: attachment.pod_if_name.clone(),
-        pod: PodRef::default(),
-    };
-    // The pod's identity (CNI_ARGS) is in the ADD's cache entry; CHECK without it would
-    // run with different arguments than ADD had.
-    if let Ok(Some(entry)) = runner.read_cache(&network_name, &cni_attachment) {
-        cni_attachment.pod = entry.attachment.pod;
-    }
+    let cni_attachment = runner.attachment_as_added(
+        &network_name,
+        &attachment.sandbox_id,
+        PathBuf::from(&attachment.netns_path),
+        &attachment.pod_if_name,
+    );
     if let Err(error) = runner.check(&network_name, &cni_attachment).await {
         outcome.verdict = Verdict::Failed(error.to_string());
     }

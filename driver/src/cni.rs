@@ -517,6 +517,21 @@ impl CniRunner {
         list: &CniNetworkList,
         attachment: &Attachment,
     ) -> Result<CniResult, CniError> {
+        self.add_with_raw(list, attachment)
+            .await
+            .map(|(typed, _)| typed)
+    }
+
+    /// [`CniRunner::add`], also returning the result as the plugins printed it (what
+    /// `status.devices[].data` reports).
+    ///
+    /// # Errors
+    /// As [`CniRunner::add`].
+    pub async fn add_with_raw(
+        &self,
+        list: &CniNetworkList,
+        attachment: &Attachment,
+    ) -> Result<(CniResult, Value), CniError> {
         let plugins = self.prepare(list, Some(attachment))?;
         let mut prev: Option<Value> = None;
         for (added, (plugin, path)) in list.plugins.iter().zip(&plugins).enumerate() {
@@ -571,7 +586,7 @@ impl CniRunner {
                 .undo_add(list, &plugins, plugins.len(), attachment, Some(raw), error)
                 .await);
         }
-        Ok(typed)
+        Ok((typed, raw))
     }
 
     /// After a failed ADD: DEL, in reverse, for the plugins whose ADD succeeded, going on
@@ -640,6 +655,28 @@ impl CniRunner {
         let plugins = self.prepare(list, Some(attachment))?;
         self.run_del(list, &plugins, attachment, prev).await?;
         self.remove_cache(&list.name, attachment)
+    }
+
+    /// The attachment `(container_id, ifname)` of `network` as ADD ran it: with the pod's
+    /// identity (`CNI_ARGS`) from ADD's cache entry, so DEL and CHECK run with the arguments
+    /// ADD had; without an entry the pod is left empty.
+    pub fn attachment_as_added(
+        &self,
+        network: &str,
+        container_id: &str,
+        netns: PathBuf,
+        ifname: &str,
+    ) -> Attachment {
+        let mut attachment = Attachment {
+            container_id: container_id.to_owned(),
+            netns,
+            ifname: ifname.to_owned(),
+            pod: PodRef::default(),
+        };
+        if let Ok(Some(entry)) = self.read_cache(network, &attachment) {
+            attachment.pod = entry.attachment.pod;
+        }
+        attachment
     }
 
     /// DEL from the cache alone (after a restart, when only the network name is known).

@@ -439,13 +439,12 @@ impl PodNetworkHooks {
         };
         self.record(target, Some(attachment.clone()))?;
         self.crash_point(CrashPoint::AttachRecorded);
-        match runner.add(&list, &cni_attachment).await {
-            Ok(result) => {
+        match runner.add_with_raw(&list, &cni_attachment).await {
+            Ok((result, raw_result)) => {
                 self.crash_point(CrashPoint::AttachMoved);
                 attachment.phase = AttachPhase::Attached;
                 self.record(target, Some(attachment.clone()))?;
                 let data = cni::network_data(&result, &pod_if_name);
-                let raw_result = added_result(runner, &list, &cni_attachment, &result);
                 let outcome = AttachOutcome {
                     host: attachment.host,
                     pod_if_name,
@@ -486,15 +485,8 @@ impl PodNetworkHooks {
     ) -> Result<(), String> {
         let runner = self.cni_runner()?;
         let list = cni_list(network)?;
-        let mut cni_attachment = cni::Attachment {
-            container_id: sandbox_id.to_owned(),
-            netns: visible_to_children(netns),
-            ifname: ifname.to_owned(),
-            pod: PodRef::default(),
-        };
-        if let Ok(Some(entry)) = runner.read_cache(&list.name, &cni_attachment) {
-            cni_attachment.pod = entry.attachment.pod;
-        }
+        let cni_attachment =
+            runner.attachment_as_added(&list.name, sandbox_id, visible_to_children(netns), ifname);
         runner
             .del(&list, &cni_attachment)
             .await
@@ -741,20 +733,6 @@ impl PodNetworkHooks {
                 .collect();
             self.report(claim_report(claim, devices));
         }
-    }
-}
-
-/// The ADD result as the plugins returned it, from the cache entry ADD just wrote; the
-/// typed result again when that cannot be read.
-fn added_result(
-    runner: &CniRunner,
-    list: &netclaim_api::cni::CniNetworkList,
-    attachment: &cni::Attachment,
-    result: &cni::CniResult,
-) -> serde_json::Value {
-    match runner.read_cache(&list.name, attachment) {
-        Ok(Some(entry)) => entry.result,
-        _ => serde_json::to_value(result).unwrap_or_default(),
     }
 }
 

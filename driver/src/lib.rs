@@ -18,3 +18,4 @@ pub mod nri;
 pub mod prepare;
 pub mod state;
 pub mod status;
+mod work_queue;

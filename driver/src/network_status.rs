@@ -31,18 +31,18 @@
 //! logged and the change dropped (a later change for the pod starts afresh).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::attach::AttachOutcome;
 use crate::cni::{self, NETWORK_STATUS_ANNOTATION, NetworkStatusEntry, PodRef};
 use crate::state::{PreparedClaim, PreparedNic};
 use crate::status::{Backoff, is_not_found, retryable};
+use crate::work_queue::WorkQueue;
 
 /// The network name of a static-mode interface: `<claim namespace>/<claim name>`.
 pub fn static_network_name(claim: &PreparedClaim) -> String {
@@ -199,65 +199,24 @@ pub fn annotation_patch(pod: &Pod, changes: &PodChanges) -> Result<Option<Value>
     Ok(Some(json!({ "metadata": metadata })))
 }
 
-/// Queue state shared between the handle and the task.
-#[derive(Default)]
-struct Queue {
-    /// By pod UID.
-    pending: BTreeMap<String, PodChanges>,
-    in_flight: usize,
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Notify,
-    outstanding: watch::Sender<usize>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Publishes the number of pods whose changes are not yet finished.
-    fn publish(&self, queue: &Queue) {
-        self.outstanding
-            .send_replace(queue.pending.len() + queue.in_flight);
-    }
-
-    /// Newer changes for the pod `uid`, if any arrived.
-    fn take_newer(&self, uid: &str) -> Option<PodChanges> {
-        let mut queue = self.lock();
-        let newer = queue.pending.remove(uid);
-        self.publish(&queue);
-        newer
-    }
-}
-
 /// Writes pods' network-status annotations in the background (see the
 /// [module docs](self)).
 pub struct NetworkStatusWriter {
-    shared: Arc<Shared>,
+    queue: Arc<WorkQueue<PodChanges>>,
     task: JoinHandle<()>,
 }
 
 impl NetworkStatusWriter {
     /// Starts the background task on the current tokio runtime.
     pub fn start(client: kube::Client, backoff: Backoff) -> Self {
-        let (outstanding, _) = watch::channel(0);
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Notify::new(),
-            outstanding,
-        });
+        let queue = Arc::new(WorkQueue::new());
         let worker = Worker {
             client,
             backoff,
-            shared: shared.clone(),
+            queue: queue.clone(),
         };
         let task = tokio::spawn(worker.run());
-        Self { shared, task }
+        Self { queue, task }
     }
 
     /// Sets `entries` (each replacing the entry of its interface) in `pod`'s annotation.
@@ -292,23 +251,13 @@ impl NetworkStatusWriter {
     }
 
     fn enqueue(&self, changes: PodChanges) {
-        let mut queue = self.shared.lock();
-        match queue.pending.get_mut(&changes.pod.uid) {
-            Some(pending) => pending.absorb(changes),
-            None => {
-                queue.pending.insert(changes.pod.uid.clone(), changes);
-            }
-        }
-        self.shared.publish(&queue);
-        drop(queue);
-        self.shared.wake.notify_one();
+        self.queue
+            .push(changes.pod.uid.clone(), changes, PodChanges::absorb);
     }
 
     /// Waits until every change enqueued so far was written or given up on.
     pub async fn flush(&self) {
-        let mut outstanding = self.shared.outstanding.subscribe();
-        // The sender lives in `self`, so the channel cannot close while we wait.
-        let _ = outstanding.wait_for(|count| *count == 0).await;
+        self.queue.flush().await;
     }
 }
 
@@ -331,30 +280,15 @@ enum Attempt {
 struct Worker {
     client: kube::Client,
     backoff: Backoff,
-    shared: Arc<Shared>,
+    queue: Arc<WorkQueue<PodChanges>>,
 }
 
 impl Worker {
     async fn run(self) {
         loop {
-            let next = {
-                let mut queue = self.shared.lock();
-                let next = queue.pending.pop_first().map(|(_, changes)| changes);
-                if next.is_some() {
-                    queue.in_flight += 1;
-                }
-                self.shared.publish(&queue);
-                next
-            };
-            match next {
-                Some(changes) => {
-                    self.process(changes).await;
-                    let mut queue = self.shared.lock();
-                    queue.in_flight -= 1;
-                    self.shared.publish(&queue);
-                }
-                None => self.shared.wake.notified().await,
-            }
+            let changes = self.queue.next().await;
+            self.process(changes).await;
+            self.queue.finished();
         }
     }
 
@@ -382,7 +316,7 @@ impl Worker {
                     tracing::debug!(%pod, %error, attempt, "network status write failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.backoff.max);
-                    if let Some(newer) = self.shared.take_newer(&changes.pod.uid) {
+                    if let Some(newer) = self.queue.take_newer(&changes.pod.uid) {
                         changes.absorb(newer);
                     }
                 }

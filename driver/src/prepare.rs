@@ -356,9 +356,9 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
                     .to_owned(),
             ]),
             PrepareCase::New => {
-                let prepared = self.plan(id, claim, &results).await?;
+                let (prepared, shared) = self.plan(id, claim, &results).await?;
                 let devices = prepared_devices(&prepared);
-                self.store(prepared)?;
+                self.store(prepared, &shared)?;
                 Ok(devices)
             }
         }
@@ -366,18 +366,27 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
 
     /// Parses, merges and resolves everything of the claim; no side effects (NADs are
     /// only read).
+    ///
+    /// Also returns the shared parents among the devices: device name to its number of
+    /// CNI children, as the host NIC said when it was resolved.
     async fn plan(
         &self,
         id: &ClaimId,
         claim: &ResourceClaim,
         results: &[&DeviceRequestAllocationResult],
-    ) -> Result<PreparedClaim, Vec<String>> {
+    ) -> Result<(PreparedClaim, BTreeMap<String, u32>), Vec<String>> {
         let configs = parse_configs(claim)?;
         let mut problems = Vec::new();
         let mut nics = Vec::new();
+        let mut shared = BTreeMap::new();
         for result in results {
             match self.prepare_nic(id, result, &configs).await {
-                Ok(nic) => nics.push(nic),
+                Ok((nic, shared_children)) => {
+                    if let Some(children) = shared_children {
+                        shared.insert(nic.device.clone(), children);
+                    }
+                    nics.push(nic);
+                }
                 Err(mut more) => problems.append(&mut more),
             }
         }
@@ -386,22 +395,24 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(PreparedClaim {
+        let prepared = PreparedClaim {
             uid: id.uid.clone(),
             namespace: id.namespace.clone(),
             name: id.name.clone(),
             pod_uids: pod_uids(claim),
             nics,
-        })
+        };
+        Ok((prepared, shared))
     }
 
-    /// One device: its merged config and host NIC, checked against each other.
+    /// One device: its merged config and host NIC, checked against each other; with the
+    /// host NIC's number of CNI children when it is a shared parent.
     async fn prepare_nic(
         &self,
         id: &ClaimId,
         result: &DeviceRequestAllocationResult,
         configs: &[SourcedConfig],
-    ) -> Result<PreparedNic, Vec<String>> {
+    ) -> Result<(PreparedNic, Option<u32>), Vec<String>> {
         let what = format!(
             "device {} (pool {}, request {})",
             result.device, result.pool, result.request
@@ -448,7 +459,7 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
                 host.if_name
             )]);
         }
-        Ok(PreparedNic {
+        let nic = PreparedNic {
             request: result.request.clone(),
             pool: result.pool.clone(),
             device: result.device.clone(),
@@ -459,7 +470,8 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             cni: network.as_ref().map(|n| n.list.to_json()),
             network_attachment_definition: network.and_then(|n| n.attachment_definition),
             attachment: None,
-        })
+        };
+        Ok((nic, host.shared_children))
     }
 
     /// CNI mode: the network list to run for the device, with the device substituted into
@@ -516,19 +528,17 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
     }
 
     /// Checks the claim against the other prepared claims and saves it, in one update.
-    fn store(&self, prepared: PreparedClaim) -> Result<(), Vec<String>> {
-        let shared: BTreeMap<String, u32> = prepared
-            .nics
-            .iter()
-            .filter_map(|nic| {
-                let children = self.host.host_nic(&nic.device)?.shared_children?;
-                Some((nic.device.clone(), children))
-            })
-            .collect();
+    ///
+    /// `shared`: the claim's shared parent devices and their numbers of children.
+    fn store(
+        &self,
+        prepared: PreparedClaim,
+        shared: &BTreeMap<String, u32>,
+    ) -> Result<(), Vec<String>> {
         self.claims
             .checkpoint
             .update(|state| {
-                let problems = conflicts(state, &prepared, &shared);
+                let problems = conflicts(state, &prepared, shared);
                 if !problems.is_empty() {
                     return Err(Refused::Problems(problems));
                 }

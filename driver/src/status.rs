@@ -24,8 +24,8 @@
 //! Apply and Event failures are logged; a report that still fails after the retry budget
 //! is dropped (a later report for the claim starts afresh).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -35,8 +35,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use netclaim_api::DRIVER_NAME;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+
+use crate::work_queue::WorkQueue;
 
 /// The field manager of netclaim's status applies.
 pub const FIELD_MANAGER: &str = "netclaim.dev";
@@ -152,80 +153,37 @@ impl Default for Backoff {
     }
 }
 
-/// Queue state shared between the handle and the task.
-#[derive(Default)]
-struct Queue {
-    pending: BTreeMap<String, ClaimReport>,
-    in_flight: usize,
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Notify,
-    outstanding: watch::Sender<usize>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Publishes the number of reports not yet finished.
-    fn publish(&self, queue: &Queue) {
-        self.outstanding
-            .send_replace(queue.pending.len() + queue.in_flight);
-    }
-
-    /// The newer report for `uid`, if one arrived.
-    fn take_newer(&self, uid: &str) -> Option<ClaimReport> {
-        let mut queue = self.lock();
-        let newer = queue.pending.remove(uid);
-        self.publish(&queue);
-        newer
-    }
-}
-
 /// Writes claim status in the background (see the [module docs](self)).
 pub struct ClaimStatusWriter {
-    shared: Arc<Shared>,
+    queue: Arc<WorkQueue<ClaimReport>>,
     task: JoinHandle<()>,
 }
 
 impl ClaimStatusWriter {
     /// Starts the background task on the current tokio runtime.
     pub fn start(client: kube::Client, backoff: Backoff) -> Self {
-        let (outstanding, _) = watch::channel(0);
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Notify::new(),
-            outstanding,
-        });
+        let queue = Arc::new(WorkQueue::new());
         let worker = Worker {
             client,
             backoff,
-            shared: shared.clone(),
+            queue: queue.clone(),
             conditions: Conditions::default(),
         };
         let task = tokio::spawn(worker.run());
-        Self { shared, task }
+        Self { queue, task }
     }
 
     /// Enqueues `report`, replacing a pending one for the same claim. Never blocks on I/O.
     pub fn report(&self, report: ClaimReport) {
-        let mut queue = self.shared.lock();
-        queue.pending.insert(report.uid.clone(), report);
-        self.shared.publish(&queue);
-        drop(queue);
-        self.shared.wake.notify_one();
+        self.queue
+            .push(report.uid.clone(), report, |pending, newer| {
+                *pending = newer
+            });
     }
 
     /// Waits until every report enqueued so far was applied or given up on.
     pub async fn flush(&self) {
-        let mut outstanding = self.shared.outstanding.subscribe();
-        // The sender lives in `self`, so the channel cannot close while we wait.
-        let _ = outstanding.wait_for(|count| *count == 0).await;
+        self.queue.flush().await;
     }
 }
 
@@ -258,31 +216,16 @@ struct Rendered {
 struct Worker {
     client: kube::Client,
     backoff: Backoff,
-    shared: Arc<Shared>,
+    queue: Arc<WorkQueue<ClaimReport>>,
     conditions: Conditions,
 }
 
 impl Worker {
     async fn run(mut self) {
         loop {
-            let next = {
-                let mut queue = self.shared.lock();
-                let next = queue.pending.pop_first().map(|(_, report)| report);
-                if next.is_some() {
-                    queue.in_flight += 1;
-                }
-                self.shared.publish(&queue);
-                next
-            };
-            match next {
-                Some(report) => {
-                    self.process(report).await;
-                    let mut queue = self.shared.lock();
-                    queue.in_flight -= 1;
-                    self.shared.publish(&queue);
-                }
-                None => self.shared.wake.notified().await,
-            }
+            let report = self.queue.next().await;
+            self.process(report).await;
+            self.queue.finished();
         }
     }
 
@@ -303,7 +246,7 @@ impl Worker {
                     tracing::debug!(claim = %report.uid, %error, attempt, "claim status apply failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.backoff.max);
-                    if let Some(newer) = self.shared.take_newer(&report.uid) {
+                    if let Some(newer) = self.queue.take_newer(&report.uid) {
                         report = newer;
                     }
                 }
