@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 
 use crate::checkpoint;
 use crate::cni::CniRunner;
-use crate::state::{AttachPhase, DriverState, PreparedClaim, PreparedNic};
+use crate::state::{AttachPhase, PreparedClaim, PreparedNic};
 
 /// What CHECK said about one CNI attachment.
 #[derive(Debug)]
@@ -51,15 +51,15 @@ pub enum Verdict {
     Skipped(String),
 }
 
-/// Runs CHECK for every attached CNI-mode device in `state` (only claim `only`, given as
+/// Runs CHECK for every attached CNI-mode device of `claims` (only claim `only`, given as
 /// `<namespace>/<name>` or a claim UID, when set).
 pub async fn check_attachments(
-    state: &DriverState,
+    claims: &[PreparedClaim],
     runner: &CniRunner,
     only: Option<&str>,
 ) -> Vec<CheckOutcome> {
     let mut outcomes = Vec::new();
-    for claim in state.claims.values() {
+    for claim in claims {
         if only.is_some_and(|wanted| !names_claim(claim, wanted)) {
             continue;
         }
@@ -100,12 +100,14 @@ async fn check_nic(
         ));
         return Some(outcome);
     }
-    let cni_attachment = runner.attachment_as_added(
-        &network_name,
-        &attachment.sandbox_id,
-        PathBuf::from(&attachment.netns_path),
-        &attachment.pod_if_name,
-    );
+    let cni_attachment = runner
+        .attachment_as_added(
+            &network_name,
+            &attachment.sandbox_id,
+            PathBuf::from(&attachment.netns_path),
+            &attachment.pod_if_name,
+        )
+        .await;
     if let Err(error) = runner.check(&network_name, &cni_attachment).await {
         outcome.verdict = Verdict::Failed(error.to_string());
     }
@@ -123,9 +125,12 @@ pub async fn run(
     only: Option<&str>,
     out: &mut impl Write,
 ) -> Result<bool> {
-    let state = checkpoint::read_only(&state_dir)
+    let dir = state_dir.clone();
+    let claims = tokio::task::spawn_blocking(move || checkpoint::read_only(&dir))
+        .await
+        .context("reading the checkpoint")?
         .with_context(|| format!("reading the checkpoint in {}", state_dir.display()))?;
-    let outcomes = check_attachments(&state, runner, only).await;
+    let outcomes = check_attachments(&claims, runner, only).await;
     if outcomes.is_empty() {
         writeln!(out, "no CNI-mode attachments to check")?;
     }

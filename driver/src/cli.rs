@@ -51,6 +51,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run the node daemon: discovery and ResourceSlice publishing, the kubelet DRA plugin,
     /// and the NRI plugin that attaches claimed NICs to pods.
@@ -118,6 +119,13 @@ pub struct DiscoveryArgs {
     #[arg(long, env = "NETCLAIM_SHARED_FILTER")]
     pub shared_filter: Option<String>,
 
+    /// Publish virtual devices too (veth, macvlan, vxlan, tunnels). Off by default: on a
+    /// node those are other pods' host-side veths, overlays and tunnels, which a claim must
+    /// never take. Use it only on nodes (or test setups) whose virtual devices are meant
+    /// for pods, and narrow them with --filter.
+    #[arg(long, env = "NETCLAIM_INCLUDE_VIRTUAL")]
+    pub include_virtual: bool,
+
     /// How many CNI children each shared parent NIC may have at once (its
     /// netclaim.dev/children capacity); the driver refuses the claim beyond it too.
     #[arg(
@@ -153,6 +161,7 @@ impl DiscoveryArgs {
             filter,
             multus_resource_name: self.multus_resource_name.clone(),
             shared,
+            include_virtual: self.include_virtual,
             ..DiscoveryConfig::default()
         })
     }
@@ -208,6 +217,18 @@ pub struct RunArgs {
     #[arg(long, env = "NETCLAIM_NRI_PLUGIN_INDEX", default_value = "10")]
     pub nri_plugin_index: String,
 
+    /// How long the container runtime waits for an NRI hook: containerd's
+    /// `plugin_request_timeout` (default 2 s). The runtime's own value, when it sends one
+    /// at registration, wins. Every hook answers within it; CNI plugins get what is left
+    /// of it.
+    #[arg(
+        long,
+        env = "NETCLAIM_NRI_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub nri_request_timeout_seconds: u64,
+
     /// Where the checkpoint of prepared claims lives (default: the plugin's directory
     /// under --plugins-dir).
     #[arg(long, env = "NETCLAIM_STATE_DIR")]
@@ -222,6 +243,10 @@ pub struct RunArgs {
     /// Test hook: abort the process at this point of an attach (crash-recovery tests).
     #[arg(long, hide = true, value_enum)]
     pub crash_at: Option<crate::hooks::CrashPoint>,
+
+    /// Test hook: inject this failure once (fault-injection tests; repeatable).
+    #[arg(long, hide = true, value_enum)]
+    pub inject_fault: Vec<crate::faults::Fault>,
 
     /// How CNI plugins run, for CNI-mode claims.
     #[command(flatten)]
@@ -241,20 +266,64 @@ pub struct CniArgs {
     )]
     pub cni_bin_dirs: Vec<PathBuf>,
 
-    /// The limit on each CNI plugin run, in seconds.
-    #[arg(long, env = "NETCLAIM_CNI_TIMEOUT_SECONDS", default_value_t = 60)]
-    pub cni_timeout_seconds: u64,
+    /// The limit on each CNI plugin run, in seconds. In the NRI hooks a plugin never
+    /// gets more than what is left of the hook's time (see --nri-request-timeout-seconds),
+    /// so a value that cannot fit there is refused at start. Default: 60 for `check`, and
+    /// for `run` the hook's time.
+    #[arg(long, env = "NETCLAIM_CNI_TIMEOUT_SECONDS")]
+    pub cni_timeout_seconds: Option<u64>,
 }
+
+/// The default per-plugin limit outside the hooks (`netclaim check`).
+pub const DEFAULT_CNI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CniArgs {
     /// A runner with these settings and its result cache in `state_dir/cni-cache` (where
-    /// `netclaim run` keeps it).
-    pub fn runner(&self, state_dir: &std::path::Path) -> crate::cni::CniRunner {
+    /// `netclaim run` keeps it); `default_timeout` when no timeout was given.
+    pub fn runner_with(
+        &self,
+        state_dir: &std::path::Path,
+        default_timeout: std::time::Duration,
+    ) -> crate::cni::CniRunner {
         crate::cni::CniRunner::new(
             self.cni_bin_dirs.clone(),
-            std::time::Duration::from_secs(self.cni_timeout_seconds),
+            self.cni_timeout_seconds
+                .map_or(default_timeout, std::time::Duration::from_secs),
             state_dir.join("cni-cache"),
         )
+    }
+
+    /// [`CniArgs::runner_with`] the default of 60 s.
+    pub fn runner(&self, state_dir: &std::path::Path) -> crate::cni::CniRunner {
+        self.runner_with(state_dir, DEFAULT_CNI_TIMEOUT)
+    }
+}
+
+impl RunArgs {
+    /// The runtime's request timeout netclaim plans for.
+    pub fn nri_request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.nri_request_timeout_seconds)
+    }
+
+    /// Checks flags that only make sense together.
+    ///
+    /// # Errors
+    /// A `--cni-timeout-seconds` that cannot fit in an NRI hook.
+    pub fn validate(&self) -> Result<()> {
+        let budget = crate::nri::plugin::handler_budget(self.nri_request_timeout());
+        if let Some(seconds) = self.cni.cni_timeout_seconds
+            && std::time::Duration::from_secs(seconds) >= budget
+        {
+            anyhow::bail!(
+                "--cni-timeout-seconds {seconds} cannot fit in an NRI hook: the container \
+                 runtime waits at most {}s for one (containerd's plugin_request_timeout, \
+                 --nri-request-timeout-seconds), which leaves {budget:?} for the whole hook; \
+                 raise plugin_request_timeout in containerd's config together with \
+                 --nri-request-timeout-seconds, or lower --cni-timeout-seconds",
+                self.nri_request_timeout_seconds
+            );
+        }
+        Ok(())
     }
 }
 

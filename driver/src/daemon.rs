@@ -1,20 +1,27 @@
 //! `netclaim run`: the node daemon's lifecycle.
 //!
 //! Start-up order, each step failing the start with a message naming what was wrong:
-//! 1. configuration (an invalid `--filter` stops here),
+//! 1. configuration (an invalid `--filter`, a `--cni-timeout-seconds` that cannot fit in an
+//!    NRI hook stop here),
 //! 2. the Kubernetes client,
-//! 3. discovery's first pass,
-//! 4. the ResourceSlice publisher, given the first device list,
-//! 5. the checkpoint of prepared claims (a corrupt one stops the start unless
-//!    `--discard-corrupt-checkpoint`),
-//! 6. the DRA kubelet plugin (registration + `DRAPlugin` sockets; prepare lands in
-//!    [`crate::prepare`]),
-//! 7. the NRI plugin (pod sandbox events land in [`crate::hooks`]), which keeps
-//!    reconnecting to the runtime in the background.
+//! 3. the checkpoint of prepared claims (a corrupt record stops the start unless
+//!    `--discard-corrupt-checkpoint`), read on a blocking thread,
+//! 4. the hooks, which hold every device the checkpoint says is in a pod, so discovery's
+//!    first pass still publishes it,
+//! 5. discovery's first pass, and the ResourceSlice publisher given its device list,
+//! 6. the reports: claim status and pod network-status, level-triggered from the
+//!    checkpoint (seeded from it now),
+//! 7. the NRI plugin (pod sandbox events land in [`crate::hooks`]), connecting in the
+//!    background, and the DRA kubelet plugin (prepare lands in [`crate::prepare`]), which
+//!    refuses claims while the NRI plugin is not registered with the runtime.
 //!
 //! Then one loop republishes on every device-set change until SIGTERM or SIGINT. On
-//! shutdown the slices are left in place: a restarted daemon publishes the same device
-//! names, and the kubelet removes a dead driver's slices itself.
+//! shutdown the kubelet plugin stops first, then the NRI plugin, then the reports are
+//! flushed (for a bounded time); the slices are left in place: a restarted daemon publishes
+//! the same device names, and the kubelet removes a dead driver's slices itself.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::resource::v1::Device;
@@ -22,20 +29,23 @@ use kubeletplugin::{DriverResources, Pool, PublisherConfig, ResourceSlicePublish
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use std::sync::Arc;
-
 use crate::checkpoint::{Checkpoint, Recovery};
 use crate::cli::RunArgs;
 use crate::discovery::{Discovery, Inventory};
+use crate::faults::Faults;
 use crate::hooks::PodNetworkHooks;
+use crate::level_writer::Backoff;
 use crate::netlink::NetHandle;
-use crate::network_status::NetworkStatusWriter;
 use crate::nri::plugin::{ConnectionState, NriConfig, NriPlugin};
-use crate::prepare::{NetclaimDriver, PreparedClaims};
-use crate::status::{Backoff, ClaimStatusWriter};
+use crate::prepare::{NetclaimDriver, RuntimeGate};
+use crate::reports::Reports;
+
+/// How long shutdown waits for pending status writes.
+const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: &RunArgs) -> Result<()> {
+    args.validate()?;
     let config = args.discovery.discovery_config()?;
     let Some(node_name) = args.discovery.node_name.clone() else {
         bail!("the node name is required: pass --node-name or set NODE_NAME");
@@ -45,18 +55,36 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let stop_signal = shutdown_on_signal(shutdown.clone())?;
 
     let client = kube_client(args).await?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| args.plugins_dir.join(&driver_name));
+    let checkpoint = open_checkpoint(state_dir.clone(), args.discard_corrupt_checkpoint).await?;
+
     let discovery = Discovery::open(config).context("starting discovery")?;
     let inventory: Inventory = discovery.inventory();
+    let hooks = PodNetworkHooks::new(
+        checkpoint.clone(),
+        NetHandle::current().context("opening netlink in the host namespace")?,
+        Box::new(inventory.clone()),
+    )
+    .with_crash_point(args.crash_at)
+    .with_faults(Faults::once(&args.inject_fault))
+    .with_cni(args.cni.runner_with(
+        &state_dir,
+        crate::nri::plugin::handler_budget(args.nri_request_timeout()),
+    ));
+    hooks.hold_attached_devices();
+
     let mut watch = discovery
         .watch(shutdown.clone())
         .await
         .context("discovering this node's NICs")?;
     tracing::info!(node = %node_name, devices = watch.devices.borrow().len(), "discovery started");
-
     let publisher = ResourceSlicePublisher::start(
         client.clone(),
         PublisherConfig {
-            driver_name,
+            driver_name: driver_name.clone(),
             node_name: node_name.clone(),
             node_uid: None,
         },
@@ -65,8 +93,19 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         &node_name,
         watch.devices.borrow_and_update().clone(),
     ));
+    let reports = Reports::start(
+        client.clone(),
+        checkpoint.clone(),
+        &driver_name,
+        &node_name,
+        Backoff::default(),
+        shutdown.clone(),
+    );
 
-    let agent = NodeAgent::start(args, client.clone(), &node_name, &inventory, &shutdown).await?;
+    let agent = NodeAgent::start(
+        args, client, &node_name, &inventory, checkpoint, hooks, &shutdown,
+    )
+    .await?;
 
     let outcome = loop {
         tokio::select! {
@@ -90,6 +129,13 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         Ok(Ok(())) => {}
     }
     agent.stop().await;
+    if !reports.flush(FLUSH_ON_SHUTDOWN).await {
+        tracing::warn!(
+            backlog = reports.backlog(),
+            "stopping with status writes pending; the next start writes them from the checkpoint"
+        );
+    }
+    reports.stop();
     publisher.shutdown(false).await;
     tracing::info!("stopped");
     outcome
@@ -102,6 +148,24 @@ pub fn driver_resources(node_name: &str, devices: Vec<Device>) -> DriverResource
             .into_iter()
             .collect(),
     }
+}
+
+/// Opens the checkpoint on a blocking thread.
+async fn open_checkpoint(
+    state_dir: std::path::PathBuf,
+    discard_corrupt: bool,
+) -> Result<Arc<Checkpoint>> {
+    let recovery = if discard_corrupt {
+        Recovery::StartEmpty
+    } else {
+        Recovery::Fail
+    };
+    let display = state_dir.display().to_string();
+    let checkpoint = tokio::task::spawn_blocking(move || Checkpoint::open(state_dir, recovery))
+        .await
+        .context("opening the checkpoint")?
+        .with_context(|| format!("opening the checkpoint in {display}"))?;
+    Ok(Arc::new(checkpoint))
 }
 
 /// The client from `--kubeconfig` / `KUBECONFIG`, or the in-cluster service account.
@@ -141,6 +205,7 @@ fn shutdown_on_signal(shutdown: CancellationToken) -> Result<tokio::task::JoinHa
 struct NodeAgent {
     plugin: kubeletplugin::PluginHandle,
     nri: tokio::task::JoinHandle<()>,
+    hooks: PodNetworkHooks,
 }
 
 impl NodeAgent {
@@ -149,59 +214,38 @@ impl NodeAgent {
         client: kube::Client,
         node_name: &str,
         inventory: &Inventory,
+        checkpoint: Arc<Checkpoint>,
+        hooks: PodNetworkHooks,
         shutdown: &CancellationToken,
     ) -> Result<Self> {
         let driver_name = &args.discovery.driver_name;
-        let plugin_dir = args.plugins_dir.join(driver_name);
-        let state_dir = args.state_dir.clone().unwrap_or_else(|| plugin_dir.clone());
-        let recovery = if args.discard_corrupt_checkpoint {
-            Recovery::StartEmpty
-        } else {
-            Recovery::Fail
-        };
-        let checkpoint = Arc::new(
-            Checkpoint::open(&state_dir, recovery)
-                .with_context(|| format!("opening the checkpoint in {}", state_dir.display()))?,
-        );
-        let host = NetHandle::current().context("opening netlink in the host namespace")?;
-        let status = ClaimStatusWriter::start(client.clone(), Backoff::default());
-        let hooks = Arc::new(
-            PodNetworkHooks::new(
-                PreparedClaims::new(checkpoint.clone()),
-                host,
-                Some(status),
-                Box::new(inventory.clone()),
-            )
-            .with_crash_point(args.crash_at)
-            .with_network_status(NetworkStatusWriter::start(
-                client.clone(),
-                Backoff::default(),
-            ))
-            .with_cni(args.cni.runner(&state_dir)),
-        );
+        let nri = NriPlugin::new(
+            NriConfig {
+                socket_path: args.nri_socket.clone(),
+                plugin_idx: args.nri_plugin_index.clone(),
+                request_timeout: args.nri_request_timeout(),
+                ..NriConfig::default()
+            },
+            Arc::new(hooks.clone()),
+        )
+        .context("configuring the NRI plugin")?;
+        let gate = RuntimeGate::nri(nri.connection_state(), &args.nri_socket);
+        let nri = tokio::spawn(run_nri(nri, shutdown.clone()));
         let driver = Arc::new(
             NetclaimDriver::new(checkpoint, inventory.clone(), hooks.clone())
+                .with_driver_name(driver_name.clone())
+                .with_runtime_gate(gate)
                 .with_network_attachments(client.clone()),
         );
         let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), node_name)
             .kube_client(client)
             .registrar_dir(&args.registrar_dir)
-            .plugin_data_dir(&plugin_dir)
+            .plugin_data_dir(args.plugins_dir.join(driver_name))
             .start(driver)
             .await
             .context("starting the kubelet DRA plugin")?;
         tracing::info!(socket = %plugin.dra_socket_path().display(), "DRA plugin serving");
-        let nri = NriPlugin::new(
-            NriConfig {
-                socket_path: args.nri_socket.clone(),
-                plugin_idx: args.nri_plugin_index.clone(),
-                ..NriConfig::default()
-            },
-            hooks,
-        )
-        .context("configuring the NRI plugin")?;
-        let nri = tokio::spawn(run_nri(nri, shutdown.clone()));
-        Ok(Self { plugin, nri })
+        Ok(Self { plugin, nri, hooks })
     }
 
     async fn stop(self) {
@@ -211,6 +255,7 @@ impl NodeAgent {
         if let Err(err) = self.nri.await {
             tracing::warn!("the NRI task failed: {err}");
         }
+        self.hooks.reconciled().await;
     }
 }
 
@@ -223,7 +268,9 @@ async fn run_nri(nri: NriPlugin<PodNetworkHooks>, shutdown: CancellationToken) {
                 ConnectionState::Connected { session } => {
                     tracing::info!(session, "NRI plugin registered with the runtime");
                 }
-                ConnectionState::Disconnected => tracing::warn!("NRI runtime disconnected"),
+                ConnectionState::Disconnected => tracing::warn!(
+                    "NRI runtime disconnected: prepare refuses claims until it is back"
+                ),
             }
         }
     };

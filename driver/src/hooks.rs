@@ -1,51 +1,68 @@
 //! The pod lifecycle hooks: where `RunPodSandbox`, `StopPodSandbox`, `RemovePodSandbox` and
 //! `Synchronize` land after [`crate::nri::plugin`] decoded them.
 //!
-//! Only fast work happens here: everything that can fail slowly (fetching the claim,
-//! parsing and validating its config, resolving devices) was done in
-//! [`crate::prepare`]. A hook reads the prepared claims of its pod from the checkpoint and
-//! moves NICs with [`crate::attach`].
+//! Read top-down: the four event handlers, then what they do to a pod, then what they do
+//! to one device, then the helpers.
 //!
-//! CNI mode: a NIC whose prepared claim carries a CNI network ([`PreparedNic::cni`]) is not
-//! moved. RUN runs the network's plugins with [`CniRunner::add`] in the pod's namespace
-//! (container id = sandbox id, `CNI_IFNAME` = the pod interface name, `CNI_ARGS` with the
-//! pod's namespace, name, UID and sandbox id); STOP, REMOVE, unprepare and reconcile run
-//! [`CniRunner::del`] (from the runner's cache, so after a restart DEL uses exactly what
-//! ADD used). The master NIC stays on the host and is not held, so several pods may use one
-//! parent. Such an attachment's [`Attachment::host`] holds only the parent's name (no
-//! snapshot is taken: nothing on the host is changed by netclaim itself).
-//!
-//! Every step is persisted before it is taken ([`AttachPhase`]), so a crash at any point is
-//! resolved by the next `Synchronize`: an attachment of a live sandbox is completed, any
-//! other attachment is given back to the host. Only the first record (`Attaching`) is
-//! fsynced; the later ones need only outlive the process, not the machine (see
-//! [`crate::checkpoint::Durability`]).
+//! # Guarantees
+//! - A hook for a pod without netclaim claims returns at once: one lock-free read of the
+//!   checkpoint index, no lock, no I/O.
+//! - No node-wide lock: a hook locks the devices of its own pod ([`crate::locks`]) and
+//!   reads their records under those locks, so two hooks for one device run one after the
+//!   other and the second sees what the first did. Different pods never wait on each
+//!   other.
+//! - Every hook works against its [`HookDeadline`]: it never waits for a lock past it, a CNI
+//!   plugin only gets the part of it that leaves time to undo, and a RUN that could not
+//!   [`HookDeadline::commit`] before the transport answered "too late" undoes its work
+//!   before it releases its locks. A hook that answered never acts afterwards.
+//! - Every step is recorded before it is taken (the `Attaching` record durably), and every
+//!   failure leaves a record: a failed give-back stays `DetachFailed` and is retried at
+//!   every Synchronize, unprepare and RUN of the device until the device is back; a failed
+//!   attach is kept as the device's `failure` (the claim's status says it) until an attach
+//!   succeeds.
+//! - At every Synchronize (the runtime sends one each time the plugin connects) the
+//!   devices are brought in line with the live sandboxes, in the background (the runtime
+//!   waits for nothing): attachments of live sandboxes are kept or completed, all others
+//!   given back, and a prepared device whose pod sandbox runs without it (its RUN never
+//!   reached netclaim: the plugin was not connected) is attached late, the claim's status
+//!   and an Event saying so (`AttachedLate`), or its failure reported (`NotAttached`).
+//!   Attaching late rather than failing: the runtime does not let an NRI plugin stop a
+//!   running sandbox, and the pod was promised the NIC; attaching it as soon as possible
+//!   and telling the user is the closest netclaim can get to that promise.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use netclaim_api::cni::CniNetworkList;
 
-use crate::attach::{self, AttachOutcome};
-use crate::cni::{self, CniRunner, PodRef};
+use crate::backend::{AttachFailure, Backend, Backends, PodSandboxRef};
+use crate::checkpoint::{Checkpoint, Durability, NicUpdateError};
+use crate::cni::CniRunner;
+use crate::deadline::HookDeadline;
+use crate::faults::Faults;
+use crate::locks::{NetworkLocks, NicLocks};
 use crate::netlink::NetHandle;
-use crate::network_status::{self, NetworkStatusWriter};
 use crate::nri::plugin::{PodSandboxHandler, network_namespace_path};
 use crate::nri::proto::PodSandbox;
-use crate::prepare::{Detacher, PreparedClaims};
-use crate::state::{AttachPhase, Attachment, LinkSnapshot, PreparedClaim, PreparedNic};
-use crate::status::{
-    ClaimReport, ClaimStatusWriter, DeviceReport, DeviceState, FailureReason, NetworkData,
+use crate::prepare::Detacher;
+use crate::state::{
+    AttachPhase, AttachedNetwork, Attachment, FailureReason, NicFailure, NicKey, PodRef,
+    PreparedClaim, PreparedNic, now_rfc3339,
 };
+
+/// How long background work on one device (reconcile, unprepare's detach) may take.
+const BACKGROUND_LIMIT: Duration = Duration::from_secs(120);
 
 /// Keeps a device published while it is inside a pod (its host interface is gone from the
 /// host's view). Discovery's inventory implements it.
 pub trait DeviceHolds: Send + Sync + 'static {
-    /// The device is leaving the host: keep publishing its last attributes.
-    fn hold(&self, device: &str);
+    /// The device is leaving the host: keep publishing it, as it is published now or else
+    /// as `published` (the `Device` recorded at prepare) says.
+    fn hold(&self, device: &str, published: Option<&serde_json::Value>);
     /// The device is back on the host (or gone for good).
     fn release(&self, device: &str);
 }
@@ -55,40 +72,8 @@ pub trait DeviceHolds: Send + Sync + 'static {
 pub struct NoHolds;
 
 impl DeviceHolds for NoHolds {
-    fn hold(&self, _device: &str) {}
+    fn hold(&self, _device: &str, _published: Option<&serde_json::Value>) {}
     fn release(&self, _device: &str) {}
-}
-
-/// The alias that tags a claimed interface wherever it is (host, pod, or back in the
-/// initial namespace after its pod's namespace died).
-pub fn interface_tag(claim_uid: &str, device: &str) -> String {
-    format!("netclaim/{claim_uid}/{device}")
-}
-
-/// netclaim's NRI handler: attaches prepared NICs to pods and gives them back.
-pub struct PodNetworkHooks {
-    claims: PreparedClaims,
-    host: NetHandle,
-    status: Option<ClaimStatusWriter>,
-    holds: Box<dyn DeviceHolds>,
-    /// Network namespace paths by sandbox id, from RUN and Synchronize (STOP has none).
-    netns_by_sandbox: Mutex<HashMap<String, String>>,
-    /// An open file on the network namespace of every sandbox holding an attached NIC.
-    /// The kernel keeps a namespace alive while a file refers to it, so when the runtime
-    /// drops a pod's namespace without telling the plugin (containerd 1.7 sends no STOP or
-    /// REMOVE for pods that ran before it restarted), the NIC is neither destroyed with it
-    /// (veth, macvlan) nor thrown into the initial namespace (physical NICs): the detach
-    /// that follows (unprepare, Synchronize) still finds it in the pod's namespace.
-    held_netns: Mutex<HashMap<String, File>>,
-    /// Serializes every move of an interface: hooks of different pods and unprepare's
-    /// detach never interleave their netlink steps on the same device.
-    moves: tokio::sync::Mutex<()>,
-    /// A named point where the process aborts, for crash-recovery tests (`--crash-at`).
-    crash_at: Option<CrashPoint>,
-    /// Runs CNI plugins for CNI-mode NICs; `None`: such NICs fail to attach.
-    cni: Option<CniRunner>,
-    /// Keeps the pods' `k8s.v1.cni.cncf.io/network-status` annotation up to date.
-    network_status: Option<NetworkStatusWriter>,
 }
 
 /// Points in an attach where `--crash-at` makes the daemon abort, as a SIGKILL would: no
@@ -102,72 +87,816 @@ pub enum CrashPoint {
     AttachMoved,
 }
 
-/// One NIC to attach, with what identifies it.
-struct Target<'a> {
-    claim: &'a PreparedClaim,
-    nic: &'a PreparedNic,
+/// netclaim's NRI handler: attaches prepared NICs to pods and gives them back. Cheap to
+/// clone (the state is shared).
+#[derive(Clone)]
+pub struct PodNetworkHooks {
+    inner: Arc<Hooks>,
 }
 
-/// What one NIC's attach gave the pod.
-struct AttachedNic {
-    /// What the attach reported.
-    outcome: AttachOutcome,
-    /// CNI mode: the ADD result as the plugins returned it.
-    cni_result: Option<serde_json::Value>,
+struct Hooks {
+    checkpoint: Arc<Checkpoint>,
+    host: NetHandle,
+    holds: Box<dyn DeviceHolds>,
+    cni: Option<CniRunner>,
+    nics: NicLocks,
+    networks: NetworkLocks,
+    /// The live sandboxes of pods with netclaim claims (from RUN and Synchronize, dropped
+    /// at REMOVE): where their netns is (STOP carries none) and whether a device recorded
+    /// for a sandbox may still be in use.
+    sandboxes: Mutex<HashMap<String, PodSandboxRef>>,
+    /// An open file on the network namespace of every sandbox holding an attached NIC.
+    /// The kernel keeps a namespace alive while a file refers to it, so when the runtime
+    /// drops a pod's namespace without telling the plugin (containerd 1.7 sends no STOP or
+    /// REMOVE for pods that ran before it restarted), the NIC is neither destroyed with it
+    /// (veth, macvlan) nor thrown into the initial namespace (physical NICs): the give-back
+    /// that follows (unprepare, Synchronize) still finds it in the pod's namespace.
+    held_netns: Mutex<HashMap<String, File>>,
+    crash_at: Option<CrashPoint>,
+    faults: Faults,
+    /// The reconcile started by the last Synchronize.
+    reconcile: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl Target<'_> {
-    fn tag(&self) -> String {
-        interface_tag(&self.claim.uid, &self.nic.device)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "claim {}/{} device {} ({})",
-            self.claim.namespace, self.claim.name, self.nic.device, self.nic.host_if_name
-        )
-    }
+/// A device attached by the RUN being handled, for its rollback.
+struct AttachedHere {
+    claim: Arc<PreparedClaim>,
+    nic: PreparedNic,
 }
 
 impl PodNetworkHooks {
-    /// Hooks acting in the host namespace `host`, on the claims prepared in `claims`,
-    /// reporting claim status through `status` when given.
-    pub fn new(
-        claims: PreparedClaims,
-        host: NetHandle,
-        status: Option<ClaimStatusWriter>,
-        holds: Box<dyn DeviceHolds>,
-    ) -> Self {
+    /// Hooks acting in the host namespace `host` on the claims prepared in `checkpoint`.
+    pub fn new(checkpoint: Arc<Checkpoint>, host: NetHandle, holds: Box<dyn DeviceHolds>) -> Self {
         Self {
-            claims,
-            host,
-            status,
-            holds,
-            netns_by_sandbox: Mutex::new(HashMap::new()),
-            held_netns: Mutex::new(HashMap::new()),
-            moves: tokio::sync::Mutex::new(()),
-            crash_at: None,
-            cni: None,
-            network_status: None,
+            inner: Arc::new(Hooks {
+                checkpoint,
+                host,
+                holds,
+                cni: None,
+                nics: NicLocks::default(),
+                networks: NetworkLocks::default(),
+                sandboxes: Mutex::default(),
+                held_netns: Mutex::default(),
+                crash_at: None,
+                faults: Faults::default(),
+                reconcile: Mutex::default(),
+            }),
         }
     }
 
-    /// Writes the pods' network-status annotation with `writer`.
-    pub fn with_network_status(mut self, writer: NetworkStatusWriter) -> Self {
-        self.network_status = Some(writer);
+    fn configure(mut self, change: impl FnOnce(&mut Hooks)) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => change(inner),
+            None => tracing::error!("hooks configured after being shared; ignoring"),
+        }
         self
     }
 
     /// Runs the CNI networks of CNI-mode claims with `runner`.
-    pub fn with_cni(mut self, runner: CniRunner) -> Self {
-        self.cni = Some(runner);
-        self
+    pub fn with_cni(self, runner: CniRunner) -> Self {
+        self.configure(|hooks| hooks.cni = Some(runner))
     }
 
     /// Aborts the process at `point` (crash-recovery tests only).
-    pub fn with_crash_point(mut self, point: Option<CrashPoint>) -> Self {
-        self.crash_at = point;
-        self
+    pub fn with_crash_point(self, point: Option<CrashPoint>) -> Self {
+        self.configure(|hooks| hooks.crash_at = point)
+    }
+
+    /// Injects `faults` (fault-injection tests only).
+    pub fn with_faults(self, faults: Faults) -> Self {
+        self.configure(|hooks| hooks.faults = faults)
+    }
+
+    /// Keeps publishing every device the checkpoint says is in a pod (after a restart,
+    /// discovery no longer sees those NICs on the host).
+    pub fn hold_attached_devices(&self) {
+        for claim in self.inner.checkpoint.index().claims() {
+            for nic in &claim.nics {
+                if nic.attachment.is_some() && !nic.is_cni() {
+                    self.inner.holds.hold(&nic.device, nic.published.as_ref());
+                }
+            }
+        }
+    }
+
+    /// Waits for the reconcile of the last Synchronize to finish (for shutdown and tests).
+    pub async fn reconciled(&self) {
+        let task = self
+            .inner
+            .reconcile
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl PodSandboxHandler for PodNetworkHooks {
+    async fn synchronize(&self, pods: Vec<PodSandbox>, _deadline: HookDeadline) {
+        let index = self.inner.checkpoint.index();
+        let live: HashMap<String, PodSandboxRef> = pods
+            .iter()
+            .filter(|pod| !index.claims_for_pod(&pod.uid).is_empty())
+            .filter_map(|pod| {
+                let netns = network_namespace_path(pod)?;
+                Some((pod.id.clone(), sandbox_ref(pod, netns)))
+            })
+            .collect();
+        tracing::info!(
+            pods = pods.len(),
+            with_claims = live.len(),
+            "reconciling devices with the runtime's sandboxes"
+        );
+        *self.inner.sandboxes_lock() = live;
+        // The runtime holds every pod event until Synchronize is answered: do the work in
+        // the background, under the same per-device locks as the events that follow.
+        let hooks = self.inner.clone();
+        let task = tokio::spawn(async move {
+            hooks.reconcile().await;
+            hooks.collect_cni_garbage().await;
+        });
+        let previous = self
+            .inner
+            .reconcile
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(task);
+        if let Some(previous) = previous {
+            // A reconnect before the last reconcile finished: it goes on; the new one
+            // takes the device locks after it.
+            drop(previous);
+        }
+    }
+
+    async fn run_pod_sandbox(&self, pod: PodSandbox, deadline: HookDeadline) -> Result<(), String> {
+        let index = self.inner.checkpoint.index();
+        if index.claims_for_pod(&pod.uid).is_empty() {
+            return Ok(());
+        }
+        let Some(netns) = network_namespace_path(&pod) else {
+            return Err(refuse_host_network(&pod, index.claims_for_pod(&pod.uid)));
+        };
+        let sandbox = sandbox_ref(&pod, netns);
+        self.inner
+            .sandboxes_lock()
+            .insert(sandbox.id.clone(), sandbox.clone());
+        self.inner.attach_pod(&sandbox, &deadline).await
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        pod: PodSandbox,
+        deadline: HookDeadline,
+    ) -> Result<(), String> {
+        self.inner.give_back_sandbox(&pod, &deadline).await
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        pod: PodSandbox,
+        deadline: HookDeadline,
+    ) -> Result<(), String> {
+        let result = self.inner.give_back_sandbox(&pod, &deadline).await;
+        if result.is_ok() {
+            self.inner.sandboxes_lock().remove(&pod.id);
+        }
+        result
+    }
+}
+
+impl Detacher for PodNetworkHooks {
+    async fn detach(&self, claim_uid: &str, nic: &PreparedNic) -> Result<(), String> {
+        let hooks = &self.inner;
+        let _lock = hooks
+            .nics
+            .lock(
+                [nic.lock_key(claim_uid)],
+                Some(tokio::time::Instant::now() + BACKGROUND_LIMIT),
+            )
+            .await
+            .map_err(|busy| busy.to_string())?;
+        let Some((claim, nic)) = hooks.current(claim_uid, &nic.device, nic.share_id.as_deref())
+        else {
+            return Ok(());
+        };
+        match nic.attachment.clone() {
+            Some(attachment) => hooks.give_back_nic(&claim, &nic, &attachment).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where a device stands at a Synchronize, derived from its record and the live sandboxes.
+enum SyncStep {
+    /// Nothing to do.
+    Nothing,
+    /// Attached to a live sandbox: keep its netns open.
+    Keep(PodSandboxRef),
+    /// An attach into a live sandbox was interrupted (a crash mid-RUN, after which the
+    /// runtime went on without netclaim): finish it.
+    Resume(PodSandboxRef),
+    /// Its pod runs without it: the RUN never reached netclaim.
+    AttachLate(PodSandboxRef),
+    /// Recorded for a sandbox that is gone, or a give-back is pending: give it back.
+    GiveBack(Box<Attachment>),
+}
+
+impl SyncStep {
+    fn of(claim: &PreparedClaim, nic: &PreparedNic, live: &HashMap<String, PodSandboxRef>) -> Self {
+        match &nic.attachment {
+            Some(a) if a.is_giving_back() => SyncStep::GiveBack(Box::new(a.clone())),
+            Some(a) => match (live.get(&a.sandbox_id), a.phase) {
+                (Some(sandbox), AttachPhase::Attached) => SyncStep::Keep(sandbox.clone()),
+                (Some(sandbox), _) => SyncStep::Resume(sandbox.clone()),
+                (None, _) => SyncStep::GiveBack(Box::new(a.clone())),
+            },
+            None => {
+                let mut sandboxes = live.values().filter(|s| claim.is_for_pod(&s.pod.uid));
+                match (sandboxes.next(), sandboxes.next()) {
+                    (Some(only), None) => SyncStep::AttachLate(only.clone()),
+                    _ => SyncStep::Nothing,
+                }
+            }
+        }
+    }
+}
+
+/// Where a device stands for a RUN of `sandbox`, derived from its record.
+enum RunStep {
+    /// Not attached anywhere.
+    Attach,
+    /// An attach into this sandbox was interrupted: finish it with the recorded snapshot.
+    Resume(Attachment),
+    /// Already attached to this sandbox.
+    Done,
+    /// A give-back is pending, or it is recorded for a sandbox that is gone: give it back
+    /// first.
+    GiveBackFirst(Attachment),
+    /// Attached to another live sandbox.
+    HeldBy(Attachment),
+}
+
+impl RunStep {
+    fn of(
+        nic: &PreparedNic,
+        sandbox: &PodSandboxRef,
+        live: &HashMap<String, PodSandboxRef>,
+    ) -> Self {
+        match &nic.attachment {
+            None => RunStep::Attach,
+            Some(a) if a.is_giving_back() => RunStep::GiveBackFirst(a.clone()),
+            Some(a) if a.sandbox_id == sandbox.id => match a.phase {
+                AttachPhase::Attached => RunStep::Done,
+                _ => RunStep::Resume(a.clone()),
+            },
+            Some(a) if live.contains_key(&a.sandbox_id) => RunStep::HeldBy(a.clone()),
+            Some(a) => RunStep::GiveBackFirst(a.clone()),
+        }
+    }
+}
+
+impl Hooks {
+    fn sandboxes_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PodSandboxRef>> {
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn backends(&self) -> Backends<'_> {
+        Backends {
+            host: &self.host,
+            cni: self.cni.as_ref(),
+            networks: &self.networks,
+            faults: &self.faults,
+        }
+    }
+
+    /// The current record of a device, read after its lock was taken.
+    fn current(
+        &self,
+        claim_uid: &str,
+        device: &str,
+        share_id: Option<&str>,
+    ) -> Option<(Arc<PreparedClaim>, PreparedNic)> {
+        let claim = self.checkpoint.claim(claim_uid)?;
+        let nic = claim.nic(device, share_id)?.clone();
+        Some((claim, nic))
+    }
+
+    // ---- what a hook does to a pod ------------------------------------------------------
+
+    /// Attaches every device prepared for the pod of `sandbox`; on any failure gives back
+    /// those this RUN attached, and fails with the first error.
+    async fn attach_pod(
+        &self,
+        sandbox: &PodSandboxRef,
+        deadline: &HookDeadline,
+    ) -> Result<(), String> {
+        let keys = self.keys_of_pod(&sandbox.pod.uid, |_| true);
+        let _locks = self
+            .nics
+            .lock(keys.keys().cloned(), Some(deadline.at()))
+            .await
+            .map_err(|busy| {
+                format!(
+                    "netclaim: {busy}; {}",
+                    deadline.expiry_message("waiting for it")
+                )
+            })?;
+        // Read under the locks: a hook that held them before recorded what it did.
+        let index = self.checkpoint.index();
+        let live = self.sandboxes_lock().clone();
+        let mut attached: Vec<AttachedHere> = Vec::new();
+        for claim in index.claims_for_pod(&sandbox.pod.uid) {
+            for nic in claim
+                .nics
+                .iter()
+                .filter(|n| keys.contains_key(&n.lock_key(&claim.uid)))
+            {
+                if let Err(message) = self
+                    .attach_for_run(claim, nic, sandbox, &live, deadline)
+                    .await
+                {
+                    let message = format!("netclaim: {}: {message}", describe(claim, nic));
+                    self.roll_back(&attached).await;
+                    return Err(message);
+                }
+                if let Some((claim, nic)) =
+                    self.current(&claim.uid, &nic.device, nic.share_id.as_deref())
+                {
+                    attached.push(AttachedHere { claim, nic });
+                }
+            }
+        }
+        if !deadline.commit() {
+            // The runtime was already told this RUN failed: nothing it did may stay.
+            self.roll_back(&attached).await;
+            return Err(deadline.expiry_message("attaching the pod's devices"));
+        }
+        if !attached.is_empty() {
+            self.hold_netns(&sandbox.id, &sandbox.netns);
+        }
+        Ok(())
+    }
+
+    /// One device for a RUN.
+    async fn attach_for_run(
+        &self,
+        claim: &PreparedClaim,
+        nic: &PreparedNic,
+        sandbox: &PodSandboxRef,
+        live: &HashMap<String, PodSandboxRef>,
+        deadline: &HookDeadline,
+    ) -> Result<(), String> {
+        match RunStep::of(nic, sandbox, live) {
+            RunStep::Done => Ok(()),
+            RunStep::HeldBy(other) => Err(format!(
+                "the device is attached to another pod sandbox ({}{})",
+                other.sandbox_id,
+                other
+                    .pod
+                    .as_ref()
+                    .map(|p| format!(", pod {}/{}", p.namespace, p.name))
+                    .unwrap_or_default()
+            )),
+            RunStep::GiveBackFirst(stale) => {
+                self.give_back_nic(claim, nic, &stale).await?;
+                let (claim, nic) = self
+                    .current(&claim.uid, &nic.device, nic.share_id.as_deref())
+                    .ok_or("the claim was unprepared")?;
+                self.attach_nic(&claim, &nic, sandbox, deadline, None, false)
+                    .await
+            }
+            RunStep::Resume(recorded) => {
+                self.attach_nic(claim, nic, sandbox, deadline, Some(recorded), false)
+                    .await
+            }
+            RunStep::Attach => {
+                self.attach_nic(claim, nic, sandbox, deadline, None, false)
+                    .await
+            }
+        }
+    }
+
+    /// Gives back every device attached to the sandbox of `pod` (STOP, REMOVE). Idempotent.
+    async fn give_back_sandbox(
+        &self,
+        pod: &PodSandbox,
+        deadline: &HookDeadline,
+    ) -> Result<(), String> {
+        let keys = self.keys_of_pod(&pod.uid, |nic| {
+            nic.attachment
+                .as_ref()
+                .is_some_and(|a| a.sandbox_id == pod.id)
+        });
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let _locks = self
+            .nics
+            .lock(keys.keys().cloned(), Some(deadline.at()))
+            .await
+            .map_err(|busy| format!("netclaim: {busy}"))?;
+        let mut errors = Vec::new();
+        for (key, (claim_uid, device, share_id)) in &keys {
+            let Some((claim, nic)) = self.current(claim_uid, device, share_id.as_deref()) else {
+                continue;
+            };
+            let Some(attachment) = nic.attachment.clone().filter(|a| a.sandbox_id == pod.id) else {
+                continue;
+            };
+            if let Err(error) = self.give_back_nic(&claim, &nic, &attachment).await {
+                tracing::error!(?key, "{error}");
+                errors.push(format!("{}: {error}", describe(&claim, &nic)));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("netclaim: {}", errors.join("; ")))
+        }
+    }
+
+    /// Gives back what a RUN attached before it failed, newest first.
+    async fn roll_back(&self, attached: &[AttachedHere]) {
+        for AttachedHere { claim, nic } in attached.iter().rev() {
+            let Some(attachment) = &nic.attachment else {
+                continue;
+            };
+            if let Err(error) = self.give_back_nic(claim, nic, attachment).await {
+                // Recorded as DetachFailed: retried at the next Synchronize, unprepare or RUN.
+                tracing::error!(device = %describe(claim, nic), "rollback failed: {error}");
+            }
+        }
+    }
+
+    /// Brings every device in line with the live sandboxes (see the module docs).
+    async fn reconcile(&self) {
+        let index = self.checkpoint.index();
+        for claim in index.claims() {
+            for nic in &claim.nics {
+                let live = self.sandboxes_lock().clone();
+                if matches!(SyncStep::of(claim, nic, &live), SyncStep::Nothing) {
+                    continue;
+                }
+                let deadline = HookDeadline::background("reconcile", BACKGROUND_LIMIT);
+                let Ok(_lock) = self
+                    .nics
+                    .lock([nic.lock_key(&claim.uid)], Some(deadline.at()))
+                    .await
+                else {
+                    tracing::warn!(device = %describe(claim, nic), "reconcile: the device stayed busy; the next Synchronize retries");
+                    continue;
+                };
+                // Decide again on the record and the sandboxes as they are now.
+                let Some((claim, nic)) =
+                    self.current(&claim.uid, &nic.device, nic.share_id.as_deref())
+                else {
+                    continue;
+                };
+                let live = self.sandboxes_lock().clone();
+                if let Err(error) = self.reconcile_nic(&claim, &nic, &live, &deadline).await {
+                    tracing::error!(device = %describe(&claim, &nic), "reconcile: {error}");
+                }
+            }
+        }
+    }
+
+    async fn reconcile_nic(
+        &self,
+        claim: &PreparedClaim,
+        nic: &PreparedNic,
+        live: &HashMap<String, PodSandboxRef>,
+        deadline: &HookDeadline,
+    ) -> Result<(), String> {
+        match SyncStep::of(claim, nic, live) {
+            SyncStep::Nothing => Ok(()),
+            SyncStep::Keep(sandbox) => {
+                self.hold_netns(&sandbox.id, &sandbox.netns);
+                Ok(())
+            }
+            SyncStep::GiveBack(attachment) => self.give_back_nic(claim, nic, &attachment).await,
+            SyncStep::Resume(sandbox) => {
+                let recorded = nic.attachment.clone();
+                tracing::warn!(device = %describe(claim, nic), sandbox = %sandbox.id, "finishing an attach interrupted by a crash; the pod has been running without the device");
+                self.attach_late(claim, nic, &sandbox, deadline, recorded)
+                    .await
+            }
+            SyncStep::AttachLate(sandbox) => {
+                tracing::warn!(device = %describe(claim, nic), sandbox = %sandbox.id, "pod sandbox runs without its device (its RunPodSandbox never reached netclaim); attaching it late");
+                self.attach_late(claim, nic, &sandbox, deadline, None).await
+            }
+        }
+    }
+
+    async fn attach_late(
+        &self,
+        claim: &PreparedClaim,
+        nic: &PreparedNic,
+        sandbox: &PodSandboxRef,
+        deadline: &HookDeadline,
+        recorded: Option<Attachment>,
+    ) -> Result<(), String> {
+        match self
+            .attach_nic(claim, nic, sandbox, deadline, recorded, true)
+            .await
+        {
+            Ok(()) => {
+                self.hold_netns(&sandbox.id, &sandbox.netns);
+                Ok(())
+            }
+            Err(message) => {
+                let message = format!(
+                    "the pod runs without this device: its RunPodSandbox never reached \
+                     netclaim (the NRI plugin was not connected), and attaching it late \
+                     failed: {message}"
+                );
+                self.record_failure(claim, nic, FailureReason::NotAttached, &message)
+                    .await;
+                Err(message)
+            }
+        }
+    }
+
+    // ---- what a hook does to one device --------------------------------------------------
+
+    /// Attaches one device: record `Attaching` (durably, before anything changes), attach,
+    /// record `Attached` with what the pod got. On failure the record says what is left:
+    /// nothing (and the failure), or `DetachFailed` when the undo failed too.
+    async fn attach_nic(
+        &self,
+        claim: &PreparedClaim,
+        nic: &PreparedNic,
+        sandbox: &PodSandboxRef,
+        deadline: &HookDeadline,
+        recorded: Option<Attachment>,
+        late: bool,
+    ) -> Result<(), String> {
+        let backend = Backend::of(claim, nic)?;
+        let ctx = self.backends();
+        let snapshot = match &recorded {
+            Some(recorded) => recorded.host.clone(),
+            None => backend.snapshot(&ctx, nic).await?,
+        };
+        let attaching = Attachment {
+            sandbox_id: sandbox.id.clone(),
+            netns_path: sandbox.netns.clone(),
+            host: snapshot.clone(),
+            pod_if_name: nic.pod_if_name().to_owned(),
+            phase: AttachPhase::Attaching,
+            pod: Some(sandbox.pod.clone()),
+            network: None,
+            error: None,
+        };
+        if recorded.is_none() {
+            let record = attaching.clone();
+            self.update(claim, nic, Durability::Durable, move |n| {
+                n.attachment = Some(record)
+            })
+            .await
+            .map_err(|e| format!("recording the attachment: {e}"))?;
+        }
+        self.crash_point(CrashPoint::AttachRecorded);
+        if backend.moves_the_nic() {
+            self.holds.hold(&nic.device, nic.published.as_ref());
+        }
+        match backend
+            .attach(&ctx, nic, &snapshot, sandbox, deadline)
+            .await
+        {
+            Ok(attached) => {
+                self.crash_point(CrashPoint::AttachMoved);
+                let record = Attachment {
+                    phase: AttachPhase::Attached,
+                    host: attached.host,
+                    network: Some(AttachedNetwork {
+                        data: attached.data,
+                        cni_result: attached.cni_result,
+                        since: now_rfc3339(),
+                        late,
+                    }),
+                    ..attaching
+                };
+                let saved = self
+                    .update(claim, nic, Durability::Volatile, move |n| {
+                        n.attachment = Some(record);
+                        n.failure = None;
+                    })
+                    .await;
+                if let Err(error) = saved {
+                    // Attached but not recorded: undo, so nothing runs that the record
+                    // does not know of.
+                    let message = format!("recording the attachment: {error}");
+                    if let Some((claim, nic)) =
+                        self.current(&claim.uid, &nic.device, nic.share_id.as_deref())
+                        && let Some(attachment) = nic.attachment.clone()
+                    {
+                        let _ = self.give_back_nic(&claim, &nic, &attachment).await;
+                    }
+                    return Err(message);
+                }
+                Ok(())
+            }
+            Err(AttachFailure::RolledBack(message)) => {
+                if backend.moves_the_nic() {
+                    self.holds.release(&nic.device);
+                }
+                let failure = failure(FailureReason::AttachFailed, &message);
+                let saved = self
+                    .update(claim, nic, Durability::Volatile, move |n| {
+                        n.attachment = None;
+                        n.failure = Some(failure);
+                    })
+                    .await;
+                if let Err(error) = saved {
+                    tracing::error!(device = %describe(claim, nic), "recording a failed attach: {error}");
+                }
+                Err(message)
+            }
+            Err(AttachFailure::Stuck { message, undo }) => {
+                let message = AttachFailure::Stuck {
+                    message,
+                    undo: undo.clone(),
+                }
+                .message();
+                let record = Attachment {
+                    phase: AttachPhase::DetachFailed,
+                    error: Some(undo),
+                    ..attaching
+                };
+                let failure = failure(FailureReason::AttachFailed, &message);
+                let saved = self
+                    .update(claim, nic, Durability::Volatile, move |n| {
+                        n.attachment = Some(record);
+                        n.failure = Some(failure);
+                    })
+                    .await;
+                if let Err(error) = saved {
+                    tracing::error!(device = %describe(claim, nic), "recording a failed rollback: {error}");
+                }
+                Err(message)
+            }
+        }
+    }
+
+    /// Gives one device back to the host: record `Detaching`, give back, drop the
+    /// attachment; a failure is recorded as `DetachFailed` (retried later).
+    async fn give_back_nic(
+        &self,
+        claim: &PreparedClaim,
+        nic: &PreparedNic,
+        attachment: &Attachment,
+    ) -> Result<(), String> {
+        let backend = Backend::of(claim, nic)?;
+        if !attachment.is_giving_back() {
+            let record = Attachment {
+                phase: AttachPhase::Detaching,
+                ..attachment.clone()
+            };
+            self.update(claim, nic, Durability::Volatile, move |n| {
+                n.attachment = Some(record)
+            })
+            .await
+            .map_err(|e| format!("recording the give-back: {e}"))?;
+        }
+        let (netns, _held) = self.netns_for_give_back(attachment);
+        match backend
+            .give_back(&self.backends(), attachment, &netns)
+            .await
+        {
+            Ok(note) => {
+                if let Some(note) = note {
+                    tracing::info!(device = %describe(claim, nic), "{note}");
+                }
+                if backend.moves_the_nic() {
+                    self.holds.release(&nic.device);
+                }
+                self.update(claim, nic, Durability::Volatile, |n| n.attachment = None)
+                    .await
+                    .map_err(|e| format!("recording the give-back: {e}"))?;
+                self.release_netns_if_unused(&attachment.sandbox_id);
+                Ok(())
+            }
+            Err(error) => {
+                let record = Attachment {
+                    phase: AttachPhase::DetachFailed,
+                    error: Some(error.clone()),
+                    ..attachment.clone()
+                };
+                if let Err(e) = self
+                    .update(claim, nic, Durability::Volatile, move |n| {
+                        n.attachment = Some(record)
+                    })
+                    .await
+                {
+                    tracing::error!(device = %describe(claim, nic), "recording a failed give-back: {e}");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        claim: &PreparedClaim,
+        nic: &PreparedNic,
+        reason: FailureReason,
+        message: &str,
+    ) {
+        let failure = failure(reason, message);
+        if let Err(error) = self
+            .update(claim, nic, Durability::Volatile, move |n| {
+                n.failure = Some(failure)
+            })
+            .await
+        {
+            tracing::error!(device = %describe(claim, nic), "recording a failure: {error}");
+        }
+    }
+
+    async fn update(
+        &self,
+        claim: &PreparedClaim,
+        nic: &PreparedNic,
+        durability: Durability,
+        change: impl FnOnce(&mut PreparedNic) + Send + 'static,
+    ) -> Result<(), NicUpdateError> {
+        self.checkpoint
+            .update_nic(
+                &claim.uid,
+                &nic.device,
+                nic.share_id.as_deref(),
+                durability,
+                change,
+            )
+            .await
+    }
+
+    /// CNI GC (spec 1.1) after a Synchronize's reconcile: each CNI network in the
+    /// checkpoint is told which of its attachments are valid, so its plugins release what
+    /// an attachment netclaim lost track of left behind (IPAM leases, host-side state), and
+    /// its stale cache entries go. Each network is locked against ADD and DEL while its
+    /// valid attachments are listed and its GC runs.
+    async fn collect_cni_garbage(&self) {
+        let Some(runner) = &self.cni else { return };
+        let mut networks: BTreeMap<String, CniNetworkList> = BTreeMap::new();
+        for claim in self.checkpoint.index().claims() {
+            for nic in &claim.nics {
+                if let Ok(Backend::Cni { list }) = Backend::of(claim, nic) {
+                    networks.entry(list.name.clone()).or_insert(*list);
+                }
+            }
+        }
+        for (name, list) in networks {
+            let _exclusive = self.networks.collect(&name).await;
+            let mut valid: Vec<(String, String)> = Vec::new();
+            for claim in self.checkpoint.index().claims() {
+                for nic in &claim.nics {
+                    let Some(attachment) = &nic.attachment else {
+                        continue;
+                    };
+                    let same = Backend::of(claim, nic)
+                        .ok()
+                        .is_some_and(|b| b.network_name() == Some(name.as_str()));
+                    if same {
+                        valid.push((
+                            attachment.sandbox_id.clone(),
+                            attachment.pod_if_name.clone(),
+                        ));
+                    }
+                }
+            }
+            match runner.gc(&list, &valid).await {
+                Ok(report) => tracing::debug!(network = %name, ran = ?report.ran, "CNI GC"),
+                Err(e) => tracing::warn!(network = %name, "CNI GC: {e}"),
+            }
+        }
+    }
+
+    // ---- helpers --------------------------------------------------------------------------
+
+    /// The lock keys of the devices of the claims of pod `pod_uid` that `select` picks, with
+    /// what identifies each device.
+    fn keys_of_pod(
+        &self,
+        pod_uid: &str,
+        select: impl Fn(&PreparedNic) -> bool,
+    ) -> BTreeMap<NicKey, (String, String, Option<String>)> {
+        let index = self.checkpoint.index();
+        index
+            .claims_for_pod(pod_uid)
+            .iter()
+            .flat_map(|claim| {
+                claim.nics.iter().filter(|nic| select(nic)).map(|nic| {
+                    (
+                        nic.lock_key(&claim.uid),
+                        (claim.uid.clone(), nic.device.clone(), nic.share_id.clone()),
+                    )
+                })
+            })
+            .collect()
     }
 
     fn crash_point(&self, point: CrashPoint) {
@@ -177,27 +906,15 @@ impl PodNetworkHooks {
         }
     }
 
-    fn remember_netns(&self, sandbox_id: &str, netns: &str) {
-        if let Ok(mut map) = self.netns_by_sandbox.lock() {
-            map.insert(sandbox_id.to_owned(), netns.to_owned());
-        }
+    fn held_netns_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, File>> {
+        self.held_netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn forget_netns(&self, sandbox_id: &str) {
-        if let Ok(mut map) = self.netns_by_sandbox.lock() {
-            map.remove(sandbox_id);
-        }
-    }
-
-    fn remembered_netns(&self, sandbox_id: &str) -> Option<String> {
-        self.netns_by_sandbox.lock().ok()?.get(sandbox_id).cloned()
-    }
-
-    /// Keeps the namespace at `netns` alive while `sandbox_id` holds attached NICs.
+    /// Keeps the namespace at `netns` alive while `sandbox_id` holds attached devices.
     fn hold_netns(&self, sandbox_id: &str, netns: &str) {
-        let Ok(mut held) = self.held_netns.lock() else {
-            return;
-        };
+        let mut held = self.held_netns_lock();
         if held.contains_key(sandbox_id) {
             return;
         }
@@ -209,28 +926,28 @@ impl PodNetworkHooks {
         }
     }
 
-    /// Lets the namespace of `sandbox_id` go once none of its NICs is attached any more.
+    /// Lets the namespace of `sandbox_id` go once none of its devices is attached any more.
     fn release_netns_if_unused(&self, sandbox_id: &str) {
-        let in_use = self.claims.all().iter().any(|claim| {
+        let in_use = self.checkpoint.index().claims().any(|claim| {
             claim.nics.iter().any(|nic| {
                 nic.attachment
                     .as_ref()
                     .is_some_and(|a| a.sandbox_id == sandbox_id)
             })
         });
-        if !in_use && let Ok(mut held) = self.held_netns.lock() {
-            held.remove(sandbox_id);
+        if !in_use {
+            self.held_netns_lock().remove(sandbox_id);
         }
     }
 
-    /// Where to find the pod's namespace for a detach: the held namespace (valid even after
-    /// the runtime removed the path), else the path from RUN or Synchronize, else the
-    /// checkpoint's. The returned file, if any, must outlive the use of the path.
-    fn netns_for_detach(&self, attachment: &Attachment) -> (PathBuf, Option<File>) {
-        let held = self.held_netns.lock().ok().and_then(|held| {
-            held.get(&attachment.sandbox_id)
-                .and_then(|f| f.try_clone().ok())
-        });
+    /// Where to find the pod's namespace to give a device back: the held namespace (valid
+    /// even after the runtime removed the path), else the path from RUN or Synchronize,
+    /// else the recorded one. The returned file, if any, must outlive the use of the path.
+    fn netns_for_give_back(&self, attachment: &Attachment) -> (PathBuf, Option<File>) {
+        let held = self
+            .held_netns_lock()
+            .get(&attachment.sandbox_id)
+            .and_then(|f| f.try_clone().ok());
         if let Some(file) = held {
             return (
                 PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
@@ -238,610 +955,59 @@ impl PodNetworkHooks {
             );
         }
         let path = self
-            .remembered_netns(&attachment.sandbox_id)
+            .sandboxes_lock()
+            .get(&attachment.sandbox_id)
+            .map(|s| s.netns.clone())
             .unwrap_or_else(|| attachment.netns_path.clone());
         (PathBuf::from(path), None)
     }
+}
 
-    fn report(&self, report: ClaimReport) {
-        if let Some(status) = &self.status {
-            status.report(report);
-        }
-    }
-
-    /// Attaches every NIC prepared for `pod`; on any failure gives back those it attached.
-    async fn attach_pod(&self, pod: &PodSandbox, netns: &str) -> Result<(), String> {
-        let claims = self.claims.claims_for_pod(&pod.uid);
-        let pod_ref = PodRef {
+fn sandbox_ref(pod: &PodSandbox, netns: &str) -> PodSandboxRef {
+    PodSandboxRef {
+        id: pod.id.clone(),
+        netns: netns.to_owned(),
+        pod: PodRef {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             uid: pod.uid.clone(),
-        };
-        let _moves = self.moves.lock().await;
-        let mut attached: Vec<(Target<'_>, AttachedNic)> = Vec::new();
-        for claim in &claims {
-            for nic in &claim.nics {
-                let target = Target { claim, nic };
-                match self.attach_one(&target, &pod.id, netns, &pod_ref).await {
-                    Ok(outcome) => attached.push((target, outcome)),
-                    Err(message) => {
-                        let error = format!("netclaim: {}: {message}", target.describe());
-                        self.roll_back(&attached, &pod.id, netns).await;
-                        self.report_failure(&claims, &target, &error);
-                        return Err(error);
-                    }
-                }
-            }
-        }
-        if !attached.is_empty() {
-            self.hold_netns(&pod.id, netns);
-        }
-        self.report_ready(&claims, &attached);
-        self.publish_network_status(&pod_ref, &attached);
-        Ok(())
-    }
-
-    /// Sets the pod's network-status entries of the NICs in `attached`.
-    fn publish_network_status(&self, pod: &PodRef, attached: &[(Target<'_>, AttachedNic)]) {
-        let Some(writer) = &self.network_status else {
-            return;
-        };
-        let entries = attached
-            .iter()
-            .map(|(target, nic)| {
-                network_status::entry_for(
-                    target.claim,
-                    target.nic,
-                    &nic.outcome,
-                    nic.cni_result.as_ref(),
-                )
-            })
-            .collect();
-        writer.publish(pod, entries);
-    }
-
-    /// Drops the pod's network-status entry of the interface `attachment` put there.
-    fn withdraw_network_status(&self, attachment: &Attachment) {
-        if let (Some(writer), Some(pod)) = (&self.network_status, &attachment.pod) {
-            writer.withdraw(pod, &[attachment.pod_if_name.as_str()]);
-        }
-    }
-
-    /// One NIC: record the host snapshot, move and configure, record success (CNI mode:
-    /// [`Self::attach_cni`]).
-    async fn attach_one(
-        &self,
-        target: &Target<'_>,
-        sandbox_id: &str,
-        netns: &str,
-        pod: &PodRef,
-    ) -> Result<AttachedNic, String> {
-        if let Some(network) = &target.nic.cni {
-            return self
-                .attach_cni(target, sandbox_id, netns, pod, network)
-                .await;
-        }
-        let snapshot = match &target.nic.attachment {
-            Some(existing) if existing.sandbox_id != sandbox_id => {
-                return Err(format!(
-                    "the device is attached to another pod sandbox ({})",
-                    existing.sandbox_id
-                ));
-            }
-            // A retried RUN (or one resumed after a crash): the host state was recorded.
-            Some(existing) => existing.host.clone(),
-            None => self
-                .host
-                .snapshot(&target.nic.host_if_name)
-                .await
-                .map_err(|e| format!("the device is no longer on the host: {e}"))?,
-        };
-        let pod_if_name = target
-            .nic
-            .config
-            .name
-            .clone()
-            .unwrap_or_else(|| target.nic.host_if_name.clone());
-        let mut attachment = Attachment {
-            sandbox_id: sandbox_id.to_owned(),
-            netns_path: netns.to_owned(),
-            host: snapshot.clone(),
-            pod_if_name,
-            phase: AttachPhase::Attaching,
-            pod: Some(pod.clone()),
-        };
-        self.record(target, Some(attachment.clone()))?;
-        self.crash_point(CrashPoint::AttachRecorded);
-        self.holds.hold(&target.nic.device);
-        let result = attach::attach_with_snapshot(
-            &self.host,
-            &target.nic.host_if_name,
-            Some(&snapshot),
-            Path::new(netns),
-            &target.tag(),
-            &target.nic.config,
-        )
-        .await;
-        match result {
-            Ok(outcome) => {
-                self.crash_point(CrashPoint::AttachMoved);
-                attachment.phase = AttachPhase::Attached;
-                // The outcome's snapshot adds what attach read on the way (ethtool state).
-                attachment.host = outcome.host.clone();
-                self.record(target, Some(attachment))?;
-                Ok(AttachedNic {
-                    outcome,
-                    cni_result: None,
-                })
-            }
-            Err(error) => {
-                // attach rolled the interface back to the snapshot before returning.
-                self.holds.release(&target.nic.device);
-                self.record(target, None)?;
-                Err(error.to_string())
-            }
-        }
-    }
-
-    /// CNI mode: record the attachment, run ADD in the pod's namespace, record success.
-    /// A retried or resumed RUN first runs DEL (idempotent) so ADD starts clean.
-    async fn attach_cni(
-        &self,
-        target: &Target<'_>,
-        sandbox_id: &str,
-        netns: &str,
-        pod: &PodRef,
-        network: &serde_json::Value,
-    ) -> Result<AttachedNic, String> {
-        if let Some(existing) = &target.nic.attachment
-            && existing.sandbox_id != sandbox_id
-        {
-            return Err(format!(
-                "the device is attached to another pod sandbox ({})",
-                existing.sandbox_id
-            ));
-        }
-        let runner = self.cni_runner()?;
-        let list = cni_list(network)?;
-        // CNI 1.1: plugins that say their network is not ready get no ADD. Lists older
-        // than 1.1.0, and plugins that do not speak 1.1.0, run nothing here.
-        runner
-            .status(&list)
-            .await
-            .map_err(|e| format!("CNI network {} is not ready (STATUS): {e}", list.name))?;
-        let pod_if_name = target
-            .nic
-            .config
-            .name
-            .clone()
-            .unwrap_or_else(|| target.nic.host_if_name.clone());
-        let cni_attachment = cni::Attachment {
-            container_id: sandbox_id.to_owned(),
-            netns: PathBuf::from(netns),
-            ifname: pod_if_name.clone(),
-            pod: pod.clone(),
-        };
-        if target.nic.attachment.is_some()
-            && let Err(e) = runner.del(&list, &cni_attachment).await
-        {
-            tracing::warn!(target = %target.describe(), "CNI DEL before a repeated ADD: {e}");
-        }
-        let mut attachment = Attachment {
-            sandbox_id: sandbox_id.to_owned(),
-            netns_path: netns.to_owned(),
-            host: LinkSnapshot {
-                if_name: target.nic.host_if_name.clone(),
-                ..LinkSnapshot::default()
-            },
-            pod_if_name: pod_if_name.clone(),
-            phase: AttachPhase::Attaching,
-            pod: Some(pod.clone()),
-        };
-        self.record(target, Some(attachment.clone()))?;
-        self.crash_point(CrashPoint::AttachRecorded);
-        match runner.add_with_raw(&list, &cni_attachment).await {
-            Ok((result, raw_result)) => {
-                self.crash_point(CrashPoint::AttachMoved);
-                attachment.phase = AttachPhase::Attached;
-                self.record(target, Some(attachment.clone()))?;
-                let data = cni::network_data(&result, &pod_if_name);
-                let outcome = AttachOutcome {
-                    host: attachment.host,
-                    pod_if_name,
-                    ips: data
-                        .as_ref()
-                        .map(|d| d.ips.iter().map(ToString::to_string).collect())
-                        .unwrap_or_default(),
-                    mac: data.and_then(|d| d.hardware_address),
-                    reapplied: false,
-                };
-                Ok(AttachedNic {
-                    outcome,
-                    cni_result: Some(raw_result),
-                })
-            }
-            Err(error) => {
-                // ADD undid what it did before returning.
-                self.record(target, None)?;
-                Err(format!("CNI network {}: {error}", list.name))
-            }
-        }
-    }
-
-    fn cni_runner(&self) -> Result<&CniRunner, String> {
-        self.cni
-            .as_ref()
-            .ok_or_else(|| "CNI mode is not enabled in this netclaim daemon".to_owned())
-    }
-
-    /// CNI mode: DEL of the network of `nic` for the attachment `(sandbox_id, ifname)` in
-    /// the namespace at `netns` (the pod's details come from the cache entry of the ADD).
-    async fn cni_del(
-        &self,
-        network: &serde_json::Value,
-        sandbox_id: &str,
-        netns: &Path,
-        ifname: &str,
-    ) -> Result<(), String> {
-        let runner = self.cni_runner()?;
-        let list = cni_list(network)?;
-        let cni_attachment =
-            runner.attachment_as_added(&list.name, sandbox_id, visible_to_children(netns), ifname);
-        runner
-            .del(&list, &cni_attachment)
-            .await
-            .map_err(|e| format!("CNI network {}: {e}", list.name))
-    }
-
-    fn record(&self, target: &Target<'_>, attachment: Option<Attachment>) -> Result<(), String> {
-        self.claims
-            .set_nic_attachment(
-                &target.claim.uid,
-                &target.nic.device,
-                target.nic.share_id.as_deref(),
-                attachment,
-            )
-            .map_err(|e| format!("recording the attachment: {e}"))
-    }
-
-    /// Gives back NICs this RUN attached before a later one failed.
-    async fn roll_back(
-        &self,
-        attached: &[(Target<'_>, AttachedNic)],
-        sandbox_id: &str,
-        netns: &str,
-    ) {
-        for (target, AttachedNic { outcome, .. }) in attached.iter().rev() {
-            let result = match &target.nic.cni {
-                Some(network) => {
-                    self.cni_del(network, sandbox_id, Path::new(netns), &outcome.pod_if_name)
-                        .await
-                }
-                None => attach::detach(&self.host, Path::new(netns), &target.tag(), &outcome.host)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-            };
-            match result {
-                Ok(()) => {
-                    self.holds.release(&target.nic.device);
-                    if let Err(e) = self.record(target, None) {
-                        tracing::error!(device = %target.nic.device, "{e}");
-                    }
-                }
-                // The attachment stays recorded: Synchronize or STOP retries the detach.
-                Err(e) => tracing::error!(target = %target.describe(), "rollback failed: {e}"),
-            }
-        }
-    }
-
-    /// Gives back every NIC attached to `sandbox_id`. Idempotent.
-    async fn detach_sandbox(&self, sandbox_id: &str) -> Result<(), String> {
-        let _moves = self.moves.lock().await;
-        let mut errors = Vec::new();
-        for claim in self.claims.all() {
-            for nic in &claim.nics {
-                let Some(attachment) = &nic.attachment else {
-                    continue;
-                };
-                if attachment.sandbox_id != sandbox_id {
-                    continue;
-                }
-                if let Err(e) = self.detach_one(&claim, nic, attachment).await {
-                    errors.push(e);
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("netclaim: {}", errors.join("; ")))
-        }
-    }
-
-    async fn detach_one(
-        &self,
-        claim: &PreparedClaim,
-        nic: &PreparedNic,
-        attachment: &Attachment,
-    ) -> Result<(), String> {
-        let target = Target { claim, nic };
-        let detaching = Attachment {
-            phase: AttachPhase::Detaching,
-            ..attachment.clone()
-        };
-        self.record(&target, Some(detaching))?;
-        let (netns, _held) = self.netns_for_detach(attachment);
-        if let Some(network) = &nic.cni {
-            self.cni_del(
-                network,
-                &attachment.sandbox_id,
-                &netns,
-                &attachment.pod_if_name,
-            )
-            .await
-            .map_err(|e| format!("{}: {e}", target.describe()))?;
-            let recorded = self.record(&target, None);
-            self.release_netns_if_unused(&attachment.sandbox_id);
-            self.withdraw_network_status(attachment);
-            return recorded;
-        }
-        match attach::detach(&self.host, &netns, &target.tag(), &attachment.host).await {
-            Ok(outcome) => {
-                if let Some(note) = outcome.note {
-                    tracing::info!(target = %target.describe(), "{note}");
-                }
-                self.holds.release(&nic.device);
-                let recorded = self.record(&target, None);
-                self.release_netns_if_unused(&attachment.sandbox_id);
-                self.withdraw_network_status(attachment);
-                recorded
-            }
-            Err(e) => Err(format!(
-                "{}: giving the interface back: {e}",
-                target.describe()
-            )),
-        }
-    }
-
-    /// Brings the checkpoint in line with the live sandboxes: attachments of live sandboxes
-    /// are completed, all others given back.
-    async fn reconcile(&self, live: &HashMap<String, (String, PodRef)>) {
-        for claim in self.claims.all() {
-            for nic in &claim.nics {
-                let Some(attachment) = &nic.attachment else {
-                    continue;
-                };
-                let outcome = match (live.get(&attachment.sandbox_id), attachment.phase) {
-                    (Some((netns, _)), AttachPhase::Attached) => {
-                        self.hold_netns(&attachment.sandbox_id, netns);
-                        Ok(())
-                    }
-                    (Some((netns, pod)), AttachPhase::Attaching) => {
-                        let _moves = self.moves.lock().await;
-                        let target = Target { claim: &claim, nic };
-                        self.attach_one(&target, &attachment.sandbox_id, netns, pod)
-                            .await
-                            .map(|attached| {
-                                self.hold_netns(&attachment.sandbox_id, netns);
-                                self.publish_network_status(pod, &[(target, attached)]);
-                            })
-                    }
-                    (Some(_), AttachPhase::Detaching) | (None, _) => {
-                        let _moves = self.moves.lock().await;
-                        self.detach_one(&claim, nic, attachment).await
-                    }
-                };
-                if let Err(e) = outcome {
-                    tracing::error!(claim = %claim.uid, device = %nic.device, "reconcile: {e}");
-                }
-            }
-        }
-    }
-
-    /// CNI GC (spec 1.1) after Synchronize: each CNI network in the checkpoint is told
-    /// which of its attachments are still valid, so its plugins can release what an
-    /// attachment the driver lost track of left behind (IPAM leases, host-side state), and
-    /// the network's stale cache entries go. Plugins that do not speak 1.1.0 are skipped.
-    async fn collect_cni_garbage(&self) {
-        let Ok(runner) = self.cni_runner() else {
-            return;
-        };
-        // Keyed by network name: plugins keep their state per network name, so the valid
-        // attachments are those of every claim using that name.
-        let mut networks: BTreeMap<String, (CniNetworkList, Vec<(String, String)>)> =
-            BTreeMap::new();
-        for claim in self.claims.all() {
-            for nic in &claim.nics {
-                let Some(Ok(list)) = nic.cni.as_ref().map(cni_list) else {
-                    continue;
-                };
-                let (_, valid) = networks
-                    .entry(list.name.clone())
-                    .or_insert_with(|| (list, Vec::new()));
-                if let Some(attachment) = &nic.attachment {
-                    valid.push((
-                        attachment.sandbox_id.clone(),
-                        attachment.pod_if_name.clone(),
-                    ));
-                }
-            }
-        }
-        for (name, (list, valid)) in networks {
-            match runner.gc(&list, &valid).await {
-                Ok(report) => tracing::debug!(network = %name, ran = ?report.ran, "CNI GC"),
-                Err(e) => tracing::warn!(network = %name, "CNI GC: {e}"),
-            }
-        }
-    }
-
-    fn report_ready(&self, claims: &[PreparedClaim], attached: &[(Target<'_>, AttachedNic)]) {
-        for claim in claims {
-            let devices = attached
-                .iter()
-                .filter(|(t, _)| t.claim.uid == claim.uid)
-                .map(
-                    |(
-                        t,
-                        AttachedNic {
-                            outcome,
-                            cni_result,
-                        },
-                    )| DeviceReport {
-                        pool: t.nic.pool.clone(),
-                        device: t.nic.device.clone(),
-                        share_id: t.nic.share_id.clone(),
-                        state: DeviceState::Ready(NetworkData {
-                            interface_name: outcome.pod_if_name.clone(),
-                            ips: outcome
-                                .ips
-                                .iter()
-                                .filter_map(|ip| ip.parse().ok())
-                                .collect(),
-                            hardware_address: outcome.mac.clone(),
-                        }),
-                        cni_result: cni_result.clone(),
-                    },
-                )
-                .collect();
-            self.report(claim_report(claim, devices));
-        }
-    }
-
-    fn report_failure(&self, claims: &[PreparedClaim], failed: &Target<'_>, error: &str) {
-        for claim in claims {
-            let devices = claim
-                .nics
-                .iter()
-                .map(|nic| DeviceReport {
-                    pool: nic.pool.clone(),
-                    device: nic.device.clone(),
-                    share_id: nic.share_id.clone(),
-                    state: DeviceState::Failed {
-                        reason: FailureReason::AttachFailed,
-                        message: if claim.uid == failed.claim.uid
-                            && nic.device == failed.nic.device
-                            && nic.share_id == failed.nic.share_id
-                        {
-                            error.to_owned()
-                        } else {
-                            format!("not attached: another device of the pod failed: {error}")
-                        },
-                    },
-                    cni_result: None,
-                })
-                .collect();
-            self.report(claim_report(claim, devices));
-        }
+        },
     }
 }
 
-/// The CNI network list stored in a prepared NIC.
-fn cni_list(network: &serde_json::Value) -> Result<netclaim_api::cni::CniNetworkList, String> {
-    let raw = serde_json::to_vec(network).map_err(|e| format!("the stored CNI network: {e}"))?;
-    netclaim_api::cni::CniNetworkList::parse(&raw)
-        .map_err(|e| format!("the stored CNI network is invalid: {e}"))
-}
-
-/// A namespace path a plugin process can open: `/proc/self/fd/N` (a namespace this process
-/// holds open, its descriptor not inherited) becomes `/proc/<our pid>/fd/N`.
-fn visible_to_children(netns: &Path) -> PathBuf {
-    match netns.strip_prefix("/proc/self") {
-        Ok(rest) => Path::new("/proc")
-            .join(std::process::id().to_string())
-            .join(rest),
-        Err(_) => netns.to_path_buf(),
+fn failure(reason: FailureReason, message: &str) -> NicFailure {
+    NicFailure {
+        reason,
+        message: message.to_owned(),
+        since: now_rfc3339(),
     }
 }
 
-fn claim_report(claim: &PreparedClaim, devices: Vec<DeviceReport>) -> ClaimReport {
-    ClaimReport {
-        namespace: claim.namespace.clone(),
-        name: claim.name.clone(),
-        uid: claim.uid.clone(),
-        devices,
-    }
+fn describe(claim: &PreparedClaim, nic: &PreparedNic) -> String {
+    format!(
+        "claim {}/{} device {} ({})",
+        claim.namespace, claim.name, nic.device, nic.host_if_name
+    )
 }
 
-impl PodSandboxHandler for PodNetworkHooks {
-    async fn synchronize(&self, pods: Vec<PodSandbox>) {
-        let mut live = HashMap::new();
-        for pod in &pods {
-            if let Some(netns) = network_namespace_path(pod) {
-                self.remember_netns(&pod.id, netns);
-                let pod_ref = PodRef {
-                    namespace: pod.namespace.clone(),
-                    name: pod.name.clone(),
-                    uid: pod.uid.clone(),
-                };
-                live.insert(pod.id.clone(), (netns.to_owned(), pod_ref));
-            }
-        }
-        self.reconcile(&live).await;
-        self.collect_cni_garbage().await;
-    }
-
-    async fn run_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
-        let Some(netns) = network_namespace_path(&pod).map(str::to_owned) else {
-            return self.refuse_host_network(&pod);
-        };
-        self.remember_netns(&pod.id, &netns);
-        self.attach_pod(&pod, &netns).await
-    }
-
-    async fn stop_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
-        self.detach_sandbox(&pod.id).await
-    }
-
-    async fn remove_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
-        let result = self.detach_sandbox(&pod.id).await;
-        if result.is_ok() {
-            self.forget_netns(&pod.id);
-        }
-        result
-    }
-}
-
-impl PodNetworkHooks {
-    /// A pod without its own network namespace shares the host's: a NIC cannot be moved
-    /// "into" it, so a claim for it is an error the user must see.
-    fn refuse_host_network(&self, pod: &PodSandbox) -> Result<(), String> {
-        let claims = self.claims.claims_for_pod(&pod.uid);
-        if claims.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = claims
-            .iter()
-            .map(|c| format!("{}/{}", c.namespace, c.name))
-            .collect();
-        Err(format!(
-            "netclaim: pod {}/{} uses the host network, so the NICs of its claims ({}) cannot \
-             be attached; remove hostNetwork or the claims",
-            pod.namespace,
-            pod.name,
-            names.join(", ")
-        ))
-    }
-}
-
-impl Detacher for PodNetworkHooks {
-    async fn detach(&self, claim_uid: &str, nic: &PreparedNic) -> Result<(), String> {
-        let Some(attachment) = &nic.attachment else {
-            return Ok(());
-        };
-        let claim = self
-            .claims
-            .claim(claim_uid)
-            .ok_or_else(|| format!("claim {claim_uid} is not prepared"))?;
-        let _moves = self.moves.lock().await;
-        self.detach_one(&claim, nic, attachment).await
-    }
+/// A pod without its own network namespace shares the host's: a NIC cannot be moved
+/// "into" it, so a claim for it is an error the user must see.
+fn refuse_host_network(pod: &PodSandbox, claims: &[Arc<PreparedClaim>]) -> String {
+    let names: Vec<String> = claims.iter().map(|c| c.qualified_name()).collect();
+    format!(
+        "netclaim: pod {}/{} uses the host network, so the NICs of its claims ({}) cannot \
+         be attached; remove hostNetwork or the claims",
+        pod.namespace,
+        pod.name,
+        names.join(", ")
+    )
 }
 
 /// Discovery keeps a device published while it is in a pod.
 impl DeviceHolds for crate::discovery::Inventory {
-    fn hold(&self, device: &str) {
-        crate::discovery::Inventory::hold(self, device);
+    fn hold(&self, device: &str, published: Option<&serde_json::Value>) {
+        let recorded = published.and_then(|value| serde_json::from_value(value.clone()).ok());
+        crate::discovery::Inventory::hold(self, device, recorded);
     }
     fn release(&self, device: &str) {
         crate::discovery::Inventory::release(self, device);

@@ -4,18 +4,23 @@
 //! calls [`hooks`]; a kubelet DRA call lands in [`prepare`].
 
 pub mod attach;
+pub mod backend;
 pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod cni;
 pub mod daemon;
+pub mod deadline;
 pub mod discovery;
+pub mod faults;
 pub mod hooks;
+pub mod level_writer;
+pub mod locks;
 pub mod netlink;
 pub mod network_attachments;
 pub mod network_status;
 pub mod nri;
 pub mod prepare;
+pub mod reports;
 pub mod state;
 pub mod status;
-mod work_queue;

@@ -10,12 +10,13 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    // One thread runs everything: the daemon is I/O-bound (netlink, gRPC to the kubelet,
-    // HTTPS to the API server) and idles almost always, while every extra worker thread
-    // costs its stack and, once it allocates, a glibc malloc arena that keeps freed memory
-    // resident. Blocking-pool threads (DNS lookups) are few and exit soon when idle.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .max_blocking_threads(4)
+    // Two workers: the daemon is I/O-bound and idles almost always, but a CPU-heavy
+    // moment (a discovery pass over many NICs, a TLS handshake) on one worker must not
+    // delay an NRI hook, which every pod on the node waits for. Disk and sysfs work runs
+    // on the blocking pool, never on a worker; its threads exit soon when idle.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
         .thread_keep_alive(std::time::Duration::from_secs(2))
         .enable_all()
         .build()

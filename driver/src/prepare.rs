@@ -3,8 +3,8 @@
 //! Prepare is where slow and failing work happens (design.md, "The path of a claim"): it
 //! resolves each allocated `netclaim.dev` device to its host NIC, parses and merges the
 //! opaque configs (DeviceClass first, then claim), validates what can be validated before
-//! the pod exists, and records the claim in the checkpoint in one save. The NRI hooks later
-//! read the prepared claims of their pod through [`PreparedClaims`].
+//! the pod exists, and records the claim in the checkpoint in one durable write. The NRI
+//! hooks later read the prepared claims of their pod from the checkpoint's index.
 //!
 //! # Guarantees
 //! - Errors are per claim, start with `claim <namespace>/<name>:` and name the config and
@@ -14,12 +14,16 @@
 //! - A CNI network referenced as a `networkAttachmentDefinition` is read from the API at
 //!   prepare ([`crate::network_attachments`]) and stored resolved: attach never reads it.
 //! - Prepare and unprepare are idempotent, and work from the checkpoint after a restart.
+//! - Prepare refuses every claim while the container runtime's NRI connection is down
+//!   ([`RuntimeGate`]): a pod whose RunPodSandbox cannot reach netclaim would start without
+//!   its NIC, so the kubelet is made to retry until netclaim can attach it.
+//! - Disk work (the checkpoint) runs on blocking threads, never on the async runtime's.
 //! - Unprepare never forgets a NIC that is still attached to a pod: it detaches it first
 //!   (through [`Detacher`]) and keeps the entry when that fails.
 //!
 //! # Assumptions
 //! - The kubelet plugin library serializes prepare and unprepare calls; NRI hooks run
-//!   concurrently and only change attachments, through [`PreparedClaims::set_attachment`].
+//!   concurrently and only change the attachments and failures of devices.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -30,13 +34,14 @@ use k8s_openapi::api::resource::v1::{
 };
 use kubeletplugin::{ClaimError, ClaimRef, DraDriver, PrepareResult, PreparedDevice};
 use netclaim_api::{
-    CniNetworkList, ConfigError, ConfigSource, DRIVER_NAME, NetworkAttachmentReference,
-    NetworkConfig, SourcedConfig, configs_for_request, merge_for_request,
+    CniNetworkList, ConfigError, ConfigSource, NetworkAttachmentReference, NetworkConfig,
+    SourcedConfig, configs_for_request, merge_for_request,
 };
 
-use crate::checkpoint::{Checkpoint, CheckpointError, Durability};
+use crate::checkpoint::{Checkpoint, CheckpointError, ClaimIndex, Durability};
 use crate::network_attachments::{NetworkAttachments, NoNetworkAttachments};
-use crate::state::{AttachPhase, Attachment, DriverState, PreparedClaim, PreparedNic};
+use crate::nri::plugin::ConnectionState;
+use crate::state::{PodRef, PreparedClaim, PreparedNic};
 
 /// A host NIC a published device stands for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,6 +61,9 @@ pub struct HostNic {
     /// `netclaim.dev/children` capacity): how many CNI children it may have at once.
     /// `None`: the NIC is allocated to one claim at a time.
     pub shared_children: Option<u32>,
+    /// The device as published now (a `resource.k8s.io/v1` `Device`), kept with the
+    /// prepared claim so it stays published while the NIC is in a pod.
+    pub published: Option<serde_json::Value>,
 }
 
 /// Finds the host NIC behind a device name published in this node's ResourceSlices.
@@ -96,167 +104,69 @@ impl<T: Detacher> Detacher for Arc<T> {
     }
 }
 
-/// The prepared claims, shared between prepare/unprepare and the NRI hooks.
+/// Whether the container runtime can reach netclaim's NRI plugin right now: prepare
+/// refuses claims while it cannot, since their pods would start without their NICs.
 #[derive(Clone, Debug)]
-pub struct PreparedClaims {
-    checkpoint: Arc<Checkpoint>,
+pub struct RuntimeGate {
+    state: Option<tokio::sync::watch::Receiver<ConnectionState>>,
+    socket: std::path::PathBuf,
 }
 
-/// Why an attachment could not be recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum AttachmentError {
-    /// No prepared claim has that UID.
-    #[error("claim {0} is not prepared")]
-    UnknownClaim(String),
-    /// The claim has no such device.
-    #[error("claim {claim_uid} has no device {device}")]
-    UnknownDevice {
-        /// The claim.
-        claim_uid: String,
-        /// The device asked for.
-        device: String,
-    },
-    /// The claim holds the device more than once (under different share ids) and no share
-    /// id was given.
-    #[error("claim {claim_uid} holds device {device} more than once; name its share id")]
-    AmbiguousDevice {
-        /// The claim.
-        claim_uid: String,
-        /// The device asked for.
-        device: String,
-    },
-    /// Saving the checkpoint failed; nothing changed.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-}
-
-impl PreparedClaims {
-    /// Prepared claims stored in `checkpoint`.
-    pub fn new(checkpoint: Arc<Checkpoint>) -> Self {
-        Self { checkpoint }
+impl RuntimeGate {
+    /// Open while the NRI plugin whose connection `state` reports (on `socket`) is
+    /// registered.
+    pub fn nri(
+        state: tokio::sync::watch::Receiver<ConnectionState>,
+        socket: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        Self {
+            state: Some(state),
+            socket: socket.into(),
+        }
     }
 
-    /// The checkpoint behind these claims.
-    pub fn checkpoint(&self) -> &Arc<Checkpoint> {
-        &self.checkpoint
+    /// Always open (tests of prepare alone, tools without a runtime).
+    pub fn always_open() -> Self {
+        Self {
+            state: None,
+            socket: std::path::PathBuf::new(),
+        }
     }
 
-    /// The prepared claims reserved for the pod with UID `pod_uid`, ordered by claim UID.
-    pub fn claims_for_pod(&self, pod_uid: &str) -> Vec<PreparedClaim> {
-        self.checkpoint.read(|state| {
-            state
-                .claims
-                .values()
-                .filter(|claim| claim.pod_uids.iter().any(|uid| uid == pod_uid))
-                .cloned()
-                .collect()
-        })
-    }
-
-    /// Every prepared claim, ordered by UID (for reconciling against live pods on start and
-    /// on NRI Synchronize).
-    pub fn all(&self) -> Vec<PreparedClaim> {
-        self.checkpoint
-            .read(|state| state.claims.values().cloned().collect())
-    }
-
-    /// The prepared claim with UID `claim_uid`.
-    pub fn claim(&self, claim_uid: &str) -> Option<PreparedClaim> {
-        self.checkpoint
-            .read(|state| state.claims.get(claim_uid).cloned())
-    }
-
-    /// Records how far attaching `device` of `claim_uid` got (`None`: back on the host),
-    /// durably, before returning.
+    /// `Ok` when pods can get their NICs; else why not, for the claim's error.
     ///
     /// # Errors
-    /// [`AttachmentError`] when the claim or device is unknown, the claim holds the device
-    /// more than once (a shared parent allocated twice: use
-    /// [`PreparedClaims::set_nic_attachment`] with the share id), or the save failed.
-    pub fn set_attachment(
-        &self,
-        claim_uid: &str,
-        device: &str,
-        attachment: Option<Attachment>,
-    ) -> Result<(), AttachmentError> {
-        self.update_nic(claim_uid, device, None, attachment)
-    }
-
-    /// [`PreparedClaims::set_attachment`] for the allocation of `device` with `share_id`
-    /// (`None` for an allocation without one): one claim may hold a shared parent NIC
-    /// several times, once per share id.
-    ///
-    /// # Errors
-    /// As [`PreparedClaims::set_attachment`].
-    pub fn set_nic_attachment(
-        &self,
-        claim_uid: &str,
-        device: &str,
-        share_id: Option<&str>,
-        attachment: Option<Attachment>,
-    ) -> Result<(), AttachmentError> {
-        self.update_nic(claim_uid, device, Some(share_id), attachment)
-    }
-
-    /// `share_id`: `None` matches any share id (and refuses an ambiguous match).
-    fn update_nic(
-        &self,
-        claim_uid: &str,
-        device: &str,
-        share_id: Option<Option<&str>>,
-        attachment: Option<Attachment>,
-    ) -> Result<(), AttachmentError> {
-        self.checkpoint
-            .update_with(attachment_durability(attachment.as_ref()), |state| {
-                let claim = state
-                    .claims
-                    .get_mut(claim_uid)
-                    .ok_or_else(|| AttachmentError::UnknownClaim(claim_uid.to_owned()))?;
-                let mut matching = claim.nics.iter_mut().filter(|nic| {
-                    nic.device == device && share_id.is_none_or(|id| nic.share_id.as_deref() == id)
-                });
-                let unknown = || AttachmentError::UnknownDevice {
-                    claim_uid: claim_uid.to_owned(),
-                    device: device.to_owned(),
-                };
-                let nic = matching.next().ok_or_else(unknown)?;
-                if matching.next().is_some() {
-                    return Err(AttachmentError::AmbiguousDevice {
-                        claim_uid: claim_uid.to_owned(),
-                        device: device.to_owned(),
-                    });
-                }
-                nic.attachment = attachment;
-                Ok(())
-            })
-    }
-}
-
-/// How durably an attachment record must be saved.
-///
-/// `Attaching` is written before an attach changes anything, and must outlive even a
-/// machine crash: it is what lets a restarted driver release what the attach may have left
-/// on disk (a CNI plugin's IPAM lease). Every later record (`Attached`, `Detaching`, gone)
-/// describes a pod netns, which a machine crash ends: losing one there changes nothing,
-/// since after the crash the attachment is given back whatever phase it was in. Those are
-/// saved volatile, which spares an attach and detach three fsyncs.
-fn attachment_durability(attachment: Option<&Attachment>) -> Durability {
-    match attachment.map(|a| a.phase) {
-        Some(AttachPhase::Attaching) => Durability::Durable,
-        Some(AttachPhase::Attached | AttachPhase::Detaching) | None => Durability::Volatile,
+    /// The NRI connection is down, naming the socket.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.state {
+            None => Ok(()),
+            Some(state) => match *state.borrow() {
+                ConnectionState::Connected { .. } => Ok(()),
+                ConnectionState::Disconnected => Err(format!(
+                    "the container runtime's NRI connection is down (socket {}): a pod \
+                     started now would run without its NIC, so netclaim refuses to prepare \
+                     until the runtime accepts its NRI plugin (is NRI enabled? containerd 1.7 \
+                     needs `disable = false` in [plugins.\"io.containerd.nri.v1.nri\"]); the \
+                     kubelet retries",
+                    self.socket.display()
+                )),
+            },
+        }
     }
 }
 
 /// netclaim's [`DraDriver`].
 ///
 /// `H` resolves devices to host NICs (discovery); `D` detaches NICs still in a pod at
-/// unprepare (attach); `N` reads the NetworkAttachmentDefinitions CNI-mode claims
+/// unprepare (the hooks); `N` reads the NetworkAttachmentDefinitions CNI-mode claims
 /// reference (none by default: such claims then fail with a clear error).
 pub struct NetclaimDriver<H, D, N = NoNetworkAttachments> {
-    claims: PreparedClaims,
+    checkpoint: Arc<Checkpoint>,
     host: H,
     detacher: D,
     attachments: N,
+    driver_name: String,
+    gate: RuntimeGate,
 }
 
 impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
@@ -264,10 +174,12 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
     /// NetworkAttachmentDefinitions (see [`NetclaimDriver::with_network_attachments`]).
     pub fn new(checkpoint: Arc<Checkpoint>, host: H, detacher: D) -> Self {
         Self {
-            claims: PreparedClaims::new(checkpoint),
+            checkpoint,
             host,
             detacher,
             attachments: NoNetworkAttachments,
+            driver_name: netclaim_api::DRIVER_NAME.to_owned(),
+            gate: RuntimeGate::always_open(),
         }
     }
 }
@@ -280,34 +192,40 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         attachments: M,
     ) -> NetclaimDriver<H, D, M> {
         NetclaimDriver {
-            claims: self.claims,
+            checkpoint: self.checkpoint,
             host: self.host,
             detacher: self.detacher,
             attachments,
+            driver_name: self.driver_name,
+            gate: self.gate,
         }
     }
 
-    /// The prepared claims, for the NRI hooks.
-    pub fn prepared(&self) -> PreparedClaims {
-        self.claims.clone()
+    /// Prepares the devices of `driver_name` (default [`netclaim_api::DRIVER_NAME`]).
+    pub fn with_driver_name(mut self, driver_name: impl Into<String>) -> Self {
+        self.driver_name = driver_name.into();
+        self
     }
 
-    /// See [`PreparedClaims::claims_for_pod`].
+    /// Refuses claims while `gate` is closed (see [`RuntimeGate`]).
+    pub fn with_runtime_gate(mut self, gate: RuntimeGate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// The checkpoint of prepared claims.
+    pub fn checkpoint(&self) -> &Arc<Checkpoint> {
+        &self.checkpoint
+    }
+
+    /// The prepared claims reserved for the pod with UID `pod_uid`.
     pub fn claims_for_pod(&self, pod_uid: &str) -> Vec<PreparedClaim> {
-        self.claims.claims_for_pod(pod_uid)
-    }
-
-    /// See [`PreparedClaims::set_attachment`].
-    ///
-    /// # Errors
-    /// As [`PreparedClaims::set_attachment`].
-    pub fn set_attachment(
-        &self,
-        claim_uid: &str,
-        device: &str,
-        attachment: Option<Attachment>,
-    ) -> Result<(), AttachmentError> {
-        self.claims.set_attachment(claim_uid, device, attachment)
+        self.checkpoint
+            .index()
+            .claims_for_pod(pod_uid)
+            .iter()
+            .map(|claim| PreparedClaim::clone(claim))
+            .collect()
     }
 
     /// Prepares one claim (see the [module docs](self)).
@@ -342,12 +260,16 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         id: &ClaimId,
         claim: &ResourceClaim,
     ) -> Result<Vec<PreparedDevice>, Vec<String>> {
-        let results = our_results(claim)?;
-        let existing = self.claims.claim(&id.uid);
-        match PrepareCase::of(existing, &results) {
+        let results = our_results(claim, &self.driver_name)?;
+        let existing = self.checkpoint.claim(&id.uid).map(Arc::unwrap_or_clone);
+        let case = PrepareCase::of(existing, &results);
+        if !matches!(case, PrepareCase::NotOurs) {
+            self.gate.check().map_err(|why| vec![why])?;
+        }
+        match case {
             PrepareCase::NotOurs => Ok(Vec::new()),
             PrepareCase::AlreadyPrepared(prepared) => {
-                self.refresh_pods(id, &pod_uids(claim))?;
+                self.refresh_pods(id, pods_of(claim, &id.namespace)).await?;
                 Ok(prepared_devices(&prepared))
             }
             PrepareCase::ReallocatedWhileAttached => Err(vec![
@@ -358,7 +280,7 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             PrepareCase::New => {
                 let (prepared, shared) = self.plan(id, claim, &results).await?;
                 let devices = prepared_devices(&prepared);
-                self.store(prepared, &shared)?;
+                self.store(prepared, shared).await?;
                 Ok(devices)
             }
         }
@@ -375,7 +297,7 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         claim: &ResourceClaim,
         results: &[&DeviceRequestAllocationResult],
     ) -> Result<(PreparedClaim, BTreeMap<String, u32>), Vec<String>> {
-        let configs = parse_configs(claim)?;
+        let configs = parse_configs(claim, &self.driver_name)?;
         let mut problems = Vec::new();
         let mut nics = Vec::new();
         let mut shared = BTreeMap::new();
@@ -399,7 +321,7 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             uid: id.uid.clone(),
             namespace: id.namespace.clone(),
             name: id.name.clone(),
-            pod_uids: pod_uids(claim),
+            pods: pods_of(claim, &id.namespace),
             nics,
         };
         Ok((prepared, shared))
@@ -469,7 +391,9 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             config: merged.interface,
             cni: network.as_ref().map(|n| n.list.to_json()),
             network_attachment_definition: network.and_then(|n| n.attachment_definition),
+            published: host.published,
             attachment: None,
+            failure: None,
         };
         Ok((nic, host.shared_children))
     }
@@ -527,70 +451,79 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         }))
     }
 
-    /// Checks the claim against the other prepared claims and saves it, in one update.
+    /// Checks the claim against the other prepared claims and saves it durably.
     ///
-    /// `shared`: the claim's shared parent devices and their numbers of children.
-    fn store(
+    /// `shared`: the claim's shared parent devices and their numbers of children. The
+    /// check reads the index: prepare calls are serialized, and the hooks only change
+    /// attachments, which the check does not look at.
+    async fn store(
         &self,
         prepared: PreparedClaim,
-        shared: &BTreeMap<String, u32>,
+        shared: BTreeMap<String, u32>,
     ) -> Result<(), Vec<String>> {
-        self.claims
-            .checkpoint
-            .update(|state| {
-                let problems = conflicts(state, &prepared, shared);
-                if !problems.is_empty() {
-                    return Err(Refused::Problems(problems));
-                }
-                state.claims.insert(prepared.uid.clone(), prepared);
-                Ok(())
+        let problems = conflicts(&self.checkpoint.index(), &prepared, &shared);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let uid = prepared.uid.clone();
+        self.checkpoint
+            .update_async(&uid, Durability::Durable, move |_| {
+                Ok::<_, CheckpointError>((Some(prepared), ()))
             })
-            .map_err(Refused::into_problems)
+            .await
+            .map_err(|error| vec![error.to_string()])
     }
 
     /// Keeps the claim's pod list current on a retry (a shared claim may gain pods).
-    fn refresh_pods(&self, id: &ClaimId, pods: &[String]) -> Result<(), Vec<String>> {
-        self.claims
-            .checkpoint
-            .update(|state| {
-                if let Some(claim) = state.claims.get_mut(&id.uid) {
-                    claim.pod_uids = pods.to_vec();
-                }
-                Ok(())
+    async fn refresh_pods(&self, id: &ClaimId, pods: Vec<PodRef>) -> Result<(), Vec<String>> {
+        self.checkpoint
+            .update_async(&id.uid, Durability::Durable, move |current| {
+                let claim = current.cloned().map(|mut claim| {
+                    claim.pods = pods;
+                    claim
+                });
+                Ok::<_, CheckpointError>((claim, ()))
             })
-            .map_err(Refused::into_problems)
+            .await
+            .map_err(|error| vec![error.to_string()])
     }
 
     async fn unprepare_inner(&self, uid: &str) -> Result<(), Vec<String>> {
-        match UnprepareCase::of(self.claims.claim(uid)) {
+        match UnprepareCase::of(self.checkpoint.claim(uid).map(Arc::unwrap_or_clone)) {
             UnprepareCase::Unknown => Ok(()),
-            UnprepareCase::Detached => self.forget(uid),
+            UnprepareCase::Detached => self.forget(uid).await,
             UnprepareCase::StillAttached(claim) => {
                 let mut problems = Vec::new();
                 for nic in claim.nics.iter().filter(|nic| nic.attachment.is_some()) {
-                    match self.detacher.detach(uid, nic).await {
-                        Ok(()) => {
-                            if let Err(error) = self.claims.set_nic_attachment(
+                    let detached = match self.detacher.detach(uid, nic).await {
+                        Ok(()) => self
+                            .checkpoint
+                            .update_nic(
                                 uid,
                                 &nic.device,
                                 nic.share_id.as_deref(),
-                                None,
-                            ) {
-                                problems.push(format!("device {}: {error}", nic.device));
-                            }
-                        }
-                        Err(error) => problems.push(format!(
+                                Durability::Volatile,
+                                |n| {
+                                    n.attachment = None;
+                                },
+                            )
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = detached {
+                        problems.push(format!(
                             "device {} is still attached to pod sandbox {} and could not be \
                              detached: {error}",
                             nic.device,
                             nic.attachment
                                 .as_ref()
                                 .map_or("?", |a| a.sandbox_id.as_str())
-                        )),
+                        ));
                     }
                 }
                 if problems.is_empty() {
-                    self.forget(uid)
+                    self.forget(uid).await
                 } else {
                     Err(problems)
                 }
@@ -598,13 +531,16 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         }
     }
 
-    fn forget(&self, uid: &str) -> Result<(), Vec<String>> {
-        self.claims
-            .checkpoint
-            .update(|state| {
-                state.claims.remove(uid);
-                Ok(())
+    /// Removes the claim's record, unless a device of it is (again) in a pod.
+    async fn forget(&self, uid: &str) -> Result<(), Vec<String>> {
+        self.checkpoint
+            .update_async(uid, Durability::Durable, |current| match current {
+                Some(claim) if claim.has_attachments() => Err(Refused::Problems(vec![
+                    "a device of the claim is still attached to a pod".to_owned(),
+                ])),
+                _ => Ok((None, ())),
             })
+            .await
             .map_err(Refused::into_problems)
     }
 }
@@ -751,8 +687,11 @@ impl Refused {
     }
 }
 
-/// The allocation results for `netclaim.dev`.
-fn our_results(claim: &ResourceClaim) -> Result<Vec<&DeviceRequestAllocationResult>, Vec<String>> {
+/// The allocation results for the driver `driver_name`.
+fn our_results<'a>(
+    claim: &'a ResourceClaim,
+    driver_name: &str,
+) -> Result<Vec<&'a DeviceRequestAllocationResult>, Vec<String>> {
     let devices = claim
         .status
         .as_ref()
@@ -767,15 +706,18 @@ fn our_results(claim: &ResourceClaim) -> Result<Vec<&DeviceRequestAllocationResu
         .results
         .iter()
         .flatten()
-        .filter(|result| result.driver == DRIVER_NAME)
+        .filter(|result| result.driver == driver_name)
         .collect())
 }
 
-/// Parses every `netclaim.dev` opaque config of the allocation; collects all problems.
+/// Parses every opaque config of the allocation for `driver_name`; collects all problems.
 ///
 /// Each config's `index` is its position among the allocation's configs of the same source
 /// (all drivers counted), which for claim configs is its index in `spec.devices.config`.
-fn parse_configs(claim: &ResourceClaim) -> Result<Vec<SourcedConfig>, Vec<String>> {
+fn parse_configs(
+    claim: &ResourceClaim,
+    driver_name: &str,
+) -> Result<Vec<SourcedConfig>, Vec<String>> {
     let entries = claim
         .status
         .as_ref()
@@ -790,7 +732,7 @@ fn parse_configs(claim: &ResourceClaim) -> Result<Vec<SourcedConfig>, Vec<String
         let counter = seen.entry(entry.source.as_str()).or_default();
         let index = *counter;
         *counter += 1;
-        match parse_entry(entry, index) {
+        match parse_entry(entry, index, driver_name) {
             Ok(Some(config)) => configs.push(config),
             Ok(None) => {}
             Err(mut more) => {
@@ -814,8 +756,9 @@ fn parse_configs(claim: &ResourceClaim) -> Result<Vec<SourcedConfig>, Vec<String
 fn parse_entry(
     entry: &DeviceAllocationConfiguration,
     index: usize,
+    driver_name: &str,
 ) -> Result<Option<SourcedConfig>, Vec<String>> {
-    let Some(opaque) = entry.opaque.as_ref().filter(|o| o.driver == DRIVER_NAME) else {
+    let Some(opaque) = entry.opaque.as_ref().filter(|o| o.driver == driver_name) else {
         return Ok(None);
     };
     let source = match entry.source.as_str() {
@@ -838,8 +781,8 @@ fn config_problems(error: ConfigError) -> Vec<String> {
     error.errors.iter().map(ToString::to_string).collect()
 }
 
-/// UIDs of the pods in `status.reservedFor`.
-fn pod_uids(claim: &ResourceClaim) -> Vec<String> {
+/// The pods in `status.reservedFor` (pods are in the claim's namespace).
+fn pods_of(claim: &ResourceClaim, namespace: &str) -> Vec<PodRef> {
     claim
         .status
         .as_ref()
@@ -849,13 +792,17 @@ fn pod_uids(claim: &ResourceClaim) -> Vec<String> {
         .filter(|consumer| {
             consumer.resource == "pods" && consumer.api_group.as_deref().unwrap_or("").is_empty()
         })
-        .map(|consumer| consumer.uid.clone())
+        .map(|consumer| PodRef {
+            namespace: namespace.to_owned(),
+            name: consumer.name.clone(),
+            uid: consumer.uid.clone(),
+        })
         .collect()
 }
 
 /// The name a NIC will have inside its pod.
 fn pod_if_name(nic: &PreparedNic) -> &str {
-    nic.config.name.as_deref().unwrap_or(&nic.host_if_name)
+    nic.pod_if_name()
 }
 
 /// Problems between `claim` and itself or the other prepared claims: a NIC prepared twice,
@@ -866,13 +813,13 @@ fn pod_if_name(nic: &PreparedNic) -> &str {
 /// count is defence in depth against allocations it did not make (a stale slice, another
 /// scheduler, a hand-written status) that would overload the NIC.
 fn conflicts(
-    state: &DriverState,
+    index: &ClaimIndex,
     claim: &PreparedClaim,
     shared: &BTreeMap<String, u32>,
 ) -> Vec<String> {
-    let others: Vec<&PreparedClaim> = state
-        .claims
-        .values()
+    let others: Vec<&PreparedClaim> = index
+        .claims()
+        .map(|c| c.as_ref())
         .filter(|c| c.uid != claim.uid)
         .collect();
     let mut problems = Vec::new();
@@ -888,10 +835,7 @@ fn conflicts(
     }
     problems.extend(allocated_twice(claim));
     for other in &others {
-        let same_pod = other
-            .pod_uids
-            .iter()
-            .any(|uid| claim.pod_uids.contains(uid));
+        let same_pod = other.pods.iter().any(|pod| claim.is_for_pod(&pod.uid));
         for theirs in &other.nics {
             for nic in &claim.nics {
                 // CNI mode leaves the NIC on the host (it is a parent, not moved), so
@@ -1053,6 +997,9 @@ impl HostDevices for crate::discovery::Inventory {
             mtu_max: None,
             pci_address: nic.pci_address,
             shared_children: nic.shared_children,
+            published: self
+                .published_device(device_name)
+                .and_then(|device| serde_json::to_value(device).ok()),
         })
     }
 }
@@ -1061,68 +1008,19 @@ impl HostDevices for crate::discovery::Inventory {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{DURABLE_FILE_NAME, Recovery};
-
-    fn attachment(phase: AttachPhase) -> Attachment {
-        Attachment {
-            sandbox_id: "sandbox-1".into(),
-            netns_path: "/run/netns/pod-1".into(),
-            host: crate::state::LinkSnapshot::default(),
-            pod_if_name: "net1".into(),
-            phase,
-            pod: None,
-        }
-    }
-
-    /// What the durable copy says the attachment of `uid-1`'s `eth1` is.
-    fn durable_phase(dir: &std::path::Path) -> Option<AttachPhase> {
-        let text = std::fs::read_to_string(dir.join(DURABLE_FILE_NAME)).unwrap();
-        let envelope: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let attachment = &envelope["data"]["claims"]["uid-1"]["nics"][0]["attachment"];
-        serde_json::from_value::<Option<Attachment>>(attachment.clone())
-            .unwrap()
-            .map(|a| a.phase)
-    }
 
     #[test]
-    fn only_the_record_before_an_attach_changes_anything_is_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let checkpoint = Arc::new(Checkpoint::open(dir.path(), Recovery::Fail).unwrap());
-        let nic: PreparedNic = serde_json::from_value(serde_json::json!({
-            "request": "nic", "pool": "node-a", "device": "eth1", "hostIfName": "eth1",
-            "config": {}
-        }))
-        .unwrap();
-        let mut state = DriverState::default();
-        state.claims.insert(
-            "uid-1".into(),
-            PreparedClaim {
-                uid: "uid-1".into(),
-                namespace: "default".into(),
-                name: "nic-a".into(),
-                pod_uids: vec!["pod-1".into()],
-                nics: vec![nic],
-            },
+    fn the_gate_names_the_socket_and_how_to_enable_nri() {
+        let (tx, rx) = tokio::sync::watch::channel(ConnectionState::Disconnected);
+        let gate = RuntimeGate::nri(rx, "/var/run/nri/nri.sock");
+        let why = gate.check().unwrap_err();
+        assert!(
+            why.contains("NRI connection is down (socket /var/run/nri/nri.sock)"),
+            "{why}"
         );
-        checkpoint.save(&state).unwrap();
-        let claims = PreparedClaims::new(checkpoint.clone());
-
-        let phases = [
-            (Some(AttachPhase::Attaching), Some(AttachPhase::Attaching)),
-            (Some(AttachPhase::Attached), Some(AttachPhase::Attaching)),
-            (Some(AttachPhase::Detaching), Some(AttachPhase::Attaching)),
-            (None, Some(AttachPhase::Attaching)),
-        ];
-        for (phase, durable) in phases {
-            claims
-                .set_attachment("uid-1", "eth1", phase.map(attachment))
-                .unwrap();
-            let current = checkpoint.load().unwrap().claims["uid-1"].nics[0]
-                .attachment
-                .as_ref()
-                .map(|a| a.phase);
-            assert_eq!(current, phase, "checkpoint.json");
-            assert_eq!(durable_phase(dir.path()), durable, "after {phase:?}");
-        }
+        assert!(why.contains("disable = false"), "{why}");
+        tx.send_replace(ConnectionState::Connected { session: 1 });
+        assert_eq!(gate.check(), Ok(()));
+        assert_eq!(RuntimeGate::always_open().check(), Ok(()));
     }
 }

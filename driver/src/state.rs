@@ -1,14 +1,26 @@
-//! What netclaim knows about prepared claims and attached interfaces: the data the
-//! checkpoint persists and the NRI hooks act on.
+//! What netclaim knows about prepared claims and attached interfaces: the records the
+//! checkpoint persists ([`crate::checkpoint`]), the hooks act on ([`crate::hooks`]) and the
+//! status writers derive the API's view from ([`crate::reports`]).
 //!
-//! CONTRACT: these types are shared by `prepare.rs`, `attach.rs`, `hooks.rs` and
-//! `checkpoint.rs`; add fields with `#[serde(default)]` so old checkpoints still load.
+//! CONTRACT: add fields with `#[serde(default)]` so older records still load.
 
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use netclaim_api::InterfaceConfig;
 use serde::{Deserialize, Serialize};
+
+/// A pod, as the runtime (NRI) and the claim's `status.reservedFor` name it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRef {
+    /// The pod's namespace (`K8S_POD_NAMESPACE` for CNI plugins).
+    pub namespace: String,
+    /// The pod's name (`K8S_POD_NAME`).
+    pub name: String,
+    /// The pod's UID (`K8S_POD_UID`).
+    pub uid: String,
+}
 
 /// A host interface as it was before netclaim touched it: everything needed to give it
 /// back "exactly as it was".
@@ -69,9 +81,78 @@ pub struct PreparedNic {
     /// list in `cni` keeps the config's own name, which the CNI cache uses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_attachment_definition: Option<String>,
+    /// The device as it was published when the claim was prepared (a `resource.k8s.io/v1`
+    /// `Device`): discovery keeps publishing it while the NIC is inside a pod and gone from
+    /// the host's view, also after a restart of the daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<serde_json::Value>,
     /// Set once an NRI hook started attaching this device to a pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
+    /// The last attach that failed, reported in the claim's status until an attach
+    /// succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<NicFailure>,
+}
+
+impl PreparedNic {
+    /// The name the interface has (or will have) inside the pod.
+    pub fn pod_if_name(&self) -> &str {
+        self.config.name.as_deref().unwrap_or(&self.host_if_name)
+    }
+
+    /// Whether a CNI network attaches this device (CNI mode) rather than a move of the NIC.
+    pub fn is_cni(&self) -> bool {
+        self.cni.is_some()
+    }
+
+    /// The lock that guards this device's attachment (see [`NicKey`]).
+    pub fn lock_key(&self, claim_uid: &str) -> NicKey {
+        if self.is_cni() {
+            NicKey::Child {
+                claim_uid: claim_uid.to_owned(),
+                pool: self.pool.clone(),
+                device: self.device.clone(),
+                share_id: self.share_id.clone(),
+            }
+        } else {
+            NicKey::Host {
+                pool: self.pool.clone(),
+                device: self.device.clone(),
+            }
+        }
+    }
+
+    /// Whether this entry is the allocation `(device, share_id)`.
+    pub fn is(&self, device: &str, share_id: Option<&str>) -> bool {
+        self.device == device && self.share_id.as_deref() == share_id
+    }
+}
+
+/// What a lock in the hooks guards: one host NIC that moves, or one CNI child of a parent
+/// that stays on the host. Moves of one NIC never interleave; different NICs never wait on
+/// each other.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NicKey {
+    /// A NIC moved into a pod: at most one claim holds it (prepare refuses a second).
+    Host {
+        /// The pool.
+        pool: String,
+        /// The device.
+        device: String,
+    },
+    /// A CNI-mode attachment: the parent is not moved, so each claim's allocation is its
+    /// own unit (children of one shared parent do not wait on each other).
+    Child {
+        /// The claim.
+        claim_uid: String,
+        /// The pool.
+        pool: String,
+        /// The parent device.
+        device: String,
+        /// The allocation's share id.
+        share_id: Option<String>,
+    },
 }
 
 /// Where a device is (or is being) attached.
@@ -86,17 +167,68 @@ pub struct Attachment {
     pub host: LinkSnapshot,
     /// The interface name inside the pod.
     pub pod_if_name: String,
-    /// How far the attach got.
+    /// How far the attach (or the give-back) got.
     pub phase: AttachPhase,
-    /// The pod the sandbox belongs to (from RUN or Synchronize), so that whatever gives the
-    /// interface back (STOP, unprepare, reconcile) can update the pod's network-status
-    /// annotation. `None` in checkpoints written before it was recorded.
+    /// The pod the sandbox belongs to, so that whatever gives the interface back (STOP,
+    /// unprepare, reconcile) can update the pod's network-status annotation. `None` in
+    /// records written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<crate::cni::PodRef>,
+    pub pod: Option<PodRef>,
+    /// What the pod got, once [`AttachPhase::Attached`]: the claim's
+    /// `status.devices[].networkData` and network-status entry are derived from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<AttachedNetwork>,
+    /// The give-back's last failure ([`AttachPhase::DetachFailed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Attachment {
+    /// Whether the interface must be given back before anything else happens to it: a
+    /// give-back is under way or failed.
+    pub fn is_giving_back(&self) -> bool {
+        matches!(
+            self.phase,
+            AttachPhase::Detaching | AttachPhase::DetachFailed
+        )
+    }
+}
+
+/// What a claim's `status.devices[].networkData` says of an interface in a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkData {
+    /// The interface name inside the pod.
+    pub interface_name: String,
+    /// Its addresses, with prefix length.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpNet>,
+    /// Its MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_address: Option<String>,
+}
+
+/// What an attached interface looks like inside the pod.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachedNetwork {
+    /// Interface name, addresses and MAC.
+    #[serde(flatten)]
+    pub data: NetworkData,
+    /// CNI mode: the ADD result as the plugins returned it (`status.devices[].data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_result: Option<serde_json::Value>,
+    /// When the attach completed (RFC 3339): the `Ready` condition's `lastTransitionTime`.
+    pub since: String,
+    /// The pod had been running without the interface: the runtime's RunPodSandbox never
+    /// reached netclaim (its NRI connection was down), and the interface was attached when
+    /// the next Synchronize found the pod.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 /// The lifecycle of one attachment, persisted before each step so a crash at any point
-/// can be resolved on restart.
+/// can be resolved by the next Synchronize, unprepare or RUN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum AttachPhase {
@@ -106,6 +238,42 @@ pub enum AttachPhase {
     Attached,
     /// Being given back; it may be in the pod or already on the host.
     Detaching,
+    /// A give-back (a rollback after a failed attach, or a detach) failed: the interface
+    /// may still be in the pod. Retried at every Synchronize, unprepare and RUN of the
+    /// device until it is back; [`Attachment::error`] says what failed last.
+    DetachFailed,
+}
+
+/// Why a device of a claim is not ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureReason {
+    /// Moving or configuring the NIC in the pod (or running its CNI network) failed.
+    AttachFailed,
+    /// The pod runs without the NIC: its RunPodSandbox never reached netclaim, and
+    /// attaching it late at the next Synchronize failed.
+    NotAttached,
+}
+
+impl FailureReason {
+    /// The condition and Event reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::AttachFailed => "AttachFailed",
+            FailureReason::NotAttached => "NotAttached",
+        }
+    }
+}
+
+/// The last failed attach of a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NicFailure {
+    /// Why.
+    pub reason: FailureReason,
+    /// What went wrong, for users.
+    pub message: String,
+    /// When (RFC 3339): the condition's `lastTransitionTime`.
+    pub since: String,
 }
 
 /// A claim netclaim prepared.
@@ -118,17 +286,38 @@ pub struct PreparedClaim {
     pub namespace: String,
     /// Claim name.
     pub name: String,
-    /// UIDs of the pods the claim is reserved for (`status.reservedFor`), which is how an NRI
-    /// hook finds the claims of its pod.
-    pub pod_uids: Vec<String>,
+    /// The pods the claim is reserved for (`status.reservedFor`, in the claim's namespace):
+    /// how an NRI hook finds the claims of its pod, and whose network-status annotation
+    /// netclaim keeps.
+    #[serde(default)]
+    pub pods: Vec<PodRef>,
     /// The claim's devices for this driver.
     pub nics: Vec<PreparedNic>,
 }
 
-/// Everything the checkpoint holds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DriverState {
-    /// Prepared claims by UID.
-    pub claims: BTreeMap<String, PreparedClaim>,
+impl PreparedClaim {
+    /// Whether the claim is reserved for the pod with UID `pod_uid`.
+    pub fn is_for_pod(&self, pod_uid: &str) -> bool {
+        self.pods.iter().any(|pod| pod.uid == pod_uid)
+    }
+
+    /// `<namespace>/<name>`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The device entry `(device, share_id)`.
+    pub fn nic(&self, device: &str, share_id: Option<&str>) -> Option<&PreparedNic> {
+        self.nics.iter().find(|nic| nic.is(device, share_id))
+    }
+
+    /// Whether a device of the claim is in a pod, or on its way in or out.
+    pub fn has_attachments(&self) -> bool {
+        self.nics.iter().any(|nic| nic.attachment.is_some())
+    }
+}
+
+/// The current time as the API writes it (RFC 3339, seconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -29,15 +29,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netclaim::checkpoint::{Checkpoint, Recovery};
+use netclaim::checkpoint::{Checkpoint, CheckpointError, Durability, Recovery};
 use netclaim::cni::{
-    Attachment, CniRunner, DeviceRef, PodRef, plugin_stdin, run_with_timeout, substitute_device,
+    Attachment, CniRunner, DeviceRef, plugin_stdin, run_with_timeout, substitute_device,
 };
+use netclaim::deadline::HookDeadline;
 use netclaim::hooks::{NoHolds, PodNetworkHooks};
 use netclaim::netlink::NetHandle;
 use netclaim::nri::plugin::PodSandboxHandler;
-use netclaim::prepare::PreparedClaims;
-use netclaim::state::{DriverState, PreparedClaim, PreparedNic};
+use netclaim::state::{PodRef, PreparedClaim, PreparedNic};
 use netclaim_api::CniNetworkList;
 use netclaim_test::netns::TestNetns;
 use netclaim_test::runtime::pod_sandbox;
@@ -142,8 +142,14 @@ fn main() {
                 }),
                 _ => time(|| {
                     runtime.block_on(async {
-                        hooks.run_pod_sandbox(sandbox.clone()).await.unwrap();
-                        hooks.stop_pod_sandbox(sandbox.clone()).await.unwrap();
+                        hooks
+                            .run_pod_sandbox(sandbox.clone(), hook_deadline("RunPodSandbox"))
+                            .await
+                            .unwrap();
+                        hooks
+                            .stop_pod_sandbox(sandbox.clone(), hook_deadline("StopPodSandbox"))
+                            .await
+                            .unwrap();
                     })
                 }),
             };
@@ -215,23 +221,30 @@ fn hooks_with_one_cni_claim(state_dir: &std::path::Path, list: &CniNetworkList) 
         uid: "bench-claim".into(),
         namespace: "default".into(),
         name: "bench".into(),
-        pod_uids: vec![HOOKS_POD_UID.into()],
+        pods: vec![PodRef {
+            namespace: "default".into(),
+            name: "bench".into(),
+            uid: HOOKS_POD_UID.into(),
+        }],
         nics: vec![nic],
     };
-    let mut state = DriverState::default();
-    state.claims.insert(claim.uid.clone(), claim);
-    checkpoint.save(&state).unwrap();
-    PodNetworkHooks::new(
-        PreparedClaims::new(checkpoint),
-        NetHandle::current().unwrap(),
-        None,
-        Box::new(NoHolds),
+    checkpoint
+        .update("bench-claim", Durability::Durable, |_| {
+            Ok::<_, CheckpointError>((Some(claim), ()))
+        })
+        .unwrap();
+    PodNetworkHooks::new(checkpoint, NetHandle::current().unwrap(), Box::new(NoHolds)).with_cni(
+        CniRunner::new(
+            vec![PLUGINS.into()],
+            Duration::from_secs(10),
+            state_dir.join("cni-cache"),
+        ),
     )
-    .with_cni(CniRunner::new(
-        vec![PLUGINS.into()],
-        Duration::from_secs(10),
-        state_dir.join("cni-cache"),
-    ))
+}
+
+/// The deadline containerd gives a hook by default (2 s, less the reply's margin).
+fn hook_deadline(what: &'static str) -> HookDeadline {
+    HookDeadline::for_runtime(what, Duration::from_millis(1800), Duration::from_secs(2))
 }
 
 fn time(f: impl FnOnce()) -> Duration {

@@ -74,6 +74,7 @@ async fn run(ends: usize) -> Result<()> {
         filter: Some(Arc::new(DeviceFilter::new(
             r#"device.attributes["netclaim.dev"].type == "veth""#,
         )?)),
+        include_virtual: true,
         ..DiscoveryConfig::default()
     };
 
@@ -163,6 +164,7 @@ fn bench_synthetic_build(count: usize) {
             DeviceFilter::new(r#"device.attributes["netclaim.dev"].mtu >= 1500"#).unwrap(),
         )),
         multus_resource_name: Some("example.com/nic".into()),
+        include_virtual: true,
         ..DiscoveryConfig::default()
     };
     let mut samples = Vec::new();
@@ -463,7 +465,13 @@ fn spawn_daemon(netns: &TestNetns, binary: &Path, kubeconfig: &Path) -> Result<C
     Command::new("ip")
         .args(["netns", "exec", netns.name()])
         .arg(binary)
-        .args(["run", "--node-name", NODE, "--kubeconfig"])
+        .args([
+            "run",
+            "--node-name",
+            NODE,
+            "--include-virtual",
+            "--kubeconfig",
+        ])
         .arg(kubeconfig)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -153,7 +153,21 @@ pub fn netclaim_binary() -> Result<PathBuf> {
     BUILT
         .get_or_init(|| {
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            // The variables cargo sets for a test process (CARGO_MANIFEST_DIR, CARGO_PKG_*,
+            // OUT_DIR) would make this build's fingerprints differ from the outer build's
+            // (ring's build script watches them) and rebuild half the tree each time.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy().into_owned();
+                let set_by_cargo = name == "OUT_DIR"
+                    || (name.starts_with("CARGO_")
+                        && name != "CARGO_HOME"
+                        && name != "CARGO_TARGET_DIR");
+                if set_by_cargo {
+                    cargo.env_remove(&name);
+                }
+            }
+            let status = cargo
                 .args(["build", "--quiet", "-p", "netclaim", "--bin", "netclaim"])
                 .current_dir(&workspace)
                 .status()
@@ -237,10 +251,15 @@ impl TestNode {
         std::fs::read_to_string(self.dir.path().join("driver.log")).unwrap_or_default()
     }
 
-    /// The checkpoint file as the driver last wrote it.
-    pub fn checkpoint(&self) -> Result<serde_json::Value> {
-        let text = std::fs::read_to_string(self.state_dir().join("checkpoint.json"))?;
-        Ok(serde_json::from_str(&text)?)
+    /// The prepared claims as the driver's checkpoint holds them on disk, by claim UID (a
+    /// JSON object; empty before the first prepare).
+    pub fn prepared_claims(&self) -> Result<serde_json::Value> {
+        let claims = netclaim::checkpoint::read_only(&self.state_dir())?;
+        let by_uid: serde_json::Map<String, serde_json::Value> = claims
+            .into_iter()
+            .map(|claim| Ok((claim.uid.clone(), serde_json::to_value(claim)?)))
+            .collect::<Result<_>>()?;
+        Ok(serde_json::Value::Object(by_uid))
     }
 
     /// The driver's `--state-dir` (checkpoint, CNI cache under `cni-cache/`).
@@ -371,6 +390,8 @@ impl TestNode {
             self.nri_socket().display().to_string(),
             "--sysfs-root".into(),
             sysfs.display().to_string(),
+            // The test node's NICs are veths.
+            "--include-virtual".into(),
         ];
         args.extend(self.options.extra_args.iter().cloned());
         let child = Command::new("nsenter")

@@ -11,10 +11,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use netclaim::cni::{
-    Attachment, CniError, CniRunner, DeviceRef, NetworkStatusEntry, PodRef, network_data,
-    substitute_device, update_network_status,
-};
+use netclaim::cni::{Attachment, CniError, CniRunner, DeviceRef, network_data, substitute_device};
+use netclaim::network_status::{NetworkStatusEntry, update_network_status};
+use netclaim::state::PodRef;
 use netclaim_api::CniNetworkList;
 use netclaim_test::netns::TestNetns;
 use serde_json::{Value, json};
@@ -204,7 +203,7 @@ async fn macvlan_with_tuning_add_then_del_leaves_nothing_and_status_matches_the_
     assert_eq!(data.hardware_address.as_deref(), Some(mac.as_str()));
     let entry = NetworkStatusEntry::from_cni_result("default/macnet", "net1", &result, None);
     let primary = r#"[{"name":"cbr0","interface":"eth0","ips":["10.244.0.5"],"default":true}]"#;
-    let annotation = update_network_status(Some(primary), &[entry], &[]).unwrap();
+    let annotation = update_network_status(Some(primary), &[entry], &Default::default()).unwrap();
     let entries: Vec<Value> = serde_json::from_str(&annotation).unwrap();
     assert_eq!(entries[0]["interface"], "eth0", "other entries untouched");
     assert_eq!(entries[1]["interface"], "net1");
@@ -306,14 +305,23 @@ async fn a_failing_plugin_mid_chain_is_undone_and_its_message_reported() {
         .add(&network, &pod.attachment)
         .await
         .unwrap_err();
-    let CniError::Plugin(failure) = &error else {
-        panic!("want a plugin error, got {error:?}");
+    // As a runtime's teardown after a failed setup does, DEL ran for the whole list, in
+    // reverse: host-device's DEL (for an ADD that never happened) found the bridge's net1
+    // and refused to move it, then bridge's DEL removed the veth and released the lease.
+    let CniError::CleanupFailed { add, del } = &error else {
+        panic!("want the ADD failure with a failed cleanup, got {error:?}");
+    };
+    let CniError::Plugin(failure) = add.as_ref() else {
+        panic!("want a plugin error, got {add:?}");
     };
     let (plugin, command, msg) = (&failure.plugin, failure.command, &failure.msg);
     assert_eq!((plugin.as_str(), command), ("host-device", "ADD"));
     assert!(msg.contains("failed to find host device"), "{error}");
     assert!(error.to_string().contains(msg.as_str()), "{error}");
-    assert!(!msg.is_empty());
+    let CniError::Plugin(del) = del.as_ref() else {
+        panic!("want host-device's DEL failure, got {del:?}");
+    };
+    assert_eq!((del.plugin.as_str(), del.command), ("host-device", "DEL"));
     assert!(
         pod.links().is_empty(),
         "bridge's veth removed: {:?}",
@@ -502,7 +510,7 @@ esac"#,
     );
     // 1.0.0 plugins in a 1.0.0 list: STATUS does not exist, nothing runs.
     let old = list(json!({"cniVersion": "1.0.0", "name": "old", "plugins": [{"type": "tuning"}]}));
-    let report = runner.status(&old).await.unwrap();
+    let report = runner.status(&old, None).await.unwrap();
     assert_eq!(
         (report.ran.len(), report.skipped),
         (0, vec!["tuning".to_owned()])
@@ -510,7 +518,7 @@ esac"#,
     // In a 1.1.0 list, the Debian tuning (which speaks up to 1.0.0) is skipped, v11 asked.
     let new = list(json!({"cniVersion": "1.1.0", "name": "new",
                           "plugins": [{"type": "v11"}, {"type": "tuning"}]}));
-    let error = runner.status(&new).await.unwrap_err();
+    let error = runner.status(&new, None).await.unwrap_err();
     assert_eq!(error.code(), Some(50), "{error}");
     assert!(error.to_string().contains("datastore not ready"), "{error}");
 
@@ -542,7 +550,7 @@ async fn an_unreadable_cache_entry_does_not_block_del() {
     runner.add(&network, &pod.attachment).await.unwrap();
     assert_eq!(node.allocations("tornnet").len(), 1);
     // What a machine crash can leave after a rename whose data never reached the disk.
-    std::fs::write(runner.cache_path("tornnet", &pod.attachment), b"").unwrap();
+    std::fs::write(runner.cache.path("tornnet", &pod.attachment), b"").unwrap();
     runner.del(&network, &pod.attachment).await.unwrap();
     assert!(pod.links().is_empty());
     assert!(node.allocations("tornnet").is_empty(), "IP released");

@@ -100,6 +100,9 @@ impl FakeNode {
     fn config(&self) -> DiscoveryConfig {
         DiscoveryConfig {
             sysfs_root: self.sysfs.path().to_path_buf(),
+            // The fake node's NICs are veths (the real binary's default leaves them out:
+            // see the_default_leaves_every_virtual_device_out).
+            include_virtual: true,
             ..DiscoveryConfig::default()
         }
     }
@@ -317,7 +320,7 @@ async fn hot_plug_is_observed_through_the_watcher() -> Result<()> {
         if_names(d) == set(&["a1", "held0", "held1"])
     })
     .await?;
-    inventory.hold("held0");
+    inventory.hold("held0", None);
     // Deleting one end of a veth pair deletes both: once held1 is seen gone, the same
     // pass also saw held0 gone, and held0 must still be published.
     node.ip(&["link", "del", "held0"])?;
@@ -648,9 +651,15 @@ async fn the_devices_command_prints_resource_slices() -> Result<()> {
     let node = FakeNode::populated("disc-bin")?;
     let bin = bin.to_string_lossy();
     // `ip netns exec` remounts /sys for the netns, so the default --sysfs-root works.
-    let out = node
-        .netns
-        .exec(&[&bin, "devices", "-o", "json", "--node-name", "node-a"])?;
+    let out = node.netns.exec(&[
+        &bin,
+        "devices",
+        "-o",
+        "json",
+        "--node-name",
+        "node-a",
+        "--include-virtual",
+    ])?;
     let list: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(list["kind"], "List");
     let items = list["items"].as_array().unwrap();
@@ -665,7 +674,7 @@ async fn the_devices_command_prints_resource_slices() -> Result<()> {
     let devices: Vec<Device> = serde_json::from_value(slice["spec"]["devices"].clone())?;
     assert_eq!(if_names(&devices), set(OFFERED));
 
-    let table = node.netns.exec(&[&bin, "devices"])?;
+    let table = node.netns.exec(&[&bin, "devices", "--include-virtual"])?;
     assert!(
         table.lines().next().unwrap().starts_with("DEVICE"),
         "{table}"
@@ -678,6 +687,50 @@ async fn the_devices_command_prints_resource_slices() -> Result<()> {
         .unwrap_err()
         .to_string();
     assert!(bad.contains("invalid --filter expression"), "{bad}");
+    Ok(())
+}
+
+/// Without flags the binary publishes no virtual device: on a real node those are other
+/// pods' host-side veths, overlays and tunnels. Each is listed as left out, with the flag
+/// that would publish it.
+#[tokio::test]
+async fn the_default_leaves_every_virtual_device_out() -> Result<()> {
+    let bin = netclaim_binary()?;
+    let node = FakeNode::populated("disc-virt")?;
+    // The populated node has veths, a macvlan (mv0) and a vxlan (vx0); add a CNI-style
+    // host-side veth.
+    let ip = |args: &[&str]| node.netns.ip(args);
+    ip(&[
+        "link", "add", "cali1", "type", "veth", "peer", "name", "cali1p",
+    ])?;
+    let bin = bin.to_string_lossy();
+    let out = node
+        .netns
+        .exec(&[&bin, "devices", "-o", "json", "--node-name", "node-a"])?;
+    let list: serde_json::Value = serde_json::from_str(&out)?;
+    let published: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|slice| {
+            slice["spec"]["devices"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|device| device["name"].to_string())
+        .collect();
+    assert!(published.is_empty(), "published by default: {published:?}");
+    let table = node.netns.exec(&[&bin, "devices"])?;
+    for name in ["veth0", "vx0", "mv0", "cali1"] {
+        assert!(
+            table.lines().any(|line| line
+                .trim_start()
+                .starts_with(&format!("{name}: virtual device"))
+                && line.contains("--include-virtual")),
+            "{name} not listed as a left-out virtual device:\n{table}"
+        );
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use netclaim::cni::NETWORK_STATUS_ANNOTATION;
+use netclaim::network_status::NETWORK_STATUS_ANNOTATION;
 use netclaim_test::node::checks::{
     config, has_addr, host_view, network_status_interfaces, nic, pod_interfaces, pod_link,
 };
@@ -101,7 +101,7 @@ async fn claimed_nic_is_configured_in_the_pod_and_given_back_exactly() {
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
     let unprepared = node.unprepare(&[claim]).await.unwrap();
     assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
-    assert_eq!(node.checkpoint().unwrap()["data"]["claims"], json!({}));
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -215,12 +215,7 @@ async fn bad_configs_fail_per_claim_naming_the_field_and_change_nothing() {
             "{name}: error {error:?} does not name {field}"
         );
     }
-    assert_eq!(
-        node.checkpoint()
-            .map(|c| c["data"]["claims"].clone())
-            .unwrap_or(json!({})),
-        json!({})
-    );
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
     assert_eq!(view(&node), before, "the node changed");
 }
 
@@ -305,7 +300,7 @@ async fn crash_and_converge(crash: Crash) {
     let unprepared = node.unprepare(&[claim]).await.unwrap();
     assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
     assert_eq!(
-        node.checkpoint().unwrap()["data"]["claims"],
+        node.prepared_claims().unwrap(),
         json!({}),
         "stale checkpoint entry"
     );

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
-use netclaim::cni::NETWORK_STATUS_ANNOTATION;
+use netclaim::network_status::NETWORK_STATUS_ANNOTATION;
 use netclaim_test::node::checks::{has_addr, network_status_interfaces, pod_interfaces};
 use netclaim_test::node::{NicClaim, NodeOptions, TestNode, TestPod};
 use serde_json::{Value, json};
@@ -85,7 +85,7 @@ async fn cni_claim_gets_a_macvlan_on_the_nic_which_stays_on_the_node() {
         .unwrap();
     let prepared = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
     assert_eq!(prepared[&claim.uid].error, "", "prepare failed");
-    let stored = node.checkpoint().unwrap()["data"]["claims"][&claim.uid]["nics"][0]["cni"].clone();
+    let stored = node.prepared_claims().unwrap()[&claim.uid]["nics"][0]["cni"].clone();
     assert_eq!(stored["plugins"][0]["master"], "eth1", "{stored}");
 
     let pod = node.run_pod("cni", &pod_uid).await.unwrap().unwrap();
@@ -123,7 +123,7 @@ async fn cni_claim_gets_a_macvlan_on_the_nic_which_stays_on_the_node() {
     assert!(node.node_link("eth1").is_ok());
     let unprepared = node.unprepare(&[claim]).await.unwrap();
     assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
-    assert_eq!(node.checkpoint().unwrap()["data"]["claims"], json!({}));
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,7 +242,7 @@ async fn a_network_attachment_definition_gives_the_pod_its_macvlan() {
         .unwrap();
     let prepared = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
     assert_eq!(prepared[&claim.uid].error, "", "prepare failed");
-    let stored = node.checkpoint().unwrap()["data"]["claims"][&claim.uid]["nics"][0].clone();
+    let stored = node.prepared_claims().unwrap()[&claim.uid]["nics"][0].clone();
     assert_eq!(stored["cni"]["name"], "macnet-nad", "{stored}");
     assert_eq!(stored["cni"]["plugins"][0]["master"], "eth1", "{stored}");
     assert_eq!(stored["networkAttachmentDefinition"], "default/macnet");
@@ -268,7 +268,7 @@ async fn a_network_attachment_definition_gives_the_pod_its_macvlan() {
     assert_eq!(node.node_link_names().unwrap(), links_before);
     let unprepared = node.unprepare(&[claim]).await.unwrap();
     assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
-    assert_eq!(node.checkpoint().unwrap()["data"]["claims"], json!({}));
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,9 +288,7 @@ async fn a_missing_network_attachment_definition_fails_prepare_naming_it() {
         "{error}"
     );
     // Nothing stored (a driver that never saved has no checkpoint file yet).
-    let stored = node
-        .checkpoint()
-        .map_or_else(|_| json!({}), |c| c["data"]["claims"].clone());
+    let stored = node.prepared_claims().unwrap();
     assert_eq!(stored, json!({}));
 }
 
@@ -421,7 +419,7 @@ async fn a_shared_parent_takes_children_up_to_its_capacity() {
         "{prepared:?}"
     );
     for claim in &claims[..2] {
-        let stored = &node.checkpoint().unwrap()["data"]["claims"][&claim.uid]["nics"][0];
+        let stored = &node.prepared_claims().unwrap()[&claim.uid]["nics"][0];
         assert!(stored["shareId"].is_string(), "no share id: {stored}");
     }
     let over = node.prepare(&claims[2..]).await.unwrap();

@@ -107,7 +107,7 @@ async fn unprepare_and_check_clean(node: &TestNode, claim: kubeletplugin::ClaimR
         Vec::<String>::new(),
         "CNI cache entry left"
     );
-    assert_eq!(node.checkpoint().unwrap()["data"]["claims"], json!({}));
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
     assert!(node.node_link("eth1").is_ok(), "eth1 left the node");
 }
 
@@ -195,8 +195,8 @@ async fn crash_inside_add_converges(point: &str, n: u32) {
     node.kill_driver().ok();
     node.start_driver().await.unwrap();
     node.wait_until("the checkpoint has no attachment left", || {
-        node.checkpoint().is_ok_and(|c| {
-            c["data"]["claims"][&claim.uid]["nics"][0]
+        node.prepared_claims().is_ok_and(|c| {
+            c[&claim.uid]["nics"][0]
                 .get("attachment")
                 .is_none_or(Value::is_null)
         })

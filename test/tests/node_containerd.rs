@@ -30,9 +30,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn claims_in_checkpoint(node: &TestNode) -> Value {
-    node.checkpoint()
-        .map(|c| c["data"]["claims"].clone())
-        .unwrap_or(json!({}))
+    node.prepared_claims().unwrap()
 }
 
 async fn start(test: &str, nics: usize) -> Option<TestNode> {
@@ -520,7 +518,7 @@ fn macvlan_child(name: &str, address: &str) -> NicClaim {
 /// and leaves no child on the node.
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_status() {
-    use netclaim::cni::NETWORK_STATUS_ANNOTATION;
+    use netclaim::network_status::NETWORK_STATUS_ANNOTATION;
     use netclaim_test::node::checks::{network_status_interfaces, pod_interfaces};
 
     if !ContainerdNode::should_run("node_containerd::shared") {

@@ -5,6 +5,7 @@
 // Test helpers outside #[test] fns unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+use netclaim::deadline::HookDeadline;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,11 +81,15 @@ impl Recorder {
 }
 
 impl PodSandboxHandler for Recorder {
-    async fn synchronize(&self, pods: Vec<PodSandbox>) {
+    async fn synchronize(&self, pods: Vec<PodSandbox>, _deadline: HookDeadline) {
         self.record(Seen::Sync(pods));
     }
 
-    async fn run_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
+    async fn run_pod_sandbox(
+        &self,
+        pod: PodSandbox,
+        _deadline: HookDeadline,
+    ) -> Result<(), String> {
         let hold = self.hold_run.lock().unwrap().clone();
         if let Some(hold) = hold {
             // Held until the test adds a permit: a handler slower than any deadline.
@@ -97,12 +102,20 @@ impl PodSandboxHandler for Recorder {
         }
     }
 
-    async fn stop_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
+    async fn stop_pod_sandbox(
+        &self,
+        pod: PodSandbox,
+        _deadline: HookDeadline,
+    ) -> Result<(), String> {
         self.record(Seen::Stop(pod));
         Ok(())
     }
 
-    async fn remove_pod_sandbox(&self, pod: PodSandbox) -> Result<(), String> {
+    async fn remove_pod_sandbox(
+        &self,
+        pod: PodSandbox,
+        _deadline: HookDeadline,
+    ) -> Result<(), String> {
         self.record(Seen::Remove(pod));
         Ok(())
     }

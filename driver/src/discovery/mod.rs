@@ -58,6 +58,11 @@ pub struct DiscoveryConfig {
     /// Which published NICs are shared parents, and how many children each may have;
     /// `None`: no NIC is shared.
     pub shared: Option<SharedNics>,
+    /// Publish virtual devices too (veth, macvlan, vxlan, tunnels: anything without a
+    /// device under `/sys/devices` other than `virtual`). Off by default: on a node those
+    /// are other pods' host-side veths (`cali*`, `lxc*`), overlays (`flannel.1`) and
+    /// tunnels (`tunl0`), and a claim must never take one (`--include-virtual`).
+    pub include_virtual: bool,
     /// Quiet time that ends a burst of netlink events before the devices are rebuilt.
     pub debounce: Duration,
     /// Full rebuild interval when no events arrive (a safety net for lost events).
@@ -72,6 +77,7 @@ impl Default for DiscoveryConfig {
             filter: None,
             multus_resource_name: None,
             shared: None,
+            include_virtual: false,
             debounce: Duration::from_millis(15),
             resync: Duration::from_secs(300),
         }
@@ -196,6 +202,15 @@ pub fn build_report(
     let mut by_name = BTreeMap::new();
     let shared_pci = shared_pci_addresses(&nics);
     for nic in nics {
+        if nic.sysfs.is_virtual && !config.include_virtual {
+            skipped.push((
+                nic.link.name.clone(),
+                "virtual device (other pods' veths, overlays and tunnels are never offered; \
+                 --include-virtual publishes virtual devices)"
+                    .to_owned(),
+            ));
+            continue;
+        }
         let mut device =
             attributes::build_device(&nic, config.multus_resource_name.as_deref(), None);
         // Several netdevs on one PCI function (multi-port functions, switchdev
@@ -303,12 +318,24 @@ impl Inventory {
         self.lock().published.values().cloned().collect()
     }
 
+    /// The device published under `device_name`, if it is.
+    pub fn published_device(&self, device_name: &str) -> Option<Device> {
+        self.lock().published.get(device_name).cloned()
+    }
+
     /// Marks `device_name` as in use by a pod: it stays published with its current
-    /// attributes even when its interface leaves the host, until [`Inventory::release`].
-    pub fn hold(&self, device_name: &str) {
+    /// attributes (or, when it is not published now, as `recorded` says: the device as
+    /// prepare saw it, after a restart) even when its interface leaves the host, until
+    /// [`Inventory::release`]. Wakes a running watcher when that changes what is published.
+    pub fn hold(&self, device_name: &str, recorded: Option<Device>) {
         let mut state = self.lock();
-        let last = state.published.get(device_name).cloned();
+        let last = state.published.get(device_name).cloned().or(recorded);
+        let newly_published = last.is_some() && !state.published.contains_key(device_name);
         state.held.entry(device_name.to_owned()).or_insert(last);
+        drop(state);
+        if newly_published {
+            self.changed.notify_one();
+        }
     }
 
     /// Ends a [`Inventory::hold`]; the next pass publishes the device as the host sees it

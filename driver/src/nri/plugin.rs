@@ -16,17 +16,22 @@
 //!
 //! Guarantees:
 //! - Every request is answered before its deadline (`timeout_nano`, else the `request_timeout`
-//!   from Configure, else 2 s): a handler gets a little less than that, and one that is still
-//!   running then is answered `DeadlineExceeded` (code 4). A runtime disconnects a plugin that
-//!   misses a deadline, so answering late is worse than answering "too slow".
+//!   from Configure, else the configured default, 2 s like containerd's): a handler gets a
+//!   [`HookDeadline`] a little earlier than that, and one that has not answered by then is
+//!   answered `DeadlineExceeded` (code 4) with the message of
+//!   [`HookDeadline::expiry_message`]. A runtime disconnects a plugin that misses a deadline
+//!   (and then runs pods without it), so answering "too slow" is always better than late.
+//! - The answer and the handler agree: a handler reports success only after
+//!   [`HookDeadline::commit`], which fails once the transport gave up on it; the handler
+//!   then undoes its work.
 //! - A handler error reaches the runtime as status `Unknown` (code 2) carrying the handler's
 //!   message verbatim; for RunPodSandbox the runtime fails the sandbox with it.
 //! - Calls this plugin does not implement are answered `Unimplemented` (code 12), which is
 //!   what makes newer runtimes fall back to `StateChange`.
 //!
 //! Assumptions: a handler outliving its deadline keeps running to its end (it is not
-//! cancelled half-way through a netlink transaction); the runtime follows a failed RUN with
-//! STOP and REMOVE, so handlers must be idempotent.
+//! cancelled half-way through a netlink transaction) and undoes what it did; the runtime
+//! follows a failed RUN with STOP and REMOVE, so handlers must be idempotent.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -46,6 +51,7 @@ use super::proto::{
     SynchronizeResponse,
 };
 use super::ttrpc::{CallError, Client, RequestContext, Server, Status};
+use crate::deadline::HookDeadline;
 
 /// ttrpc service the runtime calls on the plugin (conn 1).
 pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
@@ -75,21 +81,34 @@ pub fn pod_sandbox_event_mask() -> i32 {
 
 /// The driver side of NRI: what happens to pod sandboxes. Implemented by the driver's hooks.
 ///
-/// Each method runs within the request's deadline (see the module docs); an `Err` fails the
+/// Each method gets the request's [`HookDeadline`] (see the module docs); an `Err` fails the
 /// runtime's operation with that message.
 pub trait PodSandboxHandler: Send + Sync + 'static {
     /// All pods the runtime knows, after every (re)connection: reconcile state against them.
-    fn synchronize(&self, pods: Vec<PodSandbox>) -> impl Future<Output = ()> + Send;
+    fn synchronize(
+        &self,
+        pods: Vec<PodSandbox>,
+        deadline: HookDeadline,
+    ) -> impl Future<Output = ()> + Send;
     /// A sandbox was created and its network set up; the netns path is in
     /// `pod.linux.namespaces[type=network]`.
-    fn run_pod_sandbox(&self, pod: PodSandbox) -> impl Future<Output = Result<(), String>> + Send;
+    fn run_pod_sandbox(
+        &self,
+        pod: PodSandbox,
+        deadline: HookDeadline,
+    ) -> impl Future<Output = Result<(), String>> + Send;
     /// A sandbox is stopping; its netns still exists but the pod carries no namespaces and
     /// pid 0, so the netns path must come from RUN or Synchronize.
-    fn stop_pod_sandbox(&self, pod: PodSandbox) -> impl Future<Output = Result<(), String>> + Send;
+    fn stop_pod_sandbox(
+        &self,
+        pod: PodSandbox,
+        deadline: HookDeadline,
+    ) -> impl Future<Output = Result<(), String>> + Send;
     /// A sandbox was removed; its netns is gone.
     fn remove_pod_sandbox(
         &self,
         pod: PodSandbox,
+        deadline: HookDeadline,
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
@@ -108,6 +127,9 @@ pub struct NriConfig {
     pub reconnect_initial: Duration,
     /// Longest wait between reconnection attempts.
     pub reconnect_max: Duration,
+    /// The runtime's request deadline when it does not say (containerd's
+    /// `plugin_request_timeout`; it sends it in Configure).
+    pub request_timeout: Duration,
 }
 
 impl Default for NriConfig {
@@ -119,6 +141,7 @@ impl Default for NriConfig {
             registration_timeout: Duration::from_secs(5),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -255,7 +278,11 @@ impl<H: PodSandboxHandler> NriPlugin<H> {
         let runtime_conn = mux.open(RUNTIME_SERVICE_CONN)?;
         let mux = mux.start();
         let runtime_shutdown = CancellationToken::new();
-        let server = Arc::new(build_server(self.handler.clone(), runtime_shutdown.clone()));
+        let server = Arc::new(build_server(
+            self.handler.clone(),
+            runtime_shutdown.clone(),
+            self.config.request_timeout,
+        ));
         let serving = tokio::spawn(server.serve(plugin_conn.reader, plugin_conn.writer));
         let client = Client::new(runtime_conn.reader, runtime_conn.writer);
 
@@ -326,6 +353,8 @@ struct Session<H> {
     handler: Arc<H>,
     /// Configure's `request_timeout`, in milliseconds (0: not told).
     request_timeout_ms: AtomicU64,
+    /// The deadline when neither the request nor Configure says.
+    default_timeout: Duration,
     /// Pods of a Synchronize split into parts, gathered until the last part.
     sync_pods: Mutex<Vec<PodSandbox>>,
     runtime_shutdown: CancellationToken,
@@ -337,7 +366,7 @@ impl<H: PodSandboxHandler> Session<H> {
         context
             .timeout
             .unwrap_or_else(|| match self.request_timeout_ms.load(Ordering::Relaxed) {
-                0 => DEFAULT_REQUEST_TIMEOUT,
+                0 => self.default_timeout,
                 ms => Duration::from_millis(ms),
             })
     }
@@ -377,10 +406,15 @@ impl<H: PodSandboxHandler> Session<H> {
         };
         tracing::info!(pods = pods.len(), "NRI synchronize");
         let handler = self.handler.clone();
-        within_deadline("Synchronize", self.deadline(&context), async move {
-            handler.synchronize(pods).await;
-            Ok(())
-        })
+        within_deadline(
+            "Synchronize",
+            self.deadline(&context),
+            move |deadline| async move {
+                handler.synchronize(pods, deadline.clone()).await;
+                deadline.commit();
+                Ok(())
+            },
+        )
         .await?;
         Ok(SynchronizeResponse { more: false })
     }
@@ -402,20 +436,20 @@ impl<H: PodSandboxHandler> Session<H> {
         let deadline = self.deadline(&context);
         match event {
             Event::RunPodSandbox => {
-                within_deadline("RunPodSandbox", deadline, async move {
-                    handler.run_pod_sandbox(pod).await
+                within_deadline("RunPodSandbox", deadline, move |deadline| async move {
+                    handler.run_pod_sandbox(pod, deadline).await
                 })
                 .await
             }
             Event::StopPodSandbox => {
-                within_deadline("StopPodSandbox", deadline, async move {
-                    handler.stop_pod_sandbox(pod).await
+                within_deadline("StopPodSandbox", deadline, move |deadline| async move {
+                    handler.stop_pod_sandbox(pod, deadline).await
                 })
                 .await
             }
             Event::RemovePodSandbox => {
-                within_deadline("RemovePodSandbox", deadline, async move {
-                    handler.remove_pod_sandbox(pod).await
+                within_deadline("RemovePodSandbox", deadline, move |deadline| async move {
+                    handler.remove_pod_sandbox(pod, deadline).await
                 })
                 .await
             }
@@ -445,30 +479,54 @@ pub fn handler_budget(deadline: Duration) -> Duration {
     deadline.saturating_sub(margin)
 }
 
-/// Runs `work` in its own task and waits at most the handler budget of `deadline`.
+/// Runs `work` in its own task with a [`HookDeadline`] at the handler budget of `deadline`,
+/// and waits for it at most that long.
 ///
 /// The task is not cancelled when the wait ends: stopping a hook half-way could leave a NIC
-/// half-moved, while a late finish is followed by the runtime's STOP/REMOVE for the pod.
-async fn within_deadline<F>(what: &'static str, deadline: Duration, work: F) -> Result<(), Status>
+/// half-moved. Instead the deadline is expired, so the hook cannot commit and undoes what it
+/// did; the runtime follows a failed RUN with STOP and REMOVE.
+async fn within_deadline<W, F>(
+    what: &'static str,
+    deadline: Duration,
+    work: W,
+) -> Result<(), Status>
 where
+    W: FnOnce(HookDeadline) -> F,
     F: Future<Output = Result<(), String>> + Send + 'static,
 {
     let budget = handler_budget(deadline);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let hook_deadline = HookDeadline::for_runtime(what, budget, deadline);
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let future = work(hook_deadline.clone());
     let task = tokio::spawn(async move {
-        let result = work.await;
+        let result = future.await;
         if let Err(late) = done_tx.send(result) {
             // Nobody waits any more: the runtime was answered DeadlineExceeded.
             tracing::warn!(what, result = ?late, "NRI handler finished after its deadline");
         }
     });
-    match tokio::time::timeout(budget, done_rx).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(message))) => {
+    let outcome = match tokio::time::timeout(budget, &mut done_rx).await {
+        Ok(outcome) => outcome,
+        Err(_) if hook_deadline.expire() => {
+            tracing::warn!(
+                what,
+                ?budget,
+                "NRI handler exceeded its deadline; answering DeadlineExceeded"
+            );
+            return Err(Status::deadline_exceeded(
+                hook_deadline.expiry_message("its work was still running (it is being undone)"),
+            ));
+        }
+        // The handler committed just as the time ran out: its answer is on its way.
+        Err(_) => done_rx.await,
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => {
             tracing::warn!(what, %message, "NRI handler failed");
             Err(Status::unknown(message))
         }
-        Ok(Err(_)) => {
+        Err(_) => {
             // The sender is only dropped unsent when the task panicked.
             let join_error = match task.await {
                 Err(error) => error.to_string(),
@@ -479,16 +537,6 @@ where
                 "netclaim: {what} handler failed: {join_error}"
             )))
         }
-        Err(_) => {
-            tracing::warn!(
-                what,
-                ?budget,
-                "NRI handler exceeded its deadline; answering DeadlineExceeded"
-            );
-            Err(Status::deadline_exceeded(format!(
-                "netclaim: {what} did not finish within {budget:?} (request deadline {deadline:?})"
-            )))
-        }
     }
 }
 
@@ -497,10 +545,12 @@ where
 fn build_server<H: PodSandboxHandler>(
     handler: Arc<H>,
     runtime_shutdown: CancellationToken,
+    default_timeout: Duration,
 ) -> Server {
     let session = Arc::new(Session {
         handler,
         request_timeout_ms: AtomicU64::new(0),
+        default_timeout,
         sync_pods: Mutex::new(Vec::new()),
         runtime_shutdown,
     });
@@ -646,19 +696,38 @@ mod tests {
     #[tokio::test]
     async fn handlers_are_answered_within_their_deadline() {
         let deadline = Duration::from_millis(100);
-        assert_eq!(
-            within_deadline("Ok", deadline, async { Ok(()) }).await,
+        let ok = within_deadline("Ok", deadline, |d| async move {
+            assert!(d.commit());
             Ok(())
-        );
-        let failed =
-            within_deadline("Err", deadline, async { Err("eth1 is gone".to_owned()) }).await;
+        })
+        .await;
+        assert_eq!(ok, Ok(()));
+        let failed = within_deadline("Err", deadline, |_| async {
+            Err("eth1 is gone".to_owned())
+        })
+        .await;
         assert_eq!(failed, Err(Status::unknown("eth1 is gone")));
-        let slow = within_deadline("Slow", deadline, std::future::pending()).await;
-        assert_eq!(
-            slow.unwrap_err().code,
-            crate::nri::ttrpc::code::DEADLINE_EXCEEDED
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+        let slow = within_deadline("Slow", deadline, |d| async move {
+            // Still working when the transport gives up: the commit must fail.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = seen_tx.send(d.commit());
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(slow.code, crate::nri::ttrpc::code::DEADLINE_EXCEEDED);
+        assert!(
+            slow.message.contains("plugin_request_timeout"),
+            "{}",
+            slow.message
         );
-        let panicked = within_deadline("Panic", deadline, async {
+        assert_eq!(
+            seen_rx.await,
+            Ok(false),
+            "a hook that was answered for cannot commit"
+        );
+        let panicked = within_deadline("Panic", deadline, |_| async {
             let pods: Vec<PodSandbox> = Vec::new();
             // An out-of-bounds index: a handler bug must not take the plugin down.
             let _ = &pods[3];

@@ -63,6 +63,12 @@ impl Faults {
         });
     }
 
+    /// Drops every injected failure not used up yet (ends an outage made with
+    /// [`Faults::fail_next`] and a large count).
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
+    }
+
     /// Adds latency to every request.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;

@@ -164,7 +164,7 @@ async fn main() -> Result<()> {
     if let Some(error) = unprepared.values().find(|e| !e.is_empty()) {
         bail!("unprepare failed: {error}");
     }
-    println!("    checkpoint now: {}", node.checkpoint()?["data"]);
+    println!("    checkpoint now: {}", node.prepared_claims()?);
 
     step("Tearing down");
     drop(node);
