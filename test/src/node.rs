@@ -2,7 +2,8 @@
 //!
 //! What is real: the `netclaim run` process (its DRA and registration sockets, its NRI
 //! plugin, its netlink work, its checkpoint), the network namespaces and interfaces, and —
-//! with [`RuntimeKind::Containerd`] — containerd 1.7.24 with NRI, runc and the CNI plugins.
+//! with [`RuntimeKind::Containerd`] — containerd with NRI (1.7 or 2.x, as
+//! `NETCLAIM_CONTAINERD_MAJOR` chooses: see [`crate::containerd`]), runc and the CNI plugins.
 //! What stands in: the API server ([`crate::apiserver`]), the kubelet
 //! ([`crate::kubelet`]), the scheduler (this module writes `status.allocation` the way the
 //! scheduler would), and with [`RuntimeKind::StandIn`] the runtime's NRI side
