@@ -154,7 +154,30 @@ pub fn netclaim_binary() -> Result<PathBuf> {
     BUILT
         .get_or_init(|| {
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            // Not the variables cargo sets for this test process: build scripts that watch
+            // one (ring's watches CARGO_MANIFEST_DIR) would otherwise be rebuilt here, and
+            // again by the next top-level cargo, with all their dependents (about a minute).
+            for (name, _) in std::env::vars_os() {
+                let is_cargo_set = name.to_str().is_some_and(|n| {
+                    n.starts_with("CARGO_PKG_")
+                        || n.starts_with("CARGO_BIN_EXE_")
+                        || matches!(
+                            n,
+                            "CARGO_MANIFEST_DIR"
+                                | "CARGO_MANIFEST_PATH"
+                                | "CARGO_CRATE_NAME"
+                                | "CARGO_BIN_NAME"
+                                | "CARGO_PRIMARY_PACKAGE"
+                                | "CARGO_TARGET_TMPDIR"
+                                | "OUT_DIR"
+                        )
+                });
+                if is_cargo_set {
+                    cargo.env_remove(name);
+                }
+            }
+            let status = cargo
                 .args(["build", "--quiet", "-p", "netclaim", "--bin", "netclaim"])
                 .current_dir(&workspace)
                 .status()
