@@ -46,6 +46,11 @@
 //!   `level=error msg="closing plugin 10-netclaim-failures, failed to handle event 1: context deadline exceeded"`,
 //!   `level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:stalled,…} returns sandbox id \"…\""`,
 //!   and on reconnection `level=info msg="Synchronizing NRI (plugin) with current runtime state"`.
+//! - netclaim's plugin library (`netclaim::nri`) never stays silent: it answers a handler
+//!   still running near the deadline with `DeadlineExceeded` (code 4). containerd treats
+//!   that as the first case: CRI RunPodSandbox fails (`NRI RunPodSandbox failed: rpc error:
+//!   code = DeadlineExceeded ...`), STOP and REMOVE follow, and the plugin stays connected
+//!   (`plugin_library_on_a_real_containerd` in `test/tests/nri.rs`).
 //!
 //! # Guarantees
 //! - Nothing is shared with the machine's own containerd (if any): root, state, sockets, opt,
