@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian machine as root, no cluster needed: a node built in
 # network namespaces gets a pod with a claimed NIC. Installs the node parts (runc, CNI
-# plugins, containerd 1.7.24 with NRI) unless NETCLAIM_DEMO_NO_INSTALL=1, in which case it
-# uses the NRI runtime stand-in when containerd is missing.
+# plugins, containerd 1.7.24 and 2.1.9 with NRI) unless NETCLAIM_DEMO_NO_INSTALL=1, in which
+# case it falls back, loudly, to the NRI runtime stand-in when containerd is missing.
+# NETCLAIM_CONTAINERD_MAJOR=2 runs it on containerd 2.x (default: 1.7).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

@@ -2,7 +2,8 @@
 //!
 //! What is real: the `netclaim run` process (its DRA and registration sockets, its NRI
 //! plugin, its netlink work, its checkpoint), the network namespaces and interfaces, and —
-//! with [`RuntimeKind::Containerd`] — containerd 1.7.24 with NRI, runc and the CNI plugins.
+//! with [`RuntimeKind::Containerd`] — containerd with NRI (1.7 or 2.x, as
+//! `NETCLAIM_CONTAINERD_MAJOR` chooses: see [`crate::containerd`]), runc and the CNI plugins.
 //! What stands in: the API server ([`crate::apiserver`]), the kubelet
 //! ([`crate::kubelet`]), the scheduler (this module writes `status.allocation` the way the
 //! scheduler would), and with [`RuntimeKind::StandIn`] the runtime's NRI side
@@ -154,17 +155,26 @@ pub fn netclaim_binary() -> Result<PathBuf> {
         .get_or_init(|| {
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            // The variables cargo sets for a test process (CARGO_MANIFEST_DIR, CARGO_PKG_*,
-            // OUT_DIR) would make this build's fingerprints differ from the outer build's
-            // (ring's build script watches them) and rebuild half the tree each time.
+            // Not the variables cargo sets for this test process: build scripts that watch
+            // one (ring's watches CARGO_MANIFEST_DIR) would otherwise be rebuilt here, and
+            // again by the next top-level cargo, with all their dependents (about a minute).
             for (name, _) in std::env::vars_os() {
-                let name = name.to_string_lossy().into_owned();
-                let set_by_cargo = name == "OUT_DIR"
-                    || (name.starts_with("CARGO_")
-                        && name != "CARGO_HOME"
-                        && name != "CARGO_TARGET_DIR");
-                if set_by_cargo {
-                    cargo.env_remove(&name);
+                let is_cargo_set = name.to_str().is_some_and(|n| {
+                    n.starts_with("CARGO_PKG_")
+                        || n.starts_with("CARGO_BIN_EXE_")
+                        || matches!(
+                            n,
+                            "CARGO_MANIFEST_DIR"
+                                | "CARGO_MANIFEST_PATH"
+                                | "CARGO_CRATE_NAME"
+                                | "CARGO_BIN_NAME"
+                                | "CARGO_PRIMARY_PACKAGE"
+                                | "CARGO_TARGET_TMPDIR"
+                                | "OUT_DIR"
+                        )
+                });
+                if is_cargo_set {
+                    cargo.env_remove(name);
                 }
             }
             let status = cargo

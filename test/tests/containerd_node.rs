@@ -1,12 +1,15 @@
-//! A real containerd node (containerd 1.7.24 + NRI, runc, CNI) driven through the CRI, with a
-//! hand-written NRI plugin connection: the groundwork of netclaim's node e2e.
+//! A real containerd node (containerd 1.7 or 2.x + NRI, runc, CNI) driven through the CRI,
+//! with a hand-written NRI plugin connection: the groundwork of netclaim's node e2e, and
+//! the checked facts about how containerd treats NRI plugins that fail or hang.
 //!
-//! One node serves the whole scenario (starting one costs about a second). Skips with a
-//! printed reason when containerd is not installed (`hack/install-deps.sh`); fails instead
-//! under `NETCLAIM_REQUIRE_CONTAINERD=1`.
+//! One node serves each scenario (starting one costs about a second). The containerd is
+//! the one `NETCLAIM_CONTAINERD_MAJOR` chooses (`1`, the default, or `2`; `hack/test.sh`
+//! runs this file on both); each node prints its version. A missing containerd fails the
+//! tests with a message naming `hack/install-deps.sh`.
 //!
-//! Run: `cargo test -p netclaim-test --test containerd_node -- --nocapture` (as root); the
-//! CRI call times are printed (`NETCLAIM_CRI_CYCLES=20` for more samples).
+//! Run: `cargo test -p netclaim-test --test containerd_node -- --nocapture` (as root;
+//! `NETCLAIM_CONTAINERD_MAJOR=2` for 2.x); the CRI call times are printed
+//! (`NETCLAIM_CRI_CYCLES=20` for more samples).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -16,7 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use netclaim_test::containerd::cri::proto::PodSandboxState;
 use netclaim_test::containerd::{
-    ContainerdNode, ContainerdOptions, CriClient, PodSpec, mounts_under, run_in_netns, shim_socket,
+    ContainerdMajor, ContainerdNode, ContainerdOptions, CriClient, PodSpec, mounts_under,
+    run_in_netns, shim_socket,
 };
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -141,9 +145,15 @@ const REMOVE_POD_SANDBOX: i32 = 3;
 #[derive(Debug)]
 enum NriSeen {
     Registered(Option<RpcStatus>),
-    Configured { runtime: String, version: String },
+    Configured {
+        runtime: String,
+        version: String,
+    },
     Synchronized(Vec<NriPod>),
     StateChange(i32, NriPod),
+    /// Sent just before each `StateChange`: whether the netns path the event names existed
+    /// when the event arrived (`None`: the event names none).
+    NetnsAtEvent(Option<bool>),
     Other(String),
     Closed,
 }
@@ -191,12 +201,32 @@ fn take_ttrpc(buf: &mut Vec<u8>) -> Option<(u32, u8, Vec<u8>)> {
     Some((stream, kind, data))
 }
 
+/// How the hand-written plugin answers a pod-sandbox event.
+#[derive(Clone, Debug, PartialEq)]
+enum Reply {
+    /// Success, at once.
+    Ok,
+    /// A ttrpc status with code 2 (Unknown) and this message, as a failing hook answers.
+    Fail(String),
+    /// No answer at all, ever (a plugin stuck past the runtime's request timeout).
+    Silent,
+}
+
+/// Chooses the [`Reply`] to an event (`RUN_POD_SANDBOX`, ...) for a pod.
+type Policy = fn(i32, &NriPod) -> Reply;
+
+/// Answers every event at once.
+fn answer_all(_event: i32, _pod: &NriPod) -> Reply {
+    Reply::Ok
+}
+
 /// Connects to the NRI socket, registers as `plugin_name` (index `10`), answers Configure
-/// (subscribing to the three pod-sandbox events), Synchronize and StateChange, and reports
-/// everything it sees on the returned channel.
+/// (subscribing to the three pod-sandbox events), Synchronize and StateChange (as `policy`
+/// says), and reports everything it sees on the returned channel.
 async fn connect_plugin(
     socket: &Path,
     plugin_name: &str,
+    policy: Policy,
 ) -> Result<mpsc::UnboundedReceiver<NriSeen>> {
     let stream = UnixStream::connect(socket)
         .await
@@ -269,8 +299,30 @@ async fn connect_plugin(
                             "StateChange" => {
                                 let e = StateChangeEvent::decode(request.payload.as_slice())
                                     .unwrap_or_default();
-                                let _ = tx
-                                    .send(NriSeen::StateChange(e.event, e.pod.unwrap_or_default()));
+                                let pod = e.pod.unwrap_or_default();
+                                let reply = policy(e.event, &pod);
+                                let _ = tx.send(NriSeen::NetnsAtEvent(
+                                    pod.netns().map(|path| path.exists()),
+                                ));
+                                let _ = tx.send(NriSeen::StateChange(e.event, pod));
+                                match reply {
+                                    Reply::Ok => {}
+                                    Reply::Fail(message) => {
+                                        let response = TtrpcResponse {
+                                            status: Some(RpcStatus { code: 2, message }),
+                                            payload: Vec::new(),
+                                        };
+                                        let frame =
+                                            ttrpc_frame(stream_id, 2, &response.encode_to_vec());
+                                        if send_mux(&mut writer, CONN_PLUGIN, &frame).await.is_err()
+                                        {
+                                            let _ = tx.send(NriSeen::Closed);
+                                            return;
+                                        }
+                                        continue;
+                                    }
+                                    Reply::Silent => continue,
+                                }
                                 Vec::new() // Empty
                             }
                             other => {
@@ -325,7 +377,17 @@ async fn register_and_configure(
     node: &ContainerdNode,
     name: &str,
 ) -> Result<(mpsc::UnboundedReceiver<NriSeen>, Vec<NriPod>)> {
-    let mut rx = connect_plugin(node.nri_socket(), name).await?;
+    register_with_policy(node, name, answer_all).await
+}
+
+/// Registers a plugin answering events as `policy` says; returns its channel and the pods
+/// of its first Synchronize.
+async fn register_with_policy(
+    node: &ContainerdNode,
+    name: &str,
+    policy: Policy,
+) -> Result<(mpsc::UnboundedReceiver<NriSeen>, Vec<NriPod>)> {
+    let mut rx = connect_plugin(node.nri_socket(), name, policy).await?;
     // The RegisterPlugin reply, Configure and Synchronize come in no fixed order.
     let (mut registered, mut configured, mut synced) = (None, None, None);
     while registered.is_none() || configured.is_none() || synced.is_none() {
@@ -351,7 +413,11 @@ async fn register_and_configure(
     );
     let (runtime, version) = configured.unwrap_or_default();
     assert_eq!(runtime, "containerd");
-    assert!(version.starts_with("1.7.24"), "runtime version {version}");
+    assert_eq!(
+        version,
+        node.version(),
+        "NRI Configure names the version the binary reports"
+    );
     Ok((rx, synced.unwrap_or_default()))
 }
 
@@ -440,9 +506,6 @@ async fn pod_cycle(cri: &mut CriClient, name: &str, t: &mut Timings) -> Result<S
 
 #[tokio::test]
 async fn containerd_node_runs_pods_restarts_and_accepts_nri_plugins() -> Result<()> {
-    if !ContainerdNode::should_run("containerd_node_runs_pods_restarts_and_accepts_nri_plugins") {
-        return Ok(());
-    }
     let started = Instant::now();
     let node = ContainerdNode::start(ContainerdOptions::default()).await?;
     println!(
@@ -488,9 +551,6 @@ impl Leftovers {
 /// kills the pod through runc and removes everything.
 #[tokio::test]
 async fn dropped_node_with_a_running_pod_leaves_nothing_behind() -> Result<()> {
-    if !ContainerdNode::should_run("dropped_node_with_a_running_pod_leaves_nothing_behind") {
-        return Ok(());
-    }
     let node = ContainerdNode::start(ContainerdOptions::default()).await?;
     let leftovers = Leftovers::of(&node);
     let mut cri = node.cri().await?;
@@ -650,9 +710,9 @@ async fn scenario(mut node: ContainerdNode) -> Result<()> {
     cri.stop_pod(&survivor_id).await?;
     assert!(!survivor_netns.exists());
     cri.remove_pod(&survivor_id).await?;
-    // Surprise (containerd 1.7.24): NRI tracks pod states in memory only, so a pod that was
-    // running before the restart gets neither STOP nor REMOVE. Events arrive in order on the
-    // connection, so the next one must be the marker pod's RUN.
+    // Surprise (containerd 1.7.24 and 2.1.9 alike): NRI tracks pod states in memory only, so
+    // a pod that was running before the restart gets neither STOP nor REMOVE. Events arrive
+    // in order on the connection, so the next one must be the marker pod's RUN.
     let marker = PodSpec::new("marker");
     let marker_id = cri.run_pod(&marker).await?;
     let next = expect(&mut nri, "the marker's RUN", |s| match s {
@@ -696,4 +756,269 @@ async fn scenario(mut node: ContainerdNode) -> Result<()> {
     node.stop().await?;
     assert!(!leftover_netns.exists());
     Ok(())
+}
+
+/// The plugin of [`nri_failures`]: refuses RUN for pods named `refused*` and never answers
+/// RUN for pods named `stalled*`; answers everything else at once.
+fn refuse_or_stall(event: i32, pod: &NriPod) -> Reply {
+    match (event, pod.name.as_str()) {
+        (RUN_POD_SANDBOX, name) if name.starts_with("refused") => {
+            Reply::Fail(format!("netclaim-test refuses {name}"))
+        }
+        (RUN_POD_SANDBOX, name) if name.starts_with("stalled") => Reply::Silent,
+        _ => Reply::Ok,
+    }
+}
+
+/// The pod-sandbox events already delivered to the plugin: event, pod, and whether the
+/// netns the event names existed when it arrived.
+fn delivered(rx: &mut mpsc::UnboundedReceiver<NriSeen>) -> Vec<(i32, NriPod, Option<bool>)> {
+    let mut events = Vec::new();
+    let mut netns_existed = None;
+    while let Ok(seen) = rx.try_recv() {
+        match seen {
+            NriSeen::NetnsAtEvent(existed) => netns_existed = existed,
+            NriSeen::StateChange(event, pod) => {
+                events.push((event, pod, netns_existed.take()));
+            }
+            _ => {}
+        }
+    }
+    events
+}
+
+/// What containerd does when an NRI plugin fails or hangs (the facts in the docs of
+/// `netclaim_test::containerd`, checked on the major `NETCLAIM_CONTAINERD_MAJOR` chooses):
+///
+/// (a) A plugin answering RUN with an error status fails CRI RunPodSandbox with the
+///     plugin's message; before CRI answers, containerd sends that plugin STOP and then
+///     REMOVE for the sandbox, both with RUN's netns path and both while that netns still
+///     exists, then removes the netns and forgets the sandbox.
+/// (b) A plugin that does not answer RUN within `plugin_request_timeout` (2 s here) is
+///     disconnected; the sandbox starts anyway (CRI answers after the timeout); a
+///     reconnected plugin finds the pod, netns path included, in Synchronize, and gets its
+///     STOP and REMOVE.
+#[tokio::test]
+async fn nri_plugin_errors_fail_the_sandbox_and_a_stuck_plugin_is_disconnected() -> Result<()> {
+    let node = ContainerdNode::start(ContainerdOptions::default()).await?;
+    let leftovers = Leftovers::of(&node);
+    let result = nri_failures(node).await;
+    leftovers.assert_none()?;
+    result
+}
+
+async fn nri_failures(node: ContainerdNode) -> Result<()> {
+    const PLUGIN: &str = "netclaim-failures";
+    let on = format!("containerd {}", node.version());
+    let mut cri = node.cri().await?;
+    let (mut nri, pods) = register_with_policy(&node, PLUGIN, refuse_or_stall).await?;
+    assert!(pods.is_empty(), "no pods should be live: {pods:?}");
+
+    // (a) An error status on RUN.
+    let refused = PodSpec::new("refused");
+    let started = Instant::now();
+    let error = cri
+        .run_pod(&refused)
+        .await
+        .expect_err("the plugin refused the sandbox");
+    let refused_took = started.elapsed();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(
+            "NRI RunPodSandbox failed: rpc error: code = Unknown desc = netclaim-test refuses refused"
+        ),
+        "{on}: CRI error {message:?}"
+    );
+    // The plugin answered each call only after reporting it: whatever containerd waited
+    // for before answering CRI is in the channel now.
+    let events = delivered(&mut nri);
+    let seen: Vec<(i32, &str)> = events
+        .iter()
+        .map(|(e, p, _)| (*e, p.uid.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (RUN_POD_SANDBOX, refused.uid.as_str()),
+            (STOP_POD_SANDBOX, refused.uid.as_str()),
+            (REMOVE_POD_SANDBOX, refused.uid.as_str()),
+        ],
+        "{on}: events for a refused sandbox before CRI's answer"
+    );
+    let run_netns = events[0].1.netns().context("RUN without a netns")?;
+    for (event, pod, _) in &events[1..] {
+        assert_eq!(
+            pod.netns().as_ref(),
+            Some(&run_netns),
+            "{on}: event {event} of the refused sandbox carries RUN's netns"
+        );
+    }
+    let existed: Vec<Option<bool>> = events.iter().map(|(_, _, existed)| *existed).collect();
+    println!(
+        "(a) {on}: CRI failed after {refused_took:?}; netns existed at RUN/STOP/REMOVE: {existed:?}"
+    );
+    assert!(
+        !run_netns.exists(),
+        "{on}: the refused sandbox's netns is gone"
+    );
+    let listed = cri.list_pods().await?;
+    assert!(
+        listed.is_empty(),
+        "{on}: the refused sandbox is forgotten: {listed:?}"
+    );
+    let lines = node.log_lines(&format!("Uid:{}", refused.uid));
+    println!("(a) {on}, containerd log:\n{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("failed, error")
+            && l.contains("NRI RunPodSandbox failed")
+            && l.contains("netclaim-test refuses refused")),
+        "{on}: no failure line in the log"
+    );
+
+    // (b) No answer to RUN within plugin_request_timeout.
+    let stalled = PodSpec::new("stalled");
+    let started = Instant::now();
+    let stalled_id = cri.run_pod(&stalled).await?;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "{on}: CRI answered after {took:?}, before the 2 s plugin_request_timeout"
+    );
+    expect(&mut nri, "the stuck plugin's disconnection", |s| {
+        matches!(s, NriSeen::Closed).then_some(())
+    })
+    .await?;
+    let closing = node.log_lines(&format!("closing plugin 10-{PLUGIN}"));
+    println!(
+        "(b) {on}: RunPodSandbox took {took:?}; containerd log:\n{}",
+        closing.join("\n")
+    );
+    assert!(
+        closing
+            .iter()
+            .any(|l| l.contains("failed to handle event 1: context deadline exceeded")),
+        "{on}: the plugin was closed for another reason: {closing:?}"
+    );
+    let status = cri
+        .pod_status(&stalled_id)
+        .await?
+        .status
+        .context("no status")?;
+    assert_eq!(
+        status.state,
+        PodSandboxState::SandboxReady as i32,
+        "{on}: the sandbox started without the plugin's answer"
+    );
+    let netns = cri.pod_netns_path(&stalled_id).await?.context("no netns")?;
+    assert!(netns.exists());
+
+    let (mut nri, pods) = register_and_configure(&node, PLUGIN).await?;
+    let synced = pods
+        .iter()
+        .find(|p| p.uid == stalled.uid)
+        .with_context(|| format!("{on}: the stalled pod is not in Synchronize: {pods:?}"))?;
+    assert_eq!(synced.netns().as_deref(), Some(netns.as_path()));
+    cri.stop_pod(&stalled_id).await?;
+    state_change(&mut nri, STOP_POD_SANDBOX, &stalled.uid).await?;
+    cri.remove_pod(&stalled_id).await?;
+    state_change(&mut nri, REMOVE_POD_SANDBOX, &stalled.uid).await?;
+    drop(cri);
+    node.stop().await
+}
+
+/// containerd runs with the settings the harness wrote (1.7: version-2 config, 2.x:
+/// version 3), as `containerd config dump` shows them with every default filled in.
+#[tokio::test]
+async fn effective_config_keeps_the_node_settings() -> Result<()> {
+    let node = ContainerdNode::start(ContainerdOptions::default()).await?;
+    let dump = node.config_dump()?;
+    let settings = toml_settings(&dump);
+    let dir = node.paths().dir.display().to_string();
+    let (images, runtime, bin_dirs) = match node.major() {
+        ContainerdMajor::V1 => {
+            let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
+            (cri, cri, ("bin_dir", r#""/usr/lib/cni""#))
+        }
+        ContainerdMajor::V2 => (
+            r#"plugins."io.containerd.cri.v1.images".pinned_images"#,
+            r#"plugins."io.containerd.cri.v1.runtime""#,
+            ("bin_dirs", r#"["/usr/lib/cni"]"#),
+        ),
+    };
+    let sandbox_key = match node.major() {
+        ContainerdMajor::V1 => "sandbox_image",
+        ContainerdMajor::V2 => "sandbox",
+    };
+    let nri = r#"plugins."io.containerd.nri.v1.nri""#;
+    let wanted = [
+        (
+            format!("{images}.{sandbox_key}"),
+            r#""netclaim.test/pause:1""#.to_string(),
+        ),
+        (format!("{runtime}.restrict_oom_score_adj"), "true".into()),
+        (format!("{runtime}.disable_apparmor"), "true".into()),
+        (
+            format!("{runtime}.netns_mounts_under_state_dir"),
+            "true".into(),
+        ),
+        (format!("{runtime}.enable_cdi"), "true".into()),
+        (
+            format!("{runtime}.cdi_spec_dirs"),
+            format!(r#"["{dir}/cdi"]"#),
+        ),
+        (
+            format!("{runtime}.containerd.runtimes.runc.options.BinaryName"),
+            r#""/usr/sbin/runc""#.into(),
+        ),
+        (
+            format!("{runtime}.containerd.runtimes.runc.options.Root"),
+            format!(r#""{dir}/runc""#),
+        ),
+        (format!("{runtime}.cni.conf_dir"), format!(r#""{dir}/cni""#)),
+        (
+            format!("{runtime}.cni.{}", bin_dirs.0),
+            bin_dirs.1.to_string(),
+        ),
+        (format!("{nri}.disable"), "false".into()),
+        (format!("{nri}.socket_path"), format!(r#""{dir}/nri.sock""#)),
+        (format!("{nri}.plugin_request_timeout"), r#""2s""#.into()),
+        (
+            format!("{nri}.plugin_registration_timeout"),
+            r#""5s""#.into(),
+        ),
+    ];
+    let migrated = node.log_lines("Configuration migrated");
+    assert!(
+        migrated.is_empty(),
+        "containerd {} had to migrate the config: {migrated:?}",
+        node.version()
+    );
+    for (key, value) in &wanted {
+        assert_eq!(
+            settings.get(key),
+            Some(value),
+            "containerd {}: {key} in `config dump`",
+            node.version()
+        );
+    }
+    node.stop().await
+}
+
+/// `section.key -> value` of a TOML document as containerd dumps it (one setting per line,
+/// quotes normalised to `"`): enough to read back scalar settings and one-line arrays.
+fn toml_settings(text: &str) -> HashMap<String, String> {
+    let mut section = String::new();
+    let mut settings = HashMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') && !line.contains('=') {
+            section = line
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .replace('\'', "\"");
+        } else if let Some((key, value)) = line.split_once(" = ") {
+            let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+            settings.insert(format!("{section}.{key}"), value.trim().replace('\'', "\""));
+        }
+    }
+    settings
 }

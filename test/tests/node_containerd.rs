@@ -1,18 +1,18 @@
-//! The node end to end on a real containerd 1.7.24 with NRI (issue 5): containerd creates
+//! The node end to end on a real containerd (1.7 or 2.x) with NRI (issue 5): containerd creates
 //! the pods' network namespaces and gives them their CNI `eth0`; the kubelet stand-in
 //! prepares claims over the driver's DRA socket; pods are run, stopped and removed through
 //! CRI as the kubelet does; the real `netclaim run` is connected to containerd's NRI socket.
 //! Claims are exercised in both modes: NICs moved into pods, and CNI mode (macvlan
 //! children, leases, failing chains, shared parents with network-status annotations).
 //!
-//! Skipped with a printed reason when containerd is not installed (`hack/install-deps.sh`),
-//! failed instead under `NETCLAIM_REQUIRE_CONTAINERD=1` (CI). Each test shares one node
+//! Runs on the containerd `NETCLAIM_CONTAINERD_MAJOR` chooses (`1`, the default: 1.7.24;
+//! `2`: 2.1.9; `hack/test.sh` runs this file on both) and prints which. Fails, naming
+//! `hack/install-deps.sh`, when that containerd is not installed. Each test shares one node
 //! across its steps to keep the file cheap: a containerd node takes about a second to start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use netclaim_test::containerd::ContainerdNode;
 use netclaim_test::node::checks::{config, has_addr, host_view, nic, pod_link};
 use netclaim_test::node::{NicClaim, NodeOptions, RuntimeKind, TestNode};
 use serde_json::{Value, json};
@@ -33,16 +33,17 @@ fn claims_in_checkpoint(node: &TestNode) -> Value {
     node.prepared_claims().unwrap()
 }
 
-async fn start(test: &str, nics: usize) -> Option<TestNode> {
-    if !ContainerdNode::should_run(test) {
-        return None;
-    }
+/// A node on the containerd `NETCLAIM_CONTAINERD_MAJOR` chooses; fails (naming
+/// `hack/install-deps.sh`) when that containerd is not installed.
+async fn start(nics: usize) -> TestNode {
     let options = NodeOptions {
         runtime: RuntimeKind::Containerd,
         nics,
         ..NodeOptions::default()
     };
-    Some(TestNode::start(options).await.unwrap())
+    TestNode::start(options)
+        .await
+        .expect("a containerd node (see NETCLAIM_CONTAINERD_MAJOR)")
 }
 
 /// Allocates and prepares `claim` for a pod, asserting prepare succeeded.
@@ -93,9 +94,7 @@ async fn claim_device_status(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_on_containerd_get_their_nic_errors_are_clear_and_churn_leaks_nothing() {
-    let Some(mut node) = start("node_containerd::lifecycle", 2).await else {
-        return;
-    };
+    let mut node = start(2).await;
 
     // 1. A configured NIC next to containerd's eth0, and given back exactly.
     node.ip(&["addr", "add", "192.0.2.77/24", "dev", "eth1"])
@@ -296,9 +295,7 @@ async fn pods_on_containerd_get_their_nic_errors_are_clear_and_churn_leaks_nothi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nics_survive_driver_and_containerd_restarts_and_come_back() {
-    let Some(mut node) = start("node_containerd::restarts", 2).await else {
-        return;
-    };
+    let mut node = start(2).await;
 
     // 1. The driver is SIGKILLed while the pod runs: it reconnects, Synchronize keeps the
     // NIC in the pod, and the pod's STOP gives it back.
@@ -399,9 +396,7 @@ fn leased_macvlan(name: &str, leases: &std::path::Path) -> NicClaim {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cni_mode_on_containerd_adds_next_to_eth0_and_deletes_across_restarts() {
-    let Some(mut node) = start("node_containerd::cni", 1).await else {
-        return;
-    };
+    let mut node = start(1).await;
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let leases = tempfile::tempdir().unwrap();
     let lease = leases.path().join("leasenet").join("192.0.2.60");
@@ -521,9 +516,6 @@ async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_statu
     use netclaim::network_status::NETWORK_STATUS_ANNOTATION;
     use netclaim_test::node::checks::{network_status_interfaces, pod_interfaces};
 
-    if !ContainerdNode::should_run("node_containerd::shared") {
-        return;
-    }
     let options = NodeOptions {
         runtime: RuntimeKind::Containerd,
         nics: 1,
@@ -534,7 +526,9 @@ async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_statu
             "3".into(),
         ],
     };
-    let mut node = TestNode::start(options).await.unwrap();
+    let mut node = TestNode::start(options)
+        .await
+        .expect("a containerd node (see NETCLAIM_CONTAINERD_MAJOR)");
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let links_before = node.node_link_names().unwrap();
 

@@ -1,6 +1,8 @@
-//! NRI plugin against the NRI runtime stand-in, over a real unix socket.
+//! NRI plugin against the NRI runtime stand-in, over a real unix socket, and (one test)
+//! against a real containerd.
 //!
-//! Run: `cargo test -p netclaim-test --test nri`.
+//! Run: `cargo test -p netclaim-test --test nri` (as root for the real containerd;
+//! `NETCLAIM_CONTAINERD_MAJOR=2` for containerd 2.x).
 
 // Test helpers outside #[test] fns unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
@@ -19,6 +21,7 @@ use netclaim::nri::ttrpc::{CallError, Client, Server, Status, code};
 use netclaim::nri::{
     ConnectionState, NriConfig, NriPlugin, PodSandboxHandler, network_namespace_path,
 };
+use netclaim_test::containerd::{ContainerdNode, ContainerdOptions, PodSpec};
 use netclaim_test::runtime::{EventStyle, HookError, RuntimeOptions, RuntimeStandIn, pod_sandbox};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, watch};
@@ -552,25 +555,91 @@ async fn newer_runtimes_fall_back_to_state_change_on_unimplemented() {
     assert_eq!((first, second), (Some(1), Some(2)));
 }
 
-/// Interop check against a real runtime: set `NETCLAIM_NRI_SOCKET` to the NRI socket of a
-/// running containerd (NRI enabled) and run
-/// `cargo test -p netclaim-test --test nri -- --ignored real_runtime`.
+/// The plugin library against a real containerd, the major `NETCLAIM_CONTAINERD_MAJOR`
+/// chooses (`hack/test.sh` runs this file on 1.7 and 2.x): it registers and is synchronized;
+/// a handler error fails CRI RunPodSandbox with the handler's message, and STOP and REMOVE
+/// follow; a handler slower than containerd's 2 s request timeout is answered
+/// `DeadlineExceeded` in time, so containerd fails the sandbox with that status and keeps
+/// the plugin connected. (A plugin that stays silent instead is disconnected and the sandbox
+/// starts without it: `containerd_node.rs` checks that.)
 #[tokio::test]
-#[ignore = "needs a running containerd with NRI; set NETCLAIM_NRI_SOCKET"]
-async fn registers_and_synchronizes_with_a_real_runtime() {
-    let socket = std::env::var_os("NETCLAIM_NRI_SOCKET").expect("NETCLAIM_NRI_SOCKET is not set");
+async fn plugin_library_on_a_real_containerd() {
+    let node = ContainerdNode::start(ContainerdOptions::default())
+        .await
+        .expect("a containerd node (see NETCLAIM_CONTAINERD_MAJOR)");
+    let on = format!("containerd {}", node.version());
     let recorder = Recorder::new();
     let config = NriConfig {
         plugin_idx: "42".to_owned(),
-        ..plugin_config(std::path::Path::new(&socket))
+        ..plugin_config(node.nri_socket())
     };
     let (mut state, shutdown, plugin) = start_plugin(config, recorder.clone());
-    wait_state(&mut state, ConnectionState::Connected { session: 1 }).await;
+    let connected = ConnectionState::Connected { session: 1 };
+    wait_state(&mut state, connected).await;
     recorder
         .wait_for("Synchronize", |seen| {
             seen.iter().any(|s| matches!(s, Seen::Sync(_)))
         })
         .await;
+    let mut cri = node.cri().await.unwrap();
+
+    // A handler error refuses the sandbox with the handler's message.
+    *recorder.fail_run_with.lock().unwrap() = Some("netclaim: eth1 is gone".to_owned());
+    let error = cri.run_pod(&PodSpec::new("refused")).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(
+            "NRI RunPodSandbox failed: rpc error: code = Unknown desc = netclaim: eth1 is gone"
+        ),
+        "{on}: {message}"
+    );
+    recorder
+        .wait_for("STOP and REMOVE of the refused pod", |seen| {
+            let stopped = seen
+                .iter()
+                .any(|s| matches!(s, Seen::Stop(p) if p.name == "refused"));
+            let removed = seen
+                .iter()
+                .any(|s| matches!(s, Seen::Remove(p) if p.name == "refused"));
+            stopped && removed
+        })
+        .await;
+    *recorder.fail_run_with.lock().unwrap() = None;
+
+    // A handler slower than the deadline: answered DeadlineExceeded, still connected.
+    let hold = Arc::new(Semaphore::new(0));
+    *recorder.hold_run.lock().unwrap() = Some(hold.clone());
+    let error = cri.run_pod(&PodSpec::new("slow")).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("NRI RunPodSandbox failed: rpc error: code = DeadlineExceeded"),
+        "{on}: {message}"
+    );
+    *recorder.hold_run.lock().unwrap() = None;
+    hold.add_permits(1);
+    assert_eq!(
+        *state.borrow(),
+        connected,
+        "{on}: the plugin stayed connected"
+    );
+    let closed = node.log_lines("closing plugin 42-");
+    assert!(closed.is_empty(), "{on}: {closed:?}");
+
+    // The same session serves the next pod.
+    let fine = PodSpec::new("fine");
+    let id = cri.run_pod(&fine).await.unwrap();
+    recorder
+        .wait_for("RUN of the next pod", |seen| {
+            seen.iter()
+                .any(|s| matches!(s, Seen::Run(p) if p.name == "fine"))
+        })
+        .await;
+    cri.stop_pod(&id).await.unwrap();
+    cri.remove_pod(&id).await.unwrap();
+    assert_eq!(*state.borrow(), connected, "{on}: one session throughout");
+
     shutdown.cancel();
     tokio::time::timeout(WAIT, plugin).await.unwrap().unwrap();
+    drop(cri);
+    node.stop().await.unwrap();
 }

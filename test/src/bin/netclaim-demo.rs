@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use netclaim_test::containerd::ContainerdNode;
+use netclaim_test::containerd::{ContainerdMajor, ContainerdNode};
 use netclaim_test::node::{NicClaim, NodeOptions, RuntimeKind, TestNode};
 use serde_json::json;
 
@@ -26,14 +26,29 @@ fn indent(text: &str) -> String {
 }
 
 fn choose_runtime() -> RuntimeKind {
-    match ContainerdNode::available() {
-        Ok(()) => {
-            println!("runtime: containerd 1.7.24 with NRI (real), runc, CNI bridge plugin");
+    let found = ContainerdMajor::from_env()
+        .and_then(|major| ContainerdNode::available(major).map(|version| (major, version)));
+    match found {
+        Ok((major, version)) => {
+            println!(
+                "runtime: containerd {version} with NRI (real, {}), runc, CNI bridge plugin",
+                major.containerd_bin().display()
+            );
             RuntimeKind::Containerd
         }
         Err(why) => {
-            println!("runtime: the NRI runtime stand-in (real NRI protocol); containerd: {why}");
-            println!("         (hack/install-deps.sh installs containerd for the real thing)");
+            // A demonstration may fall back; it must not do so quietly.
+            let banner = "!".repeat(78);
+            println!("\x1b[1;31m{banner}");
+            println!("!! NO REAL CONTAINERD: {why:#}");
+            println!("!! Falling back to the NRI runtime STAND-IN (the real NRI protocol, no real");
+            println!(
+                "!! containerd, no CNI). Run hack/install-deps.sh as root for the real thing."
+            );
+            println!("{banner}\x1b[0m");
+            eprintln!(
+                "netclaim-demo: warning: no real containerd ({why:#}); using the NRI runtime stand-in"
+            );
             RuntimeKind::StandIn
         }
     }

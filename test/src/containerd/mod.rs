@@ -1,5 +1,6 @@
-//! A real containerd "node" for end-to-end tests: containerd 1.7.24 with NRI, runc and the CNI
-//! plugins, running inside a network namespace of its own.
+//! A real containerd "node" for end-to-end tests: containerd 1.7 (Debian trixie's 1.7.24) or
+//! 2.x (Debian sid's 2.1.9) with NRI, runc and the CNI plugins, running inside a network
+//! namespace of its own.
 //!
 //! [`ContainerdNode::start`] creates the node's netns and a private directory, writes
 //! containerd's config and a CNI conflist there, starts containerd under
@@ -7,20 +8,64 @@
 //! Tests then drive pods through the CRI ([`CriClient`]) and connect NRI plugins to
 //! [`ContainerdNode::nri_socket`].
 //!
+//! # Which containerd
+//! [`ContainerdOptions::major`], else [`MAJOR_ENV`] (`NETCLAIM_CONTAINERD_MAJOR`: `1`, the
+//! default, or `2`). Every node prints the version it runs and the binary, so each test's
+//! output says which containerd it ran on. `hack/test.sh` runs every test file that starts
+//! a node once per major. What differs between the majors, and how the harness deals with
+//! it:
+//! - the install: `/opt/netclaim-deps/containerd` and `/opt/netclaim-deps/containerd2`, each
+//!   with its own shims first on containerd's `PATH`;
+//! - the config: version 2 for 1.7, version 3 for 2.x, NRI and CDI set explicitly (their
+//!   defaults differ); see the `config` module;
+//! - the version string, which CRI `Version` and NRI `Configure` report exactly as
+//!   `containerd --version` prints it: `1.7.24~ds1` and `2.1.9+unknown`.
+//!
+//! The same on 1.7.24 and 2.1.9 (each checked by the tests in
+//! `test/tests/containerd_node.rs`): pod events reach plugins as `StateChange` (2.1.9 does
+//! not call the dedicated `RunPodSandbox` RPCs); shims listen under [`SHIM_SOCKET_DIR`];
+//! after a containerd restart, pods that ran before it get no NRI STOP or REMOVE, while a
+//! re-registered plugin finds them in `Synchronize`.
+//!
+//! # NRI plugins that fail or hang (both majors alike)
+//! Checked by `nri_plugin_errors_fail_the_sandbox_and_a_stuck_plugin_is_disconnected`, with
+//! `plugin_request_timeout = "2s"`:
+//! - A plugin answering RUN (`StateChange` event 1) with an error status fails CRI
+//!   RunPodSandbox with the plugin's message inside containerd's:
+//!   `NRI RunPodSandbox failed: rpc error: code = Unknown desc = <message>`. Before CRI
+//!   answers, containerd sends that plugin STOP and then REMOVE for the sandbox, both
+//!   carrying RUN's netns path and both while that netns still exists (unlike an ordinary
+//!   STOP, whose pod has no namespaces); then it removes the netns and forgets the sandbox
+//!   (CRI lists nothing). The log says, at level error:
+//!   `msg="RunPodSandbox for &PodSandboxMetadata{Name:refused,Uid:…,Namespace:default,Attempt:0,} failed, error" error="NRI RunPodSandbox failed: rpc error: code = Unknown desc = netclaim-test refuses refused"`.
+//! - A plugin that does not answer RUN within `plugin_request_timeout` is disconnected (its
+//!   socket is closed), and the sandbox starts anyway: CRI RunPodSandbox succeeds, after the
+//!   2 s timeout, with a Ready sandbox and its netns. No retry or error reaches the kubelet.
+//!   On reconnection the plugin gets the pod, netns path included, in `Synchronize`, and
+//!   later its STOP and REMOVE. The log says, in this order:
+//!   `level=error msg="closing plugin 10-netclaim-failures, failed to handle event 1: context deadline exceeded"`,
+//!   `level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:stalled,…} returns sandbox id \"…\""`,
+//!   and on reconnection `level=info msg="Synchronizing NRI (plugin) with current runtime state"`.
+//! - netclaim's plugin library (`netclaim::nri`) never stays silent: it answers a handler
+//!   still running near the deadline with `DeadlineExceeded` (code 4). containerd treats
+//!   that as the first case: CRI RunPodSandbox fails (`NRI RunPodSandbox failed: rpc error:
+//!   code = DeadlineExceeded ...`), STOP and REMOVE follow, and the plugin stays connected
+//!   (`plugin_library_on_a_real_containerd` in `test/tests/nri.rs`).
+//!
 //! # Guarantees
 //! - Nothing is shared with the machine's own containerd (if any): root, state, sockets, opt,
-//!   runc's state root, CNI config and IPAM data all live in the node's directory, and pods'
-//!   netns files live under its state dir.
+//!   runc's state root, CNI config and IPAM data, CDI specs all live in the node's
+//!   directory, and pods' netns files live under its state dir.
 //! - [`ContainerdNode::stop`] (or, best effort, `Drop`) stops and removes the pods, kills
 //!   containerd, its shims and their containers, unmounts what the node mounted, and deletes
 //!   the netns and the directory.
 //!
 //! # Assumptions
-//! - Root, and the parts `hack/install-deps.sh` installs: containerd in
-//!   [`CONTAINERD_PREFIX`], runc at [`RUNC`], CNI plugins in [`CNI_BIN_DIR`], `gcc` with a
-//!   static libc, `ip` and `nsenter`. [`ContainerdNode::available`] checks them, and
-//!   [`ContainerdNode::should_run`] turns their absence into a printed skip (or a failure
-//!   under `NETCLAIM_REQUIRE_CONTAINERD=1`).
+//! - Root, and the parts `hack/install-deps.sh` installs: containerd of the chosen major under
+//!   [`DEPS_PREFIX`], runc at [`RUNC`], CNI plugins in [`CNI_BIN_DIR`], `gcc` with a static
+//!   libc, `ip` and `nsenter`. [`ContainerdNode::available`] checks them; their absence
+//!   fails [`ContainerdNode::start`] with a message naming `hack/install-deps.sh` (tests
+//!   never skip).
 //! - containerd runs under `nsenter --net`, not `ip netns exec`: the latter remounts `/sys`,
 //!   which hides the cgroup mounts from runc.
 //!
@@ -46,8 +91,11 @@ pub use config::NodePaths;
 pub use cri::{CriClient, PodSpec};
 pub use image::{build_pause_image, oci_layout_tar};
 
-/// Where `hack/install-deps.sh` unpacks containerd (binaries in `usr/bin`).
-pub const CONTAINERD_PREFIX: &str = "/opt/netclaim-deps/containerd";
+/// Where `hack/install-deps.sh` unpacks its private packages (one directory each).
+pub const DEPS_PREFIX: &str = "/opt/netclaim-deps";
+/// Chooses the containerd major of every node a test process starts: `1` (1.7, the
+/// default) or `2` (2.x). See [`ContainerdMajor::from_env`].
+pub const MAJOR_ENV: &str = "NETCLAIM_CONTAINERD_MAJOR";
 /// Debian bookworm's runc, which the runc runtime is pointed at (`BinaryName`).
 pub const RUNC: &str = "/usr/sbin/runc";
 /// Debian's `containernetworking-plugins`.
@@ -56,16 +104,123 @@ pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 pub const PAUSE_IMAGE: &str = "netclaim.test/pause:1";
 /// The default pod subnet of the node's CNI bridge (a documentation range).
 pub const POD_SUBNET: &str = "203.0.113.0/24";
-/// Set to `1` to make a missing containerd fail tests instead of skipping them (CI).
-pub const REQUIRE_ENV: &str = "NETCLAIM_REQUIRE_CONTAINERD";
 /// The containerd namespace CRI uses.
 pub const CRI_NAMESPACE: &str = "k8s.io";
-/// containerd 1.7 puts every shim's socket here, not under its configured state dir.
+/// containerd (1.7 and 2.x) puts every shim's socket here, not under its configured state
+/// dir.
 pub const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
+
+/// The containerd major a node runs; each has its own private install.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerdMajor {
+    /// containerd 1.7 (Debian trixie's 1.7.24), in `/opt/netclaim-deps/containerd`.
+    V1,
+    /// containerd 2.x (Debian sid's 2.1.9), in `/opt/netclaim-deps/containerd2`.
+    V2,
+}
+
+impl ContainerdMajor {
+    /// Both majors, oldest first.
+    pub const ALL: [ContainerdMajor; 2] = [ContainerdMajor::V1, ContainerdMajor::V2];
+
+    /// The major [`MAJOR_ENV`] chooses: unset or `1` is [`ContainerdMajor::V1`], `2` is
+    /// [`ContainerdMajor::V2`].
+    ///
+    /// # Errors
+    /// Any other value, naming the variable and what it accepts.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(MAJOR_ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(ContainerdMajor::V1),
+            Ok(value) => value.trim().parse(),
+            Err(e) => bail!("{MAJOR_ENV}: {e}"),
+        }
+    }
+
+    /// `1` or `2`.
+    pub fn number(self) -> u32 {
+        match self {
+            ContainerdMajor::V1 => 1,
+            ContainerdMajor::V2 => 2,
+        }
+    }
+
+    /// Where `hack/install-deps.sh` unpacks this major (binaries in `usr/bin`).
+    pub fn prefix(self) -> PathBuf {
+        Path::new(DEPS_PREFIX).join(match self {
+            ContainerdMajor::V1 => "containerd",
+            ContainerdMajor::V2 => "containerd2",
+        })
+    }
+
+    /// The containerd binary of this major.
+    pub fn containerd_bin(self) -> PathBuf {
+        self.prefix().join("usr/bin/containerd")
+    }
+
+    /// The `ctr` binary that comes with it.
+    pub fn ctr_bin(self) -> PathBuf {
+        self.prefix().join("usr/bin/ctr")
+    }
+
+    /// The version the installed binary reports (`containerd --version`'s third field, e.g.
+    /// `1.7.24~ds1` or `2.1.9+unknown`: what CRI's Version and NRI's Configure report too).
+    ///
+    /// # Errors
+    /// The binary is missing, does not run, or is of another major; each message names
+    /// `hack/install-deps.sh`.
+    pub fn installed_version(self) -> Result<String> {
+        let bin = self.containerd_bin();
+        if !bin.is_file() {
+            bail!(
+                "containerd {self} is not installed: {} is missing (run hack/install-deps.sh as root)",
+                bin.display()
+            );
+        }
+        let out = run(&bin, &["--version"]).with_context(|| {
+            format!("containerd {self} does not run (run hack/install-deps.sh as root)")
+        })?;
+        let version = out
+            .split_whitespace()
+            .nth(2)
+            .ok_or_else(|| anyhow!("unexpected `{} --version` output: {out}", bin.display()))?;
+        if !version.starts_with(&format!("{}.", self.number())) {
+            bail!(
+                "{} is containerd {version}, not {self} (run hack/install-deps.sh as root)",
+                bin.display()
+            );
+        }
+        Ok(version.to_string())
+    }
+}
+
+impl std::fmt::Display for ContainerdMajor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerdMajor::V1 => f.write_str("1.7"),
+            ContainerdMajor::V2 => f.write_str("2.x"),
+        }
+    }
+}
+
+impl std::str::FromStr for ContainerdMajor {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "1" => Ok(ContainerdMajor::V1),
+            "2" => Ok(ContainerdMajor::V2),
+            other => {
+                bail!("{MAJOR_ENV}={other:?}: expected 1 (containerd 1.7) or 2 (containerd 2.x)")
+            }
+        }
+    }
+}
 
 /// How to start a [`ContainerdNode`].
 #[derive(Debug, Clone)]
 pub struct ContainerdOptions {
+    /// Which containerd; `None` takes [`ContainerdMajor::from_env`].
+    pub major: Option<ContainerdMajor>,
     /// The IPv4 subnet host-local hands pod addresses from.
     pub pod_subnet: String,
     /// Whether containerd's NRI plugin is enabled.
@@ -77,6 +232,7 @@ pub struct ContainerdOptions {
 impl Default for ContainerdOptions {
     fn default() -> Self {
         Self {
+            major: None,
             pod_subnet: POD_SUBNET.to_string(),
             nri: true,
             ready_timeout: Duration::from_secs(30),
@@ -92,6 +248,8 @@ pub struct ContainerdNode {
     netns_name: String,
     netns_path: PathBuf,
     options: ContainerdOptions,
+    major: ContainerdMajor,
+    version: String,
     containerd: Option<Child>,
     torn_down: bool,
 }
@@ -104,16 +262,6 @@ const DIR_PREFIX: &str = "netclaim-ctrd-";
 const OWNER_FILE: &str = "owner";
 /// In a node's directory: containerd's pid.
 const CONTAINERD_PID_FILE: &str = "containerd.pid";
-
-/// The containerd binary.
-pub fn containerd_bin() -> PathBuf {
-    Path::new(CONTAINERD_PREFIX).join("usr/bin/containerd")
-}
-
-/// The `ctr` binary that comes with containerd.
-pub fn ctr_bin() -> PathBuf {
-    Path::new(CONTAINERD_PREFIX).join("usr/bin/ctr")
-}
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -151,52 +299,52 @@ pub fn run_in_netns(netns: &Path, program: &str, args: &[&str]) -> Result<String
 }
 
 impl ContainerdNode {
-    /// Whether everything a node needs is here; `Err` holds the reason when not.
-    pub fn available() -> std::result::Result<(), String> {
+    /// Whether everything a node of `major` needs is here, returning the installed
+    /// containerd's version; `Err` says what is missing and names `hack/install-deps.sh`.
+    pub fn available(major: ContainerdMajor) -> Result<String> {
         if !nix::unistd::geteuid().is_root() {
-            return Err("containerd nodes need root".to_string());
+            bail!("containerd nodes need root");
         }
+        let version = major.installed_version()?;
         let files = [
-            containerd_bin(),
-            ctr_bin(),
+            major.ctr_bin(),
             PathBuf::from(RUNC),
             Path::new(CNI_BIN_DIR).join("bridge"),
             Path::new(CNI_BIN_DIR).join("host-local"),
             Path::new(CNI_BIN_DIR).join("loopback"),
         ];
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-            return Err(format!(
+            bail!(
                 "{} is missing (run hack/install-deps.sh as root)",
                 missing.display()
-            ));
+            );
         }
         if let Some(missing) = ["gcc", "ip", "nsenter"].iter().find(|p| !on_path(p)) {
-            return Err(format!(
-                "`{missing}` is not on PATH (run hack/install-deps.sh as root)"
-            ));
+            bail!("`{missing}` is not on PATH (run hack/install-deps.sh as root)");
         }
-        Ok(())
-    }
-
-    /// Whether the test `test` should run: `true` when a node can start; otherwise prints why
-    /// it is skipped and returns `false`, or panics when `NETCLAIM_REQUIRE_CONTAINERD=1`.
-    pub fn should_run(test: &str) -> bool {
-        match Self::available() {
-            Ok(()) => true,
-            Err(reason) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
-                panic!("{test}: containerd is required ({REQUIRE_ENV}=1) but {reason}")
-            }
-            Err(reason) => {
-                eprintln!("skipping {test}: {reason}");
-                false
-            }
-        }
+        Ok(version)
     }
 
     /// Starts a node: netns, config, containerd, pause image. Returns once CRI is ready
     /// (runtime and network ready, sandbox image present).
+    ///
+    /// Prints which containerd the node runs (version and binary): every test on a node
+    /// says so in its output.
+    ///
+    /// # Errors
+    /// A missing or wrong containerd (naming `hack/install-deps.sh`), an invalid
+    /// [`MAJOR_ENV`], or a failed start (with the tail of containerd's log).
     pub async fn start(options: ContainerdOptions) -> Result<Self> {
-        Self::available().map_err(|reason| anyhow!("cannot start a containerd node: {reason}"))?;
+        let major = match options.major {
+            Some(major) => major,
+            None => ContainerdMajor::from_env()?,
+        };
+        let version = Self::available(major).map_err(|reason| {
+            anyhow!(
+                "cannot start a containerd {major} node ({MAJOR_ENV}={}): {reason:#}",
+                major.number()
+            )
+        })?;
         for problem in Self::sweep_stale() {
             eprintln!("containerd node: sweeping a stale node: {problem}");
         }
@@ -211,12 +359,13 @@ impl ContainerdNode {
             &paths.ipam_dir,
             &paths.pod_logs,
             &paths.build,
+            &paths.cdi_dir,
         ] {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         fs::write(
             &paths.config,
-            config::containerd_config(&paths, PAUSE_IMAGE, options.nri),
+            config::containerd_config(&paths, PAUSE_IMAGE, options.nri, major),
         )
         .context("writing config.toml")?;
         fs::write(
@@ -233,7 +382,7 @@ impl ContainerdNode {
         // Written before anything else exists, so `sweep_stale` can find all of it.
         fs::write(
             paths.dir.join(OWNER_FILE),
-            format!("{}\n{netns_name}\n", std::process::id()),
+            format!("{}\n{netns_name}\n{}\n", std::process::id(), major.number()),
         )
         .context("writing the owner file")?;
         run("ip", &["netns", "add", &netns_name])?;
@@ -244,9 +393,18 @@ impl ContainerdNode {
             netns_path: Path::new("/run/netns").join(&netns_name),
             netns_name,
             options,
+            major,
+            version,
             containerd: None,
             torn_down: false,
         };
+        println!(
+            "containerd node {}: containerd {} ({MAJOR_ENV}={}, {})",
+            node.netns_name,
+            node.version,
+            major.number(),
+            major.containerd_bin().display()
+        );
         // CRI's stream server listens on 127.0.0.1 inside the node.
         run("ip", &["-n", &node.netns_name, "link", "set", "lo", "up"])?;
 
@@ -256,7 +414,7 @@ impl ContainerdNode {
         let sock = node.paths.grpc_socket.display().to_string();
         let tar = image.display().to_string();
         run(
-            ctr_bin(),
+            major.ctr_bin(),
             &[
                 "--address",
                 &sock,
@@ -271,6 +429,17 @@ impl ContainerdNode {
         // CRI learns of the image from containerd's events, asynchronously.
         node.wait_ready(true).await?;
         Ok(node)
+    }
+
+    /// The containerd major this node runs.
+    pub fn major(&self) -> ContainerdMajor {
+        self.major
+    }
+
+    /// The version of this node's containerd, as it reports itself to CRI and NRI clients
+    /// (`1.7.24~ds1`, `2.1.9+unknown`).
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// The node's network namespace name (under `/run/netns`).
@@ -325,6 +494,26 @@ impl ContainerdNode {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The lines of containerd's log that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        fs::read_to_string(&self.paths.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The configuration containerd runs with, every default filled in, as it prints it
+    /// (`containerd --config <node config> config dump`; 2.x prints version 3).
+    pub fn config_dump(&self) -> Result<String> {
+        let config = self.paths.config.display().to_string();
+        run(
+            self.major.containerd_bin(),
+            &["--config", &config, "config", "dump"],
+        )
+    }
+
     /// Stops containerd and starts it again on the same root and state (pods and their shims
     /// keep running), then waits until CRI is ready again.
     pub async fn restart(&mut self) -> Result<()> {
@@ -371,6 +560,11 @@ impl ContainerdNode {
             let (Some(pid), Some(netns_name)) = (lines.next(), lines.next()) else {
                 continue;
             };
+            // Nodes of older harness versions did not record their major.
+            let major = lines
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(ContainerdMajor::V1);
             if !is_node || Path::new("/proc").join(pid).exists() {
                 continue;
             }
@@ -396,6 +590,8 @@ impl ContainerdNode {
                 paths,
                 dir: None,
                 options: ContainerdOptions::default(),
+                major,
+                version: String::new(),
                 containerd: None,
                 torn_down: false,
             };
@@ -425,13 +621,16 @@ impl ContainerdNode {
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.netns_path.display()))
             .arg("--")
-            .arg(containerd_bin())
+            .arg(self.major.containerd_bin())
             .arg("--config")
             .arg(&self.paths.config)
-            // containerd finds its shims on PATH.
+            // containerd finds its shims on PATH: this major's own first.
             .env(
                 "PATH",
-                format!("{CONTAINERD_PREFIX}/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+                format!(
+                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.major.prefix().join("usr/bin").display()
+                ),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log file")?)
