@@ -5,14 +5,13 @@
 //! Claims are exercised in both modes: NICs moved into pods, and CNI mode (macvlan
 //! children, leases, failing chains, shared parents with network-status annotations).
 //!
-//! Skipped with a printed reason when containerd is not installed (`hack/install-deps.sh`),
-//! failed instead under `NETCLAIM_REQUIRE_CONTAINERD=1` (CI). Each test shares one node
-//! across its steps to keep the file cheap: a containerd node takes about a second to start.
+//! Each test fails, saying what to install (`hack/install-deps.sh`), when containerd or
+//! another part of the node is missing. Each test shares one node across its steps to keep
+//! the file cheap: a containerd node takes about a second to start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use netclaim_test::containerd::ContainerdNode;
 use netclaim_test::node::checks::{config, has_addr, host_view, nic, pod_link};
 use netclaim_test::node::{NicClaim, NodeOptions, RuntimeKind, TestNode};
 use serde_json::{Value, json};
@@ -35,16 +34,17 @@ fn claims_in_checkpoint(node: &TestNode) -> Value {
         .unwrap_or(json!({}))
 }
 
-async fn start(test: &str, nics: usize) -> Option<TestNode> {
-    if !ContainerdNode::should_run(test) {
-        return None;
-    }
+/// A node on a real containerd; fails the test, naming what to install, when containerd,
+/// runc, the CNI plugins or the tools a node needs are missing.
+async fn start(nics: usize) -> TestNode {
     let options = NodeOptions {
         runtime: RuntimeKind::Containerd,
         nics,
         ..NodeOptions::default()
     };
-    Some(TestNode::start(options).await.unwrap())
+    TestNode::start(options)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Allocates and prepares `claim` for a pod, asserting prepare succeeded.
@@ -95,9 +95,7 @@ async fn claim_device_status(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_on_containerd_get_their_nic_errors_are_clear_and_churn_leaks_nothing() {
-    let Some(mut node) = start("node_containerd::lifecycle", 2).await else {
-        return;
-    };
+    let mut node = start(2).await;
 
     // 1. A configured NIC next to containerd's eth0, and given back exactly.
     node.ip(&["addr", "add", "192.0.2.77/24", "dev", "eth1"])
@@ -298,9 +296,7 @@ async fn pods_on_containerd_get_their_nic_errors_are_clear_and_churn_leaks_nothi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nics_survive_driver_and_containerd_restarts_and_come_back() {
-    let Some(mut node) = start("node_containerd::restarts", 2).await else {
-        return;
-    };
+    let mut node = start(2).await;
 
     // 1. The driver is SIGKILLed while the pod runs: it reconnects, Synchronize keeps the
     // NIC in the pod, and the pod's STOP gives it back.
@@ -401,9 +397,7 @@ fn leased_macvlan(name: &str, leases: &std::path::Path) -> NicClaim {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cni_mode_on_containerd_adds_next_to_eth0_and_deletes_across_restarts() {
-    let Some(mut node) = start("node_containerd::cni", 1).await else {
-        return;
-    };
+    let mut node = start(1).await;
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let leases = tempfile::tempdir().unwrap();
     let lease = leases.path().join("leasenet").join("192.0.2.60");
@@ -523,9 +517,6 @@ async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_statu
     use netclaim::cni::NETWORK_STATUS_ANNOTATION;
     use netclaim_test::node::checks::{network_status_interfaces, pod_interfaces};
 
-    if !ContainerdNode::should_run("node_containerd::shared") {
-        return;
-    }
     let options = NodeOptions {
         runtime: RuntimeKind::Containerd,
         nics: 1,
@@ -536,7 +527,9 @@ async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_statu
             "3".into(),
         ],
     };
-    let mut node = TestNode::start(options).await.unwrap();
+    let mut node = TestNode::start(options)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let links_before = node.node_link_names().unwrap();
 
