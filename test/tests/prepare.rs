@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kubeletplugin::{ClaimRef, DraDriver, Plugin};
 use netclaim::checkpoint::{Checkpoint, Recovery};
-use netclaim::prepare::{Detacher, HostDevices, HostNic, NetclaimDriver};
+use netclaim::prepare::{AttachmentError, Detacher, HostDevices, HostNic, NetclaimDriver};
 use netclaim::state::{AttachPhase, Attachment, LinkSnapshot, PreparedNic};
 use netclaim::status::{
     Backoff, ClaimReport, ClaimStatusWriter, DeviceReport, DeviceState, FailureReason, NetworkData,
@@ -539,10 +539,18 @@ async fn unprepare_is_idempotent_and_works_for_gone_claims() {
         uid: "never-prepared".into(),
     };
     let results = driver.unprepare(vec![claim_ref(&claim), never]).await;
-    assert!(results.values().all(Result::is_ok), "{results:?}");
+    assert_eq!(results.len(), 2);
+    for (uid, result) in &results {
+        if let Err(error) = result {
+            panic!("unprepare of {uid} failed: {error}");
+        }
+    }
     assert!(checkpoint.load().unwrap().claims.is_empty());
     let again = driver.unprepare(vec![claim_ref(&claim)]).await;
-    assert!(again[&uid(&claim)].is_ok());
+    assert_eq!(again.len(), 1);
+    if let Err(error) = &again[&uid(&claim)] {
+        panic!("a second unprepare failed: {error}");
+    }
     assert!(s.detacher.calls.lock().unwrap().is_empty());
 }
 
@@ -577,7 +585,9 @@ async fn unprepare_detaches_a_nic_still_in_a_pod_before_forgetting_it() {
 
     s.detacher.fail.store(false, Ordering::SeqCst);
     let results = s.driver.unprepare(vec![claim_ref(&claim)]).await;
-    assert!(results[&uid(&claim)].is_ok());
+    if let Err(error) = &results[&uid(&claim)] {
+        panic!("unprepare after the detach recovered failed: {error}");
+    }
     assert!(s.checkpoint.load().unwrap().claims.is_empty());
     let calls = s.detacher.calls.lock().unwrap().clone();
     assert_eq!(
@@ -594,8 +604,31 @@ async fn set_attachment_refuses_unknown_claims_and_devices() {
     let s = setup().await;
     let claim = allocated_claim(&s.claims, "nic-a", &[("nic", "eth1")], vec![], &["pod-1"]).await;
     prepare_one(&s.driver, &claim).await.unwrap();
-    assert!(s.driver.set_attachment("nope", "eth1", None).is_err());
-    assert!(s.driver.set_attachment(&uid(&claim), "eth7", None).is_err());
+    let before = s.checkpoint.load().unwrap();
+    let error = s.driver.set_attachment("nope", "eth1", None).unwrap_err();
+    assert!(
+        matches!(&error, AttachmentError::UnknownClaim(claim) if claim == "nope"),
+        "{error:?}"
+    );
+    assert_eq!(error.to_string(), "claim nope is not prepared");
+    let error = s
+        .driver
+        .set_attachment(&uid(&claim), "eth7", None)
+        .unwrap_err();
+    assert!(
+        matches!(&error, AttachmentError::UnknownDevice { claim_uid, device }
+            if *claim_uid == uid(&claim) && device == "eth7"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("claim {} has no device eth7", uid(&claim))
+    );
+    assert_eq!(
+        s.checkpoint.load().unwrap(),
+        before,
+        "a refused update wrote"
+    );
 }
 
 fn fast_backoff() -> Backoff {
@@ -1231,7 +1264,9 @@ async fn a_shared_parent_takes_as_many_cni_children_as_its_capacity() {
 
     // One child goes: the retry fits.
     let results = s.driver.unprepare(vec![claim_ref(&claims[0])]).await;
-    assert!(results[&uid(&claims[0])].is_ok(), "{results:?}");
+    if let Err(error) = &results[&uid(&claims[0])] {
+        panic!("unprepare of child-1 failed: {error}");
+    }
     prepare_one(&s.driver, &claims[2]).await.unwrap();
     assert_eq!(s.checkpoint.load().unwrap().claims.len(), 2);
 }
