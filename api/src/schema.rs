@@ -1,7 +1,8 @@
 //! The JSON Schema of [`NetworkConfig`], generated from the Rust types.
 //!
 //! The committed copy is `api/schema/networkconfig.schema.json`; a test fails when it is
-//! stale, and `NETCLAIM_UPDATE_SCHEMA=1 cargo test -p netclaim-api` rewrites it. The
+//! stale, and `NETCLAIM_UPDATE_SCHEMA=1 cargo test -p netclaim-api --test schema` rewrites
+//! it (that run still fails: review and commit the file, then rerun). The
 //! schema describes the shape only (fields, types, no unknown fields); the semantic rules
 //! are in [`NetworkConfig::validate`].
 

@@ -352,5 +352,6 @@ fn oversized_documents_are_refused_before_parsing() {
     let huge = format!("{:<10241}", "not even json");
     let error = refuse(&huge);
     assert_eq!(error.errors.len(), 1);
+    assert_eq!(error.errors[0].path, "", "a document-level error: {error}");
     assert!(error.to_string().contains("at most 10240"), "{error}");
 }

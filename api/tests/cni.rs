@@ -195,7 +195,11 @@ fn claims_cannot_grant_themselves_overrides() {
 #[test]
 fn without_a_class_network_a_claim_brings_its_own_and_a_merged_cni_needs_a_network() {
     let claim = sourced(ConfigSource::Claim, 0, MACVLAN);
-    assert!(merge_configs(&[claim]).is_ok());
+    let merged = merge_configs(&[claim]).unwrap();
+    let list = merged.cni.unwrap().inline_network().unwrap();
+    assert_eq!(list.name, "macnet");
+    let types: Vec<_> = list.plugins.iter().map(|p| p.0["type"].clone()).collect();
+    assert_eq!(types, ["macvlan", "tuning"]);
     let class = sourced(
         ConfigSource::Class,
         0,

@@ -357,7 +357,8 @@ mod tests {
 
     #[test]
     fn accepts_allocated_claim_with_matching_uid() {
-        assert!(check_claim(&claim_ref(), Some(claim("u1", true))).is_ok());
+        let checked = check_claim(&claim_ref(), Some(claim("u1", true))).unwrap();
+        assert_eq!(checked, claim("u1", true));
     }
 
     #[test]
@@ -368,6 +369,101 @@ mod tests {
         assert!(mismatch.0.contains("\"u2\""), "{mismatch}");
         let unallocated = check_claim(&claim_ref(), Some(claim("u1", false))).unwrap_err();
         assert!(unallocated.0.contains("status.allocation"), "{unallocated}");
+    }
+
+    /// A driver whose `unprepare` records how many calls are inside it and stays inside
+    /// until the test releases it.
+    struct HeldDriver {
+        inside: std::sync::atomic::AtomicUsize,
+        most_inside: std::sync::atomic::AtomicUsize,
+        release: tokio::sync::Semaphore,
+    }
+
+    impl HeldDriver {
+        fn new() -> Self {
+            Self {
+                inside: 0.into(),
+                most_inside: 0.into(),
+                release: tokio::sync::Semaphore::new(0),
+            }
+        }
+
+        fn inside(&self) -> usize {
+            self.inside.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl DraDriver for HeldDriver {
+        async fn prepare(&self, _: Vec<ResourceClaim>) -> BTreeMap<String, PrepareResult> {
+            unreachable!("these tests only unprepare")
+        }
+
+        async fn unprepare(
+            &self,
+            claims: Vec<ClaimRef>,
+        ) -> BTreeMap<String, Result<(), ClaimError>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.inside.fetch_add(1, SeqCst) + 1;
+            self.most_inside.fetch_max(now, SeqCst);
+            self.release.acquire().await.unwrap().forget();
+            self.inside.fetch_sub(1, SeqCst);
+            claims.into_iter().map(|c| (c.uid, Ok(()))).collect()
+        }
+    }
+
+    /// A client for a core whose calls never reach the API server (unprepare does not).
+    fn offline_client() -> kube::Client {
+        let service = tower::service_fn(
+            |_: tonic::codegen::http::Request<kube::client::Body>| async {
+                Err::<tonic::codegen::http::Response<kube::client::Body>, _>(std::io::Error::other(
+                    "no API server in this test",
+                ))
+            },
+        );
+        kube::Client::new(service, "default")
+    }
+
+    fn claim_named(name: &str) -> ClaimRef {
+        ClaimRef {
+            namespace: "ns".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }
+    }
+
+    /// Two unprepare calls polled by hand: a poll runs a call as far as it can go, so after
+    /// one poll the second call is either inside the driver or waiting for the first. No
+    /// timing is involved.
+    async fn second_call_enters_while_the_first_is_inside(serialize: bool) -> bool {
+        let driver = Arc::new(HeldDriver::new());
+        let core = DraCore::new(driver.clone(), offline_client(), serialize);
+        let mut first = std::pin::pin!(core.unprepare(vec![claim_named("a")]));
+        let mut second = std::pin::pin!(core.unprepare(vec![claim_named("b")]));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        assert_eq!(driver.inside(), 1, "the first call is inside the driver");
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        let overlapped = driver.inside() == 2;
+
+        // Both finish once released, whatever the mode.
+        driver.release.add_permits(2);
+        let (a, b) = futures::join!(first, second);
+        assert_eq!(a, BTreeMap::from([("uid-a".to_string(), Ok(()))]));
+        assert_eq!(b, BTreeMap::from([("uid-b".to_string(), Ok(()))]));
+        assert_eq!(driver.inside(), 0);
+        let most = driver.most_inside.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(most, if overlapped { 2 } else { 1 });
+        overlapped
+    }
+
+    #[tokio::test]
+    async fn serialized_calls_wait_outside_the_driver() {
+        assert!(!second_call_enters_while_the_first_is_inside(true).await);
+    }
+
+    #[tokio::test]
+    async fn unserialized_calls_overlap_in_the_driver() {
+        // The counterpart: the same observation does see an overlap when one is allowed.
+        assert!(second_call_enters_while_the_first_is_inside(false).await);
     }
 
     #[test]

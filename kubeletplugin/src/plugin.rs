@@ -453,6 +453,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn driver_calls_are_serialized_unless_turned_off() {
+        // What `start` hands to the DRA core (whose tests show what serializing does).
+        assert!(Plugin::builder("netclaim.dev", "node").serialize);
+        assert!(
+            !Plugin::builder("netclaim.dev", "node")
+                .serialize(false)
+                .serialize
+        );
+    }
+
+    #[test]
     fn driver_names_must_be_dns_subdomains() {
         assert!(check_driver_name("netclaim.dev").is_ok());
         for bad in ["", "Netclaim.dev", "a/b", "-a", "a.", &"a".repeat(64)] {

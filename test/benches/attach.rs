@@ -11,7 +11,9 @@
 //! default 50). The process enters a "node" netns it creates, so the CNI plugin, which
 //! looks its `device` up in its own netns, sees the node's NIC as netclaim does. All three
 //! run in every iteration, in rotating order, so drift and deferred kernel work hit them
-//! alike; each run checks that the NIC came back (up, with its address) before the next.
+//! alike; after netclaim's detach and after the bare move the NIC must be back (up, with
+//! its address) or the bench fails; after host-device's DEL, which does not restore them,
+//! they are put back untimed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -43,7 +45,7 @@ fn main() -> Result<()> {
     let pod = TestNetns::new("bench-pod")?;
     node.add_veth(NIC, "nic0p")?;
     node.ip(&["link", "set", "nic0p", "up"])?;
-    node.ip(&["addr", "add", "198.51.100.5/24", "dev", NIC])?;
+    node.ip(&["addr", "add", HOME_ADDRESS, "dev", NIC])?;
     node.ip(&["link", "set", NIC, "up"])?;
 
     // Enter the node before the runtime starts: its threads and the CNI plugin's process
@@ -123,7 +125,7 @@ async fn breakdown(pod: &TestNetns, iterations: usize) -> Result<()> {
         let snapshot = netclaim::netlink::snapshot_of(&link, addresses);
         detach(&host, &pod_path, TAG, &snapshot).await?;
         mark(11, &mut t);
-        ensure_home(&host).await?;
+        expect_home(&host, "netclaim detach").await?;
         let variants = [
             LinkChange {
                 name: Some("eth1".into()),
@@ -153,6 +155,10 @@ async fn breakdown(pod: &TestNetns, iterations: usize) -> Result<()> {
             p.move_to_netns(moved.index, &host, &back).await?;
         }
     }
+    println!(
+        "\nattach breakdown: {iterations} iterations, steps in a fixed order (their move figures \
+         carry positional bias; the interleaved main table is the reference)"
+    );
     println!("\n| step | p50 ms | p90 ms |\n|---|---:|---:|");
     for (name, v) in names.iter().zip(&t) {
         println!(
@@ -212,7 +218,10 @@ async fn run(pod: &TestNetns, iterations: usize) -> Result<Samples> {
         // others, and this spreads that evenly.
         for k in 0..3 {
             match (i + k) % 3 {
-                0 => s.bare_move.push(bare_move(&host, &pod_path).await?),
+                0 => {
+                    s.bare_move.push(bare_move(&host, &pod_path).await?);
+                    expect_home(&host, "the bare move").await?;
+                }
                 1 => {
                     let start = Instant::now();
                     let out = attach(&host, NIC, &pod_path, TAG, &config).await?;
@@ -224,6 +233,8 @@ async fn run(pod: &TestNetns, iterations: usize) -> Result<Samples> {
                     let start = Instant::now();
                     detach(&host, &pod_path, TAG, &out.host).await?;
                     s.detach.push(start.elapsed());
+                    // netclaim gives the NIC back as it found it: checked, never repaired.
+                    expect_home(&host, "netclaim detach").await?;
                 }
                 _ => {
                     s.cni_add.push(host_device("ADD", &pod_path)?);
@@ -232,9 +243,11 @@ async fn run(pod: &TestNetns, iterations: usize) -> Result<Samples> {
                         "host-device ADD left no eth1 in the pod"
                     );
                     s.cni_del.push(host_device("DEL", &pod_path)?);
+                    // A netns move drops a link's addresses and takes it down, and
+                    // host-device's DEL does not restore them: put them back, untimed.
+                    restore_home(&host).await?;
                 }
             }
-            ensure_home(&host).await?;
         }
     }
     Ok(s)
@@ -263,8 +276,7 @@ async fn bare_move(host: &NetHandle, pod_path: &Path) -> Result<Duration> {
         .link_by_name(NIC)
         .await?
         .context("nic0 back on the node")?;
-    host.add_address(back.index, "198.51.100.5/24".parse()?)
-        .await?;
+    host.add_address(back.index, HOME_ADDRESS.parse()?).await?;
     Ok(elapsed)
 }
 
@@ -298,21 +310,39 @@ fn host_device(command: &str, pod_path: &Path) -> Result<Duration> {
     Ok(elapsed)
 }
 
-/// Every round must start from the same node state: nic0 home, up, with its address.
-async fn ensure_home(host: &NetHandle) -> Result<()> {
+/// The address nic0 carries on the node between rounds.
+const HOME_ADDRESS: &str = "198.51.100.5/24";
+
+/// Fails unless nic0 is home, up, with its address: every round starts from that state.
+async fn expect_home(host: &NetHandle, after: &str) -> Result<()> {
     let link = host
         .link_by_name(NIC)
         .await?
-        .context("nic0 did not come back to the node")?;
+        .with_context(|| format!("nic0 did not come back to the node after {after}"))?;
+    ensure!(link.up, "nic0 came back down after {after}");
+    let addresses = host.addresses(link.index).await?;
+    let home: ipnet::IpNet = HOME_ADDRESS.parse()?;
+    ensure!(
+        addresses.contains(&home),
+        "nic0 came back without {HOME_ADDRESS} after {after}: {addresses:?}"
+    );
+    Ok(())
+}
+
+/// Brings nic0 back up with its address after a peer that does not restore them.
+async fn restore_home(host: &NetHandle) -> Result<()> {
+    let link = host
+        .link_by_name(NIC)
+        .await?
+        .context("nic0 did not come back to the node after host-device DEL")?;
     if !link.up {
         host.set_up(link.index).await?;
     }
-    let addresses = host.addresses(link.index).await?;
-    if addresses.is_empty() {
-        host.add_address(link.index, "198.51.100.5/24".parse()?)
-            .await?;
+    let home: ipnet::IpNet = HOME_ADDRESS.parse()?;
+    if !host.addresses(link.index).await?.contains(&home) {
+        host.add_address(link.index, home).await?;
     }
-    Ok(())
+    expect_home(host, "restoring it").await
 }
 
 fn percentile(samples: &[Duration], p: f64) -> Duration {

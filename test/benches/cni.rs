@@ -2,7 +2,7 @@
 //! the same plugin chain run by hand in the same run.
 //!
 //! Run: `cargo bench -p netclaim-test --bench cni` (optional argument: iterations, default
-//! 200). Needs root and the Debian CNI plugins in `/usr/lib/cni`.
+//! 200). Needs root and the Debian CNI plugins in `/usr/lib/cni`; fails when they are missing.
 //!
 //! - `by hand`: each plugin exec'd with `std::process::Command`, the same environment and
 //!   the same stdin bytes netclaim would send (ADD in order with `prevResult` chaining, DEL
@@ -52,10 +52,15 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200);
-    if !PathBuf::from(PLUGINS).join("macvlan").exists() {
-        eprintln!("CNI plugins missing in {PLUGINS}; apt-get install containernetworking-plugins");
-        return;
-    }
+    let missing: Vec<&str> = ["macvlan", "static", "tuning"]
+        .into_iter()
+        .filter(|p| !PathBuf::from(PLUGINS).join(p).exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "CNI plugins {missing:?} missing in {PLUGINS}: install Debian's \
+         containernetworking-plugins (hack/install-deps.sh does, as root)"
+    );
     // Plugins run in the netns of the thread that spawns them: this (main) thread, which
     // also runs the current-thread runtime below.
     let node = TestNetns::new("cnibench").unwrap();

@@ -1,26 +1,34 @@
 //! Discovery benchmarks, on a bench node in its own netns holding 1,000 veth ends.
 //!
-//! Run: `cargo build --release -p netclaim && cargo bench -p netclaim-test --bench discovery`
-//! (optional argument: the number of veth ends, default 1000). Needs root (it creates a
-//! netns). The `netclaim run` RSS figure uses `target/release/netclaim` (or
-//! `target/debug/netclaim` if there is no release build), next to this bench's `deps/`.
+//! Run: `cargo bench -p netclaim-test --bench discovery` (optional argument: the number of
+//! veth ends, default 1000). Needs root (it creates network namespaces). The `netclaim run`
+//! RSS figures build and use the release binary (`cargo build --release -p netclaim`, run
+//! by the bench itself into the bench's own target directory); the bench fails rather
+//! than measure anything else, and fails when a scenario cannot be measured.
 //!
-//! Scenarios (medians; the same-run references make the ratios comparable across machines):
+//! Scenarios (medians, with the number of samples printed; where two or more are compared
+//! they run interleaved, one of each per round in a rotating order, so machine noise and
+//! the kernel's deferred work hit them alike; the same-run references make the ratios
+//! comparable across machines):
 //! 1. `build x1000`: device building, filtering and slicing from 1,000 synthetic
-//!    netlink/sysfs records (no I/O).
+//!    netlink/sysfs records (no I/O), CEL filter on; reference: the same build without
+//!    a filter.
 //! 2. `netlink link dump`: the raw RTM_GETLINK dump of the 1,000 links, against
 //!    `ip -j link show` in the same netns (reference; it includes a process spawn).
 //! 3. `discovery pass`: a full pass (links, addresses and routes dumped, devices built and
 //!    filtered) as the watcher runs it, with sysfs read only for interfaces the sysfs cache
-//!    cannot answer; and a cold pass (cache emptied first: sysfs read for every interface,
-//!    as on start-up and on each periodic resync).
+//!    cannot answer; a cold pass (cache emptied first: sysfs read for every interface, as
+//!    on start-up and on each periodic resync); reference: the pass's netlink snapshot
+//!    alone, then its uncached sysfs reads.
 //! 4. `event -> devices`: `ip link set <veth> mtu N` to the watcher's new device list
 //!    (includes the debounce window and the `ip` process; `ip link set` alone is timed as
 //!    the reference).
 //! 5. `event -> slices`: the same, up to the ResourceSlice publisher reporting the write to
-//!    the API server stand-in done.
+//!    the API server stand-in done; reference: the same event's time to the device list.
 //! 6. `netclaim run` idle RSS (VmRSS) after its first publication, with the 1,000 veths
-//!    and, in a second netns, with 4 (the common case: a handful of NICs).
+//!    and, in a second netns, with 4 (the common case: a handful of NICs; the reference).
+//!    The daemon gets private kubelet, plugin, state and NRI paths in a temporary
+//!    directory: it never registers with the host's kubelet or containerd.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -28,7 +36,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
 use kube::Api;
@@ -82,23 +90,20 @@ async fn run(ends: usize) -> Result<()> {
     bench_pass(&netns, &config).await?;
     bench_event_to_devices(&netns, &config).await?;
     bench_event_to_slices(&netns, &config).await?;
-    match idle_rss(&netns, ends) {
-        Ok((kib, devices)) => println!(
-            "netclaim run idle VmRSS ({devices} devices published): {:.1} MiB",
-            kib as f64 / 1024.0
-        ),
-        Err(err) => println!("netclaim run idle VmRSS: not measured: {err:#}"),
-    }
+    let (large_kib, large_devices) =
+        idle_rss(&netns, ends).context("netclaim run idle VmRSS, bench node")?;
     drop(sysfs);
     let small = TestNetns::new("bench-disc-small")?;
     create_veths(&small, 4)?;
-    match idle_rss(&small, 4) {
-        Ok((kib, devices)) => println!(
-            "netclaim run idle VmRSS ({devices} devices published): {:.1} MiB",
-            kib as f64 / 1024.0
-        ),
-        Err(err) => println!("netclaim run idle VmRSS (4 veths): not measured: {err:#}"),
-    }
+    let (small_kib, small_devices) =
+        idle_rss(&small, 4).context("netclaim run idle VmRSS, 4 veths")?;
+    println!(
+        "netclaim run idle VmRSS ({large_devices} devices published): {:.1} MiB; \
+         ({small_devices} devices published, reference): {:.1} MiB; ratio {:.2}",
+        large_kib as f64 / 1024.0,
+        small_kib as f64 / 1024.0,
+        large_kib as f64 / small_kib as f64
+    );
     Ok(())
 }
 
@@ -157,9 +162,12 @@ fn synthetic_nics(count: usize) -> Vec<NicRecord> {
         .collect()
 }
 
+/// Synthetic build rounds after one untimed round.
+const BUILD_ROUNDS: usize = 100;
+
 fn bench_synthetic_build(count: usize) {
     let nics = synthetic_nics(count);
-    let config = DiscoveryConfig {
+    let filtered = DiscoveryConfig {
         filter: Some(Arc::new(
             DeviceFilter::new(r#"device.attributes["netclaim.dev"].mtu >= 1500"#).unwrap(),
         )),
@@ -167,91 +175,154 @@ fn bench_synthetic_build(count: usize) {
         include_virtual: true,
         ..DiscoveryConfig::default()
     };
-    let mut samples = Vec::new();
-    let mut published = 0;
-    for _ in 0..100 {
+    let unfiltered = DiscoveryConfig {
+        filter: None,
+        ..filtered.clone()
+    };
+    let build = |config: &DiscoveryConfig| {
         let input = nics.clone();
         let started = Instant::now();
-        let report = build_report(&config, input, Vec::new());
+        let report = build_report(config, input, Vec::new());
         let slices = slices::resource_slices("netclaim.dev", NODE, 1, &report.devices);
-        samples.push(started.elapsed());
-        published = slices
+        let took = started.elapsed();
+        let published: usize = slices
             .iter()
             .map(|s| s.spec.devices.as_ref().map_or(0, Vec::len))
             .sum();
+        (took, published)
+    };
+    let (mut samples, mut reference) = (Vec::new(), Vec::new());
+    let mut published = (0, 0);
+    for round in 0..=BUILD_ROUNDS {
+        for k in 0..2 {
+            if (round + k) % 2 == 0 {
+                let (took, n) = build(&filtered);
+                published.0 = n;
+                samples.push(took);
+            } else {
+                let (took, n) = build(&unfiltered);
+                published.1 = n;
+                reference.push(took);
+            }
+        }
+        if round == 0 {
+            // The untimed first round: caches, allocator, the filter's first evaluation.
+            samples.clear();
+            reference.clear();
+        }
     }
+    assert_eq!(published.0, published.1, "the filter keeps every device");
+    let (ours, reference) = (median(samples), median(reference));
     println!(
-        "build x{count} (synthetic records, CEL filter on, {published} devices sliced): {}",
-        ms(median(samples))
+        "build x{count} (synthetic records, CEL filter on, {} devices sliced): {}; \
+         without a filter (reference): {}; ratio {:.2} (medians of {BUILD_ROUNDS})",
+        published.0,
+        ms(ours),
+        ms(reference),
+        ratio(ours, reference)
     );
 }
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+/// Link dump rounds (one dump and one `ip -j link show` each).
+const DUMP_ROUNDS: usize = 20;
 
 async fn bench_dump(netns: &TestNetns) -> Result<()> {
     let (socket, _events) = RouteSocket::open_watching_in(&netns.path())?;
     let mut ours = Vec::new();
-    let mut links = 0;
-    for _ in 0..30 {
-        let started = Instant::now();
-        links = socket.dump_links().await?.len();
-        ours.push(started.elapsed());
-    }
     let mut reference = Vec::new();
-    for _ in 0..15 {
-        let started = Instant::now();
-        netns.ip(&["-j", "link", "show"])?;
-        reference.push(started.elapsed());
+    let mut links = 0;
+    for round in 0..DUMP_ROUNDS {
+        for k in 0..2 {
+            let started = Instant::now();
+            if (round + k) % 2 == 0 {
+                links = socket.dump_links().await?.len();
+                ours.push(started.elapsed());
+            } else {
+                netns.ip(&["-j", "link", "show"])?;
+                reference.push(started.elapsed());
+            }
+        }
     }
     let (ours, reference) = (median(ours), median(reference));
     println!(
-        "netlink link dump ({links} links): {}; `ip -j link show`: {}; ratio {:.2}",
+        "netlink link dump ({links} links): {}; `ip -j link show` (reference): {}; \
+         ratio {:.2} (medians of {DUMP_ROUNDS})",
         ms(ours),
         ms(reference),
-        ours.as_secs_f64() / reference.as_secs_f64()
+        ratio(ours, reference)
     );
     Ok(())
 }
 
+/// Discovery pass rounds (a warm pass, a cold pass and the parts of a pass each).
+const PASS_ROUNDS: usize = 20;
+
 async fn bench_pass(netns: &TestNetns, config: &DiscoveryConfig) -> Result<()> {
     let discovery = Discovery::open_in_netns(config.clone(), &netns.path())?;
-    let mut samples = Vec::new();
-    let mut devices = 0;
-    for _ in 0..20 {
-        let started = Instant::now();
-        devices = discovery.refresh().await?.len();
-        samples.push(started.elapsed());
-    }
-    let mut cold = Vec::new();
-    for _ in 0..20 {
-        discovery.forget_sysfs();
-        let started = Instant::now();
-        discovery.refresh().await?;
-        cold.push(started.elapsed());
-    }
-    println!(
-        "discovery pass (netlink + cached sysfs + build, {devices} devices): {}; cold (sysfs read for all): {}",
-        ms(median(samples)),
-        ms(median(cold))
-    );
     // The pass's parts: the netlink snapshot (links, addresses, routes) and the sysfs reads.
     let (socket, _events) = RouteSocket::open_watching_in(&netns.path())?;
-    let mut snapshots = Vec::new();
-    let mut sysfs_reads = Vec::new();
-    for _ in 0..20 {
-        let started = Instant::now();
-        let snapshot = socket.snapshot().await?;
-        snapshots.push(started.elapsed());
-        let started = Instant::now();
-        let (nics, _) = candidate_nics(&snapshot, &config.sysfs_root);
-        sysfs_reads.push(started.elapsed());
-        assert!(nics.len() >= devices);
+    // Untimed: fills the sysfs cache, so the first warm pass is warm.
+    let devices = discovery.refresh().await?.len();
+    let (mut warm, mut cold, mut snapshots, mut sysfs_reads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..PASS_ROUNDS {
+        for k in 0..3 {
+            match (round + k) % 3 {
+                0 => {
+                    let started = Instant::now();
+                    let found = discovery.refresh().await?.len();
+                    warm.push(started.elapsed());
+                    ensure!(
+                        found == devices,
+                        "warm pass: {found} devices, want {devices}"
+                    );
+                }
+                1 => {
+                    discovery.forget_sysfs();
+                    let started = Instant::now();
+                    let found = discovery.refresh().await?.len();
+                    cold.push(started.elapsed());
+                    ensure!(
+                        found == devices,
+                        "cold pass: {found} devices, want {devices}"
+                    );
+                }
+                _ => {
+                    let started = Instant::now();
+                    let snapshot = socket.snapshot().await?;
+                    snapshots.push(started.elapsed());
+                    let started = Instant::now();
+                    let (nics, _) = candidate_nics(&snapshot, &config.sysfs_root);
+                    sysfs_reads.push(started.elapsed());
+                    ensure!(nics.len() >= devices, "{} candidates", nics.len());
+                }
+            }
+        }
     }
+    let snapshot = median(snapshots);
+    let (warm, cold) = (median(warm), median(cold));
     println!(
-        "  of which netlink snapshot: {}; sysfs reads (all, uncached): {}",
-        ms(median(snapshots)),
+        "discovery pass (netlink + cached sysfs + build, {devices} devices): {} \
+         ({:.2}x the snapshot); cold (sysfs read for all): {} ({:.2}x); medians of {PASS_ROUNDS}",
+        ms(warm),
+        ratio(warm, snapshot),
+        ms(cold),
+        ratio(cold, snapshot)
+    );
+    println!(
+        "  reference, the pass's parts: netlink snapshot {}; sysfs reads (all, uncached): {}",
+        ms(snapshot),
         ms(median(sysfs_reads))
     );
     Ok(())
 }
+
+/// MTU changes timed by the event scenarios.
+const EVENT_ROUNDS: u32 = 15;
 
 fn mtu_of(devices: &[Device], if_name: &str) -> Option<i64> {
     devices.iter().find_map(|d| {
@@ -266,7 +337,7 @@ async fn bench_event_to_devices(netns: &TestNetns, config: &DiscoveryConfig) -> 
     let mut handle = discovery.watch(shutdown.clone()).await?;
     let mut samples = Vec::new();
     let mut ip_alone = Vec::new();
-    for round in 0..15 {
+    for round in 0..EVENT_ROUNDS {
         let mtu = 1400 + round;
         let started = Instant::now();
         netns.ip(&["link", "set", "bv0a", "mtu", &mtu.to_string()])?;
@@ -281,7 +352,8 @@ async fn bench_event_to_devices(netns: &TestNetns, config: &DiscoveryConfig) -> 
     }
     shutdown.cancel();
     println!(
-        "event -> devices (mtu change to new device list, incl. {} ms debounce): {}; `ip link set` alone: {}",
+        "event -> devices (mtu change to new device list, incl. {} ms debounce): {}; \
+         `ip link set` alone (reference): {}; medians of {EVENT_ROUNDS}",
         config.debounce.as_millis(),
         ms(median(samples)),
         ms(median(ip_alone))
@@ -320,7 +392,8 @@ async fn bench_event_to_slices(netns: &TestNetns, config: &DiscoveryConfig) -> R
     ));
     wait_synced(&mut status, 1).await?;
     let mut samples = Vec::new();
-    for round in 0..15u32 {
+    let mut to_devices = Vec::new();
+    for round in 0..EVENT_ROUNDS {
         let mtu = 1300 + round;
         let started = Instant::now();
         netns.ip(&["link", "set", "bv1a", "mtu", &mtu.to_string()])?;
@@ -331,6 +404,9 @@ async fn bench_event_to_slices(netns: &TestNetns, config: &DiscoveryConfig) -> R
                 .context("no device update within 10 s")??;
             let devices = handle.devices.borrow_and_update().clone();
             let done = mtu_of(&devices, "bv1a") == Some(i64::from(mtu));
+            if done {
+                to_devices.push(started.elapsed());
+            }
             publisher.update(driver_resources(NODE, devices));
             if done {
                 break;
@@ -349,9 +425,13 @@ async fn bench_event_to_slices(netns: &TestNetns, config: &DiscoveryConfig) -> R
     shutdown.cancel();
     publisher.shutdown(false).await;
     server.shutdown().await;
+    let (slices, devices) = (median(samples), median(to_devices));
     println!(
-        "event -> slices written to the API stand-in ({written} devices in slices): {}",
-        ms(median(samples))
+        "event -> slices written to the API stand-in ({written} devices in slices): {}; \
+         the same events to the device list (reference): {}; ratio {:.2}; medians of {EVENT_ROUNDS}",
+        ms(slices),
+        ms(devices),
+        ratio(slices, devices)
     );
     Ok(())
 }
@@ -369,18 +449,42 @@ async fn wait_synced(
     Ok(())
 }
 
-/// `target/release/netclaim`, else `target/debug/netclaim`.
+/// The release `netclaim` binary, built now into this bench's target directory (the
+/// bench runs from `<target>/release/deps/`); anything else would measure a different
+/// program, so a failed build fails the bench.
 fn netclaim_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let target = exe
         .ancestors()
         .nth(3)
-        .context("bench executable is not under target/<profile>/deps")?;
-    ["release", "debug"]
-        .iter()
-        .map(|p| target.join(p).join("netclaim"))
-        .find(|p| p.exists())
-        .context("no netclaim binary: run `cargo build --release -p netclaim` first")
+        .context("bench executable is not under <target>/<profile>/deps")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "netclaim",
+            "--bin",
+            "netclaim",
+        ])
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(&workspace)
+        .status()
+        .context("running cargo build --release -p netclaim")?;
+    ensure!(
+        status.success(),
+        "cargo build --release -p netclaim failed: {status}"
+    );
+    let binary = target.join("release").join("netclaim");
+    ensure!(
+        binary.is_file(),
+        "{} missing after the build",
+        binary.display()
+    );
+    Ok(binary)
 }
 
 /// Runs `netclaim run` inside the bench netns against an API server stand-in that also
@@ -440,10 +544,16 @@ fn idle_rss(netns: &TestNetns, expected_devices: usize) -> Result<(u64, usize)> 
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .context("the API server stand-in did not start")?;
-    let mut child = spawn_daemon(netns, &binary, &kubeconfig)?;
+    let mut child = spawn_daemon(netns, &binary, &kubeconfig, dir.path())?;
+    let log = dir.path().join("netclaim.log");
     let result = published_rx
         .recv_timeout(Duration::from_secs(60))
-        .context("netclaim run did not publish every device within 60 s")
+        .with_context(|| {
+            format!(
+                "netclaim run did not publish every device within 60 s; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
         .and_then(|devices| {
             // Idle: nothing changes after the first publication; let allocator and
             // runtime settle before reading the resident set.
@@ -461,7 +571,15 @@ fn idle_rss(netns: &TestNetns, expected_devices: usize) -> Result<(u64, usize)> 
     result
 }
 
-fn spawn_daemon(netns: &TestNetns, binary: &Path, kubeconfig: &Path) -> Result<Child> {
+/// Starts `netclaim run` in `netns` with every host path it would touch moved under
+/// `private` (kubelet registration and plugin directories, state, NRI socket): on a real
+/// node the defaults would register it with the host's kubelet and containerd.
+fn spawn_daemon(
+    netns: &TestNetns,
+    binary: &Path,
+    kubeconfig: &Path,
+    private: &Path,
+) -> Result<Child> {
     Command::new("ip")
         .args(["netns", "exec", netns.name()])
         .arg(binary)
@@ -473,8 +591,16 @@ fn spawn_daemon(netns: &TestNetns, binary: &Path, kubeconfig: &Path) -> Result<C
             "--kubeconfig",
         ])
         .arg(kubeconfig)
+        .arg("--registrar-dir")
+        .arg(private.join("plugins_registry"))
+        .arg("--plugins-dir")
+        .arg(private.join("plugins"))
+        .arg("--state-dir")
+        .arg(private.join("state"))
+        .arg("--nri-socket")
+        .arg(private.join("nri.sock"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(private.join("netclaim.log"))?)
         .spawn()
         .context("starting netclaim run")
 }

@@ -4,7 +4,8 @@
 //! Run: `cargo bench -p netclaim-test --bench prepare_roundtrip`
 //! (optional argument: iterations per scenario, default 2000).
 //!
-//! Scenarios run interleaved (one of each per round), so machine noise hits them alike and
+//! Scenarios run interleaved (one of each per round, in an order that rotates every round,
+//! after 200 warm-up rounds), so machine noise hits them alike and
 //! the ratios against the same-run reference are stable even when absolute times are not:
 //! - `empty call`: NodePrepareResources with no claims over the same socket and connection
 //!   (gRPC and HTTP/2 cost only: no fetch, no driver call). The reference.
@@ -111,6 +112,9 @@ impl Bench {
                     .await
                     .unwrap();
                 assert_eq!(response.len(), CLAIMS);
+                for (uid, error) in &response {
+                    assert_eq!(error, "", "claim {uid}");
+                }
             }
             Scenario::FetchOne => {
                 self.claims_api.get(&self.claims[0].name).await.unwrap();
@@ -122,7 +126,9 @@ impl Bench {
                         .map(|claim| self.claims_api.get(&claim.name)),
                 )
                 .await;
-                assert!(fetched.iter().all(Result::is_ok));
+                for claim in fetched {
+                    claim.unwrap();
+                }
             }
             Scenario::Prepare => {
                 let response = self
@@ -130,8 +136,10 @@ impl Bench {
                     .prepare(DraApiVersion::V1, &self.claims)
                     .await
                     .unwrap();
-                assert!(response.values().all(|claim| claim.error.is_empty()));
                 assert_eq!(response.len(), CLAIMS);
+                for (uid, claim) in &response {
+                    assert_eq!(claim.error, "", "claim {uid}");
+                }
             }
         }
         started.elapsed()
@@ -249,14 +257,19 @@ fn main() {
             claims,
         };
 
-        for _ in 0..WARMUP_ROUNDS {
-            for scenario in Scenario::ALL {
-                bench.run_once(scenario).await;
+        // One of each scenario per round, in an order that rotates every round: whichever
+        // runs first after the previous round's last pays for its leftovers (connection
+        // state, the allocator, the stand-in's work), and rotation spreads that evenly.
+        let count = Scenario::ALL.len();
+        for round in 0..WARMUP_ROUNDS {
+            for k in 0..count {
+                bench.run_once(Scenario::ALL[(round + k) % count]).await;
             }
         }
         let mut samples: BTreeMap<Scenario, Vec<Duration>> = BTreeMap::new();
-        for _ in 0..rounds {
-            for scenario in Scenario::ALL {
+        for round in 0..rounds {
+            for k in 0..count {
+                let scenario = Scenario::ALL[(round + k) % count];
                 let took = bench.run_once(scenario).await;
                 samples.entry(scenario).or_default().push(took);
             }
@@ -265,7 +278,8 @@ fn main() {
             sorted.sort();
         }
         println!(
-            "NodePrepareResources round trip, {CLAIMS} claims, {rounds} rounds, \
+            "NodePrepareResources round trip, {CLAIMS} claims, {rounds} rounds after \
+             {WARMUP_ROUNDS} warm-up rounds (one of each scenario per round, rotating order), \
              unix socket + API server stand-in on 127.0.0.1, 2 tokio workers"
         );
         report(&samples);

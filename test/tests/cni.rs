@@ -21,27 +21,27 @@ use tempfile::TempDir;
 
 const PLUGINS: &str = "/usr/lib/cni";
 
-fn plugins_present() -> bool {
-    [
-        "macvlan",
-        "bridge",
-        "host-local",
-        "host-device",
-        "tuning",
-        "static",
-    ]
-    .iter()
-    .all(|p| Path::new(PLUGINS).join(p).exists())
-}
+/// The Debian plugins these tests run.
+const NEEDED: [&str; 6] = [
+    "macvlan",
+    "bridge",
+    "host-local",
+    "host-device",
+    "tuning",
+    "static",
+];
 
-/// Skips (passing) only when the Debian plugins are not installed; says so loudly.
-macro_rules! require_plugins {
-    () => {
-        if !plugins_present() {
-            eprintln!("SKIP: CNI plugins missing in {PLUGINS} (apt-get install containernetworking-plugins)");
-            return;
-        }
-    };
+/// Fails the test, naming what to install, unless every plugin in [`NEEDED`] is installed.
+fn require_plugins() {
+    let missing: Vec<&str> = NEEDED
+        .into_iter()
+        .filter(|p| !Path::new(PLUGINS).join(p).exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "CNI plugins {missing:?} missing in {PLUGINS}: install Debian's \
+         containernetworking-plugins (hack/install-deps.sh does, as root)"
+    );
 }
 
 /// A node netns the current thread has entered, with its temp dirs.
@@ -175,7 +175,7 @@ fn uplink(ifname: &str) -> DeviceRef {
 
 #[tokio::test]
 async fn macvlan_with_tuning_add_then_del_leaves_nothing_and_status_matches_the_netns() {
-    require_plugins!();
+    require_plugins();
     let node = Node::new("cninode");
     node.nic("uplink0");
     let pod = Pod::new(1);
@@ -232,7 +232,7 @@ fn bridge_list(node: &Node, name: &str) -> CniNetworkList {
 
 #[tokio::test]
 async fn bridge_host_local_del_after_a_restart_runs_from_the_cache() {
-    require_plugins!();
+    require_plugins();
     let node = Node::new("cninode");
     let pod = Pod::new(2);
     let network = bridge_list(&node, "brnet");
@@ -256,16 +256,27 @@ async fn bridge_host_local_del_after_a_restart_runs_from_the_cache() {
     assert!(pod.links().is_empty());
     assert!(node.allocations("brnet").is_empty(), "IP released");
     assert!(node.cache_files().is_empty());
-    let again = restarted.del_cached("brnet", &pod.attachment).await;
-    assert!(
-        matches!(again, Err(CniError::NotCached { .. })),
-        "{again:?}"
+    let again = restarted
+        .del_cached("brnet", &pod.attachment)
+        .await
+        .unwrap_err();
+    let CniError::NotCached {
+        network,
+        container_id,
+        ifname,
+    } = &again
+    else {
+        panic!("want NotCached, got {again:?}");
+    };
+    assert_eq!(
+        (network.as_str(), container_id.as_str(), ifname.as_str()),
+        ("brnet", "sandbox0002", "net1")
     );
 }
 
 #[tokio::test]
 async fn host_device_moves_the_device_in_and_back_out() {
-    require_plugins!();
+    require_plugins();
     let node = Node::new("cninode");
     node.nic("hd0");
     let pod = Pod::new(3);
@@ -291,7 +302,7 @@ async fn host_device_moves_the_device_in_and_back_out() {
 
 #[tokio::test]
 async fn a_failing_plugin_mid_chain_is_undone_and_its_message_reported() {
-    require_plugins!();
+    require_plugins();
     let node = Node::new("cninode");
     let pod = Pod::new(4);
     let mut network = bridge_list(&node, "failnet");
@@ -333,7 +344,7 @@ async fn a_failing_plugin_mid_chain_is_undone_and_its_message_reported() {
 
 #[tokio::test]
 async fn bad_configs_are_refused_with_field_paths_before_anything_runs() {
-    require_plugins!();
+    // Runs no plugin: every list here is refused before anything is exec'd.
     let error = CniNetworkList::parse(
         br#"{"cniVersion": "0.3.1", "name": "n", "plugins": [{"type": "bridge"}, {"mode": "x"}]}"#,
     )
@@ -355,7 +366,7 @@ async fn bad_configs_are_refused_with_field_paths_before_anything_runs() {
     let node = Node::new("cninode");
     let pod = Pod::new(5);
     let runner = CniRunner::new(
-        vec![bin.path().to_owned(), PLUGINS.into()],
+        vec![bin.path().to_owned()],
         Duration::from_secs(5),
         node.cache.path().to_owned(),
     );
@@ -377,10 +388,14 @@ async fn bad_configs_are_refused_with_field_paths_before_anything_runs() {
     // A plugin found only on PATH is not found.
     let network = list(json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "sh"}]}));
     let error = runner.add(&network, &pod.attachment).await.unwrap_err();
-    assert!(
-        matches!(error, CniError::PluginNotFound { .. }),
-        "{error:?}"
+    let CniError::PluginNotFound { plugin, dirs } = &error else {
+        panic!("want PluginNotFound, got {error:?}");
+    };
+    assert_eq!(
+        (plugin.as_str(), dirs.as_slice()),
+        ("sh", [bin.path().to_owned()].as_slice())
     );
+    assert!(!mark.exists(), "a plugin ran");
 }
 
 fn write_script(dir: &Path, name: &str, body: &str) {
@@ -424,7 +439,13 @@ async fn a_hanging_plugin_is_killed_with_its_children_at_the_timeout() {
     let started = Instant::now();
     let error = runner.add(&network, &pod.attachment).await.unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(error, CniError::Timeout { .. }), "{error:?}");
+    let CniError::Timeout {
+        plugin, command, ..
+    } = &error
+    else {
+        panic!("want a timeout, got {error:?}");
+    };
+    assert_eq!((plugin.as_str(), *command), ("hang", "ADD"));
     assert!(
         error.to_string().contains("did not finish within 500ms"),
         "{error}"
@@ -444,7 +465,7 @@ async fn a_hanging_plugin_is_killed_with_its_children_at_the_timeout() {
 
 #[tokio::test]
 async fn ten_pods_each_get_a_macvlan_child_of_one_parent() {
-    require_plugins!();
+    require_plugins();
     let node = Node::new("cninode");
     node.nic("uplink0");
     let runner = node.runner();
@@ -483,7 +504,7 @@ async fn ten_pods_each_get_a_macvlan_child_of_one_parent() {
 
 #[tokio::test]
 async fn status_and_gc_run_only_for_1_1_0_and_gc_prunes_the_cache() {
-    require_plugins!();
+    require_plugins();
     let bin = TempDir::new().unwrap();
     let seen = bin.path().join("seen");
     // A 1.1.0 plugin: ADD echoes a result, STATUS says "unavailable" (code 50), GC records
@@ -542,7 +563,7 @@ esac"#,
 
 #[tokio::test]
 async fn an_unreadable_cache_entry_does_not_block_del() {
-    require_plugins!();
+    require_plugins();
     let node = Node::new("cninode");
     let pod = Pod::new(9);
     let network = bridge_list(&node, "tornnet");

@@ -64,11 +64,18 @@ fn check_opaque(opaque: &OpaqueDeviceConfiguration, origin: &str, seen: &mut See
     if opaque.driver != netclaim_api::DRIVER_NAME {
         return;
     }
-    let raw = serde_json::to_vec(&opaque.parameters.0).unwrap();
-    if let Err(err) = netclaim_api::parse_config(&raw) {
+    if let Err(err) = opaque_config_problem(opaque) {
         panic!("{origin}: opaque config rejected by netclaim's validator: {err}");
     }
     seen.opaque_configs += 1;
+}
+
+/// What netclaim's validator says about a `netclaim.dev` opaque config.
+fn opaque_config_problem(
+    opaque: &OpaqueDeviceConfiguration,
+) -> Result<(), netclaim_api::ConfigError> {
+    let raw = serde_json::to_vec(&opaque.parameters.0).unwrap();
+    netclaim_api::parse_config(&raw).map(drop)
 }
 
 /// A Multus NetworkAttachmentDefinition (a CRD the official schemas do not know): its
@@ -237,7 +244,8 @@ fn every_example_manifest_is_typed_compiles_and_validates() {
 
 #[test]
 fn a_bad_opaque_config_is_caught_by_the_same_check() {
-    // Guards the test above against passing vacuously: the same path must reject this.
+    // Guards the test above against passing vacuously: the validator it calls must reject
+    // this, naming the field.
     let opaque: OpaqueDeviceConfiguration = serde_json::from_value(serde_json::json!({
         "driver": "netclaim.dev",
         "parameters": {
@@ -247,8 +255,11 @@ fn a_bad_opaque_config_is_caught_by_the_same_check() {
         }
     }))
     .unwrap();
-    let result = std::panic::catch_unwind(|| check_opaque(&opaque, "inline", &mut Seen::default()));
-    assert!(result.is_err());
+    let error = opaque_config_problem(&opaque).unwrap_err();
+    let paths: Vec<&str> = error.errors.iter().map(|e| e.path.as_str()).collect();
+    // The unknown field stops decoding, so the MTU is not looked at.
+    assert_eq!(paths, ["interface.adresses"], "{error}");
+    assert!(error.errors[0].message.contains("unknown field"), "{error}");
 }
 
 #[test]
@@ -258,6 +269,11 @@ fn a_bad_network_attachment_definition_is_caught_by_the_same_check() {
         "metadata": {"name": "bad"},
         "spec": {"config": r#"{"cniVersion": "1.0.0", "name": "bad", "type": "../../bin/sh"}"#}
     });
-    let result = std::panic::catch_unwind(|| check_nad(&nad, "inline"));
-    assert!(result.is_err());
+    let error = netclaim_api::CniNetworkList::from_network_attachment_definition(&nad).unwrap_err();
+    let paths: Vec<&str> = error.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["spec.config: plugins[0].type"], "{error}");
+    assert!(
+        error.errors[0].message.contains("path separator"),
+        "{error}"
+    );
 }

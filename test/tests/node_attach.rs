@@ -157,7 +157,9 @@ async fn two_nics_in_one_pod_a_veth_and_a_macvlan() {
     node.delete_pod(pod).await.unwrap();
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before_veth);
     assert_eq!(host_view(&node.node_link("mv1").unwrap()), before_mv);
-    node.unprepare(&[a, b]).await.unwrap();
+    let unprepared = node.unprepare(&[a, b]).await.unwrap();
+    assert_eq!(unprepared.len(), 2, "{unprepared:?}");
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,11 +210,20 @@ async fn bad_configs_fail_per_claim_naming_the_field_and_change_nothing() {
         );
     }
     let outcome = node.prepare(&refs).await.unwrap();
+    assert_eq!(outcome.len(), cases.len(), "{outcome:?}");
     for ((name, _, field), claim) in cases.iter().zip(&refs) {
         let error = &outcome[&claim.uid].error;
         assert!(
+            error.starts_with(&format!("claim default/{name}")),
+            "{name}: error {error:?} does not name the claim"
+        );
+        assert!(
             error.contains(field),
             "{name}: error {error:?} does not name {field}"
+        );
+        assert!(
+            outcome[&claim.uid].devices.is_empty(),
+            "{name}: a failed claim got devices"
         );
     }
     assert_eq!(node.prepared_claims().unwrap(), json!({}));
@@ -238,7 +249,8 @@ async fn a_failed_attach_rolls_back_and_fails_the_sandbox_with_the_drivers_messa
     let error = node.run_pod("rb", &pod_uid).await.unwrap().unwrap_err();
     assert!(error.contains("interface.routes[0]"), "{error}");
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
-    node.unprepare(&[claim]).await.unwrap();
+    let unprepared = node.unprepare(&[claim]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
 }
 
 /// Kills the driver at a point of the lifecycle, restarts it, finishes the lifecycle, and
@@ -273,10 +285,8 @@ async fn crash_and_converge(crash: Crash) {
         Crash::AtPoint(_) => {
             // The driver died inside the hook: the runtime failed the sandbox (and STOP and
             // REMOVE reached nobody). The restarted driver's Synchronize resolves it.
-            assert!(
-                run.is_err(),
-                "the RUN should have failed with the driver dead"
-            );
+            let error = run.expect_err("the RUN should have failed with the driver dead");
+            assert_died_at_the_crash_point(&node, &error);
             node.kill_driver().ok();
             node.start_driver().await.unwrap();
             None
@@ -303,6 +313,21 @@ async fn crash_and_converge(crash: Crash) {
         node.prepared_claims().unwrap(),
         json!({}),
         "stale checkpoint entry"
+    );
+}
+
+/// The sandbox failed because the driver aborted at its `--crash-at` point: the runtime
+/// lost the plugin's connection mid-call (it did not get an error answer), and the
+/// driver logged the crash point before aborting.
+fn assert_died_at_the_crash_point(node: &TestNode, error: &str) {
+    assert!(
+        error.starts_with("NRI plugin connection"),
+        "want the connection lost mid-call, got: {error}"
+    );
+    assert!(
+        node.driver_log().contains("crash point reached"),
+        "the driver did not reach its crash point; its log:\n{}",
+        node.driver_log()
     );
 }
 
@@ -348,11 +373,13 @@ async fn the_plugin_reconnects_after_a_runtime_restart_and_keeps_working() {
         .allocate(&[nic("after-restart", "eth1", Some(cfg))], "rr", &pod_uid)
         .await
         .unwrap();
-    node.prepare(std::slice::from_ref(&claim)).await.unwrap();
+    let prepared = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
+    assert_eq!(prepared[&claim.uid].error, "", "prepare failed");
     let pod = node.run_pod("rr", &pod_uid).await.unwrap().unwrap();
     assert!(has_addr(&pod_link(&node, &pod, "net1"), "192.0.2.10/24"));
     node.delete_pod(pod).await.unwrap();
-    node.unprepare(&[claim]).await.unwrap();
+    let unprepared = node.unprepare(&[claim]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -108,7 +108,9 @@ async fn unprepare_and_check_clean(node: &TestNode, claim: kubeletplugin::ClaimR
         "CNI cache entry left"
     );
     assert_eq!(node.prepared_claims().unwrap(), json!({}));
-    assert!(node.node_link("eth1").is_ok(), "eth1 left the node");
+    if let Err(error) = node.node_link("eth1") {
+        panic!("eth1 left the node: {error:#}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,7 +193,18 @@ async fn crash_inside_add_converges(point: &str, n: u32) {
     )
     .await;
     let run = node.run_pod("c", &pod_uid).await.unwrap();
-    assert!(run.is_err(), "the RUN should fail with the driver dead");
+    let error = run.expect_err("the RUN should fail with the driver dead");
+    // The runtime lost the plugin mid-call (no error answer), because the driver aborted
+    // at its crash point.
+    assert!(
+        error.starts_with("NRI plugin connection"),
+        "want the connection lost mid-call, got: {error}"
+    );
+    assert!(
+        node.driver_log().contains("crash point reached"),
+        "the driver did not reach its crash point; its log:\n{}",
+        node.driver_log()
+    );
     node.kill_driver().ok();
     node.start_driver().await.unwrap();
     node.wait_until("the checkpoint has no attachment left", || {

@@ -43,7 +43,7 @@ async fn start(nics: usize) -> TestNode {
     };
     TestNode::start(options)
         .await
-        .expect("a containerd node (see NETCLAIM_CONTAINERD_MAJOR)")
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Allocates and prepares `claim` for a pod, asserting prepare succeeded.
@@ -528,7 +528,7 @@ async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_statu
     };
     let mut node = TestNode::start(options)
         .await
-        .expect("a containerd node (see NETCLAIM_CONTAINERD_MAJOR)");
+        .unwrap_or_else(|error| panic!("{error:#}"));
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let links_before = node.node_link_names().unwrap();
 

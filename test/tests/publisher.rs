@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -346,7 +348,7 @@ async fn conflicts_and_server_errors_are_retried() {
 }
 
 #[tokio::test]
-async fn rejected_devices_are_reported_without_hot_looping() {
+async fn rejected_devices_are_reported_and_a_later_good_update_is_published() {
     let f = fixture().await;
     let publisher = ResourceSlicePublisher::start(f.server.client(), config());
     let mut status = publisher.status();
@@ -360,13 +362,113 @@ async fn rejected_devices_are_reported_without_hot_looping() {
     let error = failed.last_error.unwrap();
     assert!(error.contains("attributes[not a valid name]"), "{error}");
     assert_eq!(failed.synced_generation, 0);
+    assert!(node_slices(&f.slices).await.is_empty());
 
-    // A good update afterwards succeeds; the failed one was attempted once, not in a loop.
+    // A good update afterwards is written at once (no waiting out the rejection's pause).
     let good = devices("eth", 1);
     publisher.update(resources(&[(NODE, good.clone())]));
-    wait_synced(&mut status, 0).await;
+    let synced = wait_synced(&mut status, 0).await;
+    assert_eq!(synced.last_error, None);
     assert_pool(&node_slices(&f.slices).await, NODE, &good, &f.node_uid);
-    assert!(f.server.faults().request_count("POST", "resourceslices") <= 3);
+    publisher.shutdown(false).await;
+    f.server.shutdown().await;
+}
+
+/// A kube client whose writes of ResourceSlices go through `normalise` first, as a real API
+/// server's defaulting changes what it stores: what the publisher reads back then differs
+/// from what it wrote. Also counts the slice writes that reached the server.
+fn normalising_client(
+    server: &ApiServer,
+    normalise: fn(&mut serde_json::Value),
+) -> (kube::Client, Arc<AtomicUsize>) {
+    let inner = server.client();
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = writes.clone();
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let counted = counted.clone();
+        async move {
+            let writes_slice = matches!(*request.method(), http::Method::POST | http::Method::PUT)
+                && request.uri().path().contains("/resourceslices");
+            if !writes_slice {
+                return inner.send(request).await;
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+            let (mut parts, body) = request.into_parts();
+            let mut object: serde_json::Value =
+                serde_json::from_slice(&body.collect_bytes().await?).unwrap();
+            normalise(&mut object);
+            let bytes = serde_json::to_vec(&object).unwrap();
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            inner
+                .send(http::Request::from_parts(parts, bytes.into()))
+                .await
+        }
+    });
+    (kube::Client::new(service, "default"), writes)
+}
+
+/// What the API server does to a device taint written without `timeAdded`
+/// (`resource.k8s.io/v1` DeviceTaint: "Added automatically during create or update if not
+/// set"): it stores the time of the write.
+fn stamp_taints(slice: &mut serde_json::Value) {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let devices = slice["spec"]["devices"].as_array_mut();
+    for device in devices.into_iter().flatten() {
+        let taints = device["taints"].as_array_mut();
+        for taint in taints.into_iter().flatten() {
+            if taint.get("timeAdded").is_none() {
+                taint["timeAdded"] = json!(now);
+            }
+        }
+    }
+}
+
+/// The publisher must not rewrite slices because the server filled in a field it left
+/// empty: every rewrite would be filled in again and trigger the next (a hot loop against
+/// the API server). The period checked is bounded by events, not time: each desired-state
+/// update makes the publisher run one full pass (list, compare, write what differs), and
+/// the status proves the pass ran; its own writes' watch events add passes on top.
+#[tokio::test]
+#[ignore = "kubeletplugin bug: the publisher compares the slices it reads back field by field \
+            with the desired devices, so a field the API server fills in (a device taint's \
+            timeAdded) makes every pass rewrite the pool; see the report of issue 11"]
+async fn a_field_the_server_fills_in_does_not_make_the_publisher_rewrite_in_a_loop() {
+    let f = fixture().await;
+    let (client, writes) = normalising_client(&f.server, stamp_taints);
+    let publisher = ResourceSlicePublisher::start(client, config());
+    let mut status = publisher.status();
+    let mut tainted = devices("eth", 2);
+    tainted[0].taints = Some(vec![
+        serde_json::from_value(json!({ "key": "netclaim.dev/down", "effect": "NoSchedule" }))
+            .unwrap(),
+    ]);
+    let desired = resources(&[(NODE, tainted)]);
+    publisher.update(desired.clone());
+    let mut synced = wait_synced(&mut status, 0).await.synced_generation;
+    let published = node_slices(&f.slices).await;
+    assert_eq!(published.len(), 1);
+    let stored = published[0].spec.devices.as_ref().unwrap()[0]
+        .taints
+        .as_ref()
+        .unwrap();
+    assert!(
+        stored[0].time_added.is_some(),
+        "the stand-in in front did not fill it in"
+    );
+
+    const PASSES: usize = 5;
+    for _ in 0..PASSES {
+        publisher.update(desired.clone());
+        synced = wait_synced(&mut status, synced).await.synced_generation;
+    }
+    // One slice, one create; nothing after it in the passes that followed.
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        1,
+        "the publisher rewrote unchanged slices (generation now {synced})"
+    );
+    assert_eq!(node_slices(&f.slices).await.len(), 1);
     publisher.shutdown(false).await;
     f.server.shutdown().await;
 }
