@@ -32,13 +32,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use kube::api::{Api, ListParams, PostParams};
 use kubeletplugin::ClaimRef;
-use netclaim::nri::proto::PodSandbox;
 
 use crate::apiserver::ApiServer;
 use crate::containerd::{ContainerdNode, ContainerdOptions, PodSpec};
 use crate::kubelet::{DraApiVersion, DraClient, KubeletStandIn, PrepareOutcome};
 use crate::netns::{TestNetns, run};
-use crate::runtime::{HookError, RuntimeStandIn, pod_sandbox};
+use crate::runtime::{HookError, PodSandbox, RuntimeStandIn, pod_sandbox};
 
 /// Which runtime drives the pod sandboxes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,6 +345,9 @@ impl TestNode {
             .append(true)
             .open(self.dir.path().join("driver.log"))?;
         let registrations = self.nri_registrations();
+        let sessions = self
+            .runtime_stand_in()
+            .map_or(0, RuntimeStandIn::session_count);
         let binary = netclaim_binary()?;
         let dir = self.dir.path();
         let sysfs = self.node_sysfs()?;
@@ -390,7 +392,13 @@ impl TestNode {
                 format!("netclaim did not register; its log:\n{}", self.driver_log())
             })?;
         self.dra = Some(dra);
-        self.wait_for_nri_plugin(registrations).await
+        self.wait_for_nri_plugin(registrations, sessions).await
+    }
+
+    /// Replaces the extra `netclaim run` flags of the next [`TestNode::start_driver`] (say, to
+    /// restart a driver without the `--crash-at` it died at).
+    pub fn set_driver_args(&mut self, extra_args: Vec<String>) {
+        self.options.extra_args = extra_args;
     }
 
     /// How many times the driver has logged its NRI registration so far (all runs of it).
@@ -404,10 +412,14 @@ impl TestNode {
     }
 
     /// Waits until the driver has logged more than `before` NRI registrations.
-    async fn wait_for_nri_plugin(&self, before: usize) -> Result<()> {
+    /// (With the stand-in: until a plugin that joined after `sessions` is in its list; an
+    /// older connection of a killed driver may still be listed until the stand-in notices.)
+    async fn wait_for_nri_plugin(&self, before: usize, sessions: u64) -> Result<()> {
         match &self.runtime {
             Runtime::StandIn(rt) => {
-                rt.wait_for_plugin(WAIT).await.map_err(|e| anyhow!(e))?;
+                rt.wait_for_session(sessions + 1, WAIT)
+                    .await
+                    .map_err(|e| anyhow!(e))?;
             }
             Runtime::Containerd(_) => {
                 // containerd accepts the plugin on its own; the driver logs when it is
@@ -629,11 +641,8 @@ impl TestNode {
                     uid,
                     Some(&path.display().to_string()),
                 );
-                let mut known = rt.pods();
-                known.push(pod.clone());
-                rt.set_pods(known);
                 match rt.run_pod_sandbox(pod).await {
-                    Ok(()) => Ok(Ok(TestPod {
+                    Ok(_) => Ok(Ok(TestPod {
                         name: name.into(),
                         namespace: "default".into(),
                         uid: uid.into(),
@@ -642,11 +651,7 @@ impl TestNode {
                         own_netns: Some(netns),
                     })),
                     Err(e) => {
-                        // As containerd does after a failed RUN: STOP and REMOVE follow.
-                        let pod = stand_in_pod(&sandbox_id, name, uid);
-                        rt.stop_pod_sandbox(pod.clone()).await.ok();
-                        rt.remove_pod_sandbox(pod).await.ok();
-                        forget_pod(rt, &sandbox_id);
+                        // The stand-in already sent STOP and REMOVE, as containerd does.
                         self.failed_pod_netns.push(netns);
                         Ok(Err(hook_message(&e)))
                     }
@@ -671,13 +676,8 @@ impl TestNode {
             Runtime::StandIn(rt) => {
                 let sandbox_id = format!("sandbox-{name}-{}", std::process::id());
                 let pod = pod_sandbox(&sandbox_id, name, "default", uid, None);
-                let mut known = rt.pods();
-                known.push(pod.clone());
-                rt.set_pods(known);
-                let result = rt.run_pod_sandbox(pod).await;
-                let sandbox = stand_in_pod(&sandbox_id, name, uid);
-                match result {
-                    Ok(()) => Ok(Ok(TestPod {
+                match rt.run_pod_sandbox(pod).await {
+                    Ok(_) => Ok(Ok(TestPod {
                         name: name.into(),
                         namespace: "default".into(),
                         uid: uid.into(),
@@ -685,12 +685,8 @@ impl TestNode {
                         netns_path: PathBuf::from("/run/netns").join(self.node_netns.name()),
                         own_netns: None,
                     })),
-                    Err(e) => {
-                        rt.stop_pod_sandbox(sandbox.clone()).await.ok();
-                        rt.remove_pod_sandbox(sandbox).await.ok();
-                        forget_pod(rt, &sandbox_id);
-                        Ok(Err(hook_message(&e)))
-                    }
+                    // The stand-in already sent STOP and REMOVE, as containerd does.
+                    Err(e) => Ok(Err(hook_message(&e))),
                 }
             }
             Runtime::Containerd(node) => {
@@ -699,6 +695,15 @@ impl TestNode {
                 spec.host_network = true;
                 run_cri_pod(node, &spec).await
             }
+        }
+    }
+
+    /// The NRI runtime stand-in of a [`RuntimeKind::StandIn`] node (its plugin list, the
+    /// plugins it dropped).
+    pub fn runtime_stand_in(&self) -> Option<&RuntimeStandIn> {
+        match &self.runtime {
+            Runtime::StandIn(rt) => Some(rt),
+            Runtime::Containerd(_) => None,
         }
     }
 

@@ -178,8 +178,10 @@ async fn unprepare_runs_del_for_a_pod_whose_stop_never_came() {
 }
 
 /// The driver dies inside the RUN hook at `point` ("attach-recorded": before ADD ran;
-/// "attach-moved": after ADD ran, before the checkpoint says so). The runtime fails the
-/// sandbox; the restarted driver's Synchronize must DEL whatever ADD may have done.
+/// "attach-moved": after ADD ran, before the checkpoint says so). As containerd does, the
+/// runtime drops the plugin and the sandbox runs without it; the restarted driver's
+/// Synchronize lists the pod and must finish the attach (net1 with its lease in the pod),
+/// and the pod's STOP must DEL it.
 async fn crash_inside_add_converges(point: &str, n: u32) {
     let leases = tempfile::tempdir().unwrap();
     let pod_uid = uid(n);
@@ -191,9 +193,22 @@ async fn crash_inside_add_converges(point: &str, n: u32) {
     )
     .await;
     let run = node.run_pod("c", &pod_uid).await.unwrap();
-    assert!(run.is_err(), "the RUN should fail with the driver dead");
+    let pod = run.expect("the sandbox runs: containerd drops a plugin that dies mid-call");
     node.kill_driver().ok();
+    node.set_driver_args(Vec::new());
     node.start_driver().await.unwrap();
+    node.wait_until("net1 is in the pod after the restart", || {
+        net1(&node, &pod).is_some()
+    })
+    .await
+    .unwrap();
+    let link = net1(&node, &pod).unwrap();
+    assert!(has_addr(&link, &format!("{LEASED}/24")), "{link}");
+    node.delete_pod(pod).await.unwrap();
+    assert!(
+        !lease_file(leases.path()).exists(),
+        "DEL did not run at STOP"
+    );
     node.wait_until("the checkpoint has no attachment left", || {
         node.checkpoint().is_ok_and(|c| {
             c["data"]["claims"][&claim.uid]["nics"][0]
