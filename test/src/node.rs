@@ -33,7 +33,7 @@ use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use kube::api::{Api, ListParams, PostParams};
 use kubeletplugin::ClaimRef;
 
-use crate::apiserver::ApiServer;
+use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::containerd::{ContainerdNode, ContainerdOptions, PodSpec};
 use crate::kubelet::{DraApiVersion, DraClient, KubeletStandIn, PrepareOutcome};
 use crate::netns::{TestNetns, run};
@@ -57,6 +57,9 @@ pub struct NodeOptions {
     pub nics: usize,
     /// Extra flags for `netclaim run`.
     pub extra_args: Vec<String>,
+    /// The Kubernetes the API server stand-in emulates (1.34 by default: consumable
+    /// capacity off, so shared NICs need 1.36 or the gate).
+    pub api: ApiServerOptions,
 }
 
 impl Default for NodeOptions {
@@ -65,6 +68,7 @@ impl Default for NodeOptions {
             runtime: RuntimeKind::StandIn,
             nics: 2,
             extra_args: Vec::new(),
+            api: ApiServerOptions::default(),
         }
     }
 }
@@ -176,7 +180,7 @@ impl TestNode {
         let dir = tempfile::Builder::new()
             .prefix("netclaim-node-")
             .tempdir()?;
-        let api = ApiServer::start().await?;
+        let api = ApiServer::start_with(options.api).await?;
         let (node_netns, runtime) = match options.runtime {
             RuntimeKind::StandIn => {
                 let ns = TestNetns::new("node")?;
