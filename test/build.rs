@@ -1,9 +1,11 @@
-//! Compiles the test harness's subset of the CRI (`runtime.v1`) with protox, a pure-Rust
-//! protobuf compiler, so building needs no `protoc` on the machine. Clients only: the
-//! harness talks to a real containerd.
+//! Compiles the test harness's protobuf files with protox, a pure-Rust protobuf compiler, so
+//! building needs no `protoc` on the machine:
+//! - the CRI subset (`runtime.v1`), clients only: the harness talks to a real containerd;
+//! - the NRI messages the runtime stand-in speaks (`nri.pkg.api.v1alpha1`), messages only:
+//!   the stand-in's ttrpc transport is its own (`src/nri_wire/`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/cri_runtime_v1.proto"];
+    let protos = ["proto/cri_runtime_v1.proto", "proto/nri_api.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -219,6 +219,53 @@ impl Backend {
         }
     }
 
+    /// Finishes an attach that was interrupted (its `Attaching` record survived a crash):
+    /// a moved NIC's attach is idempotent and runs again; a CNI network whose ADD completed
+    /// (its result is cached) keeps that result, and one whose ADD may have stopped half-way
+    /// is DELeted and added again.
+    ///
+    /// # Errors
+    /// As [`Backend::attach`].
+    pub async fn resume(
+        &self,
+        ctx: &Backends<'_>,
+        nic: &PreparedNic,
+        recorded: &Attachment,
+        sandbox: &PodSandboxRef,
+        deadline: &HookDeadline,
+    ) -> Result<Attached, AttachFailure> {
+        let Backend::Cni { list } = self else {
+            return self
+                .attach(ctx, nic, &recorded.host, sandbox, deadline)
+                .await;
+        };
+        let runner = ctx
+            .cni
+            .ok_or_else(|| AttachFailure::RolledBack(cni_disabled()))?;
+        let attachment = cni_attachment(nic, sandbox);
+        if let Ok(Some(entry)) = runner.cache.read(&list.name, &attachment).await
+            && let Ok(result) = cni::typed_result(&entry.result)
+        {
+            let data = cni::network_data(&result, &attachment.ifname).unwrap_or(NetworkData {
+                interface_name: attachment.ifname.clone(),
+                ..NetworkData::default()
+            });
+            return Ok(Attached {
+                host: recorded.host.clone(),
+                data,
+                cni_result: Some(entry.result),
+            });
+        }
+        self.give_back(ctx, recorded, Path::new(&sandbox.netns))
+            .await
+            .map_err(|undo| AttachFailure::Stuck {
+                message: format!("CNI network {}: finishing an interrupted ADD", list.name),
+                undo,
+            })?;
+        self.attach(ctx, nic, &recorded.host, sandbox, deadline)
+            .await
+    }
+
     async fn attach_cni(
         &self,
         ctx: &Backends<'_>,
@@ -243,12 +290,7 @@ impl Backend {
             .status(list, Some(Instant::now() + deadline.work_budget()))
             .await
             .map_err(|error| failed(describe(&error, deadline, "STATUS")))?;
-        let attachment = cni::Attachment {
-            container_id: sandbox.id.clone(),
-            netns: PathBuf::from(&sandbox.netns),
-            ifname: nic.pod_if_name().to_owned(),
-            pod: sandbox.pod.clone(),
-        };
+        let attachment = cni_attachment(nic, sandbox);
         let until = Instant::now() + deadline.work_budget();
         match runner.add_until(list, &attachment, Some(until)).await {
             Ok(added) => {
@@ -313,6 +355,16 @@ impl Backend {
                     .map_err(|e| format!("CNI network {}: {e}", list.name))
             }
         }
+    }
+}
+
+/// The CNI attachment of `nic` in `sandbox`.
+fn cni_attachment(nic: &PreparedNic, sandbox: &PodSandboxRef) -> cni::Attachment {
+    cni::Attachment {
+        container_id: sandbox.id.clone(),
+        netns: PathBuf::from(&sandbox.netns),
+        ifname: nic.pod_if_name().to_owned(),
+        pod: sandbox.pod.clone(),
     }
 }
 

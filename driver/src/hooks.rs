@@ -258,11 +258,7 @@ impl PodSandboxHandler for PodNetworkHooks {
         pod: PodSandbox,
         deadline: HookDeadline,
     ) -> Result<(), String> {
-        let result = self.inner.give_back_sandbox(&pod, &deadline).await;
-        if result.is_ok() {
-            self.inner.sandboxes_lock().remove(&pod.id);
-        }
-        result
+        self.inner.give_back_sandbox(&pod, &deadline).await
     }
 }
 
@@ -481,16 +477,18 @@ impl Hooks {
     }
 
     /// Gives back every device attached to the sandbox of `pod` (STOP, REMOVE). Idempotent.
+    ///
+    /// The sandbox stops being live first, so a reconcile running meanwhile does not
+    /// attach late into it; and every device of the pod's claims is locked (not only those
+    /// recorded for the sandbox now), so an attach already under way finishes before it is
+    /// looked at and given back.
     async fn give_back_sandbox(
         &self,
         pod: &PodSandbox,
         deadline: &HookDeadline,
     ) -> Result<(), String> {
-        let keys = self.keys_of_pod(&pod.uid, |nic| {
-            nic.attachment
-                .as_ref()
-                .is_some_and(|a| a.sandbox_id == pod.id)
-        });
+        self.sandboxes_lock().remove(&pod.id);
+        let keys = self.keys_of_pod(&pod.uid, |_| true);
         if keys.is_empty() {
             return Ok(());
         }
@@ -609,9 +607,9 @@ impl Hooks {
             }
             Err(message) => {
                 let message = format!(
-                    "the pod runs without this device: its RunPodSandbox never reached \
-                     netclaim (the NRI plugin was not connected), and attaching it late \
-                     failed: {message}"
+                    "the pod runs without this device: netclaim's RunPodSandbox hook did not \
+                     attach it (the NRI plugin was not connected, or the daemon stopped \
+                     mid-hook), and attaching it late failed: {message}"
                 );
                 self.record_failure(claim, nic, FailureReason::NotAttached, &message)
                     .await;
@@ -662,10 +660,15 @@ impl Hooks {
         if backend.moves_the_nic() {
             self.holds.hold(&nic.device, nic.published.as_ref());
         }
-        match backend
-            .attach(&ctx, nic, &snapshot, sandbox, deadline)
-            .await
-        {
+        let attached = match &recorded {
+            Some(recorded) => backend.resume(&ctx, nic, recorded, sandbox, deadline).await,
+            None => {
+                backend
+                    .attach(&ctx, nic, &snapshot, sandbox, deadline)
+                    .await
+            }
+        };
+        match attached {
             Ok(attached) => {
                 self.crash_point(CrashPoint::AttachMoved);
                 let record = Attachment {

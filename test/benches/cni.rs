@@ -40,7 +40,7 @@ use netclaim::nri::plugin::PodSandboxHandler;
 use netclaim::state::{PodRef, PreparedClaim, PreparedNic};
 use netclaim_api::CniNetworkList;
 use netclaim_test::netns::TestNetns;
-use netclaim_test::runtime::pod_sandbox;
+use netclaim_test::runtime::{driver_pod, pod_sandbox};
 use serde_json::{Value, json};
 use std::io::Write as _;
 
@@ -119,13 +119,13 @@ fn main() {
     // The state directory on disk (not the tmpfs /tmp may be), as the kubelet's is.
     let state = tempfile::TempDir::new_in("/var/tmp").unwrap();
     let hooks = runtime.block_on(async { hooks_with_one_cni_claim(state.path(), &list) });
-    let sandbox = pod_sandbox(
+    let sandbox = driver_pod(&pod_sandbox(
         "benchhooks",
         "bench",
         "default",
         HOOKS_POD_UID,
         Some(&pod.path().display().to_string()),
-    );
+    ));
     let mut by_hand = Vec::with_capacity(iterations);
     let mut exec_path = Vec::with_capacity(iterations);
     let mut netclaim = Vec::with_capacity(iterations);

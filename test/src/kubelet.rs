@@ -8,14 +8,24 @@
 //!   type (`DRAPlugin`) and that one of the DRA services it knows (`v1.DRAPlugin`,
 //!   `v1beta1.DRAPlugin`) is offered, connects to the advertised endpoint, and reports the
 //!   outcome with `NotifyRegistrationStatus`;
+//! - retries a socket whose `GetInfo` fails, as the kubelet's plugin manager reconciler does,
+//!   and keeps the last failure per socket: [`KubeletStandIn::probe_errors`], and in the error
+//!   of a wait that runs out;
 //! - calls `NodePrepareResources` / `NodeUnprepareResources` of either version with the
-//!   kubelet's 45 s per-call timeout, and `v1alpha1.DRAResourceHealth/NodeWatchResources`.
+//!   kubelet's 45 s per-call timeout, and `v1alpha1.DRAResourceHealth/NodeWatchResources`;
+//! - refuses a response as the kubelet's DRA manager does (`pkg/kubelet/cm/dra/manager.go`,
+//!   `prepareResources` and `unprepareResources`): a result for a claim UID it did not ask
+//!   for fails the call with "NodePrepareResources returned result for unknown claim UID
+//!   <uid>", and a response missing claims with "NodePrepareResources skipped <n>
+//!   ResourceClaims" (the same with `NodeUnprepareResources`).
 //!
 //! What it does not model: the kubelet's claim cache and retries, pod admission, the
 //! periodic re-registration after plugin restarts (call [`KubeletStandIn::wait_for_plugin`]
-//! again), and the wiping of ResourceSlices 30 s after a driver disappears.
+//! again), and the wiping of ResourceSlices 30 s after a driver disappears. Where the
+//! kubelet stops at the first claim with an error, the stand-in returns every claim's
+//! outcome, so that tests can check each.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -80,6 +90,8 @@ pub struct KubeletStandIn {
     /// Sockets already handed out, by (path, inode): a plugin restarted on the same path
     /// is a new socket with a new inode, and is registered again.
     handled: Mutex<HashSet<(PathBuf, u64)>>,
+    /// The last `GetInfo` failure per socket that has not answered since.
+    probe_errors: Mutex<BTreeMap<PathBuf, String>>,
 }
 
 impl KubeletStandIn {
@@ -88,6 +100,7 @@ impl KubeletStandIn {
         Self {
             registrar_dir: registrar_dir.into(),
             handled: Mutex::new(HashSet::new()),
+            probe_errors: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -116,20 +129,48 @@ impl KubeletStandIn {
     ) -> anyhow::Result<PluginRegistration> {
         let found = tokio::time::timeout(timeout, self.poll_for(driver_name)).await;
         found.with_context(|| {
+            let failures: Vec<String> = self
+                .probe_errors()
+                .iter()
+                .map(|(socket, error)| format!("{}: {error}", socket.display()))
+                .collect();
+            let failures = if failures.is_empty() {
+                String::new()
+            } else {
+                format!("; GetInfo failed on {}", failures.join("; "))
+            };
             format!(
-                "no plugin for driver {driver_name} registered in {} within {timeout:?}",
+                "no plugin for driver {driver_name} registered in {} within {timeout:?}{failures}",
                 self.registrar_dir.display()
             )
         })?
+    }
+
+    /// The last `GetInfo` failure of every socket that has not answered since, by socket.
+    pub fn probe_errors(&self) -> BTreeMap<PathBuf, String> {
+        self.probe_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     async fn poll_for(&self, driver_name: &str) -> anyhow::Result<PluginRegistration> {
         loop {
             for (socket, inode) in self.new_sockets()? {
                 // A socket that does not answer yet is retried on the next pass, as the
-                // kubelet's watcher retries failed registrations.
-                let Ok(candidate) = PluginRegistration::probe(&socket).await else {
-                    continue;
+                // kubelet's reconciler retries failed registrations; its error is kept.
+                let candidate = match PluginRegistration::probe(&socket).await {
+                    Ok(candidate) => {
+                        self.forget_probe_error(&socket);
+                        candidate
+                    }
+                    Err(error) => {
+                        self.probe_errors
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(socket, format!("{error:#}"));
+                        continue;
+                    }
                 };
                 if candidate.info.name == driver_name {
                     self.lock_handled().insert((socket, inode));
@@ -166,6 +207,13 @@ impl KubeletStandIn {
             }
         }
         Ok(sockets)
+    }
+
+    fn forget_probe_error(&self, socket: &Path) {
+        self.probe_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(socket);
     }
 
     fn lock_handled(&self) -> std::sync::MutexGuard<'_, HashSet<(PathBuf, u64)>> {
@@ -367,6 +415,7 @@ impl DraClient {
                     self.v1().node_prepare_resources(kubelet_request(request)),
                 )
                 .await?;
+                check_answered("NodePrepareResources", claims, &response.claims)?;
                 Ok(response
                     .claims
                     .into_iter()
@@ -383,6 +432,7 @@ impl DraClient {
                         .node_prepare_resources(kubelet_request(request)),
                 )
                 .await?;
+                check_answered("NodePrepareResources", claims, &response.claims)?;
                 Ok(response
                     .claims
                     .into_iter()
@@ -409,6 +459,7 @@ impl DraClient {
                     self.v1().node_unprepare_resources(kubelet_request(request)),
                 )
                 .await?;
+                check_answered("NodeUnprepareResources", claims, &response.claims)?;
                 Ok(response
                     .claims
                     .into_iter()
@@ -425,6 +476,7 @@ impl DraClient {
                         .node_unprepare_resources(kubelet_request(request)),
                 )
                 .await?;
+                check_answered("NodeUnprepareResources", claims, &response.claims)?;
                 Ok(response
                     .claims
                     .into_iter()
@@ -446,6 +498,26 @@ impl DraClient {
             .context("NodeWatchResources")?;
         Ok(stream.into_inner())
     }
+}
+
+/// The kubelet's checks of a response's claim map (`manager.go`): no result for a claim it
+/// did not ask for, and a result for every claim it asked for.
+fn check_answered<T>(
+    call: &str,
+    asked: &[ClaimRef],
+    answered: &HashMap<String, T>,
+) -> anyhow::Result<()> {
+    if let Some(unknown) = answered
+        .keys()
+        .find(|uid| !asked.iter().any(|claim| &claim.uid == *uid))
+    {
+        bail!("{call} returned result for unknown claim UID {unknown}");
+    }
+    let unfinished = asked.len().saturating_sub(answered.len());
+    if unfinished != 0 {
+        bail!("{call} skipped {unfinished} ResourceClaims");
+    }
+    Ok(())
 }
 
 /// A request carrying the kubelet's per-call deadline (sent as `grpc-timeout`).

@@ -8,4 +8,5 @@ pub mod containerd;
 pub mod kubelet;
 pub mod netns;
 pub mod node;
+pub mod nri_wire;
 pub mod runtime;

@@ -33,13 +33,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use kube::api::{Api, ListParams, PostParams};
 use kubeletplugin::ClaimRef;
-use netclaim::nri::proto::PodSandbox;
 
-use crate::apiserver::ApiServer;
+use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::containerd::{ContainerdNode, ContainerdOptions, PodSpec};
 use crate::kubelet::{DraApiVersion, DraClient, KubeletStandIn, PrepareOutcome};
 use crate::netns::{TestNetns, run};
-use crate::runtime::{HookError, RuntimeStandIn, pod_sandbox};
+use crate::runtime::{HookError, PodSandbox, RuntimeStandIn, pod_sandbox};
 
 /// Which runtime drives the pod sandboxes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +58,9 @@ pub struct NodeOptions {
     pub nics: usize,
     /// Extra flags for `netclaim run`.
     pub extra_args: Vec<String>,
+    /// The Kubernetes the API server stand-in emulates (1.34 by default: consumable
+    /// capacity off, so shared NICs need 1.36 or the gate).
+    pub api: ApiServerOptions,
 }
 
 impl Default for NodeOptions {
@@ -67,6 +69,7 @@ impl Default for NodeOptions {
             runtime: RuntimeKind::StandIn,
             nics: 2,
             extra_args: Vec::new(),
+            api: ApiServerOptions::default(),
         }
     }
 }
@@ -201,7 +204,7 @@ impl TestNode {
         let dir = tempfile::Builder::new()
             .prefix("netclaim-node-")
             .tempdir()?;
-        let api = ApiServer::start().await?;
+        let api = ApiServer::start_with(options.api).await?;
         let (node_netns, runtime) = match options.runtime {
             RuntimeKind::StandIn => {
                 let ns = TestNetns::new("node")?;
@@ -375,6 +378,9 @@ impl TestNode {
             .append(true)
             .open(self.dir.path().join("driver.log"))?;
         let registrations = self.nri_registrations();
+        let sessions = self
+            .runtime_stand_in()
+            .map_or(0, RuntimeStandIn::session_count);
         let binary = netclaim_binary()?;
         let dir = self.dir.path();
         let sysfs = self.node_sysfs()?;
@@ -421,7 +427,13 @@ impl TestNode {
                 format!("netclaim did not register; its log:\n{}", self.driver_log())
             })?;
         self.dra = Some(dra);
-        self.wait_for_nri_plugin(registrations).await
+        self.wait_for_nri_plugin(registrations, sessions).await
+    }
+
+    /// Replaces the extra `netclaim run` flags of the next [`TestNode::start_driver`] (say, to
+    /// restart a driver without the `--crash-at` it died at).
+    pub fn set_driver_args(&mut self, extra_args: Vec<String>) {
+        self.options.extra_args = extra_args;
     }
 
     /// How many times the driver has logged its NRI registration so far (all runs of it).
@@ -435,10 +447,14 @@ impl TestNode {
     }
 
     /// Waits until the driver has logged more than `before` NRI registrations.
-    async fn wait_for_nri_plugin(&self, before: usize) -> Result<()> {
+    /// (With the stand-in: until a plugin that joined after `sessions` is in its list; an
+    /// older connection of a killed driver may still be listed until the stand-in notices.)
+    async fn wait_for_nri_plugin(&self, before: usize, sessions: u64) -> Result<()> {
         match &self.runtime {
             Runtime::StandIn(rt) => {
-                rt.wait_for_plugin(WAIT).await.map_err(|e| anyhow!(e))?;
+                rt.wait_for_session(sessions + 1, WAIT)
+                    .await
+                    .map_err(|e| anyhow!(e))?;
             }
             Runtime::Containerd(_) => {
                 // containerd accepts the plugin on its own; the driver logs when it is
@@ -660,11 +676,8 @@ impl TestNode {
                     uid,
                     Some(&path.display().to_string()),
                 );
-                let mut known = rt.pods();
-                known.push(pod.clone());
-                rt.set_pods(known);
                 match rt.run_pod_sandbox(pod).await {
-                    Ok(()) => Ok(Ok(TestPod {
+                    Ok(_) => Ok(Ok(TestPod {
                         name: name.into(),
                         namespace: "default".into(),
                         uid: uid.into(),
@@ -673,11 +686,7 @@ impl TestNode {
                         own_netns: Some(netns),
                     })),
                     Err(e) => {
-                        // As containerd does after a failed RUN: STOP and REMOVE follow.
-                        let pod = stand_in_pod(&sandbox_id, name, uid);
-                        rt.stop_pod_sandbox(pod.clone()).await.ok();
-                        rt.remove_pod_sandbox(pod).await.ok();
-                        forget_pod(rt, &sandbox_id);
+                        // The stand-in already sent STOP and REMOVE, as containerd does.
                         self.failed_pod_netns.push(netns);
                         Ok(Err(hook_message(&e)))
                     }
@@ -702,13 +711,8 @@ impl TestNode {
             Runtime::StandIn(rt) => {
                 let sandbox_id = format!("sandbox-{name}-{}", std::process::id());
                 let pod = pod_sandbox(&sandbox_id, name, "default", uid, None);
-                let mut known = rt.pods();
-                known.push(pod.clone());
-                rt.set_pods(known);
-                let result = rt.run_pod_sandbox(pod).await;
-                let sandbox = stand_in_pod(&sandbox_id, name, uid);
-                match result {
-                    Ok(()) => Ok(Ok(TestPod {
+                match rt.run_pod_sandbox(pod).await {
+                    Ok(_) => Ok(Ok(TestPod {
                         name: name.into(),
                         namespace: "default".into(),
                         uid: uid.into(),
@@ -716,12 +720,8 @@ impl TestNode {
                         netns_path: PathBuf::from("/run/netns").join(self.node_netns.name()),
                         own_netns: None,
                     })),
-                    Err(e) => {
-                        rt.stop_pod_sandbox(sandbox.clone()).await.ok();
-                        rt.remove_pod_sandbox(sandbox).await.ok();
-                        forget_pod(rt, &sandbox_id);
-                        Ok(Err(hook_message(&e)))
-                    }
+                    // The stand-in already sent STOP and REMOVE, as containerd does.
+                    Err(e) => Ok(Err(hook_message(&e))),
                 }
             }
             Runtime::Containerd(node) => {
@@ -730,6 +730,15 @@ impl TestNode {
                 spec.host_network = true;
                 run_cri_pod(node, &spec).await
             }
+        }
+    }
+
+    /// The NRI runtime stand-in of a [`RuntimeKind::StandIn`] node (its plugin list, the
+    /// plugins it dropped).
+    pub fn runtime_stand_in(&self) -> Option<&RuntimeStandIn> {
+        match &self.runtime {
+            Runtime::StandIn(rt) => Some(rt),
+            Runtime::Containerd(_) => None,
         }
     }
 
@@ -857,6 +866,57 @@ impl TestNode {
         links
             .pop()
             .ok_or_else(|| anyhow!("no {if_name} on the node"))
+    }
+
+    /// Waits (bounded) until claim `name`'s first netclaim device has a `Ready` condition
+    /// with `reason`, and returns that condition (as the API server holds it).
+    pub async fn wait_for_ready_reason(
+        &self,
+        name: &str,
+        reason: &str,
+    ) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let claim = self.claim(name).await?;
+            let status = serde_json::to_value(claim.status)?;
+            let condition = status["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|device| device["driver"] == DRIVER)
+                .flat_map(|device| device["conditions"].as_array().cloned().unwrap_or_default())
+                .find(|condition| condition["type"] == "Ready");
+            if let Some(condition) = condition.filter(|c| c["reason"] == reason) {
+                return Ok(condition);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "claim {name} never got Ready reason {reason}; its status: {status}; driver log:\n{}",
+                    self.driver_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The Events (`events.k8s.io/v1`) about claim `name`, as `(type, reason, note)`.
+    pub async fn claim_events(&self, name: &str) -> Result<Vec<(String, String, String)>> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.api.client(), "default");
+        Ok(api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|event| {
+                (
+                    event.type_.unwrap_or_default(),
+                    event.reason.unwrap_or_default(),
+                    event.note.unwrap_or_default(),
+                )
+            })
+            .collect())
     }
 
     /// The claim as the API server stand-in holds it now.

@@ -10,7 +10,7 @@ use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::Status;
-use netclaim_test::apiserver::ApiServer;
+use netclaim_test::apiserver::{ApiServer, ApiServerOptions};
 use serde_json::{Value, json};
 
 const DRIVER: &str = "netclaim.dev";
@@ -1001,7 +1001,10 @@ fn shared_device(value: &str, policy: Value) -> Value {
 
 #[tokio::test]
 async fn slice_validation_enforces_consumable_capacity_rules() {
-    let server = ApiServer::start().await.unwrap();
+    // DRAConsumableCapacity is on by default from 1.36.
+    let server = ApiServer::start_with(ApiServerOptions::kubernetes(36))
+        .await
+        .unwrap();
     let cases: Vec<(Value, &str)> = vec![
         (
             {
@@ -1101,5 +1104,638 @@ async fn slice_validation_enforces_consumable_capacity_rules() {
         .create(&PostParams::default(), &ok)
         .await
         .unwrap();
+    server.shutdown().await;
+}
+
+// ---- DRAConsumableCapacity off (1.34, 1.35): gated fields are dropped, not refused ------
+
+#[tokio::test]
+async fn with_consumable_capacity_off_its_fields_are_dropped_on_write() {
+    let server = ApiServer::start().await.unwrap();
+    let version = server.client().apiserver_version().await.unwrap();
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "34")
+    );
+    // A slice: allowMultipleAllocations and requestPolicy go, the capacity value stays. An
+    // invalid policy is not even looked at: it is dropped before validation.
+    let slices: Api<ResourceSlice> = Api::all(server.client());
+    let bad_policy = shared_device("4", json!({ "default": "9", "validValues": ["1"] }));
+    let stored = slices
+        .create(
+            &PostParams::default(),
+            &slice("s", "node-a", vec![bad_policy]),
+        )
+        .await
+        .unwrap();
+    let device = &stored.spec.devices.unwrap()[0];
+    assert_eq!(device.allow_multiple_allocations, None);
+    let capacity = &device.capacity.as_ref().unwrap()["netclaim.dev/children"];
+    assert_eq!(capacity.value.0, "4");
+    assert!(capacity.request_policy.is_none());
+
+    // A claim: capacity requests in the spec, shareID and consumedCapacity in the
+    // allocation, shareID in status.devices.
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    let mut c: ResourceClaim = serde_json::from_value(json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": { "name": "c" },
+        "spec": { "devices": { "requests": [{ "name": "nic", "exactly": {
+            "deviceClassName": "netclaim.dev",
+            "capacity": { "requests": { "netclaim.dev/children": "1" } } } }] } }
+    }))
+    .unwrap();
+    let created = claims.create(&PostParams::default(), &c).await.unwrap();
+    let request = &created
+        .spec
+        .devices
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()[0];
+    assert!(request.exactly.as_ref().unwrap().capacity.is_none());
+    c = created;
+    let share = "7f3c0e52-1c9b-4d8e-9d3a-3d0c6f1b2a90";
+    c.status = Some(
+        serde_json::from_value(json!({ "allocation": { "devices": { "results": [{
+            "request": "nic", "driver": DRIVER, "pool": "node-a", "device": "eth1",
+            "shareID": share, "consumedCapacity": { "netclaim.dev/children": "1" } }] } } }))
+        .unwrap(),
+    );
+    let allocated = claims
+        .replace_status("c", &PostParams::default(), &c)
+        .await
+        .unwrap();
+    let result = &allocated
+        .status
+        .unwrap()
+        .allocation
+        .unwrap()
+        .devices
+        .unwrap()
+        .results
+        .unwrap()[0];
+    assert_eq!(
+        (result.share_id.as_ref(), result.consumed_capacity.as_ref()),
+        (None, None)
+    );
+    let mut with_share = device_status("eth1", "net1");
+    with_share["shareID"] = json!(share);
+    let applied = claims
+        .patch_status(
+            "c",
+            &PatchParams::apply("node-a"),
+            &Patch::Apply(apply_status(vec![with_share])),
+        )
+        .await
+        .unwrap();
+    let devices = applied.status.unwrap().devices.unwrap();
+    assert_eq!(devices[0].share_id, None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_consumable_capacity_on_its_fields_are_kept() {
+    let server =
+        ApiServer::start_with(ApiServerOptions::kubernetes(34).with_dra_consumable_capacity(true))
+            .await
+            .unwrap();
+    let slices: Api<ResourceSlice> = Api::all(server.client());
+    let shared = shared_device("4", json!({ "default": "1", "validValues": ["1"] }));
+    let stored = slices
+        .create(&PostParams::default(), &slice("s", "node-a", vec![shared]))
+        .await
+        .unwrap();
+    let device = &stored.spec.devices.unwrap()[0];
+    assert_eq!(device.allow_multiple_allocations, Some(true));
+    assert!(
+        device.capacity.as_ref().unwrap()["netclaim.dev/children"]
+            .request_policy
+            .is_some()
+    );
+    server.shutdown().await;
+}
+
+// ---- status.devices[]: conditions and data ---------------------------------------------
+
+/// A claim `c` allocated `eth1`, and what applying `entry` as its only status entry says.
+async fn apply_device_entry(entry: Value) -> Status {
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    let mut c = claims
+        .create(&PostParams::default(), &claim("c"))
+        .await
+        .unwrap();
+    c.status = Some(serde_json::from_value(allocated_status(&["eth1"])).unwrap());
+    claims
+        .replace_status("c", &PostParams::default(), &c)
+        .await
+        .unwrap();
+    let err = api_status(
+        claims
+            .patch_status(
+                "c",
+                &PatchParams::apply("node-a"),
+                &Patch::Apply(apply_status(vec![entry])),
+            )
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (422, "Invalid"),
+        "{}",
+        err.message
+    );
+    server.shutdown().await;
+    err
+}
+
+fn with_condition(condition: Value) -> Value {
+    let mut entry = device_status("eth1", "net1");
+    entry["conditions"] = json!([condition]);
+    entry
+}
+
+fn ready(changes: Value) -> Value {
+    let mut condition = json!({ "type": "Ready", "status": "True", "reason": "NetworkReady",
+                                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z" });
+    for (key, value) in changes.as_object().unwrap() {
+        if value.is_null() {
+            condition.as_object_mut().unwrap().remove(key);
+        } else {
+            condition[key] = value.clone();
+        }
+    }
+    condition
+}
+
+#[tokio::test]
+async fn conditions_are_validated_as_metav1_conditions() {
+    let path = "status.devices[0].conditions[0]";
+    let cases = [
+        (
+            ready(json!({ "status": "Maybe" })),
+            format!(
+                "{path}.status: Unsupported value: \"Maybe\": supported values: \"False\", \"True\", \"Unknown\""
+            ),
+        ),
+        (
+            ready(json!({ "lastTransitionTime": null })),
+            format!("{path}.lastTransitionTime: Required value: must be set"),
+        ),
+        (
+            ready(json!({ "reason": null })),
+            format!("{path}.reason: Required value: must be set"),
+        ),
+        (
+            ready(json!({ "reason": "Not ready" })),
+            format!(
+                "{path}.reason: Invalid value: \"Not ready\": a condition reason must start with alphabetic character"
+            ),
+        ),
+        (
+            ready(json!({ "reason": "Ends_with_colon:" })),
+            format!("{path}.reason: Invalid value: \"Ends_with_colon:\""),
+        ),
+        (
+            ready(json!({ "reason": format!("R{}", "x".repeat(1024)) })),
+            format!("{path}.reason: Too long: may not be more than 1024 bytes"),
+        ),
+        (
+            ready(json!({ "message": "m".repeat(32 * 1024 + 1) })),
+            format!("{path}.message: Too long: may not be more than 32768 bytes"),
+        ),
+        (
+            ready(json!({ "type": "not a type" })),
+            format!(
+                "{path}.type: Invalid value: \"not a type\": name part must consist of alphanumeric characters"
+            ),
+        ),
+        (
+            ready(json!({ "type": "" })),
+            format!("{path}.type: Invalid value: \"\": name part must be non-empty"),
+        ),
+        (
+            ready(json!({ "observedGeneration": -1 })),
+            format!(
+                "{path}.observedGeneration: Invalid value: -1: must be greater than or equal to zero"
+            ),
+        ),
+    ];
+    for (condition, wanted) in cases {
+        let err = apply_device_entry(with_condition(condition.clone())).await;
+        assert!(
+            err.message.contains(&wanted),
+            "{condition}: want {wanted:?} in {}",
+            err.message
+        );
+    }
+    // Good reasons and a prefixed type pass the same checks (a write that is stored).
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    let mut c = claims
+        .create(&PostParams::default(), &claim("c"))
+        .await
+        .unwrap();
+    c.status = Some(serde_json::from_value(allocated_status(&["eth1"])).unwrap());
+    claims
+        .replace_status("c", &PostParams::default(), &c)
+        .await
+        .unwrap();
+    let mut entry = device_status("eth1", "net1");
+    entry["conditions"] = json!([
+        ready(json!({ "reason": "A" })),
+        ready(json!({ "type": "netclaim.dev/Attached", "reason": "Reason_A,ReasonB:C_" })),
+    ]);
+    claims
+        .patch_status(
+            "c",
+            &PatchParams::apply("node-a"),
+            &Patch::Apply(apply_status(vec![entry])),
+        )
+        .await
+        .unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicate_condition_types_are_refused() {
+    let mut entry = device_status("eth1", "net1");
+    entry["conditions"] = json!([ready(json!({})), ready(json!({ "status": "False" }))]);
+    let err = apply_device_entry(entry).await;
+    assert!(
+        err.message
+            .contains("status.devices[0].conditions[1].type: Duplicate value: \"Ready\""),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn device_data_must_be_a_json_object() {
+    for data in [json!("a string"), json!([1, 2]), json!(7)] {
+        let mut entry = device_status("eth1", "net1");
+        entry["data"] = data.clone();
+        let err = apply_device_entry(entry).await;
+        assert!(
+            err.message.contains(
+                "status.devices[0].data: Invalid value: \"<value omitted>\": must be a valid JSON object"
+            ),
+            "{data}: {}",
+            err.message
+        );
+    }
+}
+
+// ---- status.allocation and status.reservedFor -------------------------------------------
+
+#[tokio::test]
+async fn an_allocation_cannot_change_once_set_only_go_with_its_reservations() {
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    let mut c = claims
+        .create(&PostParams::default(), &claim("c"))
+        .await
+        .unwrap();
+    let mut status = allocated_status(&["eth1"]);
+    status["reservedFor"] = json!([{ "resource": "pods", "name": "p", "uid": "uid-p" }]);
+    c.status = Some(serde_json::from_value(status).unwrap());
+    let allocated = claims
+        .replace_status("c", &PostParams::default(), &c)
+        .await
+        .unwrap();
+    claims
+        .patch_status(
+            "c",
+            &PatchParams::apply("node-a"),
+            &Patch::Apply(apply_status(vec![device_status("eth1", "net1")])),
+        )
+        .await
+        .unwrap();
+
+    // Another device: refused.
+    let moved = json!({ "status": { "allocation": allocated_status(&["eth2"])["allocation"] } });
+    let err = api_status(
+        claims
+            .patch_status("c", &PatchParams::default(), &Patch::Merge(&moved))
+            .await,
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message
+            .contains("status.allocation: Invalid value: \"{...}\": field is immutable"),
+        "{}",
+        err.message
+    );
+    // Clearing the allocation while the claim is reserved: refused.
+    let cleared = json!({ "status": { "allocation": null } });
+    let err = api_status(
+        claims
+            .patch_status("c", &PatchParams::default(), &Patch::Merge(&cleared))
+            .await,
+    );
+    assert!(
+        err.message.contains(
+            "status.reservedFor: Forbidden: may not be specified when `allocated` is not set"
+        ),
+        "{}",
+        err.message
+    );
+    // Both together: allowed, and the deallocated device's status entry goes with them.
+    let deallocated = json!({ "status": { "allocation": null, "reservedFor": null } });
+    let after = claims
+        .patch_status("c", &PatchParams::default(), &Patch::Merge(&deallocated))
+        .await
+        .unwrap();
+    let status = after.status.unwrap();
+    assert!(status.allocation.is_none() && status.reserved_for.is_none());
+    assert!(status.devices.is_none(), "{:?}", status.devices);
+    assert_ne!(
+        allocated.metadata.resource_version,
+        after.metadata.resource_version
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_allocation_is_validated() {
+    // 1.36: with DRAConsumableCapacity off, a shareID would be dropped before validation.
+    let server = ApiServer::start_with(ApiServerOptions::kubernetes(36))
+        .await
+        .unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    claims
+        .create(&PostParams::default(), &claim("c"))
+        .await
+        .unwrap();
+    let results = |result: Value| json!({ "status": { "allocation": { "devices": { "results": [result] } } } });
+    let base = json!({ "request": "nic", "driver": DRIVER, "pool": "node-a", "device": "eth1" });
+    let with = |key: &str, value: Value| {
+        let mut result = base.clone();
+        result[key] = value;
+        results(result)
+    };
+    let path = "status.allocation.devices.results[0]";
+    let cases = [
+        (
+            with("request", json!("other")),
+            format!("{path}.request: Invalid value: \"other\": must be the name of a request in the claim"),
+        ),
+        (
+            with("device", json!("Eth_1")),
+            format!("{path}.device: Invalid value: \"Eth_1\": a lowercase RFC 1123 label"),
+        ),
+        (
+            with("shareID", json!("not-a-uid")),
+            format!("{path}.shareID: Invalid value: \"not-a-uid\": uid must be in RFC 4122 normalized form"),
+        ),
+        (
+            with("driver", json!("")),
+            format!("{path}.driver: Required value"),
+        ),
+        (
+            json!({ "status": { "allocation": { "devices": {
+                "results": [base.clone()],
+                "config": [{ "source": "FromClaim", "requests": ["nic"],
+                             "opaque": { "driver": DRIVER, "parameters": "text" } }] } } } }),
+            "status.allocation.devices.config[0].opaque.parameters: Invalid value: \"<value omitted>\": must be a valid JSON object".to_owned(),
+        ),
+        (
+            json!({ "status": { "allocation": { "devices": {
+                "results": [base.clone()],
+                "config": [{ "source": "FromNowhere",
+                             "opaque": { "driver": DRIVER, "parameters": {} } }] } } } }),
+            "status.allocation.devices.config[0].source: Unsupported value: \"FromNowhere\"".to_owned(),
+        ),
+        (
+            json!({ "status": { "reservedFor": [{ "resource": "pods", "name": "p", "uid": "u" }] } }),
+            "status.reservedFor: Forbidden: may not be specified when `allocated` is not set".to_owned(),
+        ),
+    ];
+    for (patch, wanted) in cases {
+        let err = api_status(
+            claims
+                .patch_status("c", &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+        );
+        assert_eq!(err.code, 422, "{patch}: {}", err.message);
+        assert!(
+            err.message.contains(&wanted),
+            "{patch}: want {wanted:?} in {}",
+            err.message
+        );
+    }
+    // Nothing stuck: the valid one goes in.
+    claims
+        .patch_status("c", &PatchParams::default(), &Patch::Merge(&results(base)))
+        .await
+        .unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reservations_are_validated() {
+    let server = ApiServer::start().await.unwrap();
+    let claims: Api<ResourceClaim> = Api::namespaced(server.client(), "default");
+    claims
+        .create(&PostParams::default(), &claim("c"))
+        .await
+        .unwrap();
+    let mut status = allocated_status(&["eth1"]);
+    status["reservedFor"] = json!([
+        { "resource": "pods", "name": "p", "uid": "u1" },
+        { "resource": "pods", "name": "q", "uid": "u1" },
+        { "resource": "pods", "name": "r" },
+    ]);
+    let err = api_status(
+        claims
+            .patch_status(
+                "c",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await,
+    );
+    for wanted in [
+        "status.reservedFor[1]: Duplicate value: \"u1\"",
+        "status.reservedFor[2].uid: Required value",
+    ] {
+        assert!(
+            err.message.contains(wanted),
+            "want {wanted:?} in {}",
+            err.message
+        );
+    }
+    server.shutdown().await;
+}
+
+// ---- field ownership of updates ---------------------------------------------------------
+
+#[tokio::test]
+async fn updates_take_ownership_so_a_later_apply_conflicts() {
+    let server = ApiServer::start().await.unwrap();
+    let nodes: Api<Node> = Api::all(server.client());
+    nodes
+        .create(
+            &PostParams {
+                field_manager: Some("creator".into()),
+                ..PostParams::default()
+            },
+            &node("n"),
+        )
+        .await
+        .unwrap();
+    let labelled = nodes
+        .patch(
+            "n",
+            &PatchParams {
+                field_manager: Some("labeller".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({ "metadata": { "labels": { "team": "a" } } })),
+        )
+        .await
+        .unwrap();
+    let entry = labelled
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .find(|e| e.manager.as_deref() == Some("labeller"))
+        .unwrap();
+    assert_eq!(entry.operation.as_deref(), Some("Update"));
+    assert!(
+        entry.fields_v1.unwrap().0["f:metadata"]["f:labels"]
+            .get("f:team")
+            .is_some(),
+        "the merge patch owns the label it set"
+    );
+
+    // An applier that changes the label conflicts with the patch's owner.
+    let apply = json!({ "apiVersion": "v1", "kind": "Node",
+                        "metadata": { "name": "n", "labels": { "team": "b" } } });
+    let err = api_status(
+        nodes
+            .patch("n", &PatchParams::apply("applier"), &Patch::Apply(&apply))
+            .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message
+            .contains("conflict with \"labeller\" using v1: .metadata.labels.team"),
+        "{}",
+        err.message
+    );
+    // Applying the same value shares it; forcing takes it.
+    let same = json!({ "apiVersion": "v1", "kind": "Node",
+                       "metadata": { "name": "n", "labels": { "team": "a" } } });
+    nodes
+        .patch("n", &PatchParams::apply("applier"), &Patch::Apply(&same))
+        .await
+        .unwrap();
+    let forced = nodes
+        .patch(
+            "n",
+            &PatchParams::apply("applier").force(),
+            &Patch::Apply(&apply),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.metadata.labels.unwrap()["team"], "b");
+    // A later update takes the field back without a conflict: updates never conflict.
+    nodes
+        .patch(
+            "n",
+            &PatchParams {
+                field_manager: Some("labeller".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({ "metadata": { "labels": { "team": "c" } } })),
+        )
+        .await
+        .unwrap();
+    let err = api_status(
+        nodes
+            .patch("n", &PatchParams::apply("applier"), &Patch::Apply(&apply))
+            .await,
+    );
+    assert!(
+        err.message.contains("conflict with \"labeller\""),
+        "{}",
+        err.message
+    );
+    server.shutdown().await;
+}
+
+// ---- field selectors per type ------------------------------------------------------------
+
+async fn list_error<K>(api: &Api<K>, selector: &str) -> Status
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api_status(api.list(&ListParams::default().fields(selector)).await)
+}
+
+#[tokio::test]
+async fn each_type_accepts_only_its_own_field_selectors() {
+    let server = ApiServer::start().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    for (name, node_name) in [("p1", "node-a"), ("p2", "node-b")] {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
+            "spec": { "nodeName": node_name, "containers": [{ "name": "c", "image": "i" }] }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let on_a = pods
+        .list(&ListParams::default().fields("spec.nodeName=node-a,spec.hostNetwork=false"))
+        .await
+        .unwrap();
+    assert_eq!(on_a.items.len(), 1);
+    assert_eq!(on_a.items[0].metadata.name.as_deref(), Some("p1"));
+    let err = list_error(&pods, "spec.containers=c").await;
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (400, "field label not supported: spec.containers")
+    );
+
+    let nodes: Api<Node> = Api::all(server.client());
+    nodes
+        .create(&PostParams::default(), &node("n"))
+        .await
+        .unwrap();
+    let schedulable = nodes
+        .list(&ListParams::default().fields("spec.unschedulable=false"))
+        .await
+        .unwrap();
+    assert_eq!(schedulable.items.len(), 1);
+    let err = list_error(&nodes, "metadata.namespace=default").await;
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (400, "field label not supported: metadata.namespace")
+    );
+
+    let slices: Api<ResourceSlice> = Api::all(server.client());
+    let err = list_error(&slices, "metadata.namespace=default").await;
+    assert_eq!(err.code, 400, "{}", err.message);
+
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(server.client(), "default");
+    let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+        "metadata": { "name": "e1" }, "reason": "Attached", "type": "Normal",
+        "involvedObject": { "kind": "ResourceClaim", "name": "c", "namespace": "default" },
+        "source": { "component": "netclaim" },
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    let about_c = events
+        .list(&ListParams::default().fields("involvedObject.name=c,source=netclaim"))
+        .await
+        .unwrap();
+    assert_eq!(about_c.items.len(), 1);
+    let err = list_error(&events, "regarding.name=c").await;
+    assert_eq!(err.code, 400, "{}", err.message);
     server.shutdown().await;
 }

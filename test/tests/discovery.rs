@@ -29,7 +29,7 @@ use netclaim::discovery::names;
 use netclaim::discovery::{
     DeviceFilter, Discovery, DiscoveryConfig, LinkRecord, Report, build_report, sysfs,
 };
-use netclaim_test::apiserver::ApiServer;
+use netclaim_test::apiserver::{ApiServer, ApiServerOptions};
 use netclaim_test::netns::{NetnsSysfs, TestNetns};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
@@ -893,8 +893,9 @@ async fn shared_parents_are_published_with_consumable_capacity_the_api_accepts()
         );
     }
 
-    // The stand-in enforces the API's rules for consumable capacity: the slice goes in.
-    let server = ApiServer::start().await?;
+    // The stand-in enforces the API's rules for consumable capacity (on by default from
+    // 1.36; with it off the fields would be dropped unchecked): the slice goes in.
+    let server = ApiServer::start_with(ApiServerOptions::kubernetes(36)).await?;
     let slices =
         netclaim::discovery::slices::resource_slices("netclaim.dev", "node-a", 1, &report.devices);
     for slice in slices {

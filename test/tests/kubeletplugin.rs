@@ -884,3 +884,184 @@ async fn without_a_health_reporter_the_health_service_is_unimplemented() {
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     plugin.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// The kubelet's own checks, against hand-written servers that break the rules.
+
+/// A DRA v1 server answering prepare and unprepare with fixed claim UIDs, whatever it is
+/// asked (a broken plugin the `kubeletplugin` library would never be).
+struct FixedAnswers {
+    uids: Vec<String>,
+}
+
+#[tonic::async_trait]
+impl kubeletplugin::proto::dra_v1::dra_plugin_server::DraPlugin for FixedAnswers {
+    async fn node_prepare_resources(
+        &self,
+        _: tonic::Request<kubeletplugin::proto::dra_v1::NodePrepareResourcesRequest>,
+    ) -> Result<
+        tonic::Response<kubeletplugin::proto::dra_v1::NodePrepareResourcesResponse>,
+        tonic::Status,
+    > {
+        let claims = self
+            .uids
+            .iter()
+            .map(|uid| (uid.clone(), Default::default()))
+            .collect();
+        Ok(tonic::Response::new(
+            kubeletplugin::proto::dra_v1::NodePrepareResourcesResponse { claims },
+        ))
+    }
+
+    async fn node_unprepare_resources(
+        &self,
+        _: tonic::Request<kubeletplugin::proto::dra_v1::NodeUnprepareResourcesRequest>,
+    ) -> Result<
+        tonic::Response<kubeletplugin::proto::dra_v1::NodeUnprepareResourcesResponse>,
+        tonic::Status,
+    > {
+        let claims = self
+            .uids
+            .iter()
+            .map(|uid| (uid.clone(), Default::default()))
+            .collect();
+        Ok(tonic::Response::new(
+            kubeletplugin::proto::dra_v1::NodeUnprepareResourcesResponse { claims },
+        ))
+    }
+}
+
+/// Serves `FixedAnswers` for `uids` on a socket in `dir` and connects the kubelet to it.
+async fn fixed_answers(dir: &Path, uids: &[&str]) -> DraClient {
+    use kubeletplugin::proto::dra_v1::dra_plugin_server::DraPluginServer;
+    let socket = dir.join(format!("fixed-{}.sock", uids.len()));
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let service = DraPluginServer::new(FixedAnswers {
+        uids: uids.iter().map(|u| (*u).to_owned()).collect(),
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+    DraClient::connect(&socket, Default::default(), DraApiVersion::V1)
+        .await
+        .unwrap()
+}
+
+fn claim_ref(uid: &str) -> ClaimRef {
+    ClaimRef {
+        namespace: NAMESPACE.into(),
+        name: format!("claim-{uid}"),
+        uid: uid.into(),
+    }
+}
+
+#[tokio::test]
+async fn the_kubelet_refuses_a_result_for_a_claim_it_did_not_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = fixed_answers(dir.path(), &["uid-a", "uid-stranger"]).await;
+    let asked = [claim_ref("uid-a"), claim_ref("uid-b")];
+    let prepare = kubelet
+        .prepare(DraApiVersion::V1, &asked)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        prepare.to_string(),
+        "NodePrepareResources returned result for unknown claim UID uid-stranger"
+    );
+    let unprepare = kubelet
+        .unprepare(DraApiVersion::V1, &asked)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unprepare.to_string(),
+        "NodeUnprepareResources returned result for unknown claim UID uid-stranger"
+    );
+}
+
+#[tokio::test]
+async fn the_kubelet_refuses_a_response_that_skips_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = fixed_answers(dir.path(), &["uid-a"]).await;
+    let asked = [claim_ref("uid-a"), claim_ref("uid-b"), claim_ref("uid-c")];
+    let prepare = kubelet
+        .prepare(DraApiVersion::V1, &asked)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        prepare.to_string(),
+        "NodePrepareResources skipped 2 ResourceClaims"
+    );
+    let unprepare = kubelet
+        .unprepare(DraApiVersion::V1, &asked)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unprepare.to_string(),
+        "NodeUnprepareResources skipped 2 ResourceClaims"
+    );
+    // A complete answer passes.
+    let complete = kubelet
+        .prepare(DraApiVersion::V1, &asked[..1])
+        .await
+        .unwrap();
+    assert_eq!(complete.keys().collect::<Vec<_>>(), ["uid-a"]);
+}
+
+/// A registration socket whose `GetInfo` always fails.
+struct NotReady;
+
+#[tonic::async_trait]
+impl kubeletplugin::proto::registration::registration_server::Registration for NotReady {
+    async fn get_info(
+        &self,
+        _: tonic::Request<kubeletplugin::proto::registration::InfoRequest>,
+    ) -> Result<tonic::Response<kubeletplugin::proto::registration::PluginInfo>, tonic::Status>
+    {
+        Err(tonic::Status::unavailable(
+            "still loading the device inventory",
+        ))
+    }
+
+    async fn notify_registration_status(
+        &self,
+        _: tonic::Request<kubeletplugin::proto::registration::RegistrationStatus>,
+    ) -> Result<
+        tonic::Response<kubeletplugin::proto::registration::RegistrationStatusResponse>,
+        tonic::Status,
+    > {
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_get_info_is_retried_and_named_when_the_wait_runs_out() {
+    use kubeletplugin::proto::registration::registration_server::RegistrationServer;
+    let node = Node::new().await;
+    std::fs::create_dir_all(node.registrar_dir()).unwrap();
+    let socket = node.registrar_dir().join("broken-reg.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RegistrationServer::new(NotReady))
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+    // The wait has to run out to show its error; half a second is several probes.
+    let error = node
+        .kubelet
+        .wait_for_plugin(DRIVER, Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("broken-reg.sock")
+            && message.contains("still loading the device inventory"),
+        "{message}"
+    );
+    let errors = node.kubelet.probe_errors();
+    assert!(
+        errors[&socket].contains("still loading the device inventory"),
+        "{errors:?}"
+    );
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use netclaim::network_status::NETWORK_STATUS_ANNOTATION;
+use netclaim_test::apiserver::ApiServerOptions;
 use netclaim_test::node::checks::{has_addr, network_status_interfaces, pod_interfaces};
 use netclaim_test::node::{NicClaim, NodeOptions, TestNode, TestPod};
 use serde_json::{Value, json};
@@ -388,6 +389,8 @@ async fn a_shared_parent_takes_children_up_to_its_capacity() {
             "--shared-children".into(),
             "2".into(),
         ],
+        // Shared NICs are published with consumable capacity: on by default from 1.36.
+        api: ApiServerOptions::kubernetes(36),
         ..NodeOptions::default()
     };
     let mut node = TestNode::start(options).await.unwrap();

@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use netclaim_test::apiserver::ApiServerOptions;
 use netclaim_test::node::checks::{config, has_addr, host_view, nic, pod_link};
 use netclaim_test::node::{NicClaim, NodeOptions, RuntimeKind, TestNode};
 use serde_json::{Value, json};
@@ -525,6 +526,8 @@ async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_statu
             "--shared-children".into(),
             "3".into(),
         ],
+        // Shared NICs are published with consumable capacity: on by default from 1.36.
+        api: ApiServerOptions::kubernetes(36),
     };
     let mut node = TestNode::start(options)
         .await

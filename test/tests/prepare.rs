@@ -15,7 +15,7 @@ use kubeletplugin::{ClaimRef, DraDriver, Plugin};
 use netclaim::checkpoint::{Checkpoint, Durability, Recovery};
 use netclaim::prepare::{Detacher, HostDevices, HostNic, NetclaimDriver};
 use netclaim::state::{AttachPhase, Attachment, LinkSnapshot, PreparedNic};
-use netclaim_test::apiserver::ApiServer;
+use netclaim_test::apiserver::{ApiServer, ApiServerOptions};
 use netclaim_test::kubelet::{DraApiVersion, KubeletStandIn};
 use serde_json::{Value, json};
 
@@ -106,7 +106,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let server = ApiServer::start().await.unwrap();
+    setup_with(ApiServerOptions::default()).await
+}
+
+/// [`setup`] against an API server emulating `options` (shared NICs need consumable
+/// capacity: Kubernetes 1.36, or the gate on).
+async fn setup_with(options: ApiServerOptions) -> Setup {
+    let server = ApiServer::start_with(options).await.unwrap();
     let claims = Api::namespaced(server.client(), NS);
     let dir = tempfile::tempdir().unwrap();
     let host = FakeHost::with(&[("eth1", Some(9000)), ("eth2", Some(9000)), ("eth3", None)]);
@@ -334,7 +340,6 @@ async fn bad_configs_fail_the_claim_naming_the_field() {
             ),
             "interface.routes[0].gateway",
         ),
-        ("too-big", base(json!({"name": big})), "10240"),
     ];
     for (name, parameters, wanted) in cases {
         let claim = allocated_claim(
@@ -358,6 +363,38 @@ async fn bad_configs_fail_the_claim_naming_the_field() {
         assert!(error.contains(wanted), "{name}: want {wanted:?} in {error}");
         assert!(s.checkpoint.on_disk().unwrap().is_empty(), "{name}");
     }
+    // Parameters over 10 KiB never reach the driver: the API refuses such an allocation
+    // (the parser's own limit is unit-tested in netclaim-api).
+    let claim: ResourceClaim = serde_json::from_value(json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "too-big", "namespace": NS},
+        "spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "netclaim"}}]}},
+    }))
+    .unwrap();
+    let mut created = s
+        .claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+    created.status = Some(
+        serde_json::from_value(json!({"allocation": {"devices": {
+            "results": [{"request": "nic", "driver": "netclaim.dev", "pool": "node-a", "device": "eth1"}],
+            "config": [opaque("FromClaim", &["nic"], "netclaim.dev", base(json!({"name": big})))],
+        }}}))
+        .unwrap(),
+    );
+    let refused = s
+        .claims
+        .replace_status("too-big", &PostParams::default(), &created)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(
+            "status.allocation.devices.config[0].opaque.parameters: Too long: may not be more than 10240 bytes"
+        ),
+        "{refused}"
+    );
     assert_eq!(s.checkpoint.save_count(), 0);
 }
 
@@ -1031,7 +1068,7 @@ fn share(n: u32) -> String {
 
 #[tokio::test]
 async fn a_shared_parent_refuses_claims_that_would_move_it() {
-    let s = setup().await;
+    let s = setup_with(ApiServerOptions::kubernetes(36)).await;
     s.host.add_shared("eth4", "0000:03:00.0", 2);
     let static_claim = allocated_shared_claim(
         &s.claims,
@@ -1056,7 +1093,7 @@ async fn a_shared_parent_refuses_claims_that_would_move_it() {
 
 #[tokio::test]
 async fn a_shared_parent_takes_as_many_cni_children_as_its_capacity() {
-    let s = setup().await;
+    let s = setup_with(ApiServerOptions::kubernetes(36)).await;
     s.host.add_shared("eth4", "0000:03:00.0", 2);
     let mut claims = Vec::new();
     for n in 1..=3u32 {
@@ -1131,7 +1168,7 @@ fn claim_share(claim: &ResourceClaim) -> Option<String> {
 
 #[tokio::test]
 async fn one_claim_may_hold_a_shared_parent_twice_under_two_share_ids() {
-    let s = setup().await;
+    let s = setup_with(ApiServerOptions::kubernetes(36)).await;
     s.host.add_shared("eth4", "0000:03:00.0", 4);
     let claim = allocated_shared_claim(
         &s.claims,

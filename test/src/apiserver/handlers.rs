@@ -13,9 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::faults::Injected;
-use super::merge::{self, Managers};
+use super::gates;
+use super::merge::{self, ManagerKey, Managers, Operation};
 use super::resources::{RESOURCES, ResourceType, Route, Target, route};
-use super::selectors::{FieldSelector, LabelSelector, Selectors};
+use super::selectors::{FieldSelector, LabelSelector, Selectors, field_labels};
 use super::status::ApiError;
 use super::store::{Change, ChangeKind, Key, Store, Stored};
 use super::validation;
@@ -37,7 +38,7 @@ pub(crate) async fn handle(
         tokio::time::sleep(latency).await;
     }
     match route(uri.path()) {
-        Route::Version => json_reply(200, version_info()),
+        Route::Version => json_reply(200, version_info(&shared.options)),
         Route::CoreVersions => json_reply(200, core_versions()),
         Route::GroupList => json_reply(200, group_list()),
         Route::ResourceList { group, version } => match resource_list(&group, &version) {
@@ -83,8 +84,8 @@ fn serve(
         ("GET", true) => get(shared, target),
         ("GET", false) if flag(params, "watch") => watch(shared, target, params),
         ("GET", false) => list(shared, target, params),
-        ("POST", false) => create(shared, target, params, body),
-        ("PUT", true) => replace(shared, target, params, body),
+        ("POST", false) => create(shared, target, params, headers, body),
+        ("PUT", true) => replace(shared, target, params, headers, body),
         ("PATCH", true) => patch(shared, target, params, headers, body),
         ("DELETE", true) => delete(shared, target, params, body),
         ("DELETE", false) => delete_collection(shared, target, params),
@@ -186,31 +187,15 @@ fn now() -> String {
 }
 
 fn selectors(rtype: &ResourceType, params: &Params) -> Result<Selectors> {
-    let allowed = allowed_field_labels(rtype);
+    let labels = field_labels(rtype.group, rtype.plural, rtype.namespaced);
     let fields = FieldSelector::parse(
         params.get("fieldSelector").map_or("", String::as_str),
-        allowed,
+        labels,
     )
     .map_err(ApiError::bad_request)?;
     let labels = LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
     Ok(Selectors { fields, labels })
-}
-
-/// Field selectors the real API supports for a type; `None` lets any path through.
-fn allowed_field_labels(rtype: &ResourceType) -> Option<&'static [&'static str]> {
-    match rtype.plural {
-        "resourceslices" => Some(&[
-            "metadata.name",
-            "metadata.namespace",
-            "spec.nodeName",
-            "spec.driver",
-        ]),
-        "resourceclaims" | "deviceclasses" | "resourceclaimtemplates" => {
-            Some(&["metadata.name", "metadata.namespace"])
-        }
-        _ => None,
-    }
 }
 
 fn with_managed_fields(rtype: &ResourceType, stored: &Stored) -> Value {
@@ -437,7 +422,13 @@ fn initial_events_end(rtype: &ResourceType, rv: u64) -> Bytes {
 
 // ---- write verbs ---------------------------------------------------------------------
 
-fn create(shared: &Shared, target: &Target, params: &Params, body: &[u8]) -> Result<Response> {
+fn create(
+    shared: &Shared,
+    target: &Target,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response> {
     let rtype = target.rtype;
     if rtype.namespaced && target.namespace.is_none() {
         return Err(ApiError::method_not_allowed());
@@ -457,17 +448,75 @@ fn create(shared: &Shared, target: &Target, params: &Params, body: &[u8]) -> Res
     {
         map.remove("status");
     }
+    let writer = update_manager(target, params, headers)?;
     let mut store = lock(shared);
-    let (code, object) = insert_new(&mut store, target, object, Managers::new(), dry_run(params))?;
+    let (code, object) = insert_new(
+        shared,
+        &mut store,
+        target,
+        object,
+        Ownership::Update(writer),
+        dry_run(params),
+    )?;
     Ok(json_reply(code, object))
+}
+
+/// Who a write is recorded as: the applier's fields, or the updating manager.
+enum Ownership {
+    Apply(Managers),
+    Update(ManagerKey),
+}
+
+/// The manager of a non-apply write: `fieldManager`, else the User-Agent up to its first
+/// `/` (the API server's `managerOrUserAgent`).
+fn update_manager(target: &Target, params: &Params, headers: &HeaderMap) -> Result<ManagerKey> {
+    let name = match params.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(name) => name.clone(),
+        None => headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect(),
+    };
+    if name.chars().count() > 128 {
+        return Err(ApiError::bad_request(
+            "fieldManager: Too long: may not be more than 128 bytes",
+        ));
+    }
+    Ok(ManagerKey {
+        name,
+        operation: Operation::Update,
+        subresource: target.subresource.clone().unwrap_or_default(),
+    })
+}
+
+/// The managers after a write, given how it is recorded.
+fn ownership_after(
+    ownership: Ownership,
+    existing: &Managers,
+    old: &Value,
+    new: &Value,
+) -> Managers {
+    let mut managers = match ownership {
+        Ownership::Apply(managers) => managers,
+        Ownership::Update(writer) => merge::update_ownership(existing, old, new, &writer),
+    };
+    merge::prune_ownership(&mut managers, new);
+    managers
 }
 
 /// Names, stamps, validates and stores a new object.
 fn insert_new(
+    shared: &Shared,
     store: &mut Store,
     target: &Target,
     mut object: Value,
-    managers: Managers,
+    ownership: Ownership,
     dry_run: bool,
 ) -> Result<(u16, Value)> {
     let rtype = target.rtype;
@@ -502,6 +551,7 @@ fn insert_new(
     ] {
         meta.remove(field);
     }
+    gates::prepare_for_create(rtype, &mut object, &shared.options);
     let errors = validation::validate(rtype, &object, None);
     if !errors.is_empty() {
         return Err(ApiError::invalid(rtype, &name, &errors));
@@ -510,6 +560,7 @@ fn insert_new(
     if store.get(&key).is_some() {
         return Err(ApiError::already_exists(rtype, &name));
     }
+    let managers = ownership_after(ownership, &Managers::new(), &json!({}), &object);
     if dry_run {
         return Ok((201, object));
     }
@@ -553,7 +604,13 @@ fn new_uid() -> String {
     )
 }
 
-fn replace(shared: &Shared, target: &Target, params: &Params, body: &[u8]) -> Result<Response> {
+fn replace(
+    shared: &Shared,
+    target: &Target,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response> {
     let rtype = target.rtype;
     let name = target.name.as_deref().unwrap_or_default();
     let object = parse_object(body)?;
@@ -572,13 +629,15 @@ fn replace(shared: &Shared, target: &Target, params: &Params, body: &[u8]) -> Re
         .ok_or_else(|| ApiError::not_found(rtype, name))?;
     check_preconditions(rtype, name, &existing.object, &object)?;
     let candidate = combine_for_write(target, &existing.object, object);
+    let writer = update_manager(target, params, headers)?;
     let object = finish_update(
+        shared,
         &mut store,
         target,
         key,
         existing,
         candidate,
-        None,
+        Ownership::Update(writer),
         dry_run(params),
     )?;
     Ok(json_reply(200, object))
@@ -648,13 +707,15 @@ fn combine_for_write(target: &Target, existing: &Value, written: Value) -> Value
 
 /// Keeps server-owned metadata, bumps generation on spec changes, validates and stores.
 /// Writes that change nothing are not stored (no new resourceVersion), as with the real API.
+#[allow(clippy::too_many_arguments)]
 fn finish_update(
+    shared: &Shared,
     store: &mut Store,
     target: &Target,
     key: Key,
     existing: Stored,
     mut candidate: Value,
-    managers: Option<Managers>,
+    ownership: Ownership,
     dry_run: bool,
 ) -> Result<Value> {
     let rtype = target.rtype;
@@ -688,11 +749,18 @@ fn finish_update(
         meta_mut(&mut candidate).insert("generation".into(), json!(generation + 1));
     }
     let name = key.3.clone();
+    gates::prepare_for_update(
+        rtype,
+        target.subresource.as_deref(),
+        &mut candidate,
+        &existing.object,
+        &shared.options,
+    );
     let errors = validation::validate(rtype, &candidate, Some(&existing.object));
     if !errors.is_empty() {
         return Err(ApiError::invalid(rtype, &name, &errors));
     }
-    let managers = managers.unwrap_or_else(|| existing.managers.clone());
+    let managers = ownership_after(ownership, &existing.managers, &existing.object, &candidate);
     if candidate == existing.object && managers == existing.managers {
         return Ok(with_managed_fields(rtype, &existing));
     }
@@ -742,9 +810,9 @@ fn patch(
         .to_string();
     match content_type.as_str() {
         "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            merge_patch(shared, target, params, body)
+            merge_patch(shared, target, params, headers, body)
         }
-        "application/json-patch+json" => json_patch(shared, target, params, body),
+        "application/json-patch+json" => json_patch(shared, target, params, headers, body),
         "application/apply-patch+yaml" | "application/apply-patch+json" => {
             server_side_apply(shared, target, params, body)
         }
@@ -758,7 +826,13 @@ fn patch(
     }
 }
 
-fn merge_patch(shared: &Shared, target: &Target, params: &Params, body: &[u8]) -> Result<Response> {
+fn merge_patch(
+    shared: &Shared,
+    target: &Target,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response> {
     let rtype = target.rtype;
     let name = target.name.as_deref().unwrap_or_default();
     let patch = parse_object(body)?;
@@ -772,19 +846,27 @@ fn merge_patch(shared: &Shared, target: &Target, params: &Params, body: &[u8]) -
     let mut patched = existing.object.clone();
     merge::merge_patch(&mut patched, &patch);
     let candidate = combine_for_write(target, &existing.object, patched);
+    let writer = update_manager(target, params, headers)?;
     let object = finish_update(
+        shared,
         &mut store,
         target,
         key,
         existing,
         candidate,
-        None,
+        Ownership::Update(writer),
         dry_run(params),
     )?;
     Ok(json_reply(200, object))
 }
 
-fn json_patch(shared: &Shared, target: &Target, params: &Params, body: &[u8]) -> Result<Response> {
+fn json_patch(
+    shared: &Shared,
+    target: &Target,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response> {
     let rtype = target.rtype;
     let name = target.name.as_deref().unwrap_or_default();
     let patch: Value = serde_json::from_slice(body)
@@ -806,13 +888,15 @@ fn json_patch(shared: &Shared, target: &Target, params: &Params, body: &[u8]) ->
     // A patch that sets metadata.resourceVersion is an optimistic-concurrency precondition.
     check_preconditions(rtype, name, &existing.object, &patched)?;
     let candidate = combine_for_write(target, &existing.object, patched);
+    let writer = update_manager(target, params, headers)?;
     let object = finish_update(
+        shared,
         &mut store,
         target,
         key,
         existing,
         candidate,
-        None,
+        Ownership::Update(writer),
         dry_run(params),
     )?;
     Ok(json_reply(200, object))
@@ -826,11 +910,15 @@ fn server_side_apply(
 ) -> Result<Response> {
     let rtype = target.rtype;
     let name = target.name.as_deref().unwrap_or_default();
-    let manager = params
-        .get("fieldManager")
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::bad_request("fieldManager is required for apply requests"))?
-        .clone();
+    let manager = ManagerKey {
+        name: params
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| ApiError::bad_request("fieldManager is required for apply requests"))?
+            .clone(),
+        operation: Operation::Apply,
+        subresource: target.subresource.clone().unwrap_or_default(),
+    };
     let force = flag(params, "force");
     let applied: Value = serde_yaml::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
@@ -855,19 +943,27 @@ fn server_side_apply(
         let mut object = scoped.clone();
         meta_mut(&mut object).insert("name".into(), json!(name));
         let managers = Managers::from([(manager, merge::applied_paths(&scoped))]);
-        let (code, object) = insert_new(&mut store, target, object, managers, dry_run(params))?;
+        let (code, object) = insert_new(
+            shared,
+            &mut store,
+            target,
+            object,
+            Ownership::Apply(managers),
+            dry_run(params),
+        )?;
         return Ok(json_reply(code, object));
     };
     check_preconditions(rtype, name, &existing.object, &applied)?;
     let (merged, managers) = apply_ownership(rtype, name, &existing, &scoped, &manager, force)?;
     let candidate = combine_for_write(target, &existing.object, merged);
     let object = finish_update(
+        shared,
         &mut store,
         target,
         key,
         existing,
         candidate,
-        Some(managers),
+        Ownership::Apply(managers),
         dry_run(params),
     )?;
     Ok(json_reply(200, object))
@@ -900,13 +996,13 @@ fn apply_ownership(
     name: &str,
     existing: &Stored,
     applied: &Value,
-    manager: &str,
+    manager: &ManagerKey,
     force: bool,
 ) -> Result<(Value, Managers)> {
     let new_paths = merge::applied_paths(applied);
     let mut managers = existing.managers.clone();
     let mut conflicts = Vec::new();
-    for (other, owned) in managers.iter_mut().filter(|(m, _)| m.as_str() != manager) {
+    for (other, owned) in managers.iter_mut().filter(|(m, _)| *m != manager) {
         let contested: Vec<_> = owned
             .intersection(&new_paths)
             .filter(|p| p.last().is_some_and(|e| e.starts_with("f:")))
@@ -918,7 +1014,8 @@ fn apply_ownership(
                 owned.remove(&path);
             } else {
                 conflicts.push(format!(
-                    "conflict with \"{other}\": {}",
+                    "conflict with {}: {}",
+                    other.describe(&rtype.api_version()),
                     merge::display_path(&path)
                 ));
             }
@@ -939,7 +1036,7 @@ fn apply_ownership(
     for dropped in previous.difference(&new_paths) {
         let owned_elsewhere = managers
             .iter()
-            .filter(|(m, _)| m.as_str() != manager)
+            .filter(|(m, _)| *m != manager)
             .any(|(_, owned)| owned.iter().any(|p| p.starts_with(dropped)));
         if !owned_elsewhere {
             merge::remove_at(&mut merged, dropped);
@@ -952,7 +1049,7 @@ fn apply_ownership(
                 });
                 let owned = managers
                     .iter()
-                    .filter(|(m, _)| m.as_str() != manager)
+                    .filter(|(m, _)| *m != manager)
                     .any(|(_, owned)| owned.iter().any(|p| p.starts_with(ancestor)));
                 if !empty || owned {
                     break;
@@ -963,7 +1060,7 @@ fn apply_ownership(
     }
     merge::apply_merge(&mut merged, applied, &mut Vec::new());
     managers.retain(|_, owned| !owned.is_empty());
-    managers.insert(manager.to_string(), new_paths);
+    managers.insert(manager.clone(), new_paths);
     Ok((merged, managers))
 }
 
@@ -1050,9 +1147,10 @@ fn delete_collection(shared: &Shared, target: &Target, params: &Params) -> Resul
 
 // ---- discovery -----------------------------------------------------------------------
 
-fn version_info() -> Value {
+fn version_info(options: &super::ApiServerOptions) -> Value {
+    let minor = options.minor;
     json!({
-        "major": "1", "minor": "34", "gitVersion": "v1.34.0-netclaim-standin",
+        "major": "1", "minor": minor.to_string(), "gitVersion": format!("v1.{minor}.0-netclaim-standin"),
         "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
         "goVersion": "none", "compiler": "none", "platform": "linux/amd64",
     })

@@ -1,5 +1,13 @@
-//! JSON merge patch (RFC 7386) and server-side apply: field ownership per manager, with the
-//! real API's `listType=map` keys so managers own list items, not whole lists.
+//! JSON merge patch (RFC 7386), JSON patch (RFC 6902) and field ownership: which manager
+//! owns which fields, as `metadata.managedFields` records it, with the real API's
+//! `listType=map` keys so managers own list items, not whole lists.
+//!
+//! Ownership follows structured-merge-diff (`merge/update.go`): an **Apply** takes the fields
+//! it applies and conflicts with other owners of fields it would change; an **Update**
+//! (create, PUT, merge or JSON patch) never conflicts: the writer takes every field it added
+//! or changed, other owners lose those, and removed fields leave every owner. Owners are
+//! told apart by name, operation and subresource, as the API server's manager identifiers
+//! are, so a name's Update entry and its Apply entry are two owners.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,8 +16,114 @@ use serde_json::{Map, Value};
 /// A field path in the real API's FieldsV1 element syntax: `f:<field>` or `k:<key json>`.
 pub(crate) type FieldPath = Vec<String>;
 
-/// Field ownership: which paths each apply manager set.
-pub(crate) type Managers = BTreeMap<String, BTreeSet<FieldPath>>;
+/// How a manager wrote its fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Operation {
+    Apply,
+    Update,
+}
+
+/// One owner: a manager name, its operation and the subresource it wrote through.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ManagerKey {
+    pub name: String,
+    pub operation: Operation,
+    /// `status` for writes to `/status`, else empty.
+    pub subresource: String,
+}
+
+impl ManagerKey {
+    /// The owner as conflict messages name it (the API server's `printManager`):
+    /// `"name"`, `"name" with subresource "status"`, and `using <apiVersion>` for updates.
+    pub fn describe(&self, api_version: &str) -> String {
+        let mut text = format!("{:?}", self.name);
+        if !self.subresource.is_empty() {
+            text.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation == Operation::Update {
+            text.push_str(&format!(" using {api_version}"));
+        }
+        text
+    }
+}
+
+/// Field ownership: which paths each owner holds.
+pub(crate) type Managers = BTreeMap<ManagerKey, BTreeSet<FieldPath>>;
+
+/// Metadata the server sets, which nobody owns.
+fn is_server_field(path: &[String]) -> bool {
+    path.len() >= 2
+        && path[0] == "f:metadata"
+        && matches!(
+            path[1].as_str(),
+            "f:uid"
+                | "f:resourceVersion"
+                | "f:generation"
+                | "f:creationTimestamp"
+                | "f:deletionTimestamp"
+                | "f:deletionGracePeriodSeconds"
+                | "f:managedFields"
+                | "f:selfLink"
+        )
+}
+
+/// Every path of `object` an owner can hold.
+pub(crate) fn owned_paths(object: &Value) -> BTreeSet<FieldPath> {
+    let mut paths = applied_paths(object);
+    paths.retain(|path| !is_server_field(path));
+    paths
+}
+
+/// Ownership after an Update by `writer` that turned `old` into `new`.
+pub(crate) fn update_ownership(
+    managers: &Managers,
+    old: &Value,
+    new: &Value,
+    writer: &ManagerKey,
+) -> Managers {
+    let before = owned_paths(old);
+    let after = owned_paths(new);
+    let removed: BTreeSet<FieldPath> = before.difference(&after).cloned().collect();
+    let mut changed: BTreeSet<FieldPath> = after.difference(&before).cloned().collect();
+    changed.extend(
+        before
+            .intersection(&after)
+            .filter(|path| path.last().is_some_and(|e| e.starts_with("f:")))
+            .filter(|path| value_at(old, path) != value_at(new, path))
+            .cloned(),
+    );
+    let mut result = Managers::new();
+    for (owner, owned) in managers {
+        if owner == writer {
+            continue;
+        }
+        let kept: BTreeSet<FieldPath> = owned
+            .iter()
+            .filter(|path| !changed.contains(*path) && !removed.contains(*path))
+            .cloned()
+            .collect();
+        if !kept.is_empty() {
+            result.insert(owner.clone(), kept);
+        }
+    }
+    let mut own: BTreeSet<FieldPath> = managers
+        .get(writer)
+        .map(|owned| owned.difference(&removed).cloned().collect())
+        .unwrap_or_default();
+    own.extend(changed);
+    if !own.is_empty() {
+        result.insert(writer.clone(), own);
+    }
+    result
+}
+
+/// Drops owned paths that are not in `object` any more (the server dropped or reset them).
+pub(crate) fn prune_ownership(managers: &mut Managers, object: &Value) {
+    for owned in managers.values_mut() {
+        owned.retain(|path| value_at(object, path).is_some());
+    }
+    managers.retain(|_, owned| !owned.is_empty());
+}
 
 /// Applies an RFC 7386 merge patch: objects merge, `null` deletes, anything else replaces.
 pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
@@ -195,7 +309,7 @@ pub(crate) fn display_path(path: &[String]) -> String {
 pub(crate) fn managed_fields(managers: &Managers, api_version: &str) -> Value {
     let entries: Vec<Value> = managers
         .iter()
-        .map(|(manager, paths)| {
+        .map(|(owner, paths)| {
             let mut tree = Map::new();
             for path in paths {
                 let mut node = &mut tree;
@@ -210,13 +324,20 @@ pub(crate) fn managed_fields(managers: &Managers, api_version: &str) -> Value {
                     };
                 }
             }
-            serde_json::json!({
-                "manager": manager,
-                "operation": "Apply",
+            let mut entry = serde_json::json!({
+                "manager": owner.name,
+                "operation": match owner.operation {
+                    Operation::Apply => "Apply",
+                    Operation::Update => "Update",
+                },
                 "apiVersion": api_version,
                 "fieldsType": "FieldsV1",
                 "fieldsV1": Value::Object(tree),
-            })
+            });
+            if !owner.subresource.is_empty() {
+                entry["subresource"] = Value::String(owner.subresource.clone());
+            }
+            entry
         })
         .collect();
     Value::Array(entries)

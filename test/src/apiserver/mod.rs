@@ -9,9 +9,20 @@
 //!   `v1` Nodes (with `status`), Pods (stored only), Events; `events.k8s.io/v1` Events;
 //!   `k8s.cni.cncf.io/v1` NetworkAttachmentDefinitions. Discovery: `/version`, `/api`,
 //!   `/apis`, `/api/v1`, `/apis/<group>/<version>`.
-//! - Verbs: get, list (`fieldSelector` with `=`, `==`, `!=` on any dotted field path such as
-//!   `spec.driver`, `spec.nodeName`, `metadata.name`, `metadata.namespace`; `labelSelector`
-//!   with `=`, `==`, `!=`, `key`, `!key`; `limit` and `continue`), watch (newline-delimited
+//! - Emulated version ([`ApiServerOptions`]): Kubernetes 1.34 by default, reported by
+//!   `/version`; feature gates follow the version (`DRAConsumableCapacity` on from 1.36) or
+//!   are set explicitly. Fields of a gate that is off are dropped on write, as the real
+//!   strategies' `dropDisabledFields` do (see `gates.rs` for which and where from).
+//! - Verbs: get, list (`fieldSelector` with `=`, `==`, `!=` on the field labels each type
+//!   supports, anything else a 400 `field label not supported` as with the real API: pods
+//!   `metadata.name`, `metadata.namespace`, `spec.nodeName`, `spec.restartPolicy`,
+//!   `spec.schedulerName`, `spec.serviceAccountName`, `spec.hostNetwork`, `status.phase`,
+//!   `status.podIP`, `status.podIPs`, `status.nominatedNodeName`; nodes `metadata.name`,
+//!   `spec.unschedulable`; core Events `involvedObject.*`, `reason`, `reportingComponent`,
+//!   `source`, `type`; events.k8s.io Events `regarding.*`, `reportingController`, `source`,
+//!   `type`; ResourceSlices `metadata.name`, `spec.nodeName`, `spec.driver`; every other type
+//!   `metadata.name` (and `metadata.namespace` when namespaced), see `selectors.rs`;
+//!   `labelSelector` with `=`, `==`, `!=`, `key`, `!key`; `limit` and `continue`), watch (newline-delimited
 //!   WatchEvents; no `resourceVersion` or `"0"` starts with synthetic ADDED events for the
 //!   current state, a later `resourceVersion` replays the retained history after it;
 //!   `sendInitialEvents=true` ends the initial events with the `k8s.io/initial-events-end`
@@ -25,16 +36,24 @@
 //!   (`application/merge-patch+json`, also used for `strategic-merge-patch+json`, which is
 //!   exact for the map-only patches kube sends; a `metadata.resourceVersion` in the patch
 //!   that differs from the stored one is a 409, as with the real API), and server-side apply
-//!   (`application/apply-patch+yaml`) with per-manager field ownership, conflicts, `force`,
-//!   removal of fields a manager stops applying, and the real list keys for `listType=map`
-//!   lists (`status.devices` by driver/pool/device/shareID, `conditions` by type,
-//!   `status.reservedFor` by uid, `ownerReferences` by uid).
+//!   (`application/apply-patch+yaml`) with conflicts, `force`, removal of fields a manager
+//!   stops applying, and the real list keys for `listType=map` lists (`status.devices` by
+//!   driver/pool/device/shareID, `conditions` by type, `status.reservedFor` by uid,
+//!   `ownerReferences` by uid).
+//! - Field ownership (`metadata.managedFields`) for every write, as structured-merge-diff
+//!   keeps it: creates, updates, merge and JSON patches are Update operations of their
+//!   `fieldManager` (else the User-Agent up to its first `/`) that take the fields they add
+//!   or change without conflict; applies are Apply operations that conflict with any other
+//!   owner of a field they would change (`conflict with "m" using v1` for an updater);
+//!   owners are told apart by name, operation and subresource (see `merge.rs`).
 //! - Status subresources: writes to the main resource keep the stored `status`; writes to
 //!   `/status` keep everything but `status` (and metadata labels/annotations), as the real
 //!   registry strategies do. Creating a ResourceClaim drops its `status`, as the real API does.
 //! - Validation of the raw JSON received, with 422 Invalid and a `metav1.Status` naming the
-//!   field: ResourceSlice spec (see [`validation`]), ResourceClaim `status.devices`,
-//!   object names.
+//!   field: ResourceSlice spec, ResourceClaim status (`ValidateResourceClaimStatusUpdate`:
+//!   `status.devices` with their conditions and data, a new allocation, an allocation that
+//!   must not change once set, `reservedFor`), object names; see [`validation`]. A status
+//!   write that deallocates devices drops their `status.devices` entries.
 //! - Faults for tests: [`Faults`] injects failures, conflicts and latency and counts requests.
 //!
 //! # What it does NOT model
@@ -44,13 +63,15 @@
 //! claim gets allocated unless a test writes `status.allocation`), no namespaces objects (any
 //! namespace exists), no protobuf or table output, no `resourceVersionMatch`, no
 //! `dryRun` other than skipping the write, one storage per Event API group (core and
-//! `events.k8s.io` Events do not see each other), field ownership only for server-side apply
-//! (updates and merge patches do not take ownership), and a bounded watch history (a watch
+//! `events.k8s.io` Events do not see each other), no `time` in managedFields entries, no
+//! field ownership of server-set metadata beyond leaving it unowned, and a bounded watch
+//! history (a watch
 //! from an older `resourceVersion` gets a 410 Gone ERROR event), no periodic watch bookmarks
 //! (`allowWatchBookmarks` is ignored; only the initial-events-end bookmark is sent), no
 //! `Retry-After` header on 429 (kube's built-in retry would wait whole seconds).
 
 mod faults;
+mod gates;
 mod handlers;
 mod merge;
 mod resources;
@@ -69,11 +90,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::Faults;
+pub use gates::ApiServerOptions;
 
 /// State shared by every request handler.
 pub(crate) struct Shared {
     pub(crate) store: std::sync::Mutex<store::Store>,
     pub(crate) faults: Faults,
+    /// The Kubernetes version and feature gates emulated.
+    pub(crate) options: ApiServerOptions,
     /// Cancelled on shutdown so long-running watches end and the server can stop.
     pub(crate) shutdown: CancellationToken,
 }
@@ -86,13 +110,27 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Serves plain HTTP on `127.0.0.1:<free port>`.
+    /// Serves plain HTTP on `127.0.0.1:<free port>`, as Kubernetes 1.34 with its default
+    /// feature gates.
     pub async fn start() -> anyhow::Result<ApiServer> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+        Self::start_with(ApiServerOptions::default()).await
     }
 
-    /// Serves plain HTTP on `addr` (port 0 picks a free port).
+    /// Serves plain HTTP on `127.0.0.1:<free port>`, emulating `options`.
+    pub async fn start_with(options: ApiServerOptions) -> anyhow::Result<ApiServer> {
+        Self::start_on_with(SocketAddr::from(([127, 0, 0, 1], 0)), options).await
+    }
+
+    /// Serves plain HTTP on `addr` (port 0 picks a free port), as Kubernetes 1.34.
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<ApiServer> {
+        Self::start_on_with(addr, ApiServerOptions::default()).await
+    }
+
+    /// Serves plain HTTP on `addr` (port 0 picks a free port), emulating `options`.
+    pub async fn start_on_with(
+        addr: SocketAddr,
+        options: ApiServerOptions,
+    ) -> anyhow::Result<ApiServer> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the API server stand-in to {addr}"))?;
@@ -100,6 +138,7 @@ impl ApiServer {
         let shared = Arc::new(Shared {
             store: std::sync::Mutex::new(store::Store::new()),
             faults: Faults::default(),
+            options,
             shutdown: CancellationToken::new(),
         });
         let app = axum::Router::new()

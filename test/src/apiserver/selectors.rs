@@ -1,12 +1,132 @@
 //! Field and label selectors as the real API parses them (equality-based subset).
+//!
+//! Field selectors: each type accepts only its own field labels, and answers any other with
+//! 400 `field label not supported: <label>`, as the field label conversion functions
+//! registered for it do; a label's value is read as the type's selectable field set renders
+//! it. Sources: `pkg/apis/core/v1/conversion.go` (Pod, Node, Event),
+//! `pkg/registry/core/pod/strategy.go` and `pkg/registry/core/node/strategy.go`
+//! (`ToSelectableFields`), `pkg/registry/core/event/strategy.go` and its events.k8s.io
+//! counterpart (`regarding.*`, `reportingController`), the ResourceSlice strategy
+//! (`spec.nodeName`, `spec.driver`), and the default for every other type and for custom
+//! resources: `metadata.name` and, when namespaced, `metadata.namespace`.
 
 use serde_json::Value;
 
-/// One `path=value` or `path!=value` term.
+/// One `path=value` or `path!=value` term, with the path resolved to the type's label.
 struct Term {
-    path: String,
+    label: &'static FieldLabel,
     equal: bool,
     value: String,
+}
+
+/// A field label a type supports, and how its value is read from an object.
+pub(crate) struct FieldLabel {
+    /// The label as clients write it.
+    name: &'static str,
+    /// Where the value comes from.
+    source: FieldSource,
+}
+
+/// How a field label's value is rendered.
+enum FieldSource {
+    /// The string at this dotted path; missing is "".
+    Path(&'static str),
+    /// The boolean at this path as "true"/"false"; missing is "false".
+    Bool(&'static str),
+    /// The first path that holds a non-empty string.
+    FirstOf(&'static [&'static str]),
+}
+
+const fn label(name: &'static str) -> FieldLabel {
+    FieldLabel {
+        name,
+        source: FieldSource::Path(name),
+    }
+}
+
+const fn label_from(name: &'static str, source: FieldSource) -> FieldLabel {
+    FieldLabel { name, source }
+}
+
+static CLUSTER_SCOPED: &[FieldLabel] = &[label("metadata.name")];
+static NAMESPACED: &[FieldLabel] = &[label("metadata.name"), label("metadata.namespace")];
+static PODS: &[FieldLabel] = &[
+    label("metadata.name"),
+    label("metadata.namespace"),
+    label("spec.nodeName"),
+    label_from("spec.host", FieldSource::Path("spec.nodeName")),
+    label("spec.restartPolicy"),
+    label("spec.schedulerName"),
+    label("spec.serviceAccountName"),
+    label_from("spec.hostNetwork", FieldSource::Bool("spec.hostNetwork")),
+    label("status.phase"),
+    label_from(
+        "status.podIP",
+        FieldSource::FirstOf(&["status.podIPs.0.ip", "status.podIP"]),
+    ),
+    label("status.podIPs"),
+    label("status.nominatedNodeName"),
+];
+static NODES: &[FieldLabel] = &[
+    label("metadata.name"),
+    label_from(
+        "spec.unschedulable",
+        FieldSource::Bool("spec.unschedulable"),
+    ),
+];
+static CORE_EVENTS: &[FieldLabel] = &[
+    label("metadata.name"),
+    label("metadata.namespace"),
+    label("involvedObject.kind"),
+    label("involvedObject.namespace"),
+    label("involvedObject.name"),
+    label("involvedObject.uid"),
+    label("involvedObject.apiVersion"),
+    label("involvedObject.resourceVersion"),
+    label("involvedObject.fieldPath"),
+    label("reason"),
+    label("reportingComponent"),
+    label_from(
+        "source",
+        FieldSource::FirstOf(&["source.component", "reportingComponent"]),
+    ),
+    label("type"),
+];
+static EVENTS_V1: &[FieldLabel] = &[
+    label("metadata.name"),
+    label("metadata.namespace"),
+    label("regarding.kind"),
+    label("regarding.namespace"),
+    label("regarding.name"),
+    label("regarding.uid"),
+    label("regarding.apiVersion"),
+    label("regarding.resourceVersion"),
+    label("regarding.fieldPath"),
+    label("reason"),
+    label("reportingController"),
+    label_from(
+        "source",
+        FieldSource::FirstOf(&["deprecatedSource.component", "reportingController"]),
+    ),
+    label("type"),
+];
+static RESOURCE_SLICES: &[FieldLabel] = &[
+    label("metadata.name"),
+    label("spec.nodeName"),
+    label("spec.driver"),
+];
+
+/// The field labels of the type `(group, plural)`.
+pub(crate) fn field_labels(group: &str, plural: &str, namespaced: bool) -> &'static [FieldLabel] {
+    match (group, plural) {
+        ("", "pods") => PODS,
+        ("", "nodes") => NODES,
+        ("", "events") => CORE_EVENTS,
+        ("events.k8s.io", "events") => EVENTS_V1,
+        ("resource.k8s.io", "resourceslices") => RESOURCE_SLICES,
+        _ if namespaced => NAMESPACED,
+        _ => CLUSTER_SCOPED,
+    }
 }
 
 /// A parsed `fieldSelector`: terms joined by `,`, all of which must hold.
@@ -15,32 +135,37 @@ pub(crate) struct FieldSelector {
 }
 
 impl FieldSelector {
-    /// Parses `spec.driver=x,spec.nodeName!=y`; `allowed` (when given) lists the field
-    /// paths the type supports, as the real API rejects others.
-    pub fn parse(text: &str, allowed: Option<&[&str]>) -> Result<Self, String> {
+    /// Parses `spec.driver=x,spec.nodeName!=y` against the type's `labels`.
+    ///
+    /// Errors: a term that does not parse, or a label the type does not support (the
+    /// real API's message).
+    pub fn parse(text: &str, labels: &'static [FieldLabel]) -> Result<Self, String> {
         let mut terms = Vec::new();
         for raw in text.split(',').filter(|t| !t.trim().is_empty()) {
-            let term = parse_term(raw)
+            let (path, equal, value) = parse_term(raw)
                 .ok_or_else(|| format!("invalid selector: '{text}'; can't understand '{raw}'"))?;
-            if let Some(allowed) = allowed
-                && !allowed.contains(&term.path.as_str())
-            {
-                return Err(format!("field label not supported: {}", term.path));
-            }
-            terms.push(term);
+            let label = labels
+                .iter()
+                .find(|l| l.name == path)
+                .ok_or_else(|| format!("field label not supported: {path}"))?;
+            terms.push(Term {
+                label,
+                equal,
+                value,
+            });
         }
         Ok(FieldSelector { terms })
     }
 
     pub fn matches(&self, object: &Value) -> bool {
         self.terms.iter().all(|term| {
-            let actual = field_string(object, &term.path);
+            let actual = label_value(object, &term.label.source);
             (actual == term.value) == term.equal
         })
     }
 }
 
-fn parse_term(raw: &str) -> Option<Term> {
+fn parse_term(raw: &str) -> Option<(String, bool, String)> {
     let raw = raw.trim();
     let (path, equal, value) = if let Some((p, v)) = raw.split_once("!=") {
         (p, false, v)
@@ -54,17 +179,35 @@ fn parse_term(raw: &str) -> Option<Term> {
     if path.is_empty() {
         return None;
     }
-    Some(Term {
-        path: path.to_string(),
-        equal,
-        value: value.trim().to_string(),
+    Some((path.to_string(), equal, value.trim().to_string()))
+}
+
+fn label_value(object: &Value, source: &FieldSource) -> String {
+    match source {
+        FieldSource::Path(path) => field_string(object, path),
+        FieldSource::Bool(path) => {
+            let set = lookup(object, path).and_then(Value::as_bool) == Some(true);
+            set.to_string()
+        }
+        FieldSource::FirstOf(paths) => paths
+            .iter()
+            .map(|path| field_string(object, path))
+            .find(|value| !value.is_empty())
+            .unwrap_or_default(),
+    }
+}
+
+/// The value at a dotted path (numeric parts index lists).
+fn lookup<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(object, |v, part| match v {
+        Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => v.get(part),
     })
 }
 
 /// The value at a dotted path as the real API's field sets render it; missing is "".
 fn field_string(object: &Value, path: &str) -> String {
-    let found = path.split('.').try_fold(object, |v, part| v.get(part));
-    match found {
+    match lookup(object, path) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
         Some(other) => other.to_string(),

@@ -20,14 +20,30 @@
 //!   `validRange`: `default` and `min` required, `min` and `max` not above the `value`,
 //!   `min <= default <= max`, `min <= max`, `min + step` not above the `value`, `default` and
 //!   `max` a whole number of `step`s from `min`;
-//! - ResourceClaim: `spec` immutable; request names DNS labels, unique; `status.devices`
-//!   entries unique by (driver, pool, device, shareID), each naming a device allocated in
-//!   `status.allocation.devices.results`, at most 8 conditions, `networkData.interfaceName`
-//!   at most 256, at most 16 `ips` each in CIDR form, `hardwareAddress` at most 128, `data`
-//!   at most 10 KiB; `status.reservedFor` at most 256 entries;
+//! - ResourceClaim: `spec` immutable; request names DNS labels, unique;
+//! - ResourceClaim status (`ValidateResourceClaimStatusUpdate` in
+//!   `pkg/apis/resource/validation/validation.go`): `status.reservedFor` at most 256 entries,
+//!   each with `resource`, `name` and `uid`, unique by uid, only with an allocation, and no new
+//!   entries once `deletionTimestamp` is set; `status.allocation` immutable once set (it may
+//!   only be cleared, which takes `reservedFor` with it); a new allocation: at most 32
+//!   results, each naming a request (or `request/subrequest`) of the claim, a valid driver,
+//!   pool and device name and a normalized UUID `shareID`, and at most 64 configs with a
+//!   `source` of `FromClaim` or `FromClass`, known request names, an opaque driver and
+//!   `parameters` a JSON object of at most 10 KiB; `status.devices` entries unique by
+//!   (driver, pool, device, shareID), each naming an allocated device (shareID included),
+//!   with valid driver, pool, device names and shareID, at most 8 conditions each valid as a
+//!   `metav1.Condition` (`ValidateConditions` in `apimachinery/pkg/apis/meta/v1/validation`:
+//!   `type` a qualified name, unique; `status` True, False or Unknown; `observedGeneration`
+//!   not negative; `lastTransitionTime` set; `reason` set, matching
+//!   `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`, at most 1024 bytes; `message` at most 32768
+//!   bytes), `data` a JSON object of at most 10 KiB, `networkData.interfaceName` at most
+//!   256, at most 16 `ips` each in CIDR form, `hardwareAddress` at most 128;
 //! - NetworkAttachmentDefinition: `spec.config`, when set, is a string.
 //!
-//! Not modelled: CEL selectors, DeviceClass and ResourceClaimTemplate contents, counter
+//! Not modelled: CEL selectors, DeviceClass and ResourceClaimTemplate contents, a claim's
+//! `spec.devices.config` and constraints, an allocation's `nodeSelector`, tolerations and
+//! binding conditions, a `lastTransitionTime` that is not RFC 3339 (the real API fails to
+//! decode it: 400, not 422), the admin-access authorization checks, counter
 //! arithmetic, capacity accounting across claims (the scheduler's job), quantity syntax
 //! outside capacities (beyond "non-empty"); quantities are compared as `f64`, exact for the
 //! integers drivers publish.
@@ -724,26 +740,74 @@ fn validate_claim(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldErr
         }
     }
     if let Some(status) = object.get("status") {
-        validate_claim_status(status, errors);
+        let old_status = old.and_then(|o| o.get("status"));
+        let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+        let requests = request_names(object);
+        validate_claim_status(status, old_status, deleting, &requests, errors);
     }
 }
 
-fn validate_claim_status(status: &Value, errors: &mut Vec<FieldError>) {
-    if let Some(reserved) = status.get("reservedFor").and_then(Value::as_array)
-        && reserved.len() > 256
-    {
-        errors.push(FieldError::too_many(
-            "status.reservedFor",
-            reserved.len(),
-            256,
-        ));
-    }
-    let allocated: HashSet<(String, String, String)> = status
-        .pointer("/allocation/devices/results")
+/// The names an allocation result may refer to: each request, and `request/subrequest` for
+/// the subrequests of a `firstAvailable` request.
+fn request_names(claim: &Value) -> HashSet<String> {
+    let mut names = HashSet::new();
+    for request in claim
+        .pointer("/spec/devices/requests")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|r| (text(r, "driver"), text(r, "pool"), text(r, "device")))
+    {
+        let name = text(request, "name");
+        for sub in request
+            .get("firstAvailable")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            names.insert(format!("{name}/{}", text(sub, "name")));
+        }
+        names.insert(name);
+    }
+    names
+}
+
+/// Most entries of `status.reservedFor`.
+pub const MAX_RESERVED_FOR: usize = 256;
+/// Most results of an allocation.
+pub const MAX_ALLOCATION_RESULTS: usize = 32;
+/// Most conditions of one `status.devices` entry.
+pub const MAX_DEVICE_CONDITIONS: usize = 8;
+/// Longest condition reason.
+pub const MAX_CONDITION_REASON: usize = 1024;
+/// Longest condition message.
+pub const MAX_CONDITION_MESSAGE: usize = 32 * 1024;
+/// Largest opaque configuration parameters, in bytes of JSON.
+pub const MAX_OPAQUE_PARAMETERS: usize = 10 * 1024;
+
+/// `ValidateResourceClaimStatusUpdate` (`pkg/apis/resource/validation/validation.go`).
+fn validate_claim_status(
+    status: &Value,
+    old_status: Option<&Value>,
+    deleting: bool,
+    requests: &HashSet<String>,
+    errors: &mut Vec<FieldError>,
+) {
+    let reserved = status
+        .get("reservedFor")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    validate_reserved_for(reserved, errors);
+    let allocation = status.get("allocation").filter(|a| !a.is_null());
+    let old_allocation = old_status
+        .and_then(|s| s.get("allocation"))
+        .filter(|a| !a.is_null());
+    let allocated: HashSet<String> = allocation
+        .and_then(|a| a.pointer("/devices/results"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(super::gates::shared_device_id)
         .collect();
     let mut seen = HashSet::new();
     for (index, entry) in status
@@ -754,50 +818,318 @@ fn validate_claim_status(status: &Value, errors: &mut Vec<FieldError>) {
         .enumerate()
     {
         let path = format!("status.devices[{index}]");
-        let id = (
-            text(entry, "driver"),
-            text(entry, "pool"),
-            text(entry, "device"),
-        );
-        for (field, value) in [("driver", &id.0), ("pool", &id.1), ("device", &id.2)] {
-            if value.is_empty() {
-                errors.push(FieldError::required(format!("{path}.{field}"), ""));
-            }
-        }
-        if !seen.insert((id.clone(), text(entry, "shareID"))) {
-            errors.push(FieldError::duplicate(
-                path.clone(),
-                &Value::String(format!("{}/{}/{}", id.0, id.1, id.2)),
-            ));
-        }
+        let id = super::gates::shared_device_id(entry);
+        validate_device_status(entry, &path, errors);
         if !allocated.contains(&id) {
             errors.push(FieldError::invalid(
                 path.clone(),
-                &Value::String(format!("{}/{}/{}", id.0, id.1, id.2)),
+                &Value::String(id.clone()),
                 "must be an allocated device in the claim",
             ));
         }
-        validate_device_status(entry, &path, errors);
+        if !seen.insert(id.clone()) {
+            errors.push(FieldError::duplicate(path, &Value::String(id)));
+        }
+    }
+    if !reserved.is_empty() {
+        if allocation.is_none() {
+            errors.push(FieldError::forbidden(
+                "status.reservedFor",
+                "may not be specified when `allocated` is not set",
+            ));
+        } else if deleting {
+            let old_uids: HashSet<&str> = old_status
+                .and_then(|s| s.get("reservedFor"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .collect();
+            if reserved
+                .iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .any(|uid| !old_uids.contains(uid))
+            {
+                errors.push(FieldError::forbidden(
+                    "status.reservedFor",
+                    "new entries may not be added while `deallocationRequested` or \
+                     `deletionTimestamp` are set",
+                ));
+            }
+        }
+    }
+    match (allocation, old_allocation) {
+        // Updates to a populated allocation are not allowed; clearing it is (together with
+        // reservedFor, checked above).
+        (Some(new), Some(old)) => {
+            if new != old {
+                errors.push(FieldError::invalid(
+                    "status.allocation",
+                    &Value::String("{...}".into()),
+                    "field is immutable",
+                ));
+            }
+        }
+        (Some(new), None) => validate_allocation(new, requests, errors),
+        (None, _) => {}
     }
 }
 
+fn validate_reserved_for(reserved: &[Value], errors: &mut Vec<FieldError>) {
+    if reserved.len() > MAX_RESERVED_FOR {
+        errors.push(FieldError::too_many(
+            "status.reservedFor",
+            reserved.len(),
+            MAX_RESERVED_FOR,
+        ));
+        return;
+    }
+    let mut uids = HashSet::new();
+    for (index, consumer) in reserved.iter().enumerate() {
+        let path = format!("status.reservedFor[{index}]");
+        for field in ["resource", "name", "uid"] {
+            if text(consumer, field).is_empty() {
+                errors.push(FieldError::required(format!("{path}.{field}"), ""));
+            }
+        }
+        let uid = text(consumer, "uid");
+        if !uids.insert(uid.clone()) {
+            errors.push(FieldError::duplicate(path, &Value::String(uid)));
+        }
+    }
+}
+
+/// `validateAllocationResult`: for a new allocation only (stored ones are immutable).
+fn validate_allocation(
+    allocation: &Value,
+    requests: &HashSet<String>,
+    errors: &mut Vec<FieldError>,
+) {
+    let results = allocation
+        .pointer("/devices/results")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if results.len() > MAX_ALLOCATION_RESULTS {
+        errors.push(FieldError::too_many(
+            "status.allocation.devices.results",
+            results.len(),
+            MAX_ALLOCATION_RESULTS,
+        ));
+    } else {
+        for (index, result) in results.iter().enumerate() {
+            let path = format!("status.allocation.devices.results[{index}]");
+            validate_request_ref(
+                &text(result, "request"),
+                &format!("{path}.request"),
+                requests,
+                errors,
+            );
+            validate_driver_name(result.get("driver"), &format!("{path}.driver"), errors);
+            validate_pool_name(result.get("pool"), &format!("{path}.pool"), errors);
+            let device = result.get("device").cloned().unwrap_or(Value::Null);
+            match device.as_str() {
+                None | Some("") => errors.push(FieldError::required(format!("{path}.device"), "")),
+                Some(name) if !is_dns_label(name) => errors.push(FieldError::invalid(
+                    format!("{path}.device"),
+                    &device,
+                    DNS_LABEL_MESSAGE,
+                )),
+                Some(_) => {}
+            }
+            if let Some(share) = result.get("shareID") {
+                validate_uid(share, &format!("{path}.shareID"), errors);
+            }
+        }
+    }
+    let configs = allocation
+        .pointer("/devices/config")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    // Class and claim configs together: twice the 32 of one.
+    if configs.len() > 64 {
+        errors.push(FieldError::too_many(
+            "status.allocation.devices.config",
+            configs.len(),
+            64,
+        ));
+        return;
+    }
+    for (index, config) in configs.iter().enumerate() {
+        let path = format!("status.allocation.devices.config[{index}]");
+        let source = config.get("source").cloned().unwrap_or(Value::Null);
+        match source.as_str() {
+            None | Some("") => errors.push(FieldError::required(format!("{path}.source"), "")),
+            Some("FromClaim" | "FromClass") => {}
+            Some(_) => errors.push(FieldError::not_supported(
+                format!("{path}.source"),
+                &source,
+                &["FromClaim", "FromClass"],
+            )),
+        }
+        let mut seen = HashSet::new();
+        for (i, request) in config
+            .get("requests")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let request_path = format!("{path}.requests[{i}]");
+            let name = request.as_str().unwrap_or_default();
+            validate_request_ref(name, &request_path, requests, errors);
+            if !seen.insert(name.to_owned()) {
+                errors.push(FieldError::duplicate(request_path, request));
+            }
+        }
+        match config.get("opaque").filter(|o| !o.is_null()) {
+            None => errors.push(FieldError::required(format!("{path}.opaque"), "")),
+            Some(opaque) => {
+                validate_driver_name(
+                    opaque.get("driver"),
+                    &format!("{path}.opaque.driver"),
+                    errors,
+                );
+                validate_raw_object(
+                    opaque.get("parameters"),
+                    &format!("{path}.opaque.parameters"),
+                    MAX_OPAQUE_PARAMETERS,
+                    errors,
+                );
+            }
+        }
+    }
+}
+
+const DNS_LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+fn validate_request_ref(
+    name: &str,
+    path: &str,
+    requests: &HashSet<String>,
+    errors: &mut Vec<FieldError>,
+) {
+    if !requests.contains(name) {
+        errors.push(FieldError::invalid(
+            path,
+            &Value::String(name.to_owned()),
+            "must be the name of a request in the claim or the name of a request and a subrequest separated by '/'",
+        ));
+    }
+}
+
+/// `validateDriverName` (the CSI driver name rules): required, at most 63 characters, a DNS
+/// subdomain once lower-cased.
+fn validate_driver_name(driver: Option<&Value>, path: &str, errors: &mut Vec<FieldError>) {
+    let value = driver.cloned().unwrap_or(Value::Null);
+    match value.as_str() {
+        None | Some("") => errors.push(FieldError::required(path, "")),
+        Some(name) if name.len() > 63 => errors.push(FieldError::too_long(path, 63)),
+        Some(name) if !is_dns_subdomain(&name.to_lowercase(), 253) => {
+            errors.push(FieldError::invalid(
+                path,
+                &value,
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+            ))
+        }
+        Some(_) => {}
+    }
+}
+
+/// `validatePoolName`: required, at most 253 characters, DNS subdomains joined by `/`.
+fn validate_pool_name(pool: Option<&Value>, path: &str, errors: &mut Vec<FieldError>) {
+    let value = pool.cloned().unwrap_or(Value::Null);
+    match value.as_str() {
+        None | Some("") => errors.push(FieldError::required(path, "")),
+        Some(name) if name.len() > 253 => errors.push(FieldError::too_long(path, 253)),
+        Some(name) if !name.split('/').all(|part| is_dns_subdomain(part, 253)) => {
+            errors.push(FieldError::invalid(
+                path,
+                &value,
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+            ))
+        }
+        Some(_) => {}
+    }
+}
+
+/// `validateUID`: an RFC 4122 UUID in normalized (lower-case, hyphenated) form.
+fn validate_uid(uid: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let normalized = uid.as_str().is_some_and(|u| {
+        u.len() == 36
+            && u.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+            })
+    });
+    if !normalized {
+        errors.push(FieldError::invalid(
+            path,
+            uid,
+            "uid must be in RFC 4122 normalized form, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with lowercase hexadecimal characters",
+        ));
+    }
+}
+
+/// `validateRawExtension`: present, at most `max` bytes, a JSON object.
+fn validate_raw_object(
+    value: Option<&Value>,
+    path: &str,
+    max: usize,
+    errors: &mut Vec<FieldError>,
+) {
+    match value {
+        None | Some(Value::Null) => errors.push(FieldError::required(path, "")),
+        Some(value) if value.to_string().len() > max => {
+            errors.push(FieldError::too_long(path, max));
+        }
+        Some(Value::Object(_)) => {}
+        Some(_) => errors.push(FieldError::invalid_omitted(
+            path,
+            "must be a valid JSON object",
+        )),
+    }
+}
+
+/// `validateDeviceStatus`, without the allocation check (done by the caller).
 fn validate_device_status(entry: &Value, path: &str, errors: &mut Vec<FieldError>) {
-    if let Some(conditions) = entry.get("conditions").and_then(Value::as_array)
-        && conditions.len() > 8
-    {
+    validate_driver_name(entry.get("driver"), &format!("{path}.driver"), errors);
+    validate_pool_name(entry.get("pool"), &format!("{path}.pool"), errors);
+    let device = entry.get("device").cloned().unwrap_or(Value::Null);
+    match device.as_str() {
+        None | Some("") => errors.push(FieldError::required(format!("{path}.device"), "")),
+        Some(name) if !is_dns_label(name) => errors.push(FieldError::invalid(
+            format!("{path}.device"),
+            &device,
+            DNS_LABEL_MESSAGE,
+        )),
+        Some(_) => {}
+    }
+    if let Some(share) = entry.get("shareID") {
+        validate_uid(share, &format!("{path}.shareID"), errors);
+    }
+    let conditions = entry
+        .get("conditions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if conditions.len() > MAX_DEVICE_CONDITIONS {
         errors.push(FieldError::too_many(
             format!("{path}.conditions"),
             conditions.len(),
-            8,
+            MAX_DEVICE_CONDITIONS,
         ));
     }
-    if let Some(data) = entry.get("data")
-        && data.to_string().len() > MAX_DEVICE_STATUS_DATA
-    {
-        errors.push(FieldError::too_long(
-            format!("{path}.data"),
+    validate_conditions(conditions, &format!("{path}.conditions"), errors);
+    // `data: null` decodes to no data: the field is optional.
+    if let Some(data) = entry.get("data").filter(|d| !d.is_null()) {
+        validate_raw_object(
+            Some(data),
+            &format!("{path}.data"),
             MAX_DEVICE_STATUS_DATA,
-        ));
+            errors,
+        );
     }
     let Some(network) = entry.get("networkData") else {
         return;
@@ -825,6 +1157,7 @@ fn validate_device_status(entry: &Value, path: &str, errors: &mut Vec<FieldError
             ips.len(),
             16,
         ));
+        return;
     }
     let mut seen = HashSet::new();
     for (index, ip) in ips.iter().enumerate() {
@@ -839,6 +1172,174 @@ fn validate_device_status(entry: &Value, path: &str, errors: &mut Vec<FieldError
             errors.push(FieldError::duplicate(ip_path, ip));
         }
     }
+}
+
+// ---- metav1.Condition -------------------------------------------------------------------
+
+const CONDITION_REASON_FORMAT: &str = "[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?";
+
+/// `metav1validation.ValidateConditions` (`apimachinery/pkg/apis/meta/v1/validation`):
+/// types unique, then each condition.
+pub fn validate_conditions(conditions: &[Value], path: &str, errors: &mut Vec<FieldError>) {
+    let mut types = HashSet::new();
+    for (index, condition) in conditions.iter().enumerate() {
+        let item = format!("{path}[{index}]");
+        let kind = condition
+            .get("type")
+            .cloned()
+            .unwrap_or(Value::String(String::new()));
+        if !types.insert(kind.to_string()) {
+            errors.push(FieldError::duplicate(format!("{item}.type"), &kind));
+        }
+        validate_condition(condition, &item, errors);
+    }
+}
+
+fn validate_condition(condition: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let kind = text(condition, "type");
+    for problem in qualified_name_problems(&kind) {
+        errors.push(FieldError::invalid(
+            format!("{path}.type"),
+            &Value::String(kind.clone()),
+            problem,
+        ));
+    }
+    let status = condition
+        .get("status")
+        .cloned()
+        .unwrap_or(Value::String(String::new()));
+    if !matches!(status.as_str(), Some("True" | "False" | "Unknown")) {
+        errors.push(FieldError::not_supported(
+            format!("{path}.status"),
+            &status,
+            &["False", "True", "Unknown"],
+        ));
+    }
+    if let Some(generation) = condition.get("observedGeneration")
+        && generation.as_i64().is_some_and(|g| g < 0)
+    {
+        errors.push(FieldError::invalid(
+            format!("{path}.observedGeneration"),
+            generation,
+            "must be greater than or equal to zero",
+        ));
+    }
+    if text(condition, "lastTransitionTime").is_empty() {
+        errors.push(FieldError::required(
+            format!("{path}.lastTransitionTime"),
+            "must be set",
+        ));
+    }
+    let reason = text(condition, "reason");
+    if reason.is_empty() {
+        errors.push(FieldError::required(
+            format!("{path}.reason"),
+            "must be set",
+        ));
+    } else {
+        if !is_condition_reason(&reason) {
+            errors.push(FieldError::invalid(
+                format!("{path}.reason"),
+                &Value::String(reason.clone()),
+                regex_error(
+                    "a condition reason must start with alphabetic character, optionally followed by a string of alphanumeric characters or '_,:', and must end with an alphanumeric character or '_'",
+                    CONDITION_REASON_FORMAT,
+                    &["my_name", "MY_NAME", "MyName", "ReasonA,ReasonB", "ReasonA:ReasonB"],
+                ),
+            ));
+        }
+        if reason.len() > MAX_CONDITION_REASON {
+            errors.push(FieldError::too_long(
+                format!("{path}.reason"),
+                MAX_CONDITION_REASON,
+            ));
+        }
+    }
+    if text(condition, "message").len() > MAX_CONDITION_MESSAGE {
+        errors.push(FieldError::too_long(
+            format!("{path}.message"),
+            MAX_CONDITION_MESSAGE,
+        ));
+    }
+}
+
+/// `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`
+fn is_condition_reason(reason: &str) -> bool {
+    let bytes = reason.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    first.is_ascii_alphabetic()
+        && (bytes.len() == 1 || last.is_ascii_alphanumeric() || *last == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b',' | b':'))
+}
+
+/// `validation.RegexError`: the message with examples and the regex.
+fn regex_error(message: &str, format: &str, examples: &[&str]) -> String {
+    let mut text = format!("{message} (e.g. ");
+    for (i, example) in examples.iter().enumerate() {
+        if i > 0 {
+            text.push_str(" or ");
+        }
+        text.push_str(&format!("'{example}', "));
+    }
+    text.push_str(&format!("regex used for validation is '{format}')"));
+    text
+}
+
+const QUALIFIED_NAME_FORMAT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+
+/// `validation.IsQualifiedName`: an optional DNS-subdomain prefix and `/`, then a name of at
+/// most 63 characters matching [`QUALIFIED_NAME_FORMAT`].
+fn qualified_name_problems(value: &str) -> Vec<String> {
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                return vec!["prefix part must be non-empty".to_owned()];
+            }
+            if !is_dns_subdomain(prefix, 253) {
+                return vec![
+                    "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".to_owned(),
+                ];
+            }
+            name
+        }
+        _ => {
+            return vec![
+                regex_error(
+                    "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                    QUALIFIED_NAME_FORMAT,
+                    &["MyName", "my.name", "123-abc"],
+                ) + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+            ];
+        }
+    };
+    if name.is_empty() {
+        return vec!["name part must be non-empty".to_owned()];
+    }
+    let mut problems = Vec::new();
+    if name.len() > 63 {
+        problems.push("name part must be no more than 63 characters".to_owned());
+    }
+    let bytes = name.as_bytes();
+    let edge = |b: &u8| b.is_ascii_alphanumeric();
+    let ok = bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        problems.push(regex_error(
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+            QUALIFIED_NAME_FORMAT,
+            &["MyName", "my.name", "123-abc"],
+        ));
+    }
+    problems
 }
 
 // ---- NetworkAttachmentDefinition ----------------------------------------------------
