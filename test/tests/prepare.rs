@@ -1289,7 +1289,11 @@ async fn prepare_writes_the_cdi_spec_and_metadata_and_unprepare_removes_them() {
         "spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "netclaim"}}]}},
     }))
     .unwrap();
-    let mut created = s.claims.create(&PostParams::default(), &claim).await.unwrap();
+    let mut created = s
+        .claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
     created.status = Some(
         serde_json::from_value(json!({
             "allocation": {"devices": {"results": [
@@ -1308,7 +1312,7 @@ async fn prepare_writes_the_cdi_spec_and_metadata_and_unprepare_removes_them() {
 
     let devices = prepare_one(&driver, &claim).await.unwrap();
     let cdi_id = format!("netclaim.dev/net={claim_uid}-ens1f0");
-    assert_eq!(devices[0].cdi_device_ids, [cdi_id.clone()]);
+    assert_eq!(devices[0].cdi_device_ids, [cdi_id]);
 
     // The spec: the RDMA PF's verbs, MAD and CM devices (not issm0, not mlx5_1's uverbs1)
     // and the read-only metadata mount at the Go helper's container path.
@@ -1428,7 +1432,10 @@ async fn a_claim_that_is_not_recorded_leaves_no_cdi_files() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, [format!("netclaim.dev-net_{}.json", uid(&first))]);
-    let metadata = s.dir.path().join("plugins/netclaim.dev/dra-device-metadata");
+    let metadata = s
+        .dir
+        .path()
+        .join("plugins/netclaim.dev/dra-device-metadata");
     assert!(!metadata.join(uid(&second)).exists());
     assert!(metadata.join(uid(&first)).exists());
 }
@@ -1449,7 +1456,11 @@ async fn a_shared_allocation_records_its_consumed_capacity_and_names_its_share()
     let devices = prepare_one(&driver, &claim).await.unwrap();
     assert_eq!(
         devices[0].cdi_device_ids,
-        [format!("netclaim.dev/net={}-eth4-{}", uid(&claim), share(7))]
+        [format!(
+            "netclaim.dev/net={}-eth4-{}",
+            uid(&claim),
+            share(7)
+        )]
     );
     let stored = s.checkpoint.on_disk().unwrap();
     let nic = &stored[&uid(&claim)].nics[0];
