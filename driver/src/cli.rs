@@ -234,6 +234,24 @@ pub struct RunArgs {
     #[arg(long, env = "NETCLAIM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// The CDI spec directory netclaim writes each prepared claim's spec to (RDMA
+    /// character devices of moved NICs, the device metadata mount). The container runtime
+    /// must read it: containerd 1.7 needs `enable_cdi = true` (its `cdi_spec_dirs` default,
+    /// like 2.x's, includes /var/run/cdi).
+    #[arg(long, env = "NETCLAIM_CDI_SPEC_DIR", default_value = crate::cdi::DEFAULT_SPEC_DIR)]
+    pub cdi_spec_dir: PathBuf,
+
+    /// Give containers the claim's device metadata (KEP-5304): a read-only file under
+    /// /var/run/kubernetes.io/dra-device-attributes/ with the devices' attributes and, once
+    /// attached, their network data (interface name, addresses, MAC).
+    #[arg(
+        long,
+        env = "NETCLAIM_DEVICE_METADATA",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub device_metadata: bool,
+
     /// Start with an empty state when the checkpoint is corrupt (it is kept aside as
     /// `checkpoint.json.corrupt-<time>`). Without this flag a corrupt checkpoint stops the
     /// daemon: forgetting prepared claims could strand NICs in pods.

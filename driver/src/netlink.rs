@@ -351,6 +351,15 @@ impl NetHandle {
         &self.label
     }
 
+    /// A new file on the namespace this handle works in (for moving other kinds of devices
+    /// there, such as RDMA devices: [`crate::rdma`]).
+    ///
+    /// # Errors
+    /// The fd cannot be duplicated.
+    pub fn netns_file(&self) -> io::Result<File> {
+        self.ns_file.try_clone()
+    }
+
     fn err(
         &self,
         action: impl Into<String> + 'static,
@@ -1199,7 +1208,7 @@ fn describe_rule(rule: &RuleConfig) -> String {
 /// after the pod is gone. If it cannot go back, it ends (taking the namespace with it) and
 /// the next job starts a fresh one. Reusing one thread instead of spawning one per job
 /// saves a thread creation (0.1-0.3 ms, more on a loaded node) per attach.
-async fn in_netns_thread<T: Send + 'static>(
+pub(crate) async fn in_netns_thread<T: Send + 'static>(
     ns: File,
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {

@@ -17,7 +17,12 @@
 //! - Prepare refuses every claim while the container runtime's NRI connection is down
 //!   ([`RuntimeGate`]): a pod whose RunPodSandbox cannot reach netclaim would start without
 //!   its NIC, so the kubelet is made to retry until netclaim can attach it.
-//! - Disk work (the checkpoint) runs on blocking threads, never on the async runtime's.
+//! - Disk work (the checkpoint, CDI specs, device metadata) runs on blocking threads, never
+//!   on the async runtime's.
+//! - With [`ClaimFiles`] ([`NetclaimDriver::with_claim_files`]), a prepared claim's CDI spec
+//!   and device metadata files are written before the claim is recorded and the kubelet
+//!   answered, and every device's `cdi_device_ids` name its CDI device; a claim that fails
+//!   to be recorded leaves no files; unprepare removes them ([`crate::claim_files`]).
 //! - Unprepare never forgets a NIC that is still attached to a pod: it detaches it first
 //!   (through [`Detacher`]) and keeps the entry when that fails.
 //!
@@ -39,6 +44,7 @@ use netclaim_api::{
 };
 
 use crate::checkpoint::{Checkpoint, CheckpointError, ClaimIndex, Durability};
+use crate::claim_files::ClaimFiles;
 use crate::network_attachments::{NetworkAttachments, NoNetworkAttachments};
 use crate::nri::plugin::ConnectionState;
 use crate::state::{PodRef, PreparedClaim, PreparedNic};
@@ -167,6 +173,7 @@ pub struct NetclaimDriver<H, D, N = NoNetworkAttachments> {
     attachments: N,
     driver_name: String,
     gate: RuntimeGate,
+    files: Option<ClaimFiles>,
 }
 
 impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
@@ -180,6 +187,7 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
             attachments: NoNetworkAttachments,
             driver_name: netclaim_api::DRIVER_NAME.to_owned(),
             gate: RuntimeGate::always_open(),
+            files: None,
         }
     }
 }
@@ -198,12 +206,20 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             attachments,
             driver_name: self.driver_name,
             gate: self.gate,
+            files: self.files,
         }
     }
 
     /// Prepares the devices of `driver_name` (default [`netclaim_api::DRIVER_NAME`]).
     pub fn with_driver_name(mut self, driver_name: impl Into<String>) -> Self {
         self.driver_name = driver_name.into();
+        self
+    }
+
+    /// Writes each prepared claim's CDI spec and device metadata with `files`, and returns
+    /// its devices' CDI ids to the kubelet (without: no files, no ids).
+    pub fn with_claim_files(mut self, files: ClaimFiles) -> Self {
+        self.files = Some(files);
         self
     }
 
@@ -270,7 +286,14 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             PrepareCase::NotOurs => Ok(Vec::new()),
             PrepareCase::AlreadyPrepared(prepared) => {
                 self.refresh_pods(id, pods_of(claim, &id.namespace)).await?;
-                Ok(prepared_devices(&prepared))
+                // Written again: a reboot empties /var/run/cdi, and the record may have
+                // changed since (an attach).
+                let current = self
+                    .checkpoint
+                    .claim(&id.uid)
+                    .map_or(prepared, Arc::unwrap_or_clone);
+                let ids = self.write_files(&current).await?;
+                Ok(prepared_devices(&current, ids))
             }
             PrepareCase::ReallocatedWhileAttached => Err(vec![
                 "the checkpoint holds other devices for this claim, still attached to a pod; \
@@ -279,8 +302,12 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             ]),
             PrepareCase::New => {
                 let (prepared, shared) = self.plan(id, claim, &results).await?;
-                let devices = prepared_devices(&prepared);
-                self.store(prepared, shared).await?;
+                let ids = self.write_files(&prepared).await?;
+                let devices = prepared_devices(&prepared, ids);
+                if let Err(problems) = self.store(prepared, shared).await {
+                    self.restore_files(&id.uid).await;
+                    return Err(problems);
+                }
                 Ok(devices)
             }
         }
@@ -317,11 +344,20 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         if !problems.is_empty() {
             return Err(problems);
         }
+        if let Some(files) = &self.files {
+            files.resolve_rdma(&mut nics).await;
+        }
         let prepared = PreparedClaim {
             uid: id.uid.clone(),
             namespace: id.namespace.clone(),
             name: id.name.clone(),
             pods: pods_of(claim, &id.namespace),
+            pod_claim_name: claim
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::device_metadata::POD_CLAIM_NAME_ANNOTATION))
+                .cloned(),
             nics,
         };
         Ok((prepared, shared))
@@ -394,6 +430,13 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             published: host.published,
             attachment: None,
             failure: None,
+            rdma: None,
+            consumed_capacity: result
+                .consumed_capacity
+                .iter()
+                .flatten()
+                .map(|(name, quantity)| (name.clone(), quantity.0.clone()))
+                .collect(),
         };
         Ok((nic, host.shared_children))
     }
@@ -474,6 +517,45 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             .map_err(|error| vec![error.to_string()])
     }
 
+    /// Writes the claim's CDI spec and metadata files; its devices' CDI ids (none without
+    /// [`ClaimFiles`]).
+    async fn write_files(&self, claim: &PreparedClaim) -> Result<Vec<Vec<String>>, Vec<String>> {
+        match &self.files {
+            None => Ok(vec![Vec::new(); claim.nics.len()]),
+            Some(files) => files
+                .write(claim)
+                .await
+                .map_err(|e| vec![format!("writing the claim's CDI spec: {e}")]),
+        }
+    }
+
+    /// After a failed record: the files are made to match the checkpoint again (written
+    /// from the record it still holds for the claim, else removed).
+    async fn restore_files(&self, uid: &str) {
+        let Some(files) = &self.files else { return };
+        let outcome = match self.checkpoint.claim(uid) {
+            Some(recorded) => files.write(&recorded).await.map(|_| ()),
+            None => files.remove(uid).await,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(
+                claim = uid,
+                "restoring the claim's CDI files: {error}; the next start cleans up"
+            );
+        }
+    }
+
+    /// Removes the claim's CDI spec and metadata files (idempotent).
+    async fn remove_files(&self, uid: &str) -> Result<(), Vec<String>> {
+        match &self.files {
+            None => Ok(()),
+            Some(files) => files
+                .remove(uid)
+                .await
+                .map_err(|e| vec![format!("removing the claim's CDI spec: {e}")]),
+        }
+    }
+
     /// Keeps the claim's pod list current on a retry (a shared claim may gain pods).
     async fn refresh_pods(&self, id: &ClaimId, pods: Vec<PodRef>) -> Result<(), Vec<String>> {
         self.checkpoint
@@ -490,8 +572,12 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
 
     async fn unprepare_inner(&self, uid: &str) -> Result<(), Vec<String>> {
         match UnprepareCase::of(self.checkpoint.claim(uid).map(Arc::unwrap_or_clone)) {
-            UnprepareCase::Unknown => Ok(()),
-            UnprepareCase::Detached => self.forget(uid).await,
+            // Files of a claim the checkpoint forgot (a crash after forgetting it) go too.
+            UnprepareCase::Unknown => self.remove_files(uid).await,
+            UnprepareCase::Detached => {
+                self.forget(uid).await?;
+                self.remove_files(uid).await
+            }
             UnprepareCase::StillAttached(claim) => {
                 let mut problems = Vec::new();
                 for nic in claim.nics.iter().filter(|nic| nic.attachment.is_some()) {
@@ -523,7 +609,8 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
                     }
                 }
                 if problems.is_empty() {
-                    self.forget(uid).await
+                    self.forget(uid).await?;
+                    self.remove_files(uid).await
                 } else {
                     Err(problems)
                 }
@@ -972,16 +1059,17 @@ fn network_source(configs: &[SourcedConfig], request: &str) -> String {
         .map_or_else(|| "merged config".to_owned(), SourcedConfig::label)
 }
 
-/// What the kubelet is told for a prepared claim.
-fn prepared_devices(claim: &PreparedClaim) -> Vec<PreparedDevice> {
+/// What the kubelet is told for a prepared claim; `cdi_ids` per device, in order.
+fn prepared_devices(claim: &PreparedClaim, cdi_ids: Vec<Vec<String>>) -> Vec<PreparedDevice> {
     claim
         .nics
         .iter()
-        .map(|nic| PreparedDevice {
+        .zip(cdi_ids.into_iter().chain(std::iter::repeat_with(Vec::new)))
+        .map(|(nic, cdi_device_ids)| PreparedDevice {
             requests: vec![nic.request.clone()],
             pool_name: nic.pool.clone(),
             device_name: nic.device.clone(),
-            cdi_device_ids: Vec::new(),
+            cdi_device_ids,
             share_id: nic.share_id.clone(),
         })
         .collect()

@@ -231,6 +231,7 @@ fn hooks_with_one_cni_claim(state_dir: &std::path::Path, list: &CniNetworkList) 
             name: "bench".into(),
             uid: HOOKS_POD_UID.into(),
         }],
+        pod_claim_name: None,
         nics: vec![nic],
     };
     checkpoint

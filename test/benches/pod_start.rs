@@ -117,7 +117,7 @@ async fn one_round(node: &mut TestNode, round: usize, scenario: Scenario) -> Res
     let mut claims = Vec::new();
     let mut specs = Vec::new();
     for i in 0..WITH_CLAIMS + WITHOUT_CLAIMS {
-        let mut spec = PodSpec::new(&format!("p{round}-{i}"));
+        let spec = PodSpec::new(&format!("p{round}-{i}"));
         if i < WITH_CLAIMS && scenario == Scenario::With {
             let cfg = config(json!({
                 "name": "net1",

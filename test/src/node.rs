@@ -61,6 +61,10 @@ pub struct NodeOptions {
     /// The Kubernetes the API server stand-in emulates (1.34 by default: consumable
     /// capacity off, so shared NICs need 1.36 or the gate).
     pub api: ApiServerOptions,
+    /// The driver's `--sysfs-root` (discovery and RDMA facts); `None`: a sysfs mounted
+    /// from inside the node's netns. Tests point it at a fixture tree to give a node NIC
+    /// hardware facts (PCI, RDMA) this machine lacks.
+    pub sysfs_root: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -70,6 +74,7 @@ impl Default for NodeOptions {
             nics: 2,
             extra_args: Vec::new(),
             api: ApiServerOptions::default(),
+            sysfs_root: None,
         }
     }
 }
@@ -275,6 +280,21 @@ impl TestNode {
         Ok(serde_json::Value::Object(by_uid))
     }
 
+    /// The driver's `--cdi-spec-dir`: a containerd node's CDI directory (the only one it
+    /// reads), else a directory of the test node.
+    pub fn cdi_spec_dir(&self) -> PathBuf {
+        match &self.runtime {
+            Runtime::Containerd(node) => node.paths().cdi_dir.clone(),
+            Runtime::StandIn(_) => self.dir.path().join("cdi"),
+        }
+    }
+
+    /// The driver's `--plugins-dir` (its socket and device metadata files are in
+    /// `<dir>/netclaim.dev/`).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
     /// The driver's `--state-dir` (checkpoint, CNI cache under `cni-cache/`).
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
@@ -383,7 +403,10 @@ impl TestNode {
             .map_or(0, RuntimeStandIn::session_count);
         let binary = netclaim_binary()?;
         let dir = self.dir.path();
-        let sysfs = self.node_sysfs()?;
+        let sysfs = match &self.options.sysfs_root {
+            Some(root) => root.clone(),
+            None => self.node_sysfs()?,
+        };
         let netns_arg = format!("--net=/run/netns/{}", self.netns());
         // `nsenter --net`, not `ip netns exec`: the latter gives the driver a mount
         // namespace of its own, and the pod netns that containerd bind-mounts later would
@@ -406,6 +429,9 @@ impl TestNode {
             self.nri_socket().display().to_string(),
             "--sysfs-root".into(),
             sysfs.display().to_string(),
+            // Never the machine's /var/run/cdi: the node's own (containerd reads it).
+            "--cdi-spec-dir".into(),
+            self.cdi_spec_dir().display().to_string(),
             // The test node's NICs are veths.
             "--include-virtual".into(),
         ];

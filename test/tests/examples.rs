@@ -162,8 +162,8 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
 
 /// What `netclaim run` needs from its container and cannot check itself until a claim
 /// fails on a node: sysctls under `/proc/sys` (read-only unless privileged), the pod netns
-/// files as the runtime mounts them later, and in CNI mode the node's plugins in the
-/// directories it searches plus their state.
+/// files as the runtime mounts them later, the CDI spec directory the runtime reads, and in
+/// CNI mode the node's plugins in the directories it searches plus their state.
 fn check_daemonset_gives_what_the_binary_needs(
     container: &k8s_openapi::api::core::v1::Container,
     origin: &str,
@@ -185,6 +185,7 @@ fn check_daemonset_gives_what_the_binary_needs(
         "/var/run/nri",
         "/var/run/netns",
         "/sys",
+        "/var/run/cdi",
         "/opt/cni/bin",
         "/var/lib/cni",
     ] {

@@ -1237,3 +1237,237 @@ async fn one_claim_may_hold_a_shared_parent_twice_under_two_share_ids() {
         .to_string();
     assert!(error.contains("allocated twice to this claim"), "{error}");
 }
+
+// ---- CDI specs, RDMA character devices and device metadata ---------------------------
+
+fn sysfs_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sysfs")
+}
+
+/// The driver of `s` writing CDI specs to `<dir>/cdi` and device metadata under
+/// `<dir>/plugins/netclaim.dev`, with RDMA facts from the sysfs fixture tree; and the host
+/// NIC `ens1f0` (the fixture's RDMA PF) published with two attributes.
+fn cdi_driver(s: &Setup) -> (Driver, netclaim::claim_files::ClaimFiles) {
+    s.host.0.lock().unwrap().insert(
+        "ens1f0".into(),
+        HostNic {
+            if_name: "ens1f0".into(),
+            if_index: 50,
+            kind: String::new(),
+            mtu_max: None,
+            pci_address: Some("0000:03:00.0".into()),
+            shared_children: None,
+            published: Some(json!({"name": "ens1f0", "attributes": {
+                "ifName": {"string": "ens1f0"}, "rdma": {"bool": true}}})),
+        },
+    );
+    let files = netclaim::claim_files::ClaimFiles::new(
+        s.dir.path().join("cdi"),
+        "netclaim.dev",
+        Some(&s.dir.path().join("plugins/netclaim.dev")),
+        sysfs_fixtures(),
+    )
+    .unwrap();
+    let driver = NetclaimDriver::new(s.checkpoint.clone(), s.host.clone(), s.detacher.clone())
+        .with_claim_files(files.clone());
+    (driver, files)
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    netclaim::device_metadata::first_object(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn prepare_writes_the_cdi_spec_and_metadata_and_unprepare_removes_them() {
+    let s = setup().await;
+    let (driver, files) = cdi_driver(&s);
+    // A claim made from a template: the pod's name for it names the metadata directory.
+    let claim: ResourceClaim = serde_json::from_value(json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "web-0-rdma-x7k2q", "namespace": NS,
+                     "annotations": {"resource.kubernetes.io/pod-claim-name": "rdma"}},
+        "spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "netclaim"}}]}},
+    }))
+    .unwrap();
+    let mut created = s
+        .claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+    created.status = Some(
+        serde_json::from_value(json!({
+            "allocation": {"devices": {"results": [
+                {"request": "nic", "driver": "netclaim.dev", "pool": "node-a", "device": "ens1f0"}
+            ]}},
+            "reservedFor": [{"resource": "pods", "name": "web-0", "uid": "pod-1"}],
+        }))
+        .unwrap(),
+    );
+    let claim = s
+        .claims
+        .replace_status("web-0-rdma-x7k2q", &PostParams::default(), &created)
+        .await
+        .unwrap();
+    let claim_uid = uid(&claim);
+
+    let devices = prepare_one(&driver, &claim).await.unwrap();
+    let cdi_id = format!("netclaim.dev/net={claim_uid}-ens1f0");
+    assert_eq!(devices[0].cdi_device_ids, [cdi_id]);
+
+    // The spec: the RDMA PF's verbs, MAD and CM devices (not issm0, not mlx5_1's uverbs1)
+    // and the read-only metadata mount at the Go helper's container path.
+    let spec_path = s
+        .dir
+        .path()
+        .join(format!("cdi/netclaim.dev-net_{claim_uid}.json"));
+    let metadata_path = s.dir.path().join(format!(
+        "plugins/netclaim.dev/dra-device-metadata/{claim_uid}/nic/metadata.json"
+    ));
+    assert_eq!(
+        read_json(&spec_path),
+        json!({
+            "cdiVersion": "0.5.0",
+            "kind": "netclaim.dev/net",
+            "devices": [{
+                "name": format!("{claim_uid}-ens1f0"),
+                "containerEdits": {
+                    "deviceNodes": [
+                        {"path": "/dev/infiniband/rdma_cm", "type": "c", "major": 10, "minor": 58, "fileMode": 438},
+                        {"path": "/dev/infiniband/umad0", "type": "c", "major": 231, "minor": 0, "fileMode": 384},
+                        {"path": "/dev/infiniband/uverbs0", "type": "c", "major": 231, "minor": 192, "fileMode": 438}
+                    ],
+                    "mounts": [{
+                        "hostPath": metadata_path.display().to_string(),
+                        "containerPath": "/var/run/kubernetes.io/dra-device-attributes/resourceclaimtemplates/rdma/nic/netclaim.dev-metadata.json",
+                        "options": ["ro", "bind"]
+                    }]
+                }
+            }]
+        })
+    );
+    // The metadata before the attach: the device and its published attributes, no
+    // network data yet.
+    let expected_metadata = |generation: i64, network: Option<Value>| {
+        let mut device = json!({"driver": "netclaim.dev", "pool": "node-a", "name": "ens1f0",
+            "attributes": {"ifName": {"string": "ens1f0"}, "rdma": {"bool": true}}});
+        if let Some(network) = network {
+            device["networkData"] = network;
+        }
+        json!({
+            "apiVersion": "metadata.resource.k8s.io/v1alpha1", "kind": "DeviceMetadata",
+            "metadata": {"name": "web-0-rdma-x7k2q", "namespace": NS, "uid": claim_uid,
+                         "generation": generation},
+            "podClaimName": "rdma",
+            "requests": [{"name": "nic", "devices": [device]}]
+        })
+    };
+    assert_eq!(read_json(&metadata_path), expected_metadata(1, None));
+    // The checkpoint records what the attach needs.
+    let stored = s.checkpoint.on_disk().unwrap();
+    let rdma = stored[&claim_uid].nics[0].rdma.clone().unwrap();
+    assert_eq!(rdma.device, "mlx5_0");
+    assert!(!rdma.netns_exclusive, "the fixture's ib_core says shared");
+    assert_eq!(rdma.char_devices.len(), 3);
+    assert_eq!(stored[&claim_uid].pod_claim_name.as_deref(), Some("rdma"));
+
+    // A retry after a reboot emptied /var/run/cdi writes the spec again, same ids.
+    std::fs::remove_file(&spec_path).unwrap();
+    assert_eq!(prepare_one(&driver, &claim).await.unwrap(), devices);
+    assert!(spec_path.is_file());
+
+    // Once attached, the metadata carries the network data (a hook rewrites it; a prepare
+    // retry, being level-triggered, too), and the generation moves on.
+    let mut attached = attachment();
+    attached.network = Some(netclaim::state::AttachedNetwork {
+        data: netclaim::state::NetworkData {
+            interface_name: "net1".into(),
+            ips: vec!["192.0.2.10/24".parse().unwrap()],
+            hardware_address: Some("02:00:00:00:00:0a".into()),
+        },
+        cni_result: None,
+        since: "2026-01-01T00:00:00Z".into(),
+        late: false,
+    });
+    record_attachment(&s.checkpoint, &claim_uid, "ens1f0", None, Some(attached)).await;
+    files
+        .refresh_metadata(&s.checkpoint.claim(&claim_uid).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_json(&metadata_path),
+        expected_metadata(
+            2,
+            Some(json!({"interfaceName": "net1", "ips": ["192.0.2.10/24"],
+                        "hardwareAddress": "02:00:00:00:00:0a"}))
+        )
+    );
+
+    // Unprepare (after the NIC is back) removes both.
+    record_attachment(&s.checkpoint, &claim_uid, "ens1f0", None, None).await;
+    let results = driver.unprepare(vec![claim_ref(&claim)]).await;
+    assert!(results[&claim_uid].is_ok(), "{results:?}");
+    assert!(!spec_path.exists());
+    assert!(!metadata_path.parent().unwrap().parent().unwrap().exists());
+    // Again: nothing left, nothing to fail on.
+    let results = driver.unprepare(vec![claim_ref(&claim)]).await;
+    assert!(results[&claim_uid].is_ok(), "{results:?}");
+}
+
+#[tokio::test]
+async fn a_claim_that_is_not_recorded_leaves_no_cdi_files() {
+    let s = setup().await;
+    let (driver, _files) = cdi_driver(&s);
+    let first = allocated_claim(&s.claims, "first", &[("nic", "ens1f0")], vec![], &["p1"]).await;
+    prepare_one(&driver, &first).await.unwrap();
+    // The same NIC again: refused at the record, after its files were written.
+    let second = allocated_claim(&s.claims, "second", &[("nic", "ens1f0")], vec![], &["p2"]).await;
+    let error = prepare_one(&driver, &second).await.unwrap_err().to_string();
+    assert!(
+        error.contains("device ens1f0 (pool node-a) is already prepared for claim default/first"),
+        "{error}"
+    );
+    let cdi = s.dir.path().join("cdi");
+    let names: Vec<String> = std::fs::read_dir(&cdi)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, [format!("netclaim.dev-net_{}.json", uid(&first))]);
+    let metadata = s
+        .dir
+        .path()
+        .join("plugins/netclaim.dev/dra-device-metadata");
+    assert!(!metadata.join(uid(&second)).exists());
+    assert!(metadata.join(uid(&first)).exists());
+}
+
+#[tokio::test]
+async fn a_shared_allocation_records_its_consumed_capacity_and_names_its_share() {
+    let s = setup_with(ApiServerOptions::kubernetes(36)).await;
+    let (driver, _files) = cdi_driver(&s);
+    s.host.add_shared("eth4", "0000:03:00.0", 4);
+    let claim = allocated_shared_claim(
+        &s.claims,
+        "child",
+        &[("nic", "eth4", &share(7))],
+        vec![macvlan_config(&[], "net1")],
+        "pod-7",
+    )
+    .await;
+    let devices = prepare_one(&driver, &claim).await.unwrap();
+    assert_eq!(
+        devices[0].cdi_device_ids,
+        [format!(
+            "netclaim.dev/net={}-eth4-{}",
+            uid(&claim),
+            share(7)
+        )]
+    );
+    let stored = s.checkpoint.on_disk().unwrap();
+    let nic = &stored[&uid(&claim)].nics[0];
+    assert_eq!(
+        nic.consumed_capacity,
+        BTreeMap::from([("netclaim.dev/children".to_string(), "1".to_string())])
+    );
+    // A CNI child gets no RDMA devices of its parent.
+    assert_eq!(nic.rdma, None);
+}
