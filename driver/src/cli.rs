@@ -240,6 +240,16 @@ pub struct RunArgs {
     #[arg(long, env = "NETCLAIM_DISCARD_CORRUPT_CHECKPOINT")]
     pub discard_corrupt_checkpoint: bool,
 
+    /// The absolute path of `nsenter` (util-linux), used to run ethtool inside a pod's
+    /// network namespace. Default: the first found in /usr/sbin, /sbin, /usr/bin, /bin.
+    #[arg(long, env = "NETCLAIM_NSENTER_PATH")]
+    pub nsenter_path: Option<PathBuf>,
+
+    /// The absolute path of `ethtool`, for claims with interface.ethtoolFeatures.
+    /// Default: the first found in /usr/sbin, /sbin, /usr/bin, /bin.
+    #[arg(long, env = "NETCLAIM_ETHTOOL_PATH")]
+    pub ethtool_path: Option<PathBuf>,
+
     /// Test hook: abort the process at this point of an attach (crash-recovery tests).
     #[arg(long, hide = true, value_enum)]
     pub crash_at: Option<crate::hooks::CrashPoint>,

@@ -12,6 +12,7 @@ pub mod cni;
 pub mod daemon;
 pub mod deadline;
 pub mod discovery;
+pub mod exec;
 pub mod faults;
 pub mod hooks;
 pub mod level_writer;
