@@ -93,8 +93,10 @@ impl NetworkConfig {
     ///   or digit (a leading `-` would be an option to ethtool);
     /// - `cni` (CNI mode, see [`crate::cni`]): the network is inline or a reference, not
     ///   both; a known `cniVersion`, a valid network name, plugin `type`s that are bare file
-    ///   names; and no `interface` field other than `name` next to it (the plugins
-    ///   configure the interface).
+    ///   names, at most [`crate::policy::MAX_PLUGINS`] plugins; no `interface` field other
+    ///   than `name` next to it (the plugins configure the interface); `claimMayOverride`
+    ///   paths no class may grant and `pluginOverrides` keys or values no claim may set
+    ///   ([`crate::policy`]) are refused.
     ///
     /// Tables 0 and 255 are refused: 0 is `RT_TABLE_UNSPEC`, which the kernel quietly turns
     /// into `main` for routes, so writing it hides what happens (omit `table` for main);

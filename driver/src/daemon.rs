@@ -2,7 +2,7 @@
 //!
 //! Start-up order, each step failing the start with a message naming what was wrong:
 //! 1. configuration (an invalid `--filter`, a `--cni-timeout-seconds` that cannot fit in an
-//!    NRI hook stop here) and the host tools
+//!    NRI hook, an empty `--cni-allowed-plugins` stop here) and the host tools
 //!    (`nsenter`, `ethtool`) resolved to absolute paths once ([`crate::exec`]; a missing
 //!    one is logged and fails only the claims that need it),
 //! 2. the Kubernetes client,
@@ -76,7 +76,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     .with_cni(args.cni.runner_with(
         &state_dir,
         crate::nri::plugin::handler_budget(args.nri_request_timeout()),
-    ));
+    )?);
     hooks.hold_attached_devices();
 
     let mut watch = discovery
@@ -257,6 +257,7 @@ impl NodeAgent {
             NetclaimDriver::new(checkpoint, inventory.clone(), hooks.clone())
                 .with_driver_name(driver_name.clone())
                 .with_runtime_gate(gate)
+                .with_allowed_plugins(args.cni.allowed_plugins()?)
                 .with_network_attachments(client.clone()),
         );
         let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), node_name)

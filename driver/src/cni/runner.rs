@@ -4,6 +4,9 @@
 //! - Plugins run only from [`CniRunner::bin_dirs`]: `type` is a bare file name (no `/`,
 //!   no `..`), resolved by name in those directories, never through `PATH`, and every
 //!   plugin of a list is resolved before the first one runs.
+//! - Before any plugin of a list runs, for every verb, the whole list is checked against
+//!   [`CniRunner::allowed`] (every plugin type and IPAM type on the admin's allowlist,
+//!   device-taking types only first: [`check_plugins`]); nothing runs when one fails.
 //! - A plugin runs by absolute path, in its own process group, with exactly the `CNI_*`
 //!   variables and a fixed `PATH` (the plugin directories, then the system's sbin and bin
 //!   directories, for helpers such as iptables): nothing of netclaim's own environment.
@@ -30,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use netclaim_api::cni::{CniNetworkList, CniPlugin, check_plugin_type};
+use netclaim_api::policy::{PluginAllowlist, check_plugins};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
@@ -76,6 +80,8 @@ pub struct CniRunner {
     pub timeout: Duration,
     /// Where ADD results are cached for DEL and CHECK.
     pub cache: ResultCache,
+    /// The plugin types that may run (`--cni-allowed-plugins`).
+    pub allowed: PluginAllowlist,
 }
 
 /// A CNI command.
@@ -138,13 +144,21 @@ impl<'a> Invocation<'a> {
 
 impl CniRunner {
     /// A runner looking for plugins in `bin_dirs`, with `timeout` per plugin run and its
-    /// result cache in `cache_dir` (created on first ADD).
+    /// result cache in `cache_dir` (created on first ADD), running the default plugin
+    /// allowlist ([`netclaim_api::policy::DEFAULT_ALLOWED_PLUGINS`]).
     pub fn new(bin_dirs: Vec<PathBuf>, timeout: Duration, cache_dir: PathBuf) -> Self {
         Self {
             bin_dirs,
             timeout,
             cache: ResultCache::new(cache_dir),
+            allowed: PluginAllowlist::default(),
         }
+    }
+
+    /// The same runner, running only the plugin types of `allowed`.
+    pub fn with_allowed_plugins(mut self, allowed: PluginAllowlist) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     /// [`CniRunner::add_until`] without a deadline of the caller's, returning the typed
@@ -479,14 +493,17 @@ impl CniRunner {
             }))
     }
 
-    /// Checks the list and the attachment and resolves every plugin, before anything runs.
+    /// Checks the list (its shape, and its plugins against [`CniRunner::allowed`]) and the
+    /// attachment and resolves every plugin, before anything runs.
     async fn prepare(
         &self,
         list: &CniNetworkList,
         attachment: Option<&Attachment>,
     ) -> Result<Vec<PathBuf>, CniError> {
-        // Re-checked here: a list may be built in code rather than parsed.
+        // Re-checked here: a list may be built in code rather than parsed, or come from a
+        // cache entry written under another allowlist.
         CniNetworkList::parse(list.to_json().to_string().as_bytes())?;
+        check_plugins(list, &self.allowed)?;
         if let Some(attachment) = attachment {
             attachment.validate()?;
         }
