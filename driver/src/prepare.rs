@@ -471,8 +471,7 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
                     .await
                     .map_err(|error| {
                         vec![format!(
-                            "{label}: cni.networkAttachmentDefinition: \
-                                     {namespace}/{name}: {error}"
+                            "{label}: cni.networkAttachmentDefinition: {namespace}/{name}: {error}"
                         )]
                     })?;
                 let author = NetworkAuthor::of(chooser, Some(namespace), &id.namespace);
@@ -481,8 +480,8 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             None => {
                 let list = cni.inline_network().ok_or_else(|| {
                     vec![format!(
-                        "{what}: cni: the merged config names no complete network \
-                             (cniVersion, name, plugins)"
+                        "{what}: cni: the merged config names no complete network (cniVersion, \
+                         name, plugins)"
                     )]
                 })?;
                 let author = NetworkAuthor::of(chooser, None, &id.namespace);

@@ -1645,6 +1645,24 @@ async fn host_device_takes_only_the_allocated_device_and_never_a_shared_parent()
     .await;
     prepare_one(&s.driver, &claim).await.unwrap();
     assert_eq!(stored_list(&s, &claim)["plugins"][0]["device"], "eth2");
+    // A NIC host-device moves is the pod's: unlike a macvlan parent, it is not shared.
+    let second = allocated_claim(
+        &s.claims,
+        "moved-again",
+        &[("nic", "eth2")],
+        vec![moving(&[])],
+        &["pod-3"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &second)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "claim default/moved-again: device eth2 (pool node-a) is already prepared for claim \
+         default/moved"
+    );
     // Moving a shared parent would cut its other children off.
     s.host.add_shared("eth4", "0000:03:00.0", 4);
     let shared = allocated_shared_claim(
