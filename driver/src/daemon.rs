@@ -2,7 +2,9 @@
 //!
 //! Start-up order, each step failing the start with a message naming what was wrong:
 //! 1. configuration (an invalid `--filter`, a `--cni-timeout-seconds` that cannot fit in an
-//!    NRI hook stop here),
+//!    NRI hook, an empty `--cni-allowed-plugins` stop here) and the host tools
+//!    (`nsenter`, `ethtool`) resolved to absolute paths once ([`crate::exec`]; a missing
+//!    one is logged and fails only the claims that need it),
 //! 2. the Kubernetes client,
 //! 3. the checkpoint of prepared claims (a corrupt record stops the start unless
 //!    `--discard-corrupt-checkpoint`), read on a blocking thread,
@@ -55,6 +57,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         bail!("the node name is required: pass --node-name or set NODE_NAME");
     };
     let driver_name = args.discovery.driver_name.clone();
+    resolve_host_tools(args);
     let shutdown = CancellationToken::new();
     let stop_signal = shutdown_on_signal(shutdown.clone())?;
 
@@ -79,7 +82,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     .with_cni(args.cni.runner_with(
         &state_dir,
         crate::nri::plugin::handler_budget(args.nri_request_timeout()),
-    ));
+    )?);
     hooks.hold_attached_devices();
 
     let mut watch = discovery
@@ -159,6 +162,25 @@ pub fn driver_resources(node_name: &str, devices: Vec<Device>) -> DriverResource
         pools: [(node_name.to_owned(), Pool { devices })]
             .into_iter()
             .collect(),
+    }
+}
+
+/// Resolves `nsenter` and `ethtool` once, from the flags or the standard directories, and
+/// logs where each is (or why it is missing).
+fn resolve_host_tools(args: &RunArgs) {
+    let tools =
+        crate::exec::HostTools::resolve(args.nsenter_path.as_deref(), args.ethtool_path.as_deref());
+    for (name, found) in [("nsenter", &tools.nsenter), ("ethtool", &tools.ethtool)] {
+        match found {
+            Ok(path) => tracing::info!(tool = name, path = %path.display(), "host tool"),
+            Err(why) => tracing::warn!(
+                tool = name,
+                "{why}; claims with interface.ethtoolFeatures will fail"
+            ),
+        }
+    }
+    if crate::exec::set_host_tools(tools).is_err() {
+        tracing::warn!("host tools were resolved before the flags were read; the first stays");
     }
 }
 
@@ -291,6 +313,7 @@ impl NodeAgent {
                 .with_driver_name(driver_name.clone())
                 .with_runtime_gate(gate)
                 .with_claim_files(files)
+                .with_allowed_plugins(args.cni.allowed_plugins()?)
                 .with_network_attachments(client.clone()),
         );
         let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), node_name)

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod deadline;
 pub mod device_metadata;
 pub mod discovery;
+pub mod exec;
 pub mod faults;
 pub mod hooks;
 pub mod level_writer;

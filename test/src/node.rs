@@ -112,8 +112,12 @@ pub struct NicClaim {
     pub request: String,
     /// The host interface the "scheduler" picks (by the published `ifName` attribute).
     pub if_name: String,
-    /// The opaque parameters for `netclaim.dev`, if any.
+    /// The claim's opaque parameters for `netclaim.dev`, if any (`FromClaim`).
     pub config: Option<serde_json::Value>,
+    /// The DeviceClass's opaque parameters for `netclaim.dev`, if any: the admin's side,
+    /// allocated as the scheduler copies a class config (`FromClass`, for this request).
+    /// CNI networks a claim may not bring itself go here.
+    pub class_config: Option<serde_json::Value>,
 }
 
 /// A node with netclaim running on it. Dropping it stops everything it started.
@@ -631,6 +635,12 @@ impl TestNode {
                 result["consumedCapacity"] = serde_json::Value::Object(consumed);
             }
             results.push(result);
+            if let Some(config) = &nic.class_config {
+                configs.push(serde_json::json!({
+                    "source": "FromClass", "requests": [nic.request],
+                    "opaque": {"driver": DRIVER, "parameters": config}
+                }));
+            }
             if let Some(config) = &nic.config {
                 configs.push(serde_json::json!({
                     "source": "FromClaim", "requests": [nic.request],
@@ -1081,6 +1091,23 @@ pub mod checks {
             request: "nic".into(),
             if_name: if_name.into(),
             config,
+            class_config: None,
+        }
+    }
+
+    /// A claim `name` of `if_name` in CNI mode: the DeviceClass (`class_config`) holds the
+    /// network `cni` and lets claims pick the interface name, and the claim names it
+    /// `net1`, as `examples/claims/cni-macvlan.yaml` does.
+    pub fn cni_nic(name: &str, if_name: &str, mut cni: Value) -> NicClaim {
+        cni["claimMayOverride"] = json!(["interfaceName"]);
+        NicClaim {
+            name: name.into(),
+            request: "nic".into(),
+            if_name: if_name.into(),
+            config: Some(config(json!({"name": "net1"}))),
+            class_config: Some(json!({
+                "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "cni": cni
+            })),
         }
     }
 

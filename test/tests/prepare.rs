@@ -15,6 +15,7 @@ use kubeletplugin::{ClaimRef, DraDriver, Plugin};
 use netclaim::checkpoint::{Checkpoint, Durability, Recovery};
 use netclaim::prepare::{Detacher, HostDevices, HostNic, NetclaimDriver};
 use netclaim::state::{AttachPhase, Attachment, LinkSnapshot, PreparedNic};
+use netclaim_api::PluginAllowlist;
 use netclaim_test::apiserver::{ApiServer, ApiServerOptions};
 use netclaim_test::kubelet::{DraApiVersion, KubeletStandIn};
 use serde_json::{Value, json};
@@ -732,10 +733,25 @@ async fn prepare_and_unprepare_through_the_kubelet_plugin() {
 
 // ---- CNI mode: NetworkAttachmentDefinition references ----------------------------------
 
-/// The driver of `s`, reading NetworkAttachmentDefinitions from the stand-in API.
+/// The driver of `s`, reading NetworkAttachmentDefinitions from the stand-in API; its
+/// admin also allows the `tuning` plugin (`--cni-allowed-plugins`).
 fn nad_driver(s: &Setup) -> NetclaimDriver<Arc<FakeHost>, Arc<FakeDetacher>, kube::Client> {
     NetclaimDriver::new(s.checkpoint.clone(), s.host.clone(), s.detacher.clone())
+        .with_allowed_plugins(PluginAllowlist::default_and(["tuning"]).unwrap())
         .with_network_attachments(s.server.client())
+}
+
+/// The DeviceClass config that lets claims name NetworkAttachmentDefinitions of their own
+/// namespace and of `other_namespaces`.
+fn nad_grant(other_namespaces: &[&str]) -> Value {
+    opaque(
+        "FromClass",
+        &[],
+        "netclaim.dev",
+        json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+               "cni": {"claimMayBring": {"networkAttachmentDefinition":
+                   {"otherNamespaces": other_namespaces}}}}),
+    )
 }
 
 fn nad_api(s: &Setup, namespace: &str) -> Api<DynamicObject> {
@@ -791,7 +807,7 @@ async fn a_network_attachment_definition_is_resolved_at_prepare_and_stored_with_
         &s.claims,
         "nad-a",
         &[("nic", "eth1")],
-        vec![nad_config(None, "macnet")],
+        vec![nad_grant(&[]), nad_config(None, "macnet")],
         &["pod-1"],
     )
     .await;
@@ -845,7 +861,7 @@ async fn a_single_plugin_nad_of_another_namespace_runs_as_a_one_plugin_list() {
         &s.claims,
         "nad-b",
         &[("nic", "eth2")],
-        vec![nad_config(Some("team-a"), "ipnet")],
+        vec![nad_grant(&["team-a"]), nad_config(Some("team-a"), "ipnet")],
         &["pod-1"],
     )
     .await;
@@ -867,7 +883,7 @@ async fn a_single_plugin_nad_of_another_namespace_runs_as_a_one_plugin_list() {
         &s.claims,
         "nad-c",
         &[("nic", "eth3")],
-        vec![nad_config(None, "ipnet")],
+        vec![nad_grant(&[]), nad_config(None, "ipnet")],
         &["pod-2"],
     )
     .await;
@@ -929,7 +945,7 @@ async fn bad_network_attachment_definitions_fail_the_claim_naming_the_field() {
             &s.claims,
             &name,
             &[("nic", "eth1")],
-            vec![nad_config(None, nad)],
+            vec![nad_grant(&[]), nad_config(None, nad)],
             &["pod-1"],
         )
         .await;
@@ -956,7 +972,7 @@ async fn api_errors_reading_a_nad_fail_the_claim_and_a_retry_succeeds() {
         &s.claims,
         "nad-rbac",
         &[("nic", "eth1")],
-        vec![nad_config(None, "macnet")],
+        vec![nad_grant(&[]), nad_config(None, "macnet")],
         &["pod-1"],
     )
     .await;
@@ -987,7 +1003,7 @@ async fn api_errors_reading_a_nad_fail_the_claim_and_a_retry_succeeds() {
         &s.claims,
         "nad-no-client",
         &[("nic", "eth2")],
-        vec![nad_config(None, "macnet")],
+        vec![nad_grant(&[]), nad_config(None, "macnet")],
         &["pod-2"],
     )
     .await;
@@ -1000,10 +1016,11 @@ async fn api_errors_reading_a_nad_fail_the_claim_and_a_retry_succeeds() {
 
 // ---- shared parent NICs (DRA consumable capacity) ------------------------------------
 
-/// A CNI-mode config: a macvlan child named `ifname` on the allocated device.
+/// A CNI-mode DeviceClass config (the admin's): a macvlan child named `ifname` on the
+/// allocated device, for `requests` (the scheduler lists a class config's requests).
 fn macvlan_config(requests: &[&str], ifname: &str) -> Value {
     opaque(
-        "FromClaim",
+        "FromClass",
         requests,
         "netclaim.dev",
         json!({
@@ -1470,4 +1487,436 @@ async fn a_shared_allocation_records_its_consumed_capacity_and_names_its_share()
     );
     // A CNI child gets no RDMA devices of its parent.
     assert_eq!(nic.rdma, None);
+}
+
+// ---- the tenant boundary: what a claim may choose of what runs on the node ------------
+
+/// A `netclaim.dev` config entry from `source` for all requests with the `cni` section
+/// `cni` (and `interface.name: net1` for a claim).
+fn cni_entry(source: &str, cni: Value) -> Value {
+    let mut parameters =
+        json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "cni": cni});
+    if source == "FromClaim" {
+        parameters["interface"] = json!({"name": "net1"});
+    }
+    opaque(source, &[], "netclaim.dev", parameters)
+}
+
+/// The stored CNI list of the claim's first device.
+fn stored_list(s: &Setup, claim: &ResourceClaim) -> Value {
+    s.checkpoint.on_disk().unwrap()[&uid(claim)].nics[0]
+        .cni
+        .clone()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_claims_own_conflist_is_refused_unless_its_class_allows_it() {
+    let s = setup().await;
+    let mine = json!({"cniVersion": "1.0.0", "name": "mine",
+                      "plugins": [{"type": "macvlan", "mode": "bridge"}]});
+    // A class without config (or with static config only) grants no network.
+    let claim = allocated_claim(
+        &s.claims,
+        "own-net",
+        &[("nic", "eth1")],
+        vec![cni_entry("FromClaim", mine.clone())],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &claim)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "claim default/own-net: device eth1 (pool node-a, request nic): claim config[0]: \
+         cni.plugins: claims may not bring their own network this way under this DeviceClass \
+         (it lets claims bring: none); an admin allows it with cni.claimMayBring.inline in \
+         the class config"
+    );
+    assert!(s.checkpoint.on_disk().unwrap().is_empty());
+    // With the grant the same claim is prepared, the device in `master`.
+    let granted = allocated_claim(
+        &s.claims,
+        "own-net-granted",
+        &[("nic", "eth1")],
+        vec![
+            cni_entry("FromClass", json!({"claimMayBring": {"inline": true}})),
+            cni_entry("FromClaim", mine),
+        ],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&s.driver, &granted).await.unwrap();
+    assert_eq!(stored_list(&s, &granted)["plugins"][0]["master"], "eth1");
+}
+
+#[tokio::test]
+async fn plugins_outside_the_allowlist_fail_the_claim_first_chained_and_as_ipam() {
+    let s = setup().await;
+    // The allowlist binds the admin's class networks too: it is the admin's own flag.
+    let cases = [
+        (
+            "bridge-first",
+            json!([{"type": "bridge", "bridge": "cni0"}]),
+            "cni.plugins[0].type: \"bridge\" is not an allowed CNI plugin on this node \
+             (allowed: host-device, host-local, ipvlan, macvlan, static; an admin allows \
+             more with netclaim run --cni-allowed-plugins)",
+        ),
+        (
+            "portmap-chained",
+            json!([{"type": "macvlan"}, {"type": "portmap", "capabilities": {"portMappings": true}}]),
+            "cni.plugins[1].type: \"portmap\" is not an allowed CNI plugin",
+        ),
+        (
+            "dhcp-ipam",
+            json!([{"type": "macvlan", "ipam": {"type": "dhcp"}}]),
+            "cni.plugins[0].ipam.type: \"dhcp\" is not an allowed CNI plugin",
+        ),
+        (
+            "host-device-chained",
+            json!([{"type": "macvlan"}, {"type": "host-device", "device": "eth0"}]),
+            "cni.plugins[1].type: \"host-device\" takes a host device, and only a list's \
+             first plugin is given the allocated one",
+        ),
+    ];
+    for (name, plugins, expected) in cases {
+        let claim = allocated_claim(
+            &s.claims,
+            name,
+            &[("nic", "eth1")],
+            vec![cni_entry(
+                "FromClass",
+                json!({"cniVersion": "1.0.0", "name": "n", "plugins": plugins}),
+            )],
+            &["pod-1"],
+        )
+        .await;
+        let error = prepare_one(&s.driver, &claim)
+            .await
+            .unwrap_err()
+            .to_string();
+        let wanted = format!("claim default/{name}: class config[0]: {expected}");
+        assert!(error.starts_with(&wanted), "{error}\nwanted {wanted}");
+    }
+    // An admin who lists the plugin gets it.
+    let driver = NetclaimDriver::new(s.checkpoint.clone(), s.host.clone(), s.detacher.clone())
+        .with_allowed_plugins(PluginAllowlist::default_and(["dhcp"]).unwrap());
+    let claim = allocated_claim(
+        &s.claims,
+        "dhcp-allowed",
+        &[("nic", "eth2")],
+        vec![cni_entry(
+            "FromClass",
+            json!({"cniVersion": "1.0.0", "name": "n",
+                   "plugins": [{"type": "macvlan", "ipam": {"type": "dhcp"}}]}),
+        )],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&driver, &claim).await.unwrap();
+    assert!(s.checkpoint.on_disk().unwrap().contains_key(&uid(&claim)));
+}
+
+#[tokio::test]
+async fn a_nad_of_another_namespace_needs_the_class_to_list_it() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    create_nad(&s, "team-b", "macnet", MACVLAN_CONFLIST).await;
+    let claim = allocated_claim(
+        &s.claims,
+        "nad-elsewhere",
+        &[("nic", "eth1")],
+        vec![nad_grant(&["team-c"]), nad_config(Some("team-b"), "macnet")],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "claim default/nad-elsewhere: claim config[0] (requests [nic]): \
+         cni.networkAttachmentDefinition.namespace: \"team-b\" is not the claim's namespace \
+         (default), and the DeviceClass lets claims name NetworkAttachmentDefinitions only \
+         in: the claim's own, team-c (an admin adds namespaces with \
+         cni.claimMayBring.networkAttachmentDefinition.otherNamespaces)"
+    );
+    // "*" lets claims name any namespace's.
+    let anywhere = allocated_claim(
+        &s.claims,
+        "nad-anywhere",
+        &[("nic", "eth1")],
+        vec![nad_grant(&["*"]), nad_config(Some("team-b"), "macnet")],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&driver, &anywhere).await.unwrap();
+    assert_eq!(stored_list(&s, &anywhere)["plugins"][0]["master"], "eth1");
+}
+
+#[tokio::test]
+async fn oversized_or_overlong_nads_are_refused() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    let padding = " ".repeat(10 * 1024);
+    create_nad(
+        &s,
+        NS,
+        "huge",
+        &format!(r#"{{"cniVersion": "1.0.0", "name": "n", "type": "macvlan"}}{padding}"#),
+    )
+    .await;
+    let nine: Vec<&str> = vec![r#"{"type": "static"}"#; 9];
+    create_nad(
+        &s,
+        NS,
+        "long",
+        &format!(
+            r#"{{"cniVersion": "1.0.0", "name": "n", "plugins": [{}]}}"#,
+            nine.join(",")
+        ),
+    )
+    .await;
+    for (nad, expected) in [
+        (
+            "huge",
+            "spec.config: is 10295 bytes; netclaim takes a network of at most 10240 bytes",
+        ),
+        (
+            "long",
+            "spec.config: plugins: has 9 plugins; a network has at most 8",
+        ),
+    ] {
+        let claim = allocated_claim(
+            &s.claims,
+            &format!("nad-{nad}"),
+            &[("nic", "eth1")],
+            vec![nad_grant(&[]), nad_config(None, nad)],
+            &["pod-1"],
+        )
+        .await;
+        let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+        let wanted = format!(
+            "claim default/nad-{nad}: claim config[0] (requests [nic]): \
+             cni.networkAttachmentDefinition: default/{nad}: {expected}"
+        );
+        assert!(error.starts_with(&wanted), "{error}\nwanted {wanted}");
+    }
+    assert!(s.checkpoint.on_disk().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn what_the_claims_side_wrote_may_not_name_node_paths_devices_or_runtime_keys() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    let leased = r#"{"cniVersion": "1.0.0", "name": "leased", "plugins": [
+        {"type": "macvlan", "master": "placeholder",
+         "ipam": {"type": "host-local", "dataDir": "/etc/cron.d",
+                  "ranges": [[{"subnet": "192.0.2.0/24"}]]}}]}"#;
+    // In the claim's own namespace the app team writes the NAD: it is the claim's side.
+    create_nad(&s, NS, "leased", leased).await;
+    let claim = allocated_claim(
+        &s.claims,
+        "tenant-datadir",
+        &[("nic", "eth1")],
+        vec![nad_grant(&[]), nad_config(None, "leased")],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "claim default/tenant-datadir: claim config[0] (requests [nic]): \
+         cni.networkAttachmentDefinition: default/leased: spec.config: \
+         plugins[0].ipam.dataDir: names a file, directory or socket on the node, which a \
+         claim may not choose (the plugin's default applies)"
+    );
+    // So is a NAD a class names without a namespace: it resolves in the claim's namespace.
+    let class_ref = allocated_claim(
+        &s.claims,
+        "class-ref-own-namespace",
+        &[("nic", "eth1")],
+        vec![cni_entry(
+            "FromClass",
+            json!({"networkAttachmentDefinition": {"name": "leased"}}),
+        )],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&driver, &class_ref)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("class config[0]: cni.networkAttachmentDefinition: default/leased: spec.config: plugins[0].ipam.dataDir: names a file"),
+        "{error}"
+    );
+    // A NAD the class names in the admins' namespace is the admin's: it may.
+    create_nad(&s, "net-admin", "leased", leased).await;
+    let admin = allocated_claim(
+        &s.claims,
+        "admin-datadir",
+        &[("nic", "eth1")],
+        vec![cni_entry(
+            "FromClass",
+            json!({"networkAttachmentDefinition": {"namespace": "net-admin", "name": "leased"}}),
+        )],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&driver, &admin).await.unwrap();
+    let list = stored_list(&s, &admin);
+    assert_eq!(list["plugins"][0]["ipam"]["dataDir"], "/etc/cron.d");
+    assert_eq!(list["plugins"][0]["master"], "eth1");
+
+    // An inline network a claim may bring: a host device further down, the runtime's
+    // keys and paths are refused, each named.
+    let claim = allocated_claim(
+        &s.claims,
+        "tenant-inline",
+        &[("nic", "eth2")],
+        vec![
+            cni_entry("FromClass", json!({"claimMayBring": {"inline": true}})),
+            cni_entry(
+                "FromClaim",
+                json!({"cniVersion": "1.0.0", "name": "n", "plugins": [
+                    {"type": "macvlan", "runtimeConfig": {"mac": "02:00:00:00:00:09"}},
+                    {"type": "static", "device": "eth0", "resolvConf": "/etc/shadow"}]}),
+            ),
+        ],
+        &["pod-2"],
+    )
+    .await;
+    let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+    for field in [
+        "claim config[0]: cni.plugins[0].runtimeConfig: is the container runtime's to fill",
+        "claim config[0]: cni.plugins[1].device: picks a host device",
+        "claim config[0]: cni.plugins[1].resolvConf: names a file",
+    ] {
+        assert!(error.contains(field), "want {field:?} in {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_override_of_an_unlisted_field_is_refused_and_a_listed_one_applied() {
+    let s = setup().await;
+    let class = cni_entry(
+        "FromClass",
+        json!({"cniVersion": "1.0.0", "name": "macnet-static",
+               "plugins": [{"type": "macvlan", "mode": "bridge", "ipam": {"type": "static"}}],
+               "claimMayOverride": ["interfaceName", "plugins[0].ipam.addresses"]}),
+    );
+    let claim = allocated_claim(
+        &s.claims,
+        "override-mode",
+        &[("nic", "eth1")],
+        vec![
+            class.clone(),
+            cni_entry(
+                "FromClaim",
+                json!({"pluginOverrides": {"plugins[0].mode": "passthru"}}),
+            ),
+        ],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &claim)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "claim default/override-mode: device eth1 (pool node-a, request nic): claim \
+         config[0]: cni.pluginOverrides[\"plugins[0].mode\"]: the DeviceClass lets claims \
+         override only [interfaceName, plugins[0].ipam.addresses]"
+    );
+    let claim = allocated_claim(
+        &s.claims,
+        "override-address",
+        &[("nic", "eth1")],
+        vec![
+            class,
+            cni_entry(
+                "FromClaim",
+                json!({"pluginOverrides": {
+                    "plugins[0].ipam.addresses": [{"address": "192.0.2.30/24"}]}}),
+            ),
+        ],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&s.driver, &claim).await.unwrap();
+    let list = stored_list(&s, &claim);
+    assert_eq!(
+        list["plugins"][0]["ipam"],
+        json!({"type": "static", "addresses": [{"address": "192.0.2.30/24"}]})
+    );
+    assert_eq!(list["plugins"][0]["mode"], "bridge");
+}
+
+#[tokio::test]
+async fn host_device_takes_only_the_allocated_device_and_never_a_shared_parent() {
+    let s = setup_with(ApiServerOptions::kubernetes(36)).await;
+    let moving = |requests: &[&str]| {
+        opaque(
+            "FromClass",
+            requests,
+            "netclaim.dev",
+            json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+                   "interface": {"name": "net1"},
+                   "cni": {"cniVersion": "1.0.0", "name": "moved",
+                           "plugins": [{"type": "host-device", "device": "eth0"}]}}),
+        )
+    };
+    // The class's `device: eth0` is overwritten with the allocated device.
+    let claim = allocated_claim(
+        &s.claims,
+        "moved",
+        &[("nic", "eth2")],
+        vec![moving(&[])],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&s.driver, &claim).await.unwrap();
+    assert_eq!(stored_list(&s, &claim)["plugins"][0]["device"], "eth2");
+    // A NIC host-device moves is the pod's: unlike a macvlan parent, it is not shared.
+    let second = allocated_claim(
+        &s.claims,
+        "moved-again",
+        &[("nic", "eth2")],
+        vec![moving(&[])],
+        &["pod-3"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &second)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "claim default/moved-again: device eth2 (pool node-a) is already prepared for claim \
+         default/moved"
+    );
+    // Moving a shared parent would cut its other children off.
+    s.host.add_shared("eth4", "0000:03:00.0", 4);
+    let shared = allocated_shared_claim(
+        &s.claims,
+        "moved-shared",
+        &[("nic", "eth4", &share(1))],
+        vec![moving(&[])],
+        "pod-2",
+    )
+    .await;
+    let error = prepare_one(&s.driver, &shared)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(
+            "claim default/moved-shared: device eth4 (pool node-a, request nic): host NIC \
+             eth4 is a shared parent (up to 4 CNI children for other claims), and host-device \
+             would move it into this pod"
+        ),
+        "{error}"
+    );
 }
