@@ -29,6 +29,13 @@ Examples:
   # Run the node daemon (normally from the DaemonSet, NODE_NAME from the downward API)
   NODE_NAME=node-1 netclaim run --multus-resource-name intel.com/sriov_netdevice
 
+  # Are these claims, classes and NADs what prepare will accept?
+  netclaim validate examples/install/deviceclass.yaml examples/claims/*.yaml
+
+  # Which devices would this claim get here, and if none, why not?
+  netclaim explain claim.yaml class.yaml [--devices-file slices.yaml]
+  netclaim explain --claim default/my-claim --kubeconfig ~/.kube/config
+
   # Is every CNI-mode network on this node still as its plugins set it up?
   kubectl -n kube-system exec ds/netclaim -- netclaim check [--claim <namespace>/<name>]
 
@@ -61,6 +68,13 @@ pub enum Command {
     /// Run CNI CHECK for the CNI-mode attachments on this node (read-only; exits non-zero
     /// when one fails).
     Check(CheckArgs),
+    /// Check DeviceClasses, ResourceClaims, ResourceClaimTemplates and
+    /// NetworkAttachmentDefinitions offline, as prepare would (exits non-zero on any
+    /// problem, one line each: file, object, field path).
+    Validate(crate::validate::ValidateArgs),
+    /// Say which of this node's devices each request of a claim matches (and why the others
+    /// do not), the config prepare would use and what attach would do.
+    Explain(crate::explain::ExplainArgs),
 }
 
 /// Log output formats.
@@ -456,9 +470,9 @@ pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
 /// Writes the devices as a table, then the interfaces left out.
 pub fn write_table(report: &Report, out: &mut impl Write) -> Result<()> {
     let header = [
-        "DEVICE", "IFNAME", "TYPE", "PCI", "NUMA", "MTU", "STATE", "IPV4",
+        "DEVICE", "IFNAME", "TYPE", "PCI", "NUMA", "MTU", "STATE", "SHARED", "HEALTH", "IPV4",
     ];
-    let rows: Vec<[String; 8]> = report.devices.iter().map(table_row).collect();
+    let rows: Vec<[String; 10]> = report.devices.iter().map(table_row).collect();
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -488,7 +502,39 @@ pub fn write_table(report: &Report, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-fn table_row(device: &Device) -> [String; 8] {
+/// The SHARED column: `no`, or `yes (N children)` for a shared parent NIC.
+pub fn shared_cell(device: &Device) -> String {
+    match discovery::shared_children(device) {
+        Some(children) => format!("yes ({children} children)"),
+        None => "no".to_owned(),
+    }
+}
+
+/// The HEALTH column, from what discovery reports about the link: `ok` (operationally up
+/// with carrier), `no-carrier` (up without carrier: a cable or peer is missing),
+/// `down` (administratively or operationally down), else the kernel's state (`unknown`,
+/// `dormant`, ...; `-` when discovery had none).
+pub fn health_cell(device: &Device) -> String {
+    let attributes = device.attributes.as_ref();
+    let state = attributes
+        .and_then(|a| a.get(discovery::names::STATE))
+        .and_then(|a| a.string.clone());
+    let carrier = attributes
+        .and_then(|a| a.get(discovery::names::CARRIER))
+        .and_then(|a| a.bool);
+    match (state.as_deref(), carrier) {
+        (Some("up"), Some(false)) => "no-carrier".to_owned(),
+        (Some("up"), _) => "ok".to_owned(),
+        (Some("down" | "lowerlayerdown"), _) => "down".to_owned(),
+        // Links without operational state tracking (some virtual ones) report `unknown`;
+        // carrier then says whether traffic can flow.
+        (Some("unknown"), Some(true)) => "ok".to_owned(),
+        (Some(other), _) => other.to_owned(),
+        (None, _) => "-".to_owned(),
+    }
+}
+
+fn table_row(device: &Device) -> [String; 10] {
     let attr = |name: &str| -> String {
         let Some(a) = device.attributes.as_ref().and_then(|m| m.get(name)) else {
             return "-".to_owned();
@@ -508,6 +554,71 @@ fn table_row(device: &Device) -> [String; 8] {
         attr(NUMA_NODE),
         attr(MTU),
         attr(STATE),
+        shared_cell(device),
+        health_cell(device),
         attr(IPV4),
     ]
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod table_tests {
+    use super::*;
+    use k8s_openapi::api::resource::v1::{DeviceAttribute, DeviceCapacity};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn device(state: Option<&str>, carrier: Option<bool>) -> Device {
+        let mut attributes = std::collections::BTreeMap::new();
+        if let Some(state) = state {
+            attributes.insert(
+                discovery::names::STATE.to_owned(),
+                DeviceAttribute {
+                    string: Some(state.into()),
+                    ..DeviceAttribute::default()
+                },
+            );
+        }
+        if let Some(carrier) = carrier {
+            attributes.insert(
+                discovery::names::CARRIER.to_owned(),
+                DeviceAttribute {
+                    bool: Some(carrier),
+                    ..DeviceAttribute::default()
+                },
+            );
+        }
+        Device {
+            name: "d".into(),
+            attributes: Some(attributes),
+            ..Device::default()
+        }
+    }
+
+    #[test]
+    fn health_follows_link_state_and_carrier() {
+        assert_eq!(health_cell(&device(Some("up"), Some(true))), "ok");
+        assert_eq!(health_cell(&device(Some("up"), Some(false))), "no-carrier");
+        assert_eq!(health_cell(&device(Some("down"), Some(false))), "down");
+        assert_eq!(health_cell(&device(Some("unknown"), Some(true))), "ok");
+        assert_eq!(health_cell(&device(Some("dormant"), None)), "dormant");
+        assert_eq!(health_cell(&device(None, None)), "-");
+    }
+
+    #[test]
+    fn shared_says_how_many_children() {
+        let mut shared = device(Some("up"), Some(true));
+        assert_eq!(shared_cell(&shared), "no");
+        shared.allow_multiple_allocations = Some(true);
+        shared.capacity = Some(
+            [(
+                discovery::names::CHILDREN.to_owned(),
+                DeviceCapacity {
+                    value: Quantity("16".into()),
+                    ..DeviceCapacity::default()
+                },
+            )]
+            .into(),
+        );
+        assert_eq!(shared_cell(&shared), "yes (16 children)");
+    }
 }

@@ -1,5 +1,5 @@
-//! The `netclaim` binary: `netclaim run` (the node daemon), `netclaim devices` and
-//! `netclaim check`.
+//! The `netclaim` binary: `netclaim run` (the node daemon), `netclaim devices`,
+//! `netclaim check`, `netclaim validate` and `netclaim explain`.
 
 use std::process::ExitCode;
 
@@ -32,6 +32,22 @@ fn main() -> ExitCode {
             Command::Run(args) => netclaim::daemon::run(args).await,
             Command::Devices(args) => {
                 netclaim::cli::devices(args, &mut std::io::stdout().lock()).await
+            }
+            Command::Validate(args) => {
+                if netclaim::validate::run(args, &mut std::io::stdout().lock())? {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("validation found problems"))
+                }
+            }
+            Command::Explain(args) => {
+                if netclaim::explain::run(args, &mut std::io::stdout().lock()).await? {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "a request cannot be satisfied on this node, or prepare would refuse it"
+                    ))
+                }
             }
             Command::Check(args) => {
                 let runner = args.cni.runner(&args.state_dir)?;

@@ -113,9 +113,10 @@ impl DeviceFilter {
     }
 }
 
-/// The `device` variable: `{driver, attributes: {domain: {id: value}}, capacity: {},
-/// allowMultipleAllocations}` (capacities are not offered: this evaluator has no quantity
-/// type).
+/// The `device` variable: `{driver, attributes: {domain: {id: value}}, capacity: {domain:
+/// {id: value}}, allowMultipleAllocations}`. This evaluator has no quantity type: a
+/// capacity whose quantity is a plain integer (netclaim's `children`) is an int, any other
+/// its text.
 ///
 /// Short attribute names belong to the driver's own domain, as in Kubernetes.
 pub fn device_value(driver: &str, device: &Device) -> Value {
@@ -136,10 +137,23 @@ pub fn device_value(driver: &str, device: &Device) -> Value {
     let mut root: HashMap<String, Value> = HashMap::new();
     root.insert("driver".into(), Value::String(Arc::new(driver.to_owned())));
     root.insert("attributes".into(), Value::from(attributes));
-    root.insert(
-        "capacity".into(),
-        Value::from(HashMap::<String, Value>::new()),
-    );
+    let mut capacity: BTreeMap<String, HashMap<String, Value>> = BTreeMap::new();
+    for (name, quantity) in device.capacity.iter().flatten() {
+        let (domain, id) = name.split_once('/').unwrap_or((driver, name.as_str()));
+        let text = &quantity.value.0;
+        let value = text
+            .parse::<i64>()
+            .map_or_else(|_| Value::String(Arc::new(text.clone())), Value::Int);
+        capacity
+            .entry(domain.to_owned())
+            .or_default()
+            .insert(id.to_owned(), value);
+    }
+    let capacity: HashMap<String, Value> = capacity
+        .into_iter()
+        .map(|(domain, ids)| (domain, Value::from(ids)))
+        .collect();
+    root.insert("capacity".into(), Value::from(capacity));
     root.insert(
         "allowMultipleAllocations".into(),
         Value::Bool(device.allow_multiple_allocations.unwrap_or(false)),
