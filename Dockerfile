@@ -2,8 +2,12 @@
 #
 #   docker build -t netclaim:dev .
 #
+# The install (deploy/install.yaml, rendered from the kustomize base examples/install/)
+# names the image once, in examples/install/kustomization.yaml `images:`; point it at
+# where you push this build.
+#
 # The binary speaks netlink, gRPC and NRI itself and uses rustls: it needs no `ip` and no
-# OpenSSL. It runs `nsenter` (util-linux, in the base) and `ethtool` for the claim's
+# OpenSSL. It runs `nsenter` (util-linux, named explicitly though the base has it) and `ethtool` for the claim's
 # `ethtoolFeatures` (the Rust ethtool netlink crate cannot set features). The Debian CNI
 # plugins are a fallback for CNI-mode claims on nodes that ship none in /opt/cni/bin.
 # At run time (examples/install/daemonset.yaml) the container needs:
@@ -23,7 +27,7 @@ RUN cargo build --release --locked -p netclaim --bin netclaim
 
 FROM docker.io/library/debian:bookworm-20250520-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ethtool containernetworking-plugins \
+ && apt-get install -y --no-install-recommends ethtool util-linux containernetworking-plugins \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/netclaim /usr/bin/netclaim
 ENTRYPOINT ["/usr/bin/netclaim"]

@@ -30,6 +30,9 @@ mapfile -t containerd_tests < <(
 [ "${#containerd_tests[@]}" -gt 0 ] || { echo "test.sh: no real-containerd test files found" >&2; exit 1; }
 failed=()
 
+step "schema validator for test/tests/install.rs (PyPI kubernetes-validate in target/pyvenv)"
+bash hack/validate-manifests.sh --install-only
+
 step "cargo test (workspace; real-containerd tests on containerd 1.7)"
 NETCLAIM_CONTAINERD_MAJOR=1 cargo test --workspace --locked --no-fail-fast || failed+=("cargo test on containerd 1.7")
 

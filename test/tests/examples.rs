@@ -258,6 +258,12 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
         "ServiceAccount" => drop(serde_json::from_value::<ServiceAccount>(doc).unwrap()),
         "ClusterRole" => drop(serde_json::from_value::<ClusterRole>(doc).unwrap()),
         "ClusterRoleBinding" => drop(serde_json::from_value::<ClusterRoleBinding>(doc).unwrap()),
+        // The kustomize base's own file (examples/install/kustomization.yaml); what it
+        // renders is checked by test/tests/install.rs.
+        "Kustomization" => assert_eq!(
+            doc["apiVersion"], "kustomize.config.k8s.io/v1beta1",
+            "{origin}"
+        ),
         other => panic!("{origin}: unexpected kind {other:?} in examples/"),
     }
     seen.kinds.push(kind);
