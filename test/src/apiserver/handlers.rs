@@ -81,9 +81,9 @@ fn serve(
 ) -> Result<Response> {
     let named = target.name.is_some();
     match (method.as_str(), named) {
-        ("GET", true) => get(shared, target),
+        ("GET", true) => get(shared, target, super::table::wanted(headers)),
         ("GET", false) if flag(params, "watch") => watch(shared, target, params),
-        ("GET", false) => list(shared, target, params),
+        ("GET", false) => list(shared, target, params, super::table::wanted(headers)),
         ("POST", false) => create(shared, target, params, headers, body),
         ("PUT", true) => replace(shared, target, params, headers, body),
         ("PATCH", true) => patch(shared, target, params, headers, body),
@@ -211,16 +211,26 @@ fn with_managed_fields(rtype: &ResourceType, stored: &Stored) -> Value {
 
 // ---- read verbs ----------------------------------------------------------------------
 
-fn get(shared: &Shared, target: &Target) -> Result<Response> {
+/// `as_table`: answer with a `meta.k8s.io/v1` Table (see `table.rs`), as `kubectl get`
+/// asks.
+fn get(shared: &Shared, target: &Target, as_table: bool) -> Result<Response> {
     let name = target.name.as_deref().unwrap_or_default();
     let store = lock(shared);
     let stored = store
         .get(&key_of(target, name))
         .ok_or_else(|| ApiError::not_found(target.rtype, name))?;
-    Ok(json_reply(200, with_managed_fields(target.rtype, stored)))
+    let object = with_managed_fields(target.rtype, stored);
+    if as_table {
+        let metadata = json!({ "resourceVersion": store.current_rv().to_string() });
+        return Ok(json_reply(
+            200,
+            super::table::table(target.rtype, &[object], metadata),
+        ));
+    }
+    Ok(json_reply(200, object))
 }
 
-fn list(shared: &Shared, target: &Target, params: &Params) -> Result<Response> {
+fn list(shared: &Shared, target: &Target, params: &Params, as_table: bool) -> Result<Response> {
     let rtype = target.rtype;
     let selectors = selectors(rtype, params)?;
     let limit: usize = match params.get("limit") {
@@ -249,6 +259,12 @@ fn list(shared: &Shared, target: &Target, params: &Params) -> Result<Response> {
     let mut metadata = json!({ "resourceVersion": store.current_rv().to_string() });
     if let Some(token) = continue_from {
         metadata["continue"] = json!(token);
+    }
+    if as_table {
+        return Ok(json_reply(
+            200,
+            super::table::table(rtype, &items, metadata),
+        ));
     }
     Ok(json_reply(
         200,

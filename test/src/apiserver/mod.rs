@@ -55,13 +55,23 @@
 //!   must not change once set, `reservedFor`), object names; see [`validation`]. A status
 //!   write that deallocates devices drops their `status.devices` entries.
 //! - Faults for tests: [`Faults`] injects failures, conflicts and latency and counts requests.
+//! - `kubectl` (test/tests/kubectl.rs runs the real 1.36 client): discovery is asked for
+//!   in the aggregated form first (`/api` and `/apis` with `Accept:
+//!   application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList, ...v2beta1...,
+//!   application/json`); the stand-in answers the legacy `APIVersions`/`APIGroupList` as
+//!   `application/json`, which kubectl takes as "no aggregated discovery" and then reads
+//!   `/api/v1` and every `/apis/<group>/<version>`, as it does with older servers.
+//!   `kubectl get` asks for `meta.k8s.io/v1` Tables and gets the real columns (see
+//!   `table.rs`); `-o yaml|json` reads the plain objects.
 //!
 //! # What it does NOT model
 //! No authentication or authorization, no TLS, no admission (no defaulting webhooks, no
 //! quota), no CEL validation rules beyond the ones written out in [`validation`], no garbage
 //! collection (ownerReferences are stored, never acted on), no scheduler or controllers (no
 //! claim gets allocated unless a test writes `status.allocation`), no namespaces objects (any
-//! namespace exists), no protobuf or table output, no `resourceVersionMatch`, no
+//! namespace exists), no protobuf, no Table over watches, no OpenAPI documents
+//! (`/openapi/v2`, `/openapi/v3`: `kubectl apply`/`create` need `--validate=false`), no
+//! aggregated discovery (the legacy form answers it), no `resourceVersionMatch`, no
 //! `dryRun` other than skipping the write, one storage per Event API group (core and
 //! `events.k8s.io` Events do not see each other), no `time` in managedFields entries, no
 //! field ownership of server-set metadata beyond leaving it unowned, and a bounded watch
@@ -78,6 +88,7 @@ mod resources;
 mod selectors;
 mod status;
 mod store;
+mod table;
 pub mod validation;
 
 use std::net::SocketAddr;
