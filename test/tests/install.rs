@@ -129,7 +129,7 @@ fn a_stale_install_yaml_is_caught_with_a_message() {
     let text = std::fs::read_to_string(&install).unwrap();
     std::fs::write(
         &install,
-        text.replace("maxUnavailable: 1", "maxUnavailable: 2"),
+        format!("{text}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: edited-by-hand\n"),
     )
     .unwrap();
     let out = Command::new("bash")
