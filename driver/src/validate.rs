@@ -12,6 +12,8 @@
 //!   ([`crate::claim_plan`]); a class with a network of its own is also checked alone.
 //! - A NetworkAttachmentDefinition's `spec.config` parses like prepare parses it and runs
 //!   only allowed plugins.
+//! - A DaemonSet's `NETCLAIM_FILTER` and `NETCLAIM_SHARED_FILTER` values compile and its
+//!   `NETCLAIM_CNI_ALLOWED_PLUGINS` names plugin files, as `netclaim run` checks them.
 //!
 //! Classes and NADs are looked up among all the files given; a request whose class (or a
 //! network whose NAD) is not among them is a note, not an error. Objects of other kinds
@@ -213,6 +215,8 @@ pub fn validate(
             }
         } else if manifest.is_network_attachment_definition() {
             check_nad(manifest, allowed, &mut report);
+        } else if manifest.group() == "apps" && manifest.kind() == "DaemonSet" {
+            check_daemonset(manifest, &mut report);
         } else {
             report.skipped += 1;
             continue;
@@ -383,6 +387,47 @@ fn check_claim(
                 report
                     .problems
                     .extend(findings.iter().map(|f| place.problem(f)));
+            }
+        }
+    }
+}
+
+/// A DaemonSet's netclaim settings given as literal environment values: the device
+/// filters compile (as `netclaim run` would refuse them at start), the plugin allowlist
+/// names plugin files.
+fn check_daemonset(manifest: &Manifest, report: &mut Report) {
+    let containers = manifest.value["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, container) in containers.iter().enumerate() {
+        for (j, env) in container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let (Some(name), Some(value)) = (env["name"].as_str(), env["value"].as_str()) else {
+                continue;
+            };
+            let path = format!("spec.template.spec.containers[{i}].env[{j}].value");
+            match name {
+                "NETCLAIM_FILTER" | "NETCLAIM_SHARED_FILTER" if !value.trim().is_empty() => {
+                    if let Err(why) = Selector::compile(value) {
+                        report
+                            .problems
+                            .push(manifest.problem(path, format!("{name}: {why}")));
+                    }
+                }
+                "NETCLAIM_CNI_ALLOWED_PLUGINS" => {
+                    let types: Vec<&str> = value.split(',').map(str::trim).collect();
+                    if let Err(why) = PluginAllowlist::new(&types) {
+                        report
+                            .problems
+                            .push(manifest.problem(path, format!("{name}: {why}")));
+                    }
+                }
+                _ => {}
             }
         }
     }

@@ -173,6 +173,31 @@ fn network_attachment_definitions_are_checked_like_prepare() {
 }
 
 #[test]
+fn daemonset_settings_run_would_refuse_are_named() {
+    let file = "test/fixtures/broken/bad-daemonset.yaml";
+    let (code, out, _) = netclaim(&["validate", file]);
+    assert_eq!(code, 1, "{out}");
+    let at = |j: usize| {
+        format!(
+            "{file}: DaemonSet kube-system/netclaim: spec.template.spec.containers[0].env[{j}].value: "
+        )
+    };
+    for want in [
+        format!("{}NETCLAIM_FILTER: does not compile", at(0)),
+        format!("{}NETCLAIM_SHARED_FILTER: unknown name \"dev\"", at(1)),
+        format!(
+            "{}NETCLAIM_CNI_ALLOWED_PLUGINS: \"/opt/cni/bin/bridge\"",
+            at(2)
+        ),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&want)),
+            "no {want:?} in:\n{out}"
+        );
+    }
+}
+
+#[test]
 fn every_example_request_is_explained_with_a_matching_device() {
     for file in example_files()
         .iter()
