@@ -78,6 +78,7 @@ mod resources;
 mod selectors;
 mod status;
 mod store;
+mod traffic;
 pub mod validation;
 
 use std::net::SocketAddr;
@@ -91,6 +92,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::Faults;
 pub use gates::ApiServerOptions;
+pub use traffic::{Traffic, classify};
 
 /// State shared by every request handler.
 pub(crate) struct Shared {
@@ -106,6 +108,7 @@ pub(crate) struct Shared {
 pub struct ApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    traffic: Traffic,
     task: JoinHandle<()>,
 }
 
@@ -141,9 +144,14 @@ impl ApiServer {
             options,
             shutdown: CancellationToken::new(),
         });
+        let traffic = Traffic::default();
         let app = axum::Router::new()
             .fallback(handlers::handle)
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                traffic.clone(),
+                traffic::count,
+            ));
         let stop = shared.shutdown.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -153,7 +161,12 @@ impl ApiServer {
                 tracing::warn!(%error, "API server stand-in stopped with an error");
             }
         });
-        Ok(ApiServer { addr, shared, task })
+        Ok(ApiServer {
+            addr,
+            shared,
+            traffic,
+            task,
+        })
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.
@@ -196,6 +209,11 @@ impl ApiServer {
     pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, kubeconfig_yaml(&self.url()))
             .with_context(|| format!("writing kubeconfig {}", path.display()))
+    }
+
+    /// Requests by API verb and bytes each way (see [`Traffic`]).
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.clone()
     }
 
     /// A cloneable handle to inject faults and count requests.
