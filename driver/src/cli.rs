@@ -615,3 +615,53 @@ fn table_row(device: &Device) -> [String; 9] {
         attr(netclaim_api::podnetwork::POD_NETWORK_ATTRIBUTE),
     ]
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_shows_each_devices_network_from_a_pod_networks_file() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/podnetwork");
+        let networks = read_pod_networks(&example.join("multi-network-poc.yaml")).unwrap();
+        let names: Vec<&str> = networks.iter().map(|n| n.name()).collect();
+        assert_eq!(names, ["my-dummy-network"], "other kinds are skipped");
+        let set = crate::podnetwork::NetworkSet::assuming_ready(
+            &networks,
+            netclaim_api::DRIVER_NAME,
+            netclaim_api::DRIVER_NAME,
+        );
+        let mut devices: Vec<Device> = ["dummy0", "eth1"]
+            .iter()
+            .map(|if_name| {
+                serde_json::from_value(serde_json::json!({
+                    "name": format!("nic-{if_name}"),
+                    "attributes": {"ifName": {"string": if_name}}
+                }))
+                .unwrap()
+            })
+            .collect();
+        for device in &mut devices {
+            set.label(netclaim_api::DRIVER_NAME, device);
+        }
+        let report = Report {
+            devices,
+            ..Report::default()
+        };
+        let mut out = Vec::new();
+        write_table(&report, &mut out).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("NETWORK"), "{table}");
+        assert!(
+            lines[1].starts_with("nic-dummy0") && lines[1].ends_with("my-dummy-network"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("nic-eth1") && lines[2].ends_with('-'),
+            "{table}"
+        );
+    }
+}
