@@ -7,7 +7,17 @@
 //! - Resources: `resource.k8s.io/v1` ResourceSlices, DeviceClasses (cluster-scoped),
 //!   ResourceClaims (namespaced, with a `status` subresource) and ResourceClaimTemplates;
 //!   `v1` Nodes (with `status`), Pods (stored only), Events; `events.k8s.io/v1` Events;
-//!   `k8s.cni.cncf.io/v1` NetworkAttachmentDefinitions. Discovery: `/version`, `/api`,
+//!   `k8s.cni.cncf.io/v1` NetworkAttachmentDefinitions; `apiextensions.k8s.io/v1`
+//!   CustomResourceDefinitions (stored) and the custom resource
+//!   `multinetwork.networking.k8s.io/v1alpha1` PodNetworks (cluster-scoped, `status`
+//!   subresource), served only while the CRD `podnetworks.multinetwork.networking.k8s.io`
+//!   exists (404 before, as the real API), with the rules of the CRD netclaim ships
+//!   (`examples/install/podnetwork-crd.yaml`, written out in `validation.rs`: defaulting
+//!   `spec.enabled`, required and immutable `spec.provider`, at most 8 valid conditions);
+//!   `metadata.generation` moves on spec changes only, as for every CR with a status
+//!   subresource. Not modelled for CRs: schemas read from the stored CRD (the rules are
+//!   written out for this one), pruning of unknown fields, CEL rules other than the
+//!   provider's `self == oldSelf`, versions other than the one served. Discovery: `/version`, `/api`,
 //!   `/apis`, `/api/v1`, `/apis/<group>/<version>`.
 //! - Emulated version ([`ApiServerOptions`]): Kubernetes 1.34 by default, reported by
 //!   `/version`; feature gates follow the version (`DRAConsumableCapacity` on from 1.36) or
