@@ -1,5 +1,6 @@
 //! The `netclaim` binary: `netclaim run` (the node daemon), `netclaim devices`,
-//! `netclaim check`, `netclaim validate` and `netclaim explain`.
+//! `netclaim check`, `netclaim validate`, `netclaim explain` and `netclaim controller`
+//! (the PodNetwork condition writer).
 
 use std::process::ExitCode;
 
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
                     ))
                 }
             }
+            Command::Controller(args) => netclaim::daemon::run_controller(args).await,
             Command::Check(args) => {
                 let runner = args.cni.runner(&args.state_dir)?;
                 let mut out = std::io::stdout().lock();

@@ -151,10 +151,22 @@ fn every_overlay_renders_what_it_is_for_with_the_one_image() {
     for overlay in OVERLAYS {
         let docs = documents(&render(overlay));
         let daemonset = find(&docs, "DaemonSet", "netclaim").unwrap();
-        assert_eq!(
-            daemonset["spec"]["template"]["spec"]["containers"][0]["image"], image,
-            "{overlay}"
-        );
+        // Every workload runs the one image the base names.
+        for workload in docs
+            .iter()
+            .filter(|d| d["kind"] == "DaemonSet" || d["kind"] == "Deployment")
+        {
+            for container in workload["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+            {
+                assert_eq!(
+                    container["image"], image,
+                    "{overlay}: {}",
+                    workload["metadata"]["name"]
+                );
+            }
+        }
         for (kind, name) in [
             ("ServiceAccount", "netclaim"),
             ("ClusterRole", "netclaim"),
