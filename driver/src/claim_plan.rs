@@ -24,6 +24,9 @@ pub enum Site {
     ClassConfig(usize),
     /// `spec.devices.config[N]` of the claim.
     ClaimConfig(usize),
+    /// The config of the device's PodNetwork (prepare merges it first; validate and
+    /// explain do not read PodNetworks, so they never produce this site themselves).
+    PodNetworkConfig(usize),
     /// The configs together (a conflict between them, or what the merge lacks).
     Merged,
     /// A NetworkAttachmentDefinition's `spec.config`.
@@ -97,6 +100,7 @@ pub fn parse_configs(
         let site = match source {
             ConfigSource::Class => Site::ClassConfig(*index),
             ConfigSource::Claim => Site::ClaimConfig(*index),
+            ConfigSource::Network => Site::PodNetworkConfig(*index),
         };
         let raw = match serde_json::to_vec(parameters) {
             Ok(raw) => raw,
@@ -263,6 +267,7 @@ fn site_of(config: &SourcedConfig) -> Site {
     match config.source {
         ConfigSource::Class => Site::ClassConfig(config.index),
         ConfigSource::Claim => Site::ClaimConfig(config.index),
+        ConfigSource::Network => Site::PodNetworkConfig(config.index),
     }
 }
 
@@ -307,17 +312,17 @@ fn split_label(path: &str) -> (Site, String) {
             .map(|(_, rest)| rest.to_owned())
             .unwrap_or_default()
     };
-    for (prefix, is_class) in [("class config[", true), ("claim config[", false)] {
+    let sites: [(&str, fn(usize) -> Site); 3] = [
+        ("class config[", Site::ClassConfig),
+        ("claim config[", Site::ClaimConfig),
+        ("podNetwork config[", Site::PodNetworkConfig),
+    ];
+    for (prefix, site) in sites {
         if let Some(after) = path.strip_prefix(prefix)
             && let Some((digits, _)) = after.split_once(']')
             && let Ok(index) = digits.parse::<usize>()
         {
-            let site = if is_class {
-                Site::ClassConfig(index)
-            } else {
-                Site::ClaimConfig(index)
-            };
-            return (site, rest_after_label(after));
+            return (site(index), rest_after_label(after));
         }
     }
     match path.strip_prefix("merged config") {

@@ -400,6 +400,7 @@ fn finding_text(finding: &crate::claim_plan::Finding, subject: &Subject) -> Stri
     let site = match &finding.site {
         Site::ClaimConfig(i) => format!("{}.config[{i}].opaque.parameters", subject.prefix),
         Site::ClassConfig(i) => format!("DeviceClass spec.config[{i}].opaque.parameters"),
+        Site::PodNetworkConfig(i) => format!("PodNetwork config[{i}]"),
         Site::Merged => "merged config".to_owned(),
         Site::Nad { namespace, name } => format!("NetworkAttachmentDefinition {namespace}/{name}"),
     };
