@@ -312,7 +312,8 @@ fn split_label(path: &str) -> (Site, String) {
             .map(|(_, rest)| rest.to_owned())
             .unwrap_or_default()
     };
-    let sites: [(&str, fn(usize) -> Site); 3] = [
+    type MakeSite = fn(usize) -> Site;
+    let sites: [(&str, MakeSite); 3] = [
         ("class config[", Site::ClassConfig),
         ("claim config[", Site::ClaimConfig),
         ("podNetwork config[", Site::PodNetworkConfig),
