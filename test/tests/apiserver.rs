@@ -151,6 +151,8 @@ async fn generate_name_and_claim_status_subresource() {
     with_status.status = Some(serde_json::from_value(allocated_status(&["eth1"])).unwrap());
     with_status
         .spec
+        .as_mut()
+        .unwrap()
         .devices
         .as_mut()
         .unwrap()
@@ -164,7 +166,7 @@ async fn generate_name_and_claim_status_subresource() {
         .unwrap();
     assert!(updated.status.unwrap().allocation.is_some());
     assert_eq!(
-        updated.spec.devices.unwrap().requests.unwrap()[0].name,
+        updated.spec.unwrap().devices.unwrap().requests.unwrap()[0].name,
         "nic"
     );
 
@@ -1148,6 +1150,8 @@ async fn with_consumable_capacity_off_its_fields_are_dropped_on_write() {
     let created = claims.create(&PostParams::default(), &c).await.unwrap();
     let request = &created
         .spec
+        .as_ref()
+        .unwrap()
         .devices
         .as_ref()
         .unwrap()

@@ -109,12 +109,13 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
     match kind.as_str() {
         "DeviceClass" => {
             let class: DeviceClass = serde_json::from_value(doc).unwrap();
-            for selector in class.spec.selectors.iter().flatten() {
+            let spec = class.spec.unwrap_or_default();
+            for selector in spec.selectors.iter().flatten() {
                 if let Some(cel) = &selector.cel {
                     compile_selector(&cel.expression, origin, seen);
                 }
             }
-            for config in class.spec.config.iter().flatten() {
+            for config in spec.config.iter().flatten() {
                 if let Some(opaque) = &config.opaque {
                     check_opaque(opaque, origin, seen);
                 }
@@ -122,7 +123,13 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
         }
         "ResourceClaimTemplate" => {
             let template: ResourceClaimTemplate = serde_json::from_value(doc).unwrap();
-            let devices = template.spec.spec.devices.unwrap_or_default();
+            let devices = template
+                .spec
+                .unwrap()
+                .spec
+                .unwrap()
+                .devices
+                .unwrap_or_default();
             for request in devices.requests.iter().flatten() {
                 check_request(request, origin, seen);
             }
@@ -142,7 +149,7 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
         }
         "DaemonSet" => {
             let ds: DaemonSet = serde_json::from_value(doc).unwrap();
-            let pod_spec = ds.spec.unwrap().template.spec.unwrap();
+            let pod_spec = ds.spec.template.spec.unwrap();
             let container = &pod_spec.containers[0];
             for env in container.env.iter().flatten() {
                 if env.name == "NETCLAIM_FILTER" {
