@@ -552,7 +552,7 @@ fn insert_new(
         meta.remove(field);
     }
     gates::prepare_for_create(rtype, &mut object, &shared.options);
-    let errors = validation::validate(rtype, &object, None);
+    let errors = validation::validate(rtype, &object, None, &shared.options);
     if !errors.is_empty() {
         return Err(ApiError::invalid(rtype, &name, &errors));
     }
@@ -756,7 +756,7 @@ fn finish_update(
         &existing.object,
         &shared.options,
     );
-    let errors = validation::validate(rtype, &candidate, Some(&existing.object));
+    let errors = validation::validate(rtype, &candidate, Some(&existing.object), &shared.options);
     if !errors.is_empty() {
         return Err(ApiError::invalid(rtype, &name, &errors));
     }
