@@ -928,7 +928,10 @@ mod tests {
         ));
         let mut other_effect = at.clone();
         other_effect.taints.as_mut().unwrap()[0].effect = "NoExecute".into();
-        assert!(!devices_equivalent(&[at.clone()], &[other_effect]));
+        assert!(!devices_equivalent(
+            std::slice::from_ref(&at),
+            &[other_effect]
+        ));
         let untainted = Device {
             taints: None,
             ..at.clone()
@@ -950,7 +953,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            dropped_fields(&[sent.clone()], &[kept]),
+            dropped_fields(std::slice::from_ref(&sent), &[kept]),
             [
                 "spec.devices[d].allowMultipleAllocations",
                 "spec.devices[d].capacity.x/c.requestPolicy",
@@ -965,7 +968,7 @@ mod tests {
         filled.taints.as_mut().unwrap()[0].key = "k".into();
         filled.taints.as_mut().unwrap()[0].value = None;
         assert_eq!(
-            dropped_fields(&[sent.clone()], &[filled]),
+            dropped_fields(std::slice::from_ref(&sent), &[filled]),
             Vec::<String>::new()
         );
         assert_eq!(dropped_fields(&[sent], &[]), ["spec.devices[d]"]);
