@@ -9,7 +9,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::resource::v1::Device;
 
-use crate::discovery::{self, DeviceFilter, Discovery, DiscoveryConfig, Report, SharedNics};
+use crate::discovery::{
+    self, DeviceFilter, DeviceLink, Discovery, DiscoveryConfig, Report, SharedNics,
+};
+use crate::health::{HealthConfig, TaintEffect};
 
 /// Default of `--shared-children`: CNI children per shared parent NIC.
 pub const DEFAULT_SHARED_CHILDREN: u32 = 16;
@@ -135,6 +138,21 @@ pub struct DiscoveryArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SHARED_CHILDREN))
     )]
     pub shared_children: u32,
+
+    /// The effect of the netclaim.dev/unhealthy taint on a published NIC whose link is
+    /// lost (administratively up without carrier, or operationally down) or which left the
+    /// node: `NoSchedule` (the scheduler allocates it only to claims that tolerate the
+    /// taint), `NoExecute` (also evicts pods whose claims hold it), `None` (shown, no
+    /// effect; Kubernetes 1.35+), or `off` (no taint; health still reaches the kubelet).
+    /// API servers with the DRADeviceTaints feature gate off (1.34 and 1.35 by default)
+    /// drop taints.
+    #[arg(
+        long,
+        env = "NETCLAIM_UNHEALTHY_TAINT_EFFECT",
+        value_enum,
+        default_value_t = TaintEffect::NoSchedule
+    )]
+    pub unhealthy_taint_effect: TaintEffect,
 }
 
 impl DiscoveryArgs {
@@ -248,6 +266,17 @@ pub struct RunArgs {
     #[arg(long, hide = true, value_enum)]
     pub inject_fault: Vec<crate::faults::Fault>,
 
+    /// The least time, in seconds, between two changes of one NIC's netclaim.dev/unhealthy
+    /// taint: a flapping link writes its ResourceSlice at most once per interval (the
+    /// kubelet's health stream still hears every change at once).
+    #[arg(
+        long,
+        env = "NETCLAIM_TAINT_MIN_INTERVAL_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub taint_min_interval_seconds: u64,
+
     /// How CNI plugins run, for CNI-mode claims.
     #[command(flatten)]
     pub cni: CniArgs,
@@ -300,6 +329,15 @@ impl CniArgs {
 }
 
 impl RunArgs {
+    /// How device health is derived, for the pool `node_name`.
+    pub fn health_config(&self, node_name: &str) -> HealthConfig {
+        HealthConfig {
+            taint_effect: self.discovery.unhealthy_taint_effect,
+            min_taint_interval: std::time::Duration::from_secs(self.taint_min_interval_seconds),
+            ..HealthConfig::new(node_name)
+        }
+    }
+
     /// The runtime's request timeout netclaim plans for.
     pub fn nri_request_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.nri_request_timeout_seconds)
@@ -364,7 +402,12 @@ pub struct DevicesArgs {
 pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
     let config = args.discovery.discovery_config()?;
     let discovery = Discovery::open(config)?;
-    let report = discovery.report().await?;
+    let mut report = discovery.report().await?;
+    report.devices = crate::health::taint_now(
+        &report.devices,
+        &report.links,
+        args.discovery.unhealthy_taint_effect,
+    );
     let node = args.discovery.node_name_or_hostname();
     let driver = &args.discovery.driver_name;
     match args.output {
@@ -376,10 +419,8 @@ pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
             writeln!(out)?;
         }
         OutputFormat::Yaml => {
-            for slice in discovery::slices::resource_slices(driver, &node, 1, &report.devices) {
-                writeln!(out, "---")?;
-                out.write_all(serde_yaml::to_string(&slice)?.as_bytes())?;
-            }
+            let slices = discovery::slices::resource_slices(driver, &node, 1, &report.devices);
+            out.write_all(discovery::slices::yaml_documents(&slices)?.as_bytes())?;
         }
     }
     out.flush().context("writing the output")
@@ -390,7 +431,11 @@ pub fn write_table(report: &Report, out: &mut impl Write) -> Result<()> {
     let header = [
         "DEVICE", "IFNAME", "TYPE", "PCI", "NUMA", "MTU", "STATE", "IPV4",
     ];
-    let rows: Vec<[String; 8]> = report.devices.iter().map(table_row).collect();
+    let rows: Vec<[String; 8]> = report
+        .devices
+        .iter()
+        .map(|d| table_row(d, report.links.get(&d.name)))
+        .collect();
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -420,7 +465,7 @@ pub fn write_table(report: &Report, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-fn table_row(device: &Device) -> [String; 8] {
+fn table_row(device: &Device, link: Option<&DeviceLink>) -> [String; 8] {
     let attr = |name: &str| -> String {
         let Some(a) = device.attributes.as_ref().and_then(|m| m.get(name)) else {
             return "-".to_owned();
@@ -432,6 +477,13 @@ fn table_row(device: &Device) -> [String; 8] {
             .unwrap_or_else(|| "-".to_owned())
     };
     use discovery::names::*;
+    let state = match link {
+        Some(DeviceLink::Host(link)) if !link.admin_up => "admin-down".to_owned(),
+        Some(DeviceLink::Host(link)) if link.carrier == Some(false) => "no-carrier".to_owned(),
+        Some(DeviceLink::Host(link)) => link.oper_state.clone(),
+        Some(DeviceLink::InPod) => "in-pod".to_owned(),
+        None => "-".to_owned(),
+    };
     [
         device.name.clone(),
         attr(IF_NAME),
@@ -439,7 +491,7 @@ fn table_row(device: &Device) -> [String; 8] {
         attr(PCI_ADDRESS),
         attr(NUMA_NODE),
         attr(MTU),
-        attr(STATE),
+        state,
         attr(IPV4),
     ]
 }

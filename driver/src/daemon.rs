@@ -8,7 +8,9 @@
 //!    `--discard-corrupt-checkpoint`), read on a blocking thread,
 //! 4. the hooks, which hold every device the checkpoint says is in a pod, so discovery's
 //!    first pass still publishes it,
-//! 5. discovery's first pass, and the ResourceSlice publisher given its device list,
+//! 5. discovery's first pass, the health monitor (device health for the kubelet, and the
+//!    taints of unhealthy devices, see [`crate::health`]) and the ResourceSlice publisher
+//!    given the monitor's device list,
 //! 6. the reports: claim status and pod network-status, level-triggered from the
 //!    checkpoint (seeded from it now),
 //! 7. the NRI plugin (pod sandbox events land in [`crate::hooks`]), connecting in the
@@ -25,7 +27,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::resource::v1::Device;
-use kubeletplugin::{DriverResources, Pool, PublisherConfig, ResourceSlicePublisher};
+use kubeletplugin::{
+    DriverResources, HealthReporter, Pool, PublisherConfig, ResourceSlicePublisher,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +37,7 @@ use crate::checkpoint::{Checkpoint, Recovery};
 use crate::cli::RunArgs;
 use crate::discovery::{Discovery, Inventory};
 use crate::faults::Faults;
+use crate::health::HealthMonitor;
 use crate::hooks::PodNetworkHooks;
 use crate::level_writer::Backoff;
 use crate::netlink::NetHandle;
@@ -76,11 +81,19 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     ));
     hooks.hold_attached_devices();
 
-    let mut watch = discovery
+    let watch = discovery
         .watch(shutdown.clone())
         .await
         .context("discovering this node's NICs")?;
     tracing::info!(node = %node_name, devices = watch.devices.borrow().len(), "discovery started");
+    let health = HealthReporter::new();
+    let mut published = crate::health::spawn(
+        HealthMonitor::new(args.health_config(&node_name)),
+        watch.devices.clone(),
+        watch.links.clone(),
+        health.clone(),
+        shutdown.clone(),
+    );
     let publisher = ResourceSlicePublisher::start(
         client.clone(),
         PublisherConfig {
@@ -91,7 +104,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     );
     publisher.update(driver_resources(
         &node_name,
-        watch.devices.borrow_and_update().clone(),
+        published.borrow_and_update().clone(),
     ));
     let reports = Reports::start(
         client.clone(),
@@ -103,18 +116,18 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     );
 
     let agent = NodeAgent::start(
-        args, client, &node_name, &inventory, checkpoint, hooks, &shutdown,
+        args, client, &node_name, &inventory, checkpoint, hooks, health, &shutdown,
     )
     .await?;
 
     let outcome = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
-            changed = watch.devices.changed() => {
+            changed = published.changed() => {
                 if changed.is_err() {
                     break Err(anyhow::anyhow!("discovery stopped"));
                 }
-                let devices = watch.devices.borrow_and_update().clone();
+                let devices = published.borrow_and_update().clone();
                 tracing::info!(devices = devices.len(), "publishing the changed device set");
                 publisher.update(driver_resources(&node_name, devices));
             }
@@ -209,6 +222,7 @@ struct NodeAgent {
 }
 
 impl NodeAgent {
+    #[allow(clippy::too_many_arguments)] // called once, from `run`
     async fn start(
         args: &RunArgs,
         client: kube::Client,
@@ -216,6 +230,7 @@ impl NodeAgent {
         inventory: &Inventory,
         checkpoint: Arc<Checkpoint>,
         hooks: PodNetworkHooks,
+        health: HealthReporter,
         shutdown: &CancellationToken,
     ) -> Result<Self> {
         let driver_name = &args.discovery.driver_name;
@@ -241,6 +256,7 @@ impl NodeAgent {
             .kube_client(client)
             .registrar_dir(&args.registrar_dir)
             .plugin_data_dir(args.plugins_dir.join(driver_name))
+            .health(health)
             .start(driver)
             .await
             .context("starting the kubelet DRA plugin")?;

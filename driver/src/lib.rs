@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod deadline;
 pub mod discovery;
 pub mod faults;
+pub mod health;
 pub mod hooks;
 pub mod level_writer;
 pub mod locks;
