@@ -42,7 +42,7 @@ if [ "${#failed[@]}" -gt 0 ]; then
   exit 1
 fi
 
-step "manifests against the official Kubernetes 1.34 schemas"
+step "manifests and netclaim devices -o yaml against the official Kubernetes 1.34-1.37 schemas"
 bash hack/validate-manifests.sh
 
 step "the demo (the README's main command), end to end on the installed containerd 1.7"
