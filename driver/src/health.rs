@@ -36,6 +36,12 @@
 //! its taint and costs one write per interval at most; the health stream still reports
 //! every change at once. The attributes carry no link state (see
 //! `discovery::attributes`), so a flap changes nothing else in the slice.
+//!
+//! A NIC that was just brought up (administratively, back from a pod, or plugged in again)
+//! is not tainted for a missing link during [`LINK_SETTLE`]: the kernel updates the
+//! operational state up to a second after the carrier, and physical links negotiate for
+//! a few seconds; without this, every NIC brought up would be tainted for the whole
+//! interval. A link still missing when the settle time ends is tainted then.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -52,6 +58,11 @@ use crate::discovery::{DeviceLink, LinkState, LinkStates};
 /// How long a device that left the host stays published (tainted `gone`) and reported
 /// `Unhealthy` before it is dropped.
 pub const GONE_DEVICE_GRACE: Duration = Duration::from_secs(300);
+/// How long after a NIC is brought up (administratively, or back from a pod, or plugged in
+/// again) a missing link does not taint it yet: the kernel reports the operational state
+/// up to a second after the carrier (linkwatch), and a physical link negotiates for a few
+/// seconds. Its health is reported as it is meanwhile.
+pub const LINK_SETTLE: Duration = Duration::from_secs(5);
 /// Default of [`HealthConfig::min_taint_interval`].
 pub const DEFAULT_MIN_TAINT_INTERVAL: Duration = Duration::from_secs(10);
 /// Default of [`HealthConfig::refresh`].
@@ -288,6 +299,12 @@ struct Tracked {
     tainted: Option<Problem>,
     /// When its taint last changed.
     taint_changed: Option<Instant>,
+    /// Whether its interface was on the host and administratively up at the last
+    /// observation that knew its link; `None`: no link state known yet.
+    host_up: Option<bool>,
+    /// When it was last seen coming up (see [`LINK_SETTLE`]); `None`: it was up when the
+    /// monitor first saw it.
+    came_up: Option<Instant>,
 }
 
 /// What [`HealthMonitor::observe`] decided.
@@ -348,6 +365,20 @@ impl HealthMonitor {
                     message: format!("no link state of interface {if_name} yet"),
                 },
             };
+            let host_up = match link {
+                Some(link) => Some(matches!(link, DeviceLink::Host(state) if state.admin_up)),
+                None => previous.as_ref().and_then(|p| p.host_up),
+            };
+            let came_up = match &previous {
+                Some(p)
+                    if host_up == Some(true)
+                        && (p.host_up == Some(false) || p.gone_since.is_some()) =>
+                {
+                    Some(now)
+                }
+                Some(p) => p.came_up,
+                None => None,
+            };
             let (tainted, taint_changed) = previous
                 .map(|p| (p.tainted, p.taint_changed))
                 .unwrap_or_default();
@@ -360,6 +391,8 @@ impl HealthMonitor {
                     gone_since: None,
                     tainted,
                     taint_changed,
+                    host_up,
+                    came_up,
                 },
             );
         }
@@ -374,6 +407,7 @@ impl HealthMonitor {
                 tracing::warn!(device = %name, interface = %tracked.if_name, "device left the node");
             }
             tracked.verdict = verdict(None, &tracked.if_name);
+            tracked.host_up = Some(false);
             seen.insert(name, tracked);
         }
         self.tracked = seen;
@@ -388,7 +422,18 @@ impl HealthMonitor {
                 wake(since + GONE_DEVICE_GRACE);
             }
             if let Some(effect) = effect {
-                let wanted = tracked.verdict.problem;
+                let mut wanted = tracked.verdict.problem;
+                let settling = tracked
+                    .came_up
+                    .map(|at| at + LINK_SETTLE)
+                    .filter(|end| *end > now);
+                if let (Some(end), None, Some(Problem::CarrierLost | Problem::Down)) =
+                    (settling, tracked.tainted, wanted)
+                {
+                    // Just brought up: the link may still be on its way.
+                    wanted = None;
+                    wake(end);
+                }
                 if wanted != tracked.tainted {
                     let allowed_at = tracked
                         .taint_changed
@@ -640,6 +685,36 @@ mod tests {
         assert_eq!(again.wake_at, Some(at(21)));
         let later = monitor.observe(&devices, &links(Some(no_carrier())), at(21));
         assert_eq!(taint_of(&later).as_deref(), Some("carrier-lost:NoSchedule"));
+    }
+
+    #[test]
+    fn a_link_just_brought_up_is_not_tainted_while_it_settles() {
+        let mut monitor = HealthMonitor::new(HealthConfig::new("node"));
+        let devices = [device("eth1")];
+        let t0 = Instant::now();
+        let admin_down = links(Some(host("eth1", false, "down", Some(false))));
+        monitor.observe(&devices, &admin_down, t0);
+        // Brought up, no carrier yet: reported as it is, not tainted.
+        let coming = monitor.observe(&devices, &links(Some(no_carrier())), t0);
+        assert_eq!(status_of_eth1(&coming), HealthStatus::Unhealthy);
+        assert_eq!(taint_of(&coming), None);
+        assert_eq!(coming.wake_at, Some(t0 + LINK_SETTLE));
+        // Link up within the settle time: never tainted.
+        let up_in_time = monitor.observe(&devices, &links(Some(up())), t0 + Duration::from_secs(1));
+        assert_eq!(taint_of(&up_in_time), None);
+        assert_eq!(up_in_time.wake_at, None);
+
+        // Down, up again, and the link never comes: tainted when the settle time ends.
+        monitor.observe(&devices, &admin_down, t0 + Duration::from_secs(2));
+        let t1 = t0 + Duration::from_secs(3);
+        let waiting = monitor.observe(&devices, &links(Some(no_carrier())), t1);
+        assert_eq!(taint_of(&waiting), None);
+        assert_eq!(waiting.wake_at, Some(t1 + LINK_SETTLE));
+        let settled = monitor.observe(&devices, &links(Some(no_carrier())), t1 + LINK_SETTLE);
+        assert_eq!(
+            taint_of(&settled).as_deref(),
+            Some("carrier-lost:NoSchedule")
+        );
     }
 
     #[test]

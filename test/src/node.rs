@@ -36,7 +36,9 @@ use kubeletplugin::ClaimRef;
 
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::containerd::{ContainerdNode, ContainerdOptions, PodSpec};
-use crate::kubelet::{DraApiVersion, DraClient, KubeletStandIn, PrepareOutcome};
+use crate::kubelet::{
+    DraApiVersion, DraClient, HealthApiVersion, HealthStream, KubeletStandIn, PrepareOutcome,
+};
 use crate::netns::{TestNetns, run};
 use crate::runtime::{HookError, PodSandbox, RuntimeStandIn, pod_sandbox};
 
@@ -681,6 +683,16 @@ impl TestNode {
         self.dra
             .as_ref()
             .ok_or_else(|| anyhow!("the driver is not registered"))
+    }
+
+    /// The `DRAResourceHealth` version the kubelet picks from the driver's registration.
+    pub fn health_version(&self) -> Result<Option<HealthApiVersion>> {
+        Ok(self.dra()?.health_version())
+    }
+
+    /// Opens the kubelet's `NodeWatchResources` stream on health service `version`.
+    pub async fn watch_health(&self, version: HealthApiVersion) -> Result<HealthStream> {
+        self.dra()?.watch_health_version(version).await
     }
 
     /// `NodePrepareResources` for `claims`, as the kubelet calls it.

@@ -211,6 +211,27 @@ mod tests {
     }
 
     #[test]
+    fn a_taint_lowers_the_devices_per_slice_to_64() {
+        let mut devices: Vec<Device> = (0..100).map(|i| device(&format!("d{i:03}"), "x")).collect();
+        let sizes = |devices: &[Device]| -> Vec<usize> {
+            resource_slices("netclaim.dev", "node-a", 1, devices)
+                .iter()
+                .map(|s| s.spec.devices.as_ref().map_or(0, Vec::len))
+                .collect()
+        };
+        assert_eq!(sizes(&devices), [100]);
+        devices[99].taints = Some(vec![k8s_openapi::api::resource::v1::DeviceTaint {
+            key: "netclaim.dev/unhealthy".into(),
+            value: Some("gone".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        }]);
+        assert_eq!(sizes(&devices), [64, 36]);
+        let slices = resource_slices("netclaim.dev", "node-a", 1, &devices);
+        assert!(slices.iter().all(|s| s.spec.pool.resource_slice_count == 2));
+    }
+
+    #[test]
     fn ambiguous_keys_are_quoted() {
         assert_eq!(
             yaml_key("resource.kubernetes.io/pcieRoot"),
