@@ -63,6 +63,7 @@
 //! # }
 //! ```
 
+mod deferred;
 mod dra;
 mod driver;
 mod error;
@@ -72,6 +73,7 @@ pub mod proto;
 mod registration;
 mod sockets;
 
+pub use deferred::Deferred;
 pub use driver::{ClaimError, ClaimRef, DraDriver, PrepareResult, PreparedDevice};
 pub use error::Error;
 pub use health::{DeviceHealth, HealthReporter, HealthStatus, MAX_HEALTH_MESSAGE_LEN};
