@@ -3,8 +3,9 @@
 # the OpenAPI-derived schemas of Kubernetes 1.34, 1.35, 1.36 and 1.37 (PyPI
 # kubernetes-validate 1.37.0; --strict rejects unknown fields). CEL rules and numeric limits
 # are checked by test/tests/examples.rs and the API server stand-in.
-# CRDs (the NetworkAttachmentDefinition example) have no schema here: kubernetes-validate
-# warns and skips them; examples.rs checks their spec.config with netclaim's parser.
+# Custom resources (the NetworkAttachmentDefinition and PodNetwork examples) have no schema
+# here: kubernetes-validate warns and skips them; examples.rs checks a NAD's spec.config and
+# a PodNetwork's spec.parameters with netclaim's parsers (the CRD itself is validated here).
 #
 # The devices output comes from a throwaway network namespace (run as root) holding veths
 # named like the sysfs fixtures (test/fixtures/sysfs: PCI, NUMA, SR-IOV and RDMA facts),
