@@ -862,6 +862,7 @@ mod tests {
                 name: "pod".into(),
                 uid: "pod-1".into(),
             }],
+            pod_claim_name: None,
             nics: vec![PreparedNic {
                 request: "nic".into(),
                 pool: "node-a".into(),
@@ -875,6 +876,8 @@ mod tests {
                 published: None,
                 attachment: None,
                 failure: None,
+                rdma: None,
+                consumed_capacity: Default::default(),
             }],
         }
     }

@@ -397,7 +397,7 @@ pub struct Discovery {
     events: EventStream,
     inventory: Inventory,
     /// Sysfs facts from earlier passes (see [`SysfsCache`]).
-    sysfs_cache: Mutex<SysfsCache>,
+    sysfs_cache: Arc<Mutex<SysfsCache>>,
 }
 
 impl Discovery {
@@ -420,7 +420,7 @@ impl Discovery {
             socket,
             events,
             inventory: Inventory::default(),
-            sysfs_cache: Mutex::default(),
+            sysfs_cache: Arc::default(),
         }
     }
 
@@ -436,13 +436,23 @@ impl Discovery {
 
     /// One full pass: dump netlink, read sysfs (only what the [`SysfsCache`] of earlier
     /// passes cannot answer), build, filter, record in the inventory.
+    ///
+    /// The sysfs reads and the build (attributes, CEL filter) run on a blocking thread: the
+    /// async runtime's workers also answer the runtime's NRI hooks, which must not wait on
+    /// a slow sysfs or a long pass over many NICs.
     pub async fn report(&self) -> Result<Report> {
         let snapshot = self.socket.snapshot().await?;
-        let (nics, skipped) = {
-            let mut cache = self.sysfs_cache();
-            candidate_nics_cached(&snapshot, &self.config.sysfs_root, &mut cache)
-        };
-        let mut report = build_report(&self.config, nics, skipped);
+        let cache = self.sysfs_cache.clone();
+        let config = self.config.clone();
+        let mut report = tokio::task::spawn_blocking(move || {
+            let (nics, skipped) = {
+                let mut cache = lock_cache(&cache);
+                candidate_nics_cached(&snapshot, &config.sysfs_root, &mut cache)
+            };
+            build_report(&config, nics, skipped)
+        })
+        .await
+        .map_err(|error| anyhow::anyhow!("the discovery pass failed: {error}"))?;
         self.inventory.publish(&mut report);
         Ok(report)
     }
@@ -455,15 +465,15 @@ impl Discovery {
     /// Forgets the sysfs facts of earlier passes: the next pass reads sysfs for every
     /// interface (the watcher does this on each periodic resync).
     pub fn forget_sysfs(&self) {
-        self.sysfs_cache().clear();
+        lock_cache(&self.sysfs_cache).clear();
     }
+}
 
-    fn sysfs_cache(&self) -> MutexGuard<'_, SysfsCache> {
-        // The cache is only a shortcut: after a panic mid-update, start from scratch.
-        self.sysfs_cache.lock().unwrap_or_else(|poisoned| {
-            let mut cache = poisoned.into_inner();
-            cache.clear();
-            cache
-        })
-    }
+fn lock_cache(cache: &Mutex<SysfsCache>) -> MutexGuard<'_, SysfsCache> {
+    // The cache is only a shortcut: after a panic mid-update, start from scratch.
+    cache.lock().unwrap_or_else(|poisoned| {
+        let mut cache = poisoned.into_inner();
+        cache.clear();
+        cache
+    })
 }

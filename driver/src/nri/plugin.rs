@@ -185,6 +185,9 @@ pub enum NriError {
     /// Opening or using the mux failed.
     #[error("NRI connection: {0}")]
     Mux(#[from] super::mux::MuxError),
+    /// The runtime's Synchronize did not go through: it would send no events.
+    #[error("NRI synchronization failed: {0}; reconnecting")]
+    Synchronize(String),
 }
 
 /// Whether the plugin is registered with a runtime right now.
@@ -278,10 +281,12 @@ impl<H: PodSandboxHandler> NriPlugin<H> {
         let runtime_conn = mux.open(RUNTIME_SERVICE_CONN)?;
         let mux = mux.start();
         let runtime_shutdown = CancellationToken::new();
+        let (synced_tx, mut synced) = watch::channel(SyncState::Pending);
         let server = Arc::new(build_server(
             self.handler.clone(),
             runtime_shutdown.clone(),
             self.config.request_timeout,
+            synced_tx,
         ));
         let serving = tokio::spawn(server.serve(plugin_conn.reader, plugin_conn.writer));
         let client = Client::new(runtime_conn.reader, runtime_conn.writer);
@@ -302,6 +307,27 @@ impl<H: PodSandboxHandler> NriPlugin<H> {
                 idx = %self.config.plugin_idx,
                 "registered with the NRI runtime"
             );
+            // Connected only once the runtime's Synchronize went through: until then (and
+            // for good after a failed one) the runtime sends this plugin no event.
+            let limit = self.config.registration_timeout + self.config.request_timeout;
+            let outcome = tokio::select! {
+                state = tokio::time::timeout(limit, synced.wait_for(|s| *s != SyncState::Pending)) => {
+                    match state {
+                        Ok(Ok(state)) => state.clone(),
+                        Ok(Err(_)) => SyncState::Failed("the session ended".to_owned()),
+                        Err(_) => SyncState::Failed(format!("no Synchronize within {limit:?}")),
+                    }
+                }
+                () = mux.closed() => SyncState::Failed("the runtime closed the connection".to_owned()),
+                () = shutdown.cancelled() => SyncState::Pending,
+            };
+            if let SyncState::Failed(why) = outcome {
+                mux.close();
+                serving.abort();
+                return Err(NriError::Synchronize(why));
+            }
+        }
+        if !shutdown.is_cancelled() {
             self.state
                 .send_replace(ConnectionState::Connected { session });
             tokio::select! {
@@ -358,6 +384,20 @@ struct Session<H> {
     /// Pods of a Synchronize split into parts, gathered until the last part.
     sync_pods: Mutex<Vec<PodSandbox>>,
     runtime_shutdown: CancellationToken,
+    /// How the runtime's Synchronize went (the session counts as connected only after it).
+    synced: watch::Sender<SyncState>,
+}
+
+/// Where a session's Synchronize stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SyncState {
+    /// Not received (or not finished) yet.
+    Pending,
+    /// Answered OK: the runtime now sends this plugin its events.
+    Done,
+    /// Answered with an error: containerd then leaves the plugin out of its list but keeps
+    /// the connection open, so no event would ever come.
+    Failed(String),
 }
 
 impl<H: PodSandboxHandler> Session<H> {
@@ -406,7 +446,7 @@ impl<H: PodSandboxHandler> Session<H> {
         };
         tracing::info!(pods = pods.len(), "NRI synchronize");
         let handler = self.handler.clone();
-        within_deadline(
+        let answered = within_deadline(
             "Synchronize",
             self.deadline(&context),
             move |deadline| async move {
@@ -415,7 +455,12 @@ impl<H: PodSandboxHandler> Session<H> {
                 Ok(())
             },
         )
-        .await?;
+        .await;
+        self.synced.send_replace(match &answered {
+            Ok(()) => SyncState::Done,
+            Err(status) => SyncState::Failed(status.message.clone()),
+        });
+        answered?;
         Ok(SynchronizeResponse { more: false })
     }
 
@@ -432,9 +477,11 @@ impl<H: PodSandboxHandler> Session<H> {
             )));
         };
         tracing::debug!(?event, pod = %pod.id, name = %pod.name, namespace = %pod.namespace, "NRI pod event");
+        let started = tokio::time::Instant::now();
+        let sandbox = pod.id.clone();
         let handler = self.handler.clone();
         let deadline = self.deadline(&context);
-        match event {
+        let answered = match event {
             Event::RunPodSandbox => {
                 within_deadline("RunPodSandbox", deadline, move |deadline| async move {
                     handler.run_pod_sandbox(pod, deadline).await
@@ -458,7 +505,17 @@ impl<H: PodSandboxHandler> Session<H> {
                 tracing::debug!(event = ?other, "ignoring an NRI event netclaim did not subscribe to");
                 Ok(())
             }
-        }
+        };
+        // The time netclaim itself spent on the event, which every pod queued behind it in
+        // the runtime pays too (benches read it: test/benches/pod_start.rs).
+        tracing::debug!(
+            ?event,
+            pod = %sandbox,
+            elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ok = answered.is_ok(),
+            "NRI hook answered"
+        );
+        answered
     }
 
     async fn state_change(
@@ -494,6 +551,7 @@ where
     W: FnOnce(HookDeadline) -> F,
     F: Future<Output = Result<(), String>> + Send + 'static,
 {
+    let started = tokio::time::Instant::now();
     let budget = handler_budget(deadline);
     let hook_deadline = HookDeadline::for_runtime(what, budget, deadline);
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
@@ -520,6 +578,11 @@ where
         // The handler committed just as the time ran out: its answer is on its way.
         Err(_) => done_rx.await,
     };
+    tracing::debug!(
+        what,
+        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "NRI call answered"
+    );
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(message)) => {
@@ -546,6 +609,7 @@ fn build_server<H: PodSandboxHandler>(
     handler: Arc<H>,
     runtime_shutdown: CancellationToken,
     default_timeout: Duration,
+    synced: watch::Sender<SyncState>,
 ) -> Server {
     let session = Arc::new(Session {
         handler,
@@ -553,6 +617,7 @@ fn build_server<H: PodSandboxHandler>(
         default_timeout,
         sync_pods: Mutex::new(Vec::new()),
         runtime_shutdown,
+        synced,
     });
     let mut server = Server::new();
     let s = session.clone();

@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::proto::{KeyValue, RpcStatus, TtrpcRequest, TtrpcResponse};
 
+/// Most requests a server runs at once; more are answered `ResourceExhausted`.
+pub const MAX_IN_FLIGHT: usize = 64;
 /// Length of a ttrpc frame header.
 pub const HEADER_LEN: usize = 10;
 /// Largest ttrpc payload either side accepts (ttrpc's own limit).
@@ -485,14 +487,26 @@ impl Server {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let writer = FrameWriter::new(writer);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         while let Some(frame) = read_frame(&mut reader).await? {
             match frame {
                 Frame::Message { header, payload } if header.kind == TYPE_REQUEST => {
+                    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                        // A runtime sends one event at a time; this many at once is a peer
+                        // gone wrong, and each would hold a task and its payload.
+                        let status = Status::new(
+                            code::RESOURCE_EXHAUSTED,
+                            format!("more than {MAX_IN_FLIGHT} requests in flight"),
+                        );
+                        reply(&writer, header.stream_id, Err(status)).await;
+                        continue;
+                    };
                     let server = self.clone();
                     let writer = writer.clone();
                     tokio::spawn(async move {
                         let result = server.dispatch(header.stream_id, payload).await;
                         reply(&writer, header.stream_id, result).await;
+                        drop(permit);
                     });
                 }
                 Frame::Oversized { header } if header.kind == TYPE_REQUEST => {
