@@ -81,6 +81,11 @@ fn cni_list_corpus_replays() {
 }
 
 #[test]
+fn cni_policy_corpus_replays() {
+    assert!(replay("cni_policy") > 0);
+}
+
+#[test]
 fn cni_result_corpus_replays() {
     assert!(replay("cni_result") > 0);
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netclaim::checkpoint;
-use netclaim::cni::{network_data, typed_result};
+use netclaim::cni::{DeviceRef, network_data, plugin_stdin, substitute_device, typed_result};
 use netclaim::deadline::HookDeadline;
 use netclaim::nri::mux::{self, MuxError};
 use netclaim::nri::plugin::{PLUGIN_SERVICE, handler_budget, network_namespace_path};
@@ -28,18 +28,24 @@ use netclaim::nri::proto::{
     StopPodSandboxRequest, SynchronizeRequest,
 };
 use netclaim::nri::ttrpc::{self, Frame, TtrpcError};
-use netclaim_api::cni::{CNI_VERSIONS, check_plugin_type};
+use netclaim_api::attributes::MAX_OPAQUE_PARAMETERS_BYTES;
+use netclaim_api::cni::{CNI_VERSIONS, check_plugin_type, default_device_field, device_fields};
+use netclaim_api::policy::{
+    self, DEFAULT_ALLOWED_PLUGINS, DEVICE_KEYS, HOST_DEVICE_SELECTORS, MAX_PLUGINS,
+    PluginAllowlist, RUNTIME_KEYS,
+};
 use netclaim_api::{CniNetworkList, ConfigError};
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
 /// The fuzz targets by name: the names of their corpus and regression directories.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, fn(&[u8])); 7] = [
     ("config", config),
     ("cni_list", cni_list),
+    ("cni_policy", cni_policy),
     ("cni_result", cni_result),
     ("nri_mux", nri_mux),
     ("nri_ttrpc", nri_ttrpc),
@@ -110,14 +116,19 @@ pub fn cni_list(data: &[u8]) {
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let nad = json!({"spec": {"config": text}});
-        match (
-            &parsed,
-            CniNetworkList::from_network_attachment_definition(&nad),
-        ) {
-            (Ok(direct), Ok(via_nad)) => assert_eq!(direct, &via_nad),
-            (Err(_), Err(error)) => check_config_error(&error),
-            (direct, via_nad) => {
-                panic!("parsing directly gave {direct:?}, as a NAD's spec.config gave {via_nad:?}")
+        let via_nad = CniNetworkList::from_network_attachment_definition(&nad);
+        if text.len() > MAX_OPAQUE_PARAMETERS_BYTES {
+            let error = via_nad.expect_err("an oversized NAD spec.config accepted");
+            assert_eq!(error.errors[0].path, "spec.config");
+        } else if text.trim().is_empty() {
+            via_nad.expect_err("an empty NAD spec.config accepted");
+        } else {
+            match (&parsed, via_nad) {
+                (Ok(direct), Ok(via_nad)) => assert_eq!(direct, &via_nad),
+                (Err(_), Err(error)) => check_config_error(&error),
+                (direct, via_nad) => panic!(
+                    "parsing directly gave {direct:?}, as a NAD's spec.config gave {via_nad:?}"
+                ),
             }
         }
     }
@@ -127,12 +138,295 @@ pub fn cni_list(data: &[u8]) {
                 let config = object["spec"]["config"]
                     .as_str()
                     .expect("an accepted NAD has a string spec.config");
+                assert!(
+                    config.len() <= MAX_OPAQUE_PARAMETERS_BYTES,
+                    "an oversized NAD accepted"
+                );
                 let direct = CniNetworkList::parse(config.as_bytes())
                     .expect("an accepted NAD's spec.config parses directly");
                 assert_eq!(direct, list);
             }
             Err(error) => check_config_error(&error),
         }
+    }
+}
+
+/// The tenant boundary on CNI networks (`netclaim_api::policy`): what a claim-authored
+/// network (inline, or a NetworkAttachmentDefinition) and a claim's plugin overrides may
+/// make netclaim hand a CNI plugin, following the steps of the driver's prepare
+/// (`driver/src/prepare.rs`): `check_claim_network`, the overrides (validated as a claim
+/// config by `parse_config`, then `apply_plugin_overrides`), `check_plugins` with the
+/// default allowlist, `substitute_device`, and the stdin the runner builds (`plugin_stdin`).
+///
+/// Input: a JSON object with `network` (a conflist object) or `nad` (a NAD object; `pad`
+/// appends `pad × 512` spaces to its `spec.config`, to reach the size limit), and optional
+/// `deviceField` and `overrides` (a claim's `cni.pluginOverrides`).
+///
+/// Properties: a NAD over the size limit is refused at `spec.config`; `check_plugins`
+/// accepts exactly the lists the model accepts (plugin count, allowlist on every `type` and
+/// `ipam.type`, device-taking types first only, no host-device selector); an accepted
+/// override never changes an executable; and when everything is accepted, what each plugin
+/// reads *as a Go plugin decodes JSON* (keys matched case-insensitively with Unicode simple
+/// folding, the last matching key winning; serde_json writes keys sorted) has: the
+/// allocated device in every substituted field, the checked IPAM type, and nowhere a host
+/// device key, a runtime key, a path key or a string that reads as a path.
+pub fn cni_policy(data: &[u8]) {
+    let Ok(Value::Object(input)) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let parsed = if let Some(nad) = input.get("nad") {
+        let mut nad = nad.clone();
+        let pad = input
+            .get("pad")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(64);
+        if pad > 0
+            && let Some(Value::String(config)) = nad.pointer_mut("/spec/config")
+        {
+            config.push_str(&" ".repeat(pad as usize * 512));
+        }
+        let size = nad
+            .pointer("/spec/config")
+            .and_then(Value::as_str)
+            .map(str::len);
+        let parsed = CniNetworkList::from_network_attachment_definition(&nad);
+        if size.is_some_and(|size| size > MAX_OPAQUE_PARAMETERS_BYTES) {
+            let error = parsed.expect_err("an oversized NAD spec.config accepted");
+            assert_eq!(error.errors.len(), 1);
+            assert_eq!(error.errors[0].path, "spec.config");
+            assert!(error.errors[0].message.contains("bytes"), "{error}");
+            return;
+        }
+        parsed
+    } else if let Some(network) = input.get("network") {
+        let bytes = serde_json::to_vec(network).expect("JSON encodes");
+        CniNetworkList::parse(&bytes)
+    } else {
+        return;
+    };
+    let list = match parsed {
+        Ok(list) => list,
+        Err(error) => return check_config_error(&error),
+    };
+    let allowed = PluginAllowlist::default();
+    let plugins_ok = policy::check_plugins(&list, &allowed);
+    assert_eq!(
+        plugins_ok.is_ok(),
+        plugins_model(&list),
+        "check_plugins gave {plugins_ok:?} for {:?}",
+        list.plugins
+    );
+    if let Err(error) = &plugins_ok {
+        check_config_error(error);
+        for problem in &error.errors {
+            assert!(problem.path.starts_with("plugins"), "{problem:?}");
+        }
+    }
+    let device_field = input.get("deviceField").and_then(Value::as_str);
+    let claim_ok = policy::check_claim_network(&list, device_field);
+    if let Err(error) = &claim_ok {
+        check_config_error(error);
+    }
+    // The claim's cni section as parse_config validates it (deviceField, overrides).
+    let mut cni = Map::new();
+    if let Some(field) = device_field {
+        cni.insert("deviceField".into(), Value::String(field.to_owned()));
+    }
+    let overrides = match input.get("overrides") {
+        Some(Value::Object(overrides)) => overrides.clone(),
+        _ => Map::new(),
+    };
+    if !overrides.is_empty() {
+        cni.insert("pluginOverrides".into(), Value::Object(overrides.clone()));
+    }
+    let claim_config = json!({
+        "apiVersion": netclaim_api::API_VERSION,
+        "kind": netclaim_api::KIND,
+        "cni": cni,
+    });
+    let encoded = serde_json::to_vec(&claim_config).expect("JSON encodes");
+    let config_ok = netclaim_api::parse_config(&encoded);
+    let overrides = overrides.into_iter().collect();
+    let overridden = policy::apply_plugin_overrides(&list, &overrides);
+    if let Ok(after) = &overridden {
+        assert_eq!(
+            executables(after),
+            executables(&list),
+            "an override changed a type"
+        );
+        assert_eq!(after.plugins.len(), list.plugins.len());
+    }
+    let (Ok(()), Ok(_), Ok(list), Ok(())) = (claim_ok, config_ok, overridden, plugins_ok) else {
+        return;
+    };
+    // check_plugins runs again on the overridden list, as prepare does.
+    if policy::check_plugins(&list, &allowed).is_err() {
+        return;
+    }
+    let device = DeviceRef {
+        ifname: "eth1".into(),
+        pci_address: Some("0000:03:00.1".into()),
+    };
+    let Ok(list) = substitute_device(&list, device_field, &device) else {
+        return;
+    };
+    let substituted = device_fields(list.plugins[0].plugin_type(), device_field);
+    for (index, plugin) in list.plugins.iter().enumerate() {
+        let stdin = plugin_stdin(plugin, &list, None);
+        if index == 0 {
+            for field in &substituted {
+                let (key, value) = go_field(&stdin, field).expect("a substituted field is set");
+                assert_eq!(
+                    (key.as_str(), value.as_str()),
+                    (
+                        field.as_str(),
+                        Some(if field == "deviceID" {
+                            "0000:03:00.1"
+                        } else {
+                            "eth1"
+                        })
+                    ),
+                    "plugin 0 reads {field} from the claim's {key:?}, not the allocated device"
+                );
+            }
+        }
+        let ipam = go_field(&stdin, "ipam").map(|(_, ipam)| ipam);
+        if let Some(Value::Object(ipam)) = ipam {
+            if let Some((_, read)) = go_field(ipam, "type") {
+                let read = read.as_str().expect("a checked IPAM type is a string");
+                assert!(
+                    allowed.permits(read),
+                    "plugins[{index}] runs IPAM type {read:?}"
+                );
+            }
+        }
+        for (key, value) in &stdin {
+            let exempt = key == "type"
+                || key == "cniVersion"
+                || key == "name"
+                || (index == 0 && (substituted.contains(key) || key == "deviceID"));
+            if exempt {
+                continue;
+            }
+            let at = format!("plugins[{index}].{key}");
+            if go_fold(key) == "ipam"
+                && let Value::Object(ipam) = value
+            {
+                for (ipam_key, ipam_value) in ipam {
+                    if go_fold(ipam_key) != "type" {
+                        claim_entry_model(&format!("{at}.{ipam_key}"), ipam_key, ipam_value);
+                    }
+                }
+                continue;
+            }
+            claim_entry_model(&at, key, value);
+        }
+    }
+}
+
+/// Which plugins `check_plugins` must accept, from the rules in `netclaim_api::policy`.
+fn plugins_model(list: &CniNetworkList) -> bool {
+    list.plugins.len() <= MAX_PLUGINS
+        && list.plugins.iter().enumerate().all(|(index, plugin)| {
+            let plugin_type = plugin.plugin_type().unwrap_or_default();
+            // Every `type` of every `ipam`, in any spelling a Go plugin reads as those.
+            let ipam_types_allowed = plugin
+                .0
+                .iter()
+                .filter(|(key, _)| go_fold(key) == "ipam")
+                .filter_map(|(_, ipam)| ipam.as_object())
+                .flat_map(|ipam| ipam.iter().filter(|(key, _)| go_fold(key) == "type"))
+                .all(|(_, t)| {
+                    t.as_str()
+                        .is_some_and(|t| DEFAULT_ALLOWED_PLUGINS.contains(&t))
+                });
+            DEFAULT_ALLOWED_PLUGINS.contains(&plugin_type)
+                && ipam_types_allowed
+                && (index == 0 || default_device_field(plugin_type).is_none())
+                && (plugin_type != "host-device"
+                    || !plugin.0.keys().any(|key| {
+                        HOST_DEVICE_SELECTORS
+                            .iter()
+                            .any(|s| go_fold(s) == go_fold(key))
+                    }))
+        })
+}
+
+fn executables(list: &CniNetworkList) -> Vec<(Option<String>, Option<String>)> {
+    list.plugins
+        .iter()
+        .map(|p| {
+            (
+                p.plugin_type().map(str::to_owned),
+                p.0.get("ipam")
+                    .and_then(|i| i.get("type"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// A key as Go's `encoding/json` matches it to a struct field: case-insensitively, with
+/// Unicode simple case folding (`ſ` U+017F matches `s`, the Kelvin sign U+212A `k`).
+fn go_fold(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The key and value a Go plugin decodes into its field `field`: the last key, in the
+/// order serde_json writes them, that folds to the field's name.
+fn go_field<'a>(object: &'a Map<String, Value>, field: &str) -> Option<(&'a String, &'a Value)> {
+    let folded = go_fold(field);
+    object
+        .iter()
+        .filter(|(key, _)| go_fold(key) == folded)
+        .last()
+}
+
+/// What a claim's network may never hand a plugin, at any depth, as a Go plugin reads keys.
+fn claim_entry_model(at: &str, key: &str, value: &Value) {
+    let folded = go_fold(key);
+    assert!(
+        !DEVICE_KEYS
+            .iter()
+            .chain(&RUNTIME_KEYS)
+            .any(|k| go_fold(k) == folded),
+        "{at}: a claim's network hands a plugin {key:?}"
+    );
+    assert!(
+        !(folded == "resolvconf"
+            || ["dir", "path", "file", "socket"]
+                .iter()
+                .any(|s| folded.ends_with(s))),
+        "{at}: a claim's network hands a plugin the path key {key:?}"
+    );
+    claim_value_model(at, value);
+}
+
+fn claim_value_model(at: &str, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                claim_entry_model(&format!("{at}.{key}"), key, inner);
+            }
+        }
+        Value::Array(items) => {
+            for (index, inner) in items.iter().enumerate() {
+                claim_value_model(&format!("{at}[{index}]"), inner);
+            }
+        }
+        Value::String(text) => assert!(
+            !policy::looks_like_path(text),
+            "{at}: a claim's network hands a plugin the path {text:?}"
+        ),
+        _ => {}
     }
 }
 
