@@ -41,8 +41,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
+/// What a fuzz target runs on one input.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets by name: the names of their corpus and regression directories.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("config", config),
     ("cni_list", cni_list),
     ("cni_policy", cni_policy),
@@ -292,14 +295,14 @@ pub fn cni_policy(data: &[u8]) {
             }
         }
         let ipam = go_field(&stdin, "ipam").map(|(_, ipam)| ipam);
-        if let Some(Value::Object(ipam)) = ipam {
-            if let Some((_, read)) = go_field(ipam, "type") {
-                let read = read.as_str().expect("a checked IPAM type is a string");
-                assert!(
-                    allowed.permits(read),
-                    "plugins[{index}] runs IPAM type {read:?}"
-                );
-            }
+        if let Some(Value::Object(ipam)) = ipam
+            && let Some((_, read)) = go_field(ipam, "type")
+        {
+            let read = read.as_str().expect("a checked IPAM type is a string");
+            assert!(
+                allowed.permits(read),
+                "plugins[{index}] runs IPAM type {read:?}"
+            );
         }
         for (key, value) in &stdin {
             let exempt = key == "type"
@@ -384,10 +387,7 @@ fn go_fold(key: &str) -> String {
 /// order serde_json writes them, that folds to the field's name.
 fn go_field<'a>(object: &'a Map<String, Value>, field: &str) -> Option<(&'a String, &'a Value)> {
     let folded = go_fold(field);
-    object
-        .iter()
-        .filter(|(key, _)| go_fold(key) == folded)
-        .last()
+    object.iter().rfind(|(key, _)| go_fold(key) == folded)
 }
 
 /// What a claim's network may never hand a plugin, at any depth, as a Go plugin reads keys.
