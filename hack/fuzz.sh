@@ -35,7 +35,7 @@ done
 # The dev profile as `cargo test` uses it: any other setting would rebuild the dependencies.
 RUSTC_WORKSPACE_WRAPPER="$PWD/hack/fuzz-rustc.sh" \
   cargo build --locked -p netclaim-fuzz --bins --message-format=short
-bin_dir=target/debug
+bin_dir=${CARGO_TARGET_DIR:-target}/debug
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
