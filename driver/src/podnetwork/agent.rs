@@ -5,14 +5,15 @@
 //!
 //! # Errors
 //! None returned: a watch that fails (the CRD not installed, the API away) is retried with
-//! kube's default backoff and logged; the view keeps its last content meanwhile (a network
+//! a backoff from 1 s to 5 min, reset once a list succeeds, and logged (a node agent must
+//! not poll the API server every second on a cluster without the CRD: 5,000 nodes would
+//! make that thousands of LISTs a second); the view keeps its last content meanwhile (a network
 //! once Ready stays so until the agent hears otherwise; prepare still checks the view).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use futures::{StreamExt, TryStreamExt};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -60,6 +61,11 @@ pub async fn run(
     }
 }
 
+/// First wait after a failed list or watch.
+const RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest wait between attempts (also how long a CRD installed later may go unnoticed).
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Watches `api` (retrying with backoff) and calls `changed` with every object by name
 /// after the initial list and after each change.
 pub async fn follow<K>(
@@ -72,7 +78,8 @@ pub async fn follow<K>(
 {
     let mut objects: BTreeMap<String, K> = BTreeMap::new();
     let mut listing: BTreeMap<String, K> = BTreeMap::new();
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config).boxed();
+    let mut retry_in = RETRY_MIN;
     loop {
         match stream.try_next().await {
             Ok(Some(Event::Init)) => listing.clear(),
@@ -81,6 +88,7 @@ pub async fn follow<K>(
             }
             Ok(Some(Event::InitDone)) => {
                 objects = std::mem::take(&mut listing);
+                retry_in = RETRY_MIN;
                 changed(&objects);
             }
             Ok(Some(Event::Apply(object))) => {
@@ -93,7 +101,10 @@ pub async fn follow<K>(
             }
             Ok(None) => return,
             Err(error) => {
-                tracing::warn!(kind = %K::kind(&K::DynamicType::default()), "watch failed, retrying: {error}");
+                tracing::warn!(kind = %K::kind(&K::DynamicType::default()), ?retry_in, "watch failed, retrying: {error}");
+                // The watcher retries on the next poll: waiting here is the backoff.
+                tokio::time::sleep(retry_in).await;
+                retry_in = (retry_in * 2).min(RETRY_MAX);
             }
         }
     }
