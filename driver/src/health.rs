@@ -365,6 +365,12 @@ impl HealthMonitor {
                     message: format!("no link state of interface {if_name} yet"),
                 },
             };
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.verdict.status != verdict.status)
+            {
+                crate::metrics::metrics().health_changes.inc();
+            }
             let host_up = match link {
                 Some(link) => Some(matches!(link, DeviceLink::Host(state) if state.admin_up)),
                 None => previous.as_ref().and_then(|p| p.host_up),
@@ -405,6 +411,9 @@ impl HealthMonitor {
             }
             if tracked.verdict.problem != Some(Problem::Gone) {
                 tracing::warn!(device = %name, interface = %tracked.if_name, "device left the node");
+                if tracked.verdict.status != HealthStatus::Unhealthy {
+                    crate::metrics::metrics().health_changes.inc();
+                }
             }
             tracked.verdict = verdict(None, &tracked.if_name);
             tracked.host_up = Some(false);
@@ -472,6 +481,7 @@ impl HealthMonitor {
 }
 
 fn log_taint_change(device: &str, from: Option<Problem>, to: Option<Problem>) {
+    crate::metrics::metrics().taint_changes.inc();
     match to {
         Some(problem) => tracing::warn!(
             device,
