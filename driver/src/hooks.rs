@@ -85,6 +85,9 @@ pub enum CrashPoint {
     AttachRecorded,
     /// The interface is configured in the pod; the checkpoint still says `Attaching`.
     AttachMoved,
+    /// A give-back (STOP, REMOVE, unprepare, reconcile) recorded `Detaching`; nothing was
+    /// given back yet.
+    DetachRecorded,
 }
 
 /// netclaim's NRI handler: attaches prepared NICs to pods and gives them back. Cheap to
@@ -763,6 +766,7 @@ impl Hooks {
             })
             .await
             .map_err(|e| format!("recording the give-back: {e}"))?;
+            self.crash_point(CrashPoint::DetachRecorded);
         }
         let (netns, _held) = self.netns_for_give_back(attachment);
         match backend

@@ -528,6 +528,7 @@ async fn shared_parent_on_containerd_gives_pods_children_listed_in_network_statu
         ],
         // Shared NICs are published with consumable capacity: on by default from 1.36.
         api: ApiServerOptions::kubernetes(36),
+        ..NodeOptions::default()
     };
     let mut node = TestNode::start(options)
         .await
