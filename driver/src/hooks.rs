@@ -108,7 +108,8 @@ struct Hooks {
     /// at REMOVE): where their netns is (STOP carries none) and whether a device recorded
     /// for a sandbox may still be in use.
     sandboxes: Mutex<HashMap<String, PodSandboxRef>>,
-    /// An open file on the network namespace of every sandbox holding an attached NIC.
+    /// An open file on the network namespace of every sandbox holding an attached NIC (or
+    /// one whose give-back failed).
     /// The kernel keeps a namespace alive while a file refers to it, so when the runtime
     /// drops a pod's namespace without telling the plugin (containerd 1.7 sends no STOP or
     /// REMOVE for pods that ran before it restarted), the NIC is neither destroyed with it
@@ -742,6 +743,7 @@ impl Hooks {
                 if let Err(error) = saved {
                     tracing::error!(device = %describe(claim, nic), "recording a failed rollback: {error}");
                 }
+                self.hold_netns(&sandbox.id, &sandbox.netns);
                 Err(message)
             }
         }
@@ -787,6 +789,10 @@ impl Hooks {
                 Ok(())
             }
             Err(error) => {
+                // The device may still be in the pod's netns: keep that alive for the
+                // retry, or the runtime removing it (after a failed RUN, or at STOP)
+                // destroys a virtual NIC with it.
+                self.hold_netns(&attachment.sandbox_id, &netns.to_string_lossy());
                 let record = Attachment {
                     phase: AttachPhase::DetachFailed,
                     error: Some(error.clone()),
