@@ -808,9 +808,27 @@ impl TestNode {
         }
     }
 
-    /// Stand-in runtime only: RUN for a sandbox whose network namespace is gone by the time
-    /// the hook runs (the path names a namespace that was deleted). `Ok(Err(message))` as
+    /// Stand-in runtime only: the RUN hook alone for a new sandbox of pod `name`, without
+    /// the STOP and REMOVE a runtime sends after a failed RUN (see
+    /// [`RuntimeStandIn::deliver_run_only`]), so the test sees what the hook itself left
+    /// behind. The runtime does not know the pod afterwards. `Ok(Err(message))` as
     /// [`Self::run_pod`].
+    ///
+    /// # Errors
+    /// On a containerd node.
+    pub async fn run_hook_only(
+        &mut self,
+        name: &str,
+        uid: &str,
+    ) -> Result<std::result::Result<TestPod, String>> {
+        let netns = TestNetns::new("pod")?;
+        let path = netns.path();
+        self.deliver_run_only(name, uid, path, Some(netns)).await
+    }
+
+    /// Stand-in runtime only: the RUN hook alone (as [`Self::run_hook_only`]) for a sandbox
+    /// whose network namespace is gone by the time the hook runs (the path names a
+    /// namespace that was deleted).
     ///
     /// # Errors
     /// On a containerd node, which never hands out a dead namespace on purpose.
@@ -819,15 +837,25 @@ impl TestNode {
         name: &str,
         uid: &str,
     ) -> Result<std::result::Result<TestPod, String>> {
-        let Runtime::StandIn(rt) = &self.runtime else {
-            bail!("only the stand-in runtime can run a sandbox in a removed netns");
-        };
         let netns = TestNetns::new("gone")?;
         let path = netns.path();
         drop(netns);
         if path.exists() {
             bail!("{} survived its deletion", path.display());
         }
+        self.deliver_run_only(name, uid, path, None).await
+    }
+
+    async fn deliver_run_only(
+        &mut self,
+        name: &str,
+        uid: &str,
+        path: PathBuf,
+        netns: Option<TestNetns>,
+    ) -> Result<std::result::Result<TestPod, String>> {
+        let Runtime::StandIn(rt) = &self.runtime else {
+            bail!("only the stand-in runtime can send a RUN alone");
+        };
         let sandbox_id = stand_in_sandbox_id(name, 0);
         let pod = pod_sandbox(
             &sandbox_id,
@@ -836,16 +864,19 @@ impl TestNode {
             uid,
             Some(&path.display().to_string()),
         );
-        match rt.run_pod_sandbox(pod).await {
+        match rt.deliver_run_only(pod).await {
             Ok(_) => Ok(Ok(TestPod {
                 name: name.into(),
                 namespace: "default".into(),
                 uid: uid.into(),
                 sandbox_id,
                 netns_path: path,
-                own_netns: None,
+                own_netns: netns,
             })),
-            Err(e) => Ok(Err(hook_message(&e))),
+            Err(e) => {
+                self.failed_pod_netns.extend(netns);
+                Ok(Err(hook_message(&e)))
+            }
         }
     }
 
