@@ -14,16 +14,23 @@
 //!   rule; each plugin has a `type` that is a bare file name (no `/`, no `..`), also for a
 //!   nested `ipam.type`; `name`, `cniVersion` and `prevResult` inside a plugin are refused
 //!   (the list's values are injected, as the spec requires).
-//! - A DeviceClass config that defines a network decides what claims may change with
-//!   `claimMayOverride` (see [`crate::merge`]).
+//! - A DeviceClass config decides what claims may change: `claimMayOverride` (the
+//!   interface name, `deviceField`, fields of the class network's plugins by path) and
+//!   `claimMayBring` (whether a claim may give its own network, inline or as a
+//!   `NetworkAttachmentDefinition`, and from which namespaces); see [`crate::merge`] and
+//!   [`crate::policy`], which also holds what claims may never set and the plugin
+//!   allowlist.
+//! - A list has at most [`crate::policy::MAX_PLUGINS`] plugins.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::attributes::MAX_OPAQUE_PARAMETERS_BYTES;
 use crate::error::{ConfigError, Problems};
 
 /// The CNI spec versions netclaim runs: 0.4.0 (CHECK, prevResult on DEL), 1.0.0 and
@@ -60,30 +67,229 @@ pub struct CniConfig {
     /// DeviceClass configs only: what a claim config may override (see [`crate::merge`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claim_may_override: Vec<CniOverride>,
+    /// DeviceClass configs only: the networks a claim may bring itself. Absent: none, the
+    /// class's network (or no CNI network at all) is what claims get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_may_bring: Option<ClaimMayBring>,
+    /// Claim configs only: values for fields of the network's plugins, keyed by path
+    /// (`plugins[0].ipam.addresses`); each path must be one the DeviceClass lists in
+    /// `claimMayOverride` (or lie under one). A value replaces the field whole.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_overrides: BTreeMap<String, Value>,
 }
 
-/// What a DeviceClass lets a claim override of the class's CNI setup.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "camelCase")]
+/// What a DeviceClass lets a claim override of the class's CNI setup: `interfaceName`,
+/// `deviceField`, or a field of one of the network's plugins by path
+/// (`plugins[0].ipam.addresses`; everything under it too).
+///
+/// Written as a string in `claimMayOverride`. The former `network` entry is refused with a
+/// pointer to [`ClaimMayBring`], which says which networks a claim may bring.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum CniOverride {
     /// `interface.name`: the interface name inside the pod.
     InterfaceName,
-    /// The network itself: `cni.cniVersion`/`name`/`plugins` or
-    /// `cni.networkAttachmentDefinition`.
-    Network,
     /// `cni.deviceField`.
     DeviceField,
+    /// A field of a plugin of the network, set by the claim in `cni.pluginOverrides`.
+    PluginField(PluginFieldPath),
 }
 
 impl CniOverride {
     /// The name users write in `claimMayOverride`.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_string(&self) -> String {
         match self {
-            CniOverride::InterfaceName => "interfaceName",
-            CniOverride::Network => "network",
-            CniOverride::DeviceField => "deviceField",
+            CniOverride::InterfaceName => "interfaceName".to_owned(),
+            CniOverride::DeviceField => "deviceField".to_owned(),
+            CniOverride::PluginField(path) => path.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for CniOverride {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_string())
+    }
+}
+
+impl From<CniOverride> for String {
+    fn from(value: CniOverride) -> Self {
+        value.as_string()
+    }
+}
+
+impl TryFrom<String> for CniOverride {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "interfaceName" => Ok(CniOverride::InterfaceName),
+            "deviceField" => Ok(CniOverride::DeviceField),
+            "network" => Err(
+                "`network` is no longer an override: say which networks claims \
+                 may bring with cni.claimMayBring (inline, networkAttachmentDefinition)"
+                    .to_owned(),
+            ),
+            other if other.starts_with("plugins[") => other
+                .parse::<PluginFieldPath>()
+                .map(CniOverride::PluginField),
+            other => Err(format!(
+                "unknown override {other:?}: want interfaceName, deviceField or a plugin field \
+                 path such as plugins[0].ipam.addresses"
+            )),
+        }
+    }
+}
+
+impl JsonSchema for CniOverride {
+    fn schema_name() -> Cow<'static, str> {
+        "CniOverride".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "What a claim may override: interfaceName, deviceField, or a plugin field path such as plugins[0].ipam.addresses (everything under it too).",
+            "type": "string",
+            "anyOf": [
+                {"enum": ["interfaceName", "deviceField"]},
+                {"pattern": PLUGIN_FIELD_PATH_PATTERN}
+            ]
+        })
+    }
+}
+
+/// The shape of a plugin field path, as a regular expression (for the JSON Schema).
+pub const PLUGIN_FIELD_PATH_PATTERN: &str = r"^plugins\[[0-9]+\](\.[A-Za-z0-9_-]+)+$";
+/// The most keys a plugin field path may have after `plugins[N]`.
+pub const MAX_PLUGIN_FIELD_DEPTH: usize = 8;
+
+/// A field of a plugin of a network list: `plugins[0].ipam.addresses`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PluginFieldPath {
+    /// The plugin's index in the list.
+    pub plugin: usize,
+    /// The keys from the plugin object down to the field (at least one).
+    pub keys: Vec<String>,
+}
+
+impl PluginFieldPath {
+    /// Whether `self` is `other` or lies under it (`plugins[0].ipam.addresses` under
+    /// `plugins[0].ipam`).
+    pub fn is_within(&self, other: &PluginFieldPath) -> bool {
+        self.plugin == other.plugin && self.keys.starts_with(&other.keys)
+    }
+}
+
+impl fmt::Display for PluginFieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plugins[{}]", self.plugin)?;
+        for key in &self.keys {
+            write!(f, ".{key}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for PluginFieldPath {
+    type Err = String;
+
+    /// Parses `plugins[N].key(.key)*`, keys of letters, digits, `_` and `-`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shape = || {
+            format!(
+                "{text:?} is not a plugin field path: want plugins[<index>].<key>(.<key>)*, \
+                 keys of letters, digits, '_' and '-' (plugins[0].ipam.addresses)"
+            )
+        };
+        let rest = text.strip_prefix("plugins[").ok_or_else(shape)?;
+        let (index, rest) = rest.split_once(']').ok_or_else(shape)?;
+        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(shape());
+        }
+        let plugin = index.parse::<usize>().map_err(|_| shape())?;
+        let rest = rest.strip_prefix('.').ok_or_else(shape)?;
+        let keys: Vec<String> = rest.split('.').map(str::to_owned).collect();
+        let key_ok = |key: &String| {
+            !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !keys.iter().all(key_ok) {
+            return Err(shape());
+        }
+        if keys.len() > MAX_PLUGIN_FIELD_DEPTH {
+            return Err(format!(
+                "{text:?} has {} keys; at most {MAX_PLUGIN_FIELD_DEPTH}",
+                keys.len()
+            ));
+        }
+        Ok(Self { plugin, keys })
+    }
+}
+
+/// DeviceClass configs only: the networks a claim may bring itself instead of (or, with
+/// no class network, as) the network it runs. Everything a claim brings is checked as
+/// the claim's own (`netclaim_api::policy`): no paths on the node, no host device, no
+/// runtime-only keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimMayBring {
+    /// A claim may give an inline network (`cniVersion`, `name`, `plugins`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
+    /// A claim may name a `NetworkAttachmentDefinition`: in its own namespace, and in
+    /// the grant's `otherNamespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_attachment_definition: Option<NadGrant>,
+}
+
+/// Which `NetworkAttachmentDefinition`s a claim may name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NadGrant {
+    /// Namespaces besides the claim's own whose NADs claims may name; `"*"` for any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_namespaces: Vec<String>,
+}
+
+impl NadGrant {
+    /// Whether a claim in `claim_namespace` may name a NAD in `nad_namespace`.
+    pub fn permits(&self, claim_namespace: &str, nad_namespace: &str) -> bool {
+        claim_namespace == nad_namespace
+            || self
+                .other_namespaces
+                .iter()
+                .any(|allowed| allowed == "*" || allowed == nad_namespace)
+    }
+
+    /// The namespaces allowed, for messages: `the claim's own, team-net`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec!["the claim's own".to_owned()];
+        parts.extend(self.other_namespaces.iter().map(|n| {
+            if n == "*" {
+                "any (*)".to_owned()
+            } else {
+                n.clone()
+            }
+        }));
+        parts.join(", ")
+    }
+}
+
+impl ClaimMayBring {
+    /// Both grants together (several class configs grant the union).
+    pub fn union(&mut self, other: &ClaimMayBring) {
+        self.inline |= other.inline;
+        if let Some(theirs) = &other.network_attachment_definition {
+            let mine = self
+                .network_attachment_definition
+                .get_or_insert_with(NadGrant::default);
+            for namespace in &theirs.other_namespaces {
+                if !mine.other_namespaces.contains(namespace) {
+                    mine.other_namespaces.push(namespace.clone());
+                }
+            }
         }
     }
 }
@@ -246,7 +452,8 @@ impl CniNetworkList {
     ///
     /// # Errors
     /// A [`ConfigError`] whose paths start at `spec.config` (`spec.config: plugins[0].type`);
-    /// an empty or missing `spec.config` is refused, since netclaim does not read CNI
+    /// a `spec.config` over 10 KiB ([`MAX_OPAQUE_PARAMETERS_BYTES`], as for opaque
+    /// parameters) is refused before it is parsed; an empty or missing `spec.config` is refused, since netclaim does not read CNI
     /// config files from the node (where Multus would look for a network of that name).
     ///
     /// # Example
@@ -259,6 +466,16 @@ impl CniNetworkList {
     /// ```
     pub fn from_network_attachment_definition(object: &Value) -> Result<Self, ConfigError> {
         match object.get("spec").and_then(|spec| spec.get("config")) {
+            Some(Value::String(config)) if config.len() > MAX_OPAQUE_PARAMETERS_BYTES => {
+                Err(ConfigError::single(
+                    "spec.config",
+                    format!(
+                        "is {} bytes; netclaim takes a network of at most \
+                         {MAX_OPAQUE_PARAMETERS_BYTES} bytes (the limit of opaque parameters)",
+                        config.len()
+                    ),
+                ))
+            }
             Some(Value::String(config)) if !config.trim().is_empty() => {
                 Self::parse(config.as_bytes()).map_err(|error| error.in_context("spec.config"))
             }
@@ -305,22 +522,18 @@ impl CniConfig {
         }
     }
 
-    /// The plugin field that receives the device: `deviceField`, else the default for
-    /// the first plugin's type ([`default_device_field`]); `None` when the network does not
-    /// take a device (a bridge, say).
-    pub fn effective_device_field(&self) -> Option<String> {
-        self.device_field.clone().or_else(|| {
-            self.plugins
-                .first()
-                .and_then(CniPlugin::plugin_type)
-                .and_then(default_device_field)
-                .map(str::to_owned)
-        })
+    /// The fields of the inline network's first plugin that receive the allocated device
+    /// ([`device_fields`]); empty when the network takes no device (a bridge, say).
+    pub fn effective_device_fields(&self) -> Vec<String> {
+        device_fields(
+            self.plugins.first().and_then(CniPlugin::plugin_type),
+            self.device_field.as_deref(),
+        )
     }
 
     /// The overrides this (class) config grants, as a set.
     pub fn granted(&self) -> BTreeSet<CniOverride> {
-        self.claim_may_override.iter().copied().collect()
+        self.claim_may_override.iter().cloned().collect()
     }
 }
 
@@ -334,6 +547,32 @@ pub fn default_device_field(plugin_type: &str) -> Option<&'static str> {
         "sriov" => Some("deviceID"),
         _ => None,
     }
+}
+
+/// The fields of a list's first plugin (of type `plugin_type`) that receive the allocated
+/// device: the type's own device field ([`default_device_field`]), which netclaim always
+/// overwrites so that a config cannot point a known plugin at another host device, and
+/// `deviceField` when set (for plugin types netclaim does not know).
+///
+/// # Example
+/// ```
+/// use netclaim_api::cni::device_fields;
+/// assert_eq!(device_fields(Some("macvlan"), None), ["master"]);
+/// assert_eq!(device_fields(Some("macvlan"), Some("dev")), ["master", "dev"]);
+/// assert_eq!(device_fields(Some("bridge"), None), Vec::<String>::new());
+/// ```
+pub fn device_fields(plugin_type: Option<&str>, device_field: Option<&str>) -> Vec<String> {
+    let mut fields: Vec<String> = plugin_type
+        .and_then(default_device_field)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(field) = device_field
+        && !fields.iter().any(|f| f == field)
+    {
+        fields.push(field.to_owned());
+    }
+    fields
 }
 
 /// Checks a plugin `type`: a bare executable name, resolved only inside the configured
@@ -454,6 +693,48 @@ pub(crate) fn check_cni(problems: &mut Problems, path: &str, cni: &CniConfig) {
             );
         }
     }
+    if let Some(grant) = cni
+        .claim_may_bring
+        .as_ref()
+        .and_then(|bring| bring.network_attachment_definition.as_ref())
+    {
+        for (index, namespace) in grant.other_namespaces.iter().enumerate() {
+            if namespace != "*" && !crate::attributes::is_dns_label(namespace) {
+                problems.push(
+                    format!(
+                        "{}[{index}]",
+                        join(
+                            path,
+                            "claimMayBring.networkAttachmentDefinition.otherNamespaces"
+                        )
+                    ),
+                    format!("{namespace:?} is not a namespace name (a DNS label) or \"*\""),
+                );
+            }
+        }
+    }
+    for (index, granted) in cni.claim_may_override.iter().enumerate() {
+        if let CniOverride::PluginField(field) = granted
+            && let Some(why) = crate::policy::forbidden_override_path(field)
+        {
+            problems.push(
+                format!("{}[{index}]", join(path, "claimMayOverride")),
+                format!("{field}: {why}"),
+            );
+        }
+    }
+    for (key, value) in &cni.plugin_overrides {
+        let at = format!("{}[{key:?}]", join(path, "pluginOverrides"));
+        match key.parse::<PluginFieldPath>() {
+            Err(message) => problems.push(at, message),
+            Ok(field) => {
+                if let Some(why) = crate::policy::forbidden_override_path(&field) {
+                    problems.push(at.clone(), why);
+                }
+                crate::policy::check_claim_value(problems, &at, value, true);
+            }
+        }
+    }
     if let Some(field) = &cni.device_field {
         let at = join(path, "deviceField");
         if field.is_empty() {
@@ -498,6 +779,17 @@ fn check_inline_network(problems: &mut Problems, path: &str, cni: &CniConfig) {
         problems.push(
             join(path, "plugins"),
             "an inline network needs at least one plugin",
+        );
+    }
+    if cni.plugins.len() > crate::policy::MAX_PLUGINS {
+        problems.push(
+            join(path, "plugins"),
+            format!(
+                "has {} plugins; a network has at most {} (each runs within the pod's start-up \
+                 deadline)",
+                cni.plugins.len(),
+                crate::policy::MAX_PLUGINS
+            ),
         );
     }
     for (index, plugin) in cni.plugins.iter().enumerate() {
@@ -711,8 +1003,8 @@ mod tests {
             )],
             ..Default::default()
         };
-        assert_eq!(cni.effective_device_field().as_deref(), Some("master"));
+        assert_eq!(cni.effective_device_fields(), ["master"]);
         cni.device_field = Some("dev".into());
-        assert_eq!(cni.effective_device_field().as_deref(), Some("dev"));
+        assert_eq!(cni.effective_device_fields(), ["master", "dev"]);
     }
 }

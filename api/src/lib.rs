@@ -8,6 +8,8 @@
 //! - [`attributes`]: attribute names and the API's limits on names and values.
 //! - [`cni`]: CNI mode, the `cni` section (an inline CNI network or a
 //!   NetworkAttachmentDefinition reference).
+//! - [`policy`]: the tenant boundary: the CNI plugin allowlist, what a claim may never set
+//!   in a network, plugin field overrides.
 //! - [`schema`]: the JSON Schema of [`NetworkConfig`].
 
 pub mod attributes;
@@ -17,10 +19,14 @@ pub mod error;
 pub mod mac;
 pub mod merge;
 pub mod parse;
+pub mod policy;
 pub mod schema;
 pub mod validate;
 
-pub use cni::{CniConfig, CniNetworkList, CniOverride, CniPlugin, NetworkAttachmentReference};
+pub use cni::{
+    ClaimMayBring, CniConfig, CniNetworkList, CniOverride, CniPlugin, NadGrant,
+    NetworkAttachmentReference, PluginFieldPath,
+};
 pub use config::{
     API_VERSION, InterfaceConfig, KIND, NeighborConfig, NetworkConfig, RouteConfig, RouteScope,
     RuleConfig, Sysctls,
@@ -28,8 +34,10 @@ pub use config::{
 pub use error::{ConfigError, FieldError};
 pub use merge::{
     ConfigSource, SourcedConfig, configs_for_request, merge_configs, merge_for_request,
+    network_source,
 };
 pub use parse::parse_config;
+pub use policy::{NetworkAuthor, PluginAllowlist};
 
 /// The DRA driver name netclaim registers and publishes under.
 pub const DRIVER_NAME: &str = "netclaim.dev";

@@ -19,13 +19,26 @@
 //!
 //! 4. CNI mode (`cni`, see [`crate::cni`]): a later `cni` section that names a network
 //!    (inline or by reference) replaces the earlier network whole; a set `deviceField`
-//!    wins; `claimMayOverride` is the union of the class configs' lists.
-//! 5. When a DeviceClass config defines a CNI network, the class owns the network: a claim
-//!    config may only set what the class configs list in `cni.claimMayOverride`
-//!    (`interfaceName` for `interface.name`, `network`, `deviceField`). Anything else a
-//!    claim sets is an error naming the claim config and the field
-//!    (`claim config[0]: cni.plugins: ...`). `claimMayOverride` in a claim config is an
-//!    error. With no class network, a claim may bring its own.
+//!    wins; `pluginOverrides` merge per path, later winning; `claimMayOverride` and
+//!    `claimMayBring` are the union of the class configs'.
+//! 5. The DeviceClass decides what a claim may say about CNI (the tenant boundary, see
+//!    [`crate::policy`]); anything else a claim sets is an error naming the claim config
+//!    and the field (`claim config[0]: cni.plugins: ...`):
+//!    - a network of its own (`cni.cniVersion`/`name`/`plugins`) only with
+//!      `cni.claimMayBring.inline`, a `cni.networkAttachmentDefinition` only with
+//!      `cni.claimMayBring.networkAttachmentDefinition` (its namespace is checked at
+//!      prepare, where the claim's namespace is known), whether or not the class has a
+//!      network: with neither, a claim gets the class's network or none;
+//!    - when the class defines the network, `interface.name` only with `interfaceName` in
+//!      `cni.claimMayOverride`, `cni.deviceField` only with `deviceField`, and no static
+//!      `interface` settings;
+//!    - `cni.pluginOverrides["plugins[0].ipam.addresses"]` only when `claimMayOverride`
+//!      lists that path or one above it (`plugins[0].ipam`); no class can grant a path
+//!      through `type`, a device, node-path or runtime key, and no override value may
+//!      carry one ([`crate::policy::forbidden_override_path`]);
+//!    - a claim's `deviceField` may not name a node-path or runtime key;
+//!    - `claimMayOverride` and `claimMayBring` in a claim config, and `pluginOverrides` in
+//!      a class config, are errors.
 //!
 //! A later config cannot unset an earlier value; write the wanted value instead.
 //! Each config is validated on its own (so an error names the config to fix) and the
@@ -36,9 +49,10 @@ use std::fmt;
 
 use std::collections::BTreeSet;
 
-use crate::cni::{CniConfig, CniOverride};
+use crate::cni::{ClaimMayBring, CniConfig, CniOverride, PluginFieldPath};
 use crate::config::{InterfaceConfig, NetworkConfig, Sysctls};
 use crate::error::{ConfigError, Problems};
+use crate::policy::is_path_key;
 
 /// Where an opaque config came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -244,72 +258,214 @@ pub fn merge_for_request(
     merge_configs(&configs_for_request(all, request))
 }
 
-/// Enforces the class's `claimMayOverride` on claim configs (rule 5 of the
-/// [module docs](self)).
-fn check_claim_overrides(ordered: &[&SourcedConfig]) -> Result<(), ConfigError> {
-    let class_cni: Vec<&CniConfig> = ordered
-        .iter()
-        .filter(|c| c.source == ConfigSource::Class)
-        .filter_map(|c| c.config.cni.as_ref())
-        .collect();
-    let class_owns_network = class_cni.iter().any(|cni| cni.has_network());
-    let granted: BTreeSet<CniOverride> = class_cni.iter().flat_map(|cni| cni.granted()).collect();
-    let granted_names: Vec<&str> = granted.iter().map(|o| o.as_str()).collect();
-    let mut problems = Problems::default();
-    for claim in ordered.iter().filter(|c| c.source == ConfigSource::Claim) {
-        let mut claim_problems = Problems::default();
-        let config = &claim.config;
-        if let Some(cni) = &config.cni
-            && !cni.claim_may_override.is_empty()
+/// The config whose network a request runs: the last one, by precedence, that names a
+/// network (it replaced the earlier ones); `None` when none does.
+///
+/// # Example
+/// ```
+/// use netclaim_api::{ConfigSource, SourcedConfig, network_source};
+/// let class = SourcedConfig::parse(ConfigSource::Class, vec![], 0, br#"{"apiVersion": "netclaim.dev/v1alpha1",
+///     "kind": "NetworkConfig", "cni": {"networkAttachmentDefinition": {"namespace": "net", "name": "a"}}}"#).unwrap();
+/// assert_eq!(network_source(&[class], "nic").unwrap().source, ConfigSource::Class);
+/// ```
+pub fn network_source<'a>(all: &'a [SourcedConfig], request: &str) -> Option<&'a SourcedConfig> {
+    configs_for_request(all, request)
+        .into_iter()
+        .rev()
+        .find(|sourced| {
+            sourced
+                .config
+                .cni
+                .as_ref()
+                .is_some_and(CniConfig::has_network)
+        })
+}
+
+/// What the DeviceClass configs grant claims, together.
+#[derive(Default)]
+struct Grants {
+    owns_network: bool,
+    overrides: BTreeSet<CniOverride>,
+    bring: ClaimMayBring,
+}
+
+impl Grants {
+    fn of(ordered: &[&SourcedConfig]) -> Self {
+        let mut grants = Grants::default();
+        for cni in ordered
+            .iter()
+            .filter(|c| c.source == ConfigSource::Class)
+            .filter_map(|c| c.config.cni.as_ref())
         {
-            claim_problems.push(
-                "cni.claimMayOverride",
-                "only a DeviceClass config says what claims may override",
+            grants.owns_network |= cni.has_network();
+            grants.overrides.extend(cni.granted());
+            if let Some(bring) = &cni.claim_may_bring {
+                grants.bring.union(bring);
+            }
+        }
+        grants
+    }
+
+    fn override_names(&self) -> String {
+        self.overrides
+            .iter()
+            .map(CniOverride::as_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn grants_plugin_field(&self, field: &PluginFieldPath) -> bool {
+        self.overrides.iter().any(|granted| match granted {
+            CniOverride::PluginField(granted) => field.is_within(granted),
+            _ => false,
+        })
+    }
+
+    /// Why a claim may not bring a network this way (`which`: `inline` or
+    /// `networkAttachmentDefinition`).
+    fn refuse_network(&self, which: &str) -> String {
+        let mut allowed = Vec::new();
+        if self.bring.inline {
+            allowed.push("inline");
+        }
+        if self.bring.network_attachment_definition.is_some() {
+            allowed.push("networkAttachmentDefinition");
+        }
+        let allowed = if allowed.is_empty() {
+            "none".to_owned()
+        } else {
+            allowed.join(", ")
+        };
+        let class_network = if self.owns_network {
+            "the DeviceClass defines the CNI network; "
+        } else {
+            ""
+        };
+        format!(
+            "{class_network}claims may not bring their own network this way under this \
+             DeviceClass (it lets claims bring: {allowed}); an admin allows it with \
+             cni.claimMayBring.{which} in the class config"
+        )
+    }
+}
+
+/// Enforces what the DeviceClass grants on claim configs, and which fields belong to
+/// which source (rule 5 of the [module docs](self)).
+fn check_claim_overrides(ordered: &[&SourcedConfig]) -> Result<(), ConfigError> {
+    let grants = Grants::of(ordered);
+    let mut problems = Problems::default();
+    for class in ordered.iter().filter(|c| c.source == ConfigSource::Class) {
+        if let Some(cni) = &class.config.cni
+            && !cni.plugin_overrides.is_empty()
+        {
+            problems.extend(
+                ConfigError::single(
+                    "cni.pluginOverrides",
+                    "only claim configs set pluginOverrides; a class writes its network's \
+                     fields in the network itself",
+                )
+                .in_context(&class.label()),
             );
         }
-        if class_owns_network {
-            let mut needs = |field: &str, wanted: Option<CniOverride>| {
-                if wanted.is_none_or(|w| !granted.contains(&w)) {
-                    claim_problems.push(
-                        field,
-                        format!(
-                            "the DeviceClass defines the CNI network and lets claims override only [{}]",
-                            granted_names.join(", ")
-                        ),
-                    );
-                }
-            };
-            if config.interface.name.is_some() {
-                needs("interface.name", Some(CniOverride::InterfaceName));
-            }
-            for field in crate::validate::static_fields_set(&config.interface) {
-                needs(&format!("interface.{field}"), None);
-            }
-            if let Some(cni) = &config.cni {
-                let network_fields = [
-                    ("cni.cniVersion", cni.cni_version.is_some()),
-                    ("cni.name", cni.name.is_some()),
-                    ("cni.plugins", !cni.plugins.is_empty()),
-                    (
-                        "cni.networkAttachmentDefinition",
-                        cni.network_attachment_definition.is_some(),
-                    ),
-                ];
-                for (field, is_set) in network_fields {
-                    if is_set {
-                        needs(field, Some(CniOverride::Network));
-                    }
-                }
-                if cni.device_field.is_some() {
-                    needs("cni.deviceField", Some(CniOverride::DeviceField));
-                }
-            }
-        }
+    }
+    for claim in ordered.iter().filter(|c| c.source == ConfigSource::Claim) {
+        let mut claim_problems = Problems::default();
+        check_claim_config(&mut claim_problems, &grants, &claim.config);
         if let Err(error) = claim_problems.into_result() {
             problems.extend(error.in_context(&claim.label()));
         }
     }
     problems.into_result()
+}
+
+fn check_claim_config(problems: &mut Problems, grants: &Grants, config: &NetworkConfig) {
+    let only = || {
+        format!(
+            "the DeviceClass defines the CNI network and lets claims override only [{}]",
+            grants.override_names()
+        )
+    };
+    if grants.owns_network {
+        if config.interface.name.is_some()
+            && !grants.overrides.contains(&CniOverride::InterfaceName)
+        {
+            problems.push("interface.name", only());
+        }
+        for field in crate::validate::static_fields_set(&config.interface) {
+            problems.push(format!("interface.{field}"), only());
+        }
+    }
+    let Some(cni) = &config.cni else {
+        return;
+    };
+    if !cni.claim_may_override.is_empty() {
+        problems.push(
+            "cni.claimMayOverride",
+            "only a DeviceClass config says what claims may override",
+        );
+    }
+    if cni.claim_may_bring.is_some() {
+        problems.push(
+            "cni.claimMayBring",
+            "only a DeviceClass config says which networks claims may bring",
+        );
+    }
+    // One error for an inline network, at its first field set (`plugins` when it has any).
+    let inline_field = [
+        ("cni.plugins", !cni.plugins.is_empty()),
+        ("cni.cniVersion", cni.cni_version.is_some()),
+        ("cni.name", cni.name.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(field, is_set)| is_set.then_some(field));
+    if let Some(field) = inline_field
+        && !grants.bring.inline
+    {
+        problems.push(field, grants.refuse_network("inline"));
+    }
+    if cni.network_attachment_definition.is_some()
+        && grants.bring.network_attachment_definition.is_none()
+    {
+        problems.push(
+            "cni.networkAttachmentDefinition",
+            grants.refuse_network("networkAttachmentDefinition"),
+        );
+    }
+    if let Some(field) = &cni.device_field {
+        let brings_granted_network = (cni.has_inline_network() && grants.bring.inline)
+            || (cni.network_attachment_definition.is_some()
+                && grants.bring.network_attachment_definition.is_some());
+        if !brings_granted_network && !grants.overrides.contains(&CniOverride::DeviceField) {
+            let why = if grants.owns_network {
+                only()
+            } else {
+                "a claim sets cni.deviceField only for a network it may bring".to_owned()
+            };
+            problems.push("cni.deviceField", why);
+        } else if is_path_key(field) || crate::policy::RUNTIME_KEYS.contains(&field.as_str()) {
+            problems.push(
+                "cni.deviceField",
+                format!(
+                    "{field:?} names a node path or a runtime key; a claim may not have the \
+                     device written there"
+                ),
+            );
+        }
+    }
+    for key in cni.plugin_overrides.keys() {
+        // Unparsable paths were refused when the config was validated alone.
+        if let Ok(field) = key.parse::<PluginFieldPath>()
+            && !grants.grants_plugin_field(&field)
+        {
+            problems.push(
+                format!("cni.pluginOverrides[{key:?}]"),
+                format!(
+                    "the DeviceClass lets claims override only [{}]",
+                    grants.override_names()
+                ),
+            );
+        }
+    }
 }
 
 /// Lays a later `cni` section over `base`: a named network replaces the earlier one whole.
@@ -324,8 +480,16 @@ fn overlay_cni(base: &mut CniConfig, later: &CniConfig) {
     overlay_option(&mut base.device_field, &later.device_field);
     for granted in &later.claim_may_override {
         if !base.claim_may_override.contains(granted) {
-            base.claim_may_override.push(*granted);
+            base.claim_may_override.push(granted.clone());
         }
+    }
+    if let Some(bring) = &later.claim_may_bring {
+        base.claim_may_bring
+            .get_or_insert_with(ClaimMayBring::default)
+            .union(bring);
+    }
+    for (path, value) in &later.plugin_overrides {
+        base.plugin_overrides.insert(path.clone(), value.clone());
     }
 }
 

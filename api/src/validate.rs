@@ -75,7 +75,7 @@ impl NetworkConfig {
     /// Checks, by field (paths as users write them):
     /// - `apiVersion` is `netclaim.dev/v1alpha1`, `kind` is `NetworkConfig`;
     /// - `interface.name`: 1-15 bytes (Linux `IFNAMSIZ`), no `/`, `:`, whitespace or NUL,
-    ///   not `.` or `..`;
+    ///   not `.` or `..`, not starting with `-` (tools would read it as an option);
     /// - `interface.mtu`: 68-65535, and at least 1280 when any address is IPv6;
     /// - `interface.hardwareAddress`: six hex octets, unicast, not all zero;
     /// - `interface.addresses[i]`: not unspecified, loopback, multicast or broadcast; no
@@ -89,11 +89,14 @@ impl NetworkConfig {
     /// - `interface.neighbors[i]`: a unicast address, a valid non-zero MAC; no address twice;
     /// - `interface.sysctls`: `arpIgnore` 0-8, `arpAnnounce` 0-2;
     /// - `interface.ethtoolFeatures`: names of 1-31 characters from `[a-z0-9_-]` (`_` because
-    ///   the kernel's own names use it: `tx-udp_tnl-segmentation`);
+    ///   the kernel's own names use it: `tx-udp_tnl-segmentation`), starting with a letter
+    ///   or digit (a leading `-` would be an option to ethtool);
     /// - `cni` (CNI mode, see [`crate::cni`]): the network is inline or a reference, not
     ///   both; a known `cniVersion`, a valid network name, plugin `type`s that are bare file
-    ///   names; and no `interface` field other than `name` next to it (the plugins
-    ///   configure the interface).
+    ///   names, at most [`crate::policy::MAX_PLUGINS`] plugins; no `interface` field other
+    ///   than `name` next to it (the plugins configure the interface); `claimMayOverride`
+    ///   paths no class may grant and `pluginOverrides` keys or values no claim may set
+    ///   ([`crate::policy`]) are refused.
     ///
     /// Tables 0 and 255 are refused: 0 is `RT_TABLE_UNSPEC`, which the kernel quietly turns
     /// into `main` for routes, so writing it hides what happens (omit `table` for main);
@@ -223,6 +226,12 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
     }
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a valid interface name"));
+    }
+    if name.starts_with('-') {
+        return Err(format!(
+            "{name:?} starts with '-': tools that take interface names (ethtool, ip) would \
+             read it as an option"
+        ));
     }
     if let Some(bad) = name
         .chars()
@@ -510,6 +519,13 @@ pub fn check_ethtool_feature_name(name: &str) -> Result<(), String> {
     {
         return Err(format!(
             "{name:?} contains {bad:?}; feature names use only a-z, 0-9, '-' and '_'"
+        ));
+    }
+    if name.starts_with(['-', '_']) {
+        return Err(format!(
+            "{name:?} starts with {:?}; feature names start with a letter or digit (ethtool \
+             would read a leading '-' as an option)",
+            &name[..1]
         ));
     }
     Ok(())

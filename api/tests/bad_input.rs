@@ -153,6 +153,7 @@ fn semantic_errors() {
         (r#"{"name": "a b"}"#, "interface.name", "whitespace"),
         (r#"{"name": "."}"#, "interface.name", "not a valid"),
         (r#"{"name": ".."}"#, "interface.name", "not a valid"),
+        (r#"{"name": "-K"}"#, "interface.name", "starts with '-'"),
         (r#"{"mtu": 67}"#, "interface.mtu", "68..=65535"),
         (r#"{"mtu": 65536}"#, "interface.mtu", "68..=65535"),
         (
@@ -299,6 +300,11 @@ fn semantic_errors() {
             r#"{"ethtoolFeatures": {"RX_Checksum": true}}"#,
             r#"interface.ethtoolFeatures["RX_Checksum"]"#,
             "a-z, 0-9",
+        ),
+        (
+            r#"{"ethtoolFeatures": {"--offline": true}}"#,
+            r#"interface.ethtoolFeatures["--offline"]"#,
+            "start with a letter or digit",
         ),
     ];
     for (interface, path, fragment) in cases {

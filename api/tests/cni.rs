@@ -28,7 +28,7 @@ fn inline_network_parses_and_keeps_plugin_fields() {
     let list = cni.inline_network().unwrap();
     assert_eq!(list.plugins[0].0["mode"], "bridge");
     assert_eq!(list.plugins[1].0["mtu"], 1400);
-    assert_eq!(cni.effective_device_field().as_deref(), Some("master"));
+    assert_eq!(cni.effective_device_fields(), ["master"]);
 }
 
 #[test]
@@ -151,8 +151,6 @@ fn a_claim_overriding_what_the_class_does_not_grant_is_an_error_naming_the_field
     assert_eq!(
         paths(&error),
         [
-            "claim config[1]: cni.cniVersion",
-            "claim config[1]: cni.name",
             "claim config[1]: cni.plugins",
             "claim config[1]: cni.deviceField"
         ],
@@ -168,8 +166,13 @@ fn a_claim_overriding_what_the_class_does_not_grant_is_an_error_naming_the_field
 }
 
 #[test]
-fn a_granted_network_override_replaces_the_class_network_whole() {
-    let class = class_with(r#""network""#);
+fn a_granted_reference_replaces_the_class_network_whole() {
+    let body = MACVLAN.replacen(
+        r#""cni": {"#,
+        r#""cni": {"claimMayBring": {"networkAttachmentDefinition": {"otherNamespaces": ["team-a"]}}, "#,
+        1,
+    );
+    let class = sourced(ConfigSource::Class, 0, &body);
     let claim = sourced(
         ConfigSource::Claim,
         0,
@@ -179,37 +182,78 @@ fn a_granted_network_override_replaces_the_class_network_whole() {
     let cni = merged.cni.unwrap();
     assert!(cni.plugins.is_empty() && cni.cni_version.is_none());
     assert_eq!(cni.network_attachment_definition.unwrap().name, "fast");
+    // The grant travels with the merged config: the namespace is checked at prepare.
+    let grant = cni
+        .claim_may_bring
+        .unwrap()
+        .network_attachment_definition
+        .unwrap();
+    assert!(grant.permits("team-b", "team-a"));
+    assert!(grant.permits("team-b", "team-b"));
+    assert!(!grant.permits("team-b", "kube-system"));
 }
 
 #[test]
-fn claims_cannot_grant_themselves_overrides() {
+fn claims_cannot_grant_themselves_anything() {
     let claim = sourced(
         ConfigSource::Claim,
         0,
-        r#""cni": {"claimMayOverride": ["network"]}"#,
+        r#""cni": {"claimMayOverride": ["interfaceName"], "claimMayBring": {"inline": true}}"#,
     );
     let error = merge_configs(&[claim]).unwrap_err();
-    assert_eq!(paths(&error), ["claim config[0]: cni.claimMayOverride"]);
+    assert_eq!(
+        paths(&error),
+        [
+            "claim config[0]: cni.claimMayOverride",
+            "claim config[0]: cni.claimMayBring"
+        ]
+    );
 }
 
 #[test]
-fn without_a_class_network_a_claim_brings_its_own_and_a_merged_cni_needs_a_network() {
+fn a_claim_brings_its_own_network_only_where_the_class_allows_it() {
+    // No class config at all (a class without config): the claim's network is refused.
     let claim = sourced(ConfigSource::Claim, 0, MACVLAN);
-    let merged = merge_configs(&[claim]).unwrap();
+    let error = merge_configs(std::slice::from_ref(&claim)).unwrap_err();
+    assert_eq!(paths(&error), ["claim config[0]: cni.plugins"], "{error}");
+    assert!(
+        error.errors[0]
+            .message
+            .contains("lets claims bring: none); an admin allows it with cni.claimMayBring.inline"),
+        "{error}"
+    );
+    // With the grant it is the network.
+    let class = sourced(
+        ConfigSource::Class,
+        0,
+        r#""cni": {"claimMayBring": {"inline": true}}"#,
+    );
+    let merged = merge_configs(&[class, claim]).unwrap();
     let list = merged.cni.unwrap().inline_network().unwrap();
     assert_eq!(list.name, "macnet");
     let types: Vec<_> = list.plugins.iter().map(|p| p.0["type"].clone()).collect();
     assert_eq!(types, ["macvlan", "tuning"]);
+    // A class with a grant but no network, and no claim network: nothing to run.
     let class = sourced(
         ConfigSource::Class,
         0,
-        r#""cni": {"deviceField": "master"}"#,
+        r#""cni": {"claimMayBring": {"inline": true}}"#,
     );
     let error = merge_configs(&[class]).unwrap_err();
     assert_eq!(paths(&error), ["merged config: cni"]);
     // A class's static settings and a claim's CNI network conflict in the merged config.
-    let class = sourced(ConfigSource::Class, 0, r#""interface": {"mtu": 9000}"#);
-    let claim = sourced(ConfigSource::Claim, 0, MACVLAN);
-    let error = merge_configs(&[class, claim]).unwrap_err();
-    assert_eq!(paths(&error), ["merged config: interface.mtu"]);
+    let both = doc(r#""interface": {"mtu": 9000}, "cni": {"claimMayBring": {"inline": true}}"#);
+    assert!(
+        SourcedConfig::parse(ConfigSource::Class, vec![], 0, both.as_bytes()).is_err(),
+        "static next to cni in one config"
+    );
+    let static_class = sourced(ConfigSource::Class, 0, r#""interface": {"mtu": 9000}"#);
+    let error =
+        merge_configs(&[static_class, sourced(ConfigSource::Claim, 0, MACVLAN)]).unwrap_err();
+    assert!(
+        paths(&error)
+            .iter()
+            .all(|p| p.starts_with("claim config[0]: cni.")),
+        "{error}"
+    );
 }

@@ -26,6 +26,7 @@ use crate::deadline::HookDeadline;
 use crate::faults::{Fault, Faults};
 use crate::locks::NetworkLocks;
 use crate::netlink::NetHandle;
+use crate::rdma;
 use crate::state::{Attachment, LinkSnapshot, NetworkData, PodRef, PreparedClaim, PreparedNic};
 
 /// What the backends need from the daemon.
@@ -47,6 +48,10 @@ pub enum Backend {
     Move {
         /// `netclaim/<claim uid>/<device>`: finds the NIC wherever it is.
         tag: String,
+        /// The NIC's RDMA device, when it must move with the NIC (the node's RDMA subsystem
+        /// is in exclusive netns mode): it goes in before the NIC and comes back before it
+        /// ([`crate::rdma`]).
+        rdma: Option<String>,
     },
     /// A CNI network with the NIC as parent.
     Cni {
@@ -127,6 +132,11 @@ impl Backend {
             }
             None => Ok(Backend::Move {
                 tag: interface_tag(&claim.uid, &nic.device),
+                rdma: nic
+                    .rdma
+                    .as_ref()
+                    .filter(|rdma| rdma.netns_exclusive)
+                    .map(|rdma| rdma.device.clone()),
             }),
         }
     }
@@ -181,7 +191,12 @@ impl Backend {
         deadline: &HookDeadline,
     ) -> Result<Attached, AttachFailure> {
         match self {
-            Backend::Move { tag } => {
+            Backend::Move { tag, rdma } => {
+                if let Some(device) = rdma {
+                    rdma::move_into_pod(ctx.host, device, Path::new(&sandbox.netns))
+                        .await
+                        .map_err(AttachFailure::RolledBack)?;
+                }
                 let outcome = attach::attach_with_snapshot(
                     ctx.host,
                     &nic.host_if_name,
@@ -197,7 +212,24 @@ impl Backend {
                         message: error.to_string(),
                         undo: undo.to_string(),
                     },
-                })?;
+                });
+                let outcome = match (outcome, rdma) {
+                    (Ok(outcome), _) => outcome,
+                    (Err(failure), None) => return Err(failure),
+                    // The NIC did not make it: its RDMA device goes back too.
+                    (Err(failure), Some(device)) => {
+                        return Err(
+                            match rdma::give_back(ctx.host, device, Path::new(&sandbox.netns)).await
+                            {
+                                Ok(_) => failure,
+                                Err(undo) => AttachFailure::Stuck {
+                                    message: failure.message(),
+                                    undo,
+                                },
+                            },
+                        );
+                    }
+                };
                 Ok(Attached {
                     host: outcome.host,
                     data: NetworkData {
@@ -333,10 +365,16 @@ impl Backend {
             return Err("injected fault: give-back-fails-once".to_owned());
         }
         match self {
-            Backend::Move { tag } => attach::detach(ctx.host, netns, tag, &attachment.host)
-                .await
-                .map(|outcome| outcome.note)
-                .map_err(|e| format!("giving the interface back: {e}")),
+            Backend::Move { tag, rdma } => {
+                let rdma_note = match rdma {
+                    Some(device) => rdma::give_back(ctx.host, device, netns).await?,
+                    None => None,
+                };
+                attach::detach(ctx.host, netns, tag, &attachment.host)
+                    .await
+                    .map(|outcome| outcome.note.or(rdma_note))
+                    .map_err(|e| format!("giving the interface back: {e}"))
+            }
             Backend::Cni { list } => {
                 let runner = ctx.cni.ok_or_else(cni_disabled)?;
                 let _network = ctx.networks.use_network(&list.name, None).await;

@@ -838,6 +838,7 @@ mod tests {
                 name: "pod".into(),
                 uid: "pod-1".into(),
             }],
+            pod_claim_name: None,
             nics: vec![PreparedNic {
                 request: "nic".into(),
                 pool: "node-a".into(),
@@ -851,6 +852,8 @@ mod tests {
                 published: None,
                 attachment: None,
                 failure: None,
+                rdma: None,
+                consumed_capacity: Default::default(),
             }],
         }
     }

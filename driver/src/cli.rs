@@ -234,11 +234,39 @@ pub struct RunArgs {
     #[arg(long, env = "NETCLAIM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// The CDI spec directory netclaim writes each prepared claim's spec to (RDMA
+    /// character devices of moved NICs, the device metadata mount). The container runtime
+    /// must read it: containerd 1.7 needs `enable_cdi = true` (its `cdi_spec_dirs` default,
+    /// like 2.x's, includes /var/run/cdi).
+    #[arg(long, env = "NETCLAIM_CDI_SPEC_DIR", default_value = crate::cdi::DEFAULT_SPEC_DIR)]
+    pub cdi_spec_dir: PathBuf,
+
+    /// Give containers the claim's device metadata (KEP-5304): a read-only file under
+    /// /var/run/kubernetes.io/dra-device-attributes/ with the devices' attributes and, once
+    /// attached, their network data (interface name, addresses, MAC).
+    #[arg(
+        long,
+        env = "NETCLAIM_DEVICE_METADATA",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub device_metadata: bool,
+
     /// Start with an empty state when the checkpoint is corrupt (it is kept aside as
     /// `checkpoint.json.corrupt-<time>`). Without this flag a corrupt checkpoint stops the
     /// daemon: forgetting prepared claims could strand NICs in pods.
     #[arg(long, env = "NETCLAIM_DISCARD_CORRUPT_CHECKPOINT")]
     pub discard_corrupt_checkpoint: bool,
+
+    /// The absolute path of `nsenter` (util-linux), used to run ethtool inside a pod's
+    /// network namespace. Default: the first found in /usr/sbin, /sbin, /usr/bin, /bin.
+    #[arg(long, env = "NETCLAIM_NSENTER_PATH")]
+    pub nsenter_path: Option<PathBuf>,
+
+    /// The absolute path of `ethtool`, for claims with interface.ethtoolFeatures.
+    /// Default: the first found in /usr/sbin, /sbin, /usr/bin, /bin.
+    #[arg(long, env = "NETCLAIM_ETHTOOL_PATH")]
+    pub ethtool_path: Option<PathBuf>,
 
     /// Test hook: abort the process at this point of an attach (crash-recovery tests).
     #[arg(long, hide = true, value_enum)]
@@ -266,6 +294,21 @@ pub struct CniArgs {
     )]
     pub cni_bin_dirs: Vec<PathBuf>,
 
+    /// The CNI plugin types netclaim may run (repeatable; the environment variable takes a
+    /// comma-separated list), for every network, the DeviceClasses' as well as what claims
+    /// bring, IPAM types included. Checked at prepare (the claim fails naming the plugin)
+    /// and again before each run. The default is what stays inside the pod and the
+    /// allocated device whoever writes the config; docs/security.md says why each is in
+    /// and the others (bridge, portmap, tuning, bandwidth, vlan, dhcp, sriov, ...) are not.
+    #[arg(
+        long = "cni-allowed-plugins",
+        env = "NETCLAIM_CNI_ALLOWED_PLUGINS",
+        value_delimiter = ',',
+        default_values = netclaim_api::policy::DEFAULT_ALLOWED_PLUGINS,
+        value_parser = parse_plugin_type
+    )]
+    pub cni_allowed_plugins: Vec<String>,
+
     /// The limit on each CNI plugin run, in seconds. In the NRI hooks a plugin never
     /// gets more than what is left of the hook's time (see --nri-request-timeout-seconds),
     /// so a value that cannot fit there is refused at start. Default: 60 for `check`, and
@@ -277,24 +320,47 @@ pub struct CniArgs {
 /// The default per-plugin limit outside the hooks (`netclaim check`).
 pub const DEFAULT_CNI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// One `--cni-allowed-plugins` entry: a bare plugin file name.
+fn parse_plugin_type(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    netclaim_api::cni::check_plugin_type(value)?;
+    Ok(value.to_owned())
+}
+
 impl CniArgs {
+    /// The plugin allowlist these flags give.
+    ///
+    /// # Errors
+    /// An empty list.
+    pub fn allowed_plugins(&self) -> Result<netclaim_api::PluginAllowlist> {
+        netclaim_api::PluginAllowlist::new(&self.cni_allowed_plugins)
+            .map_err(|why| anyhow::anyhow!("--cni-allowed-plugins: {why}"))
+    }
+
     /// A runner with these settings and its result cache in `state_dir/cni-cache` (where
     /// `netclaim run` keeps it); `default_timeout` when no timeout was given.
+    ///
+    /// # Errors
+    /// As [`CniArgs::allowed_plugins`].
     pub fn runner_with(
         &self,
         state_dir: &std::path::Path,
         default_timeout: std::time::Duration,
-    ) -> crate::cni::CniRunner {
-        crate::cni::CniRunner::new(
+    ) -> Result<crate::cni::CniRunner> {
+        Ok(crate::cni::CniRunner::new(
             self.cni_bin_dirs.clone(),
             self.cni_timeout_seconds
                 .map_or(default_timeout, std::time::Duration::from_secs),
             state_dir.join("cni-cache"),
         )
+        .with_allowed_plugins(self.allowed_plugins()?))
     }
 
     /// [`CniArgs::runner_with`] the default of 60 s.
-    pub fn runner(&self, state_dir: &std::path::Path) -> crate::cni::CniRunner {
+    ///
+    /// # Errors
+    /// As [`CniArgs::allowed_plugins`].
+    pub fn runner(&self, state_dir: &std::path::Path) -> Result<crate::cni::CniRunner> {
         self.runner_with(state_dir, DEFAULT_CNI_TIMEOUT)
     }
 }
@@ -308,8 +374,10 @@ impl RunArgs {
     /// Checks flags that only make sense together.
     ///
     /// # Errors
-    /// A `--cni-timeout-seconds` that cannot fit in an NRI hook.
+    /// A `--cni-timeout-seconds` that cannot fit in an NRI hook; an empty
+    /// `--cni-allowed-plugins`.
     pub fn validate(&self) -> Result<()> {
+        self.cni.allowed_plugins()?;
         let budget = crate::nri::plugin::handler_budget(self.nri_request_timeout());
         if let Some(seconds) = self.cni.cni_timeout_seconds
             && std::time::Duration::from_secs(seconds) >= budget

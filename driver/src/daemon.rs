@@ -2,16 +2,20 @@
 //!
 //! Start-up order, each step failing the start with a message naming what was wrong:
 //! 1. configuration (an invalid `--filter`, a `--cni-timeout-seconds` that cannot fit in an
-//!    NRI hook stop here),
+//!    NRI hook, an empty `--cni-allowed-plugins` stop here) and the host tools
+//!    (`nsenter`, `ethtool`) resolved to absolute paths once ([`crate::exec`]; a missing
+//!    one is logged and fails only the claims that need it),
 //! 2. the Kubernetes client,
 //! 3. the checkpoint of prepared claims (a corrupt record stops the start unless
 //!    `--discard-corrupt-checkpoint`), read on a blocking thread,
-//! 4. the hooks, which hold every device the checkpoint says is in a pod, so discovery's
+//! 4. the claims' CDI specs and device metadata files: those of claims the checkpoint does
+//!    not hold are removed, those of the claims it holds written ([`crate::claim_files`]),
+//! 5. the hooks, which hold every device the checkpoint says is in a pod, so discovery's
 //!    first pass still publishes it,
-//! 5. discovery's first pass, and the ResourceSlice publisher given its device list,
-//! 6. the reports: claim status and pod network-status, level-triggered from the
+//! 6. discovery's first pass, and the ResourceSlice publisher given its device list,
+//! 7. the reports: claim status and pod network-status, level-triggered from the
 //!    checkpoint (seeded from it now),
-//! 7. the NRI plugin (pod sandbox events land in [`crate::hooks`]), connecting in the
+//! 8. the NRI plugin (pod sandbox events land in [`crate::hooks`]), connecting in the
 //!    background, and the DRA kubelet plugin (prepare lands in [`crate::prepare`]), which
 //!    refuses claims while the NRI plugin is not registered with the runtime.
 //!
@@ -30,6 +34,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, Recovery};
+use crate::claim_files::ClaimFiles;
 use crate::cli::RunArgs;
 use crate::discovery::{Discovery, Inventory};
 use crate::faults::Faults;
@@ -39,6 +44,7 @@ use crate::netlink::NetHandle;
 use crate::nri::plugin::{ConnectionState, NriConfig, NriPlugin};
 use crate::prepare::{NetclaimDriver, RuntimeGate};
 use crate::reports::Reports;
+use crate::state::PreparedClaim;
 
 /// How long shutdown waits for pending status writes.
 const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -51,6 +57,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         bail!("the node name is required: pass --node-name or set NODE_NAME");
     };
     let driver_name = args.discovery.driver_name.clone();
+    resolve_host_tools(args);
     let shutdown = CancellationToken::new();
     let stop_signal = shutdown_on_signal(shutdown.clone())?;
 
@@ -60,6 +67,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.plugins_dir.join(&driver_name));
     let checkpoint = open_checkpoint(state_dir.clone(), args.discard_corrupt_checkpoint).await?;
+    let files = claim_files(args, &checkpoint).await?;
 
     let discovery = Discovery::open(config).context("starting discovery")?;
     let inventory: Inventory = discovery.inventory();
@@ -70,10 +78,11 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     )
     .with_crash_point(args.crash_at)
     .with_faults(Faults::once(&args.inject_fault))
+    .with_claim_files(files.clone())
     .with_cni(args.cni.runner_with(
         &state_dir,
         crate::nri::plugin::handler_budget(args.nri_request_timeout()),
-    ));
+    )?);
     hooks.hold_attached_devices();
 
     let mut watch = discovery
@@ -103,7 +112,13 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     );
 
     let agent = NodeAgent::start(
-        args, client, &node_name, &inventory, checkpoint, hooks, &shutdown,
+        args,
+        client,
+        &node_name,
+        &inventory,
+        Prepared { checkpoint, files },
+        hooks,
+        &shutdown,
     )
     .await?;
 
@@ -150,6 +165,25 @@ pub fn driver_resources(node_name: &str, devices: Vec<Device>) -> DriverResource
     }
 }
 
+/// Resolves `nsenter` and `ethtool` once, from the flags or the standard directories, and
+/// logs where each is (or why it is missing).
+fn resolve_host_tools(args: &RunArgs) {
+    let tools =
+        crate::exec::HostTools::resolve(args.nsenter_path.as_deref(), args.ethtool_path.as_deref());
+    for (name, found) in [("nsenter", &tools.nsenter), ("ethtool", &tools.ethtool)] {
+        match found {
+            Ok(path) => tracing::info!(tool = name, path = %path.display(), "host tool"),
+            Err(why) => tracing::warn!(
+                tool = name,
+                "{why}; claims with interface.ethtoolFeatures will fail"
+            ),
+        }
+    }
+    if crate::exec::set_host_tools(tools).is_err() {
+        tracing::warn!("host tools were resolved before the flags were read; the first stays");
+    }
+}
+
 /// Opens the checkpoint on a blocking thread.
 async fn open_checkpoint(
     state_dir: std::path::PathBuf,
@@ -166,6 +200,42 @@ async fn open_checkpoint(
         .context("opening the checkpoint")?
         .with_context(|| format!("opening the checkpoint in {display}"))?;
     Ok(Arc::new(checkpoint))
+}
+
+/// The claims' CDI spec and metadata files (`--cdi-spec-dir`, `--device-metadata`), in
+/// line with the checkpoint: files of claims it does not hold are removed, those of the
+/// claims it holds written.
+async fn claim_files(args: &RunArgs, checkpoint: &Checkpoint) -> Result<ClaimFiles> {
+    let driver_name = &args.discovery.driver_name;
+    let metadata_dir = args.plugins_dir.join(driver_name);
+    let files = ClaimFiles::new(
+        &args.cdi_spec_dir,
+        driver_name,
+        args.device_metadata.then_some(metadata_dir.as_path()),
+        &args.discovery.sysfs_root,
+    )
+    .context("--driver-name cannot name CDI devices")?;
+    let claims = checkpoint
+        .index()
+        .claims()
+        .map(|claim| PreparedClaim::clone(claim))
+        .collect();
+    let done = files.reconcile(claims).await.map_err(|e| {
+        anyhow::anyhow!(
+            "writing CDI specs to --cdi-spec-dir {}: {e}",
+            args.cdi_spec_dir.display()
+        )
+    })?;
+    if !done.removed.is_empty() {
+        tracing::info!(claims = ?done.removed, "removed the CDI files of claims the checkpoint does not hold");
+    }
+    tracing::info!(
+        dir = %args.cdi_spec_dir.display(),
+        claims = done.written,
+        device_metadata = args.device_metadata,
+        "CDI specs in place"
+    );
+    Ok(files)
 }
 
 /// The client from `--kubeconfig` / `KUBECONFIG`, or the in-cluster service account.
@@ -200,6 +270,12 @@ fn shutdown_on_signal(shutdown: CancellationToken) -> Result<tokio::task::JoinHa
     }))
 }
 
+/// Where prepared claims are kept: the checkpoint and the files on the node.
+struct Prepared {
+    checkpoint: Arc<Checkpoint>,
+    files: ClaimFiles,
+}
+
 /// The parts that act on claims: the DRA kubelet plugin and the NRI plugin, sharing the
 /// checkpoint and the hooks.
 struct NodeAgent {
@@ -214,10 +290,11 @@ impl NodeAgent {
         client: kube::Client,
         node_name: &str,
         inventory: &Inventory,
-        checkpoint: Arc<Checkpoint>,
+        prepared: Prepared,
         hooks: PodNetworkHooks,
         shutdown: &CancellationToken,
     ) -> Result<Self> {
+        let Prepared { checkpoint, files } = prepared;
         let driver_name = &args.discovery.driver_name;
         let nri = NriPlugin::new(
             NriConfig {
@@ -235,6 +312,8 @@ impl NodeAgent {
             NetclaimDriver::new(checkpoint, inventory.clone(), hooks.clone())
                 .with_driver_name(driver_name.clone())
                 .with_runtime_gate(gate)
+                .with_claim_files(files)
+                .with_allowed_plugins(args.cni.allowed_plugins()?)
                 .with_network_attachments(client.clone()),
         );
         let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), node_name)

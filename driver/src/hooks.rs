@@ -41,6 +41,7 @@ use netclaim_api::cni::CniNetworkList;
 
 use crate::backend::{AttachFailure, Backend, Backends, PodSandboxRef};
 use crate::checkpoint::{Checkpoint, Durability, NicUpdateError};
+use crate::claim_files::ClaimFiles;
 use crate::cni::CniRunner;
 use crate::deadline::HookDeadline;
 use crate::faults::Faults;
@@ -118,6 +119,8 @@ struct Hooks {
     held_netns: Mutex<HashMap<String, File>>,
     crash_at: Option<CrashPoint>,
     faults: Faults,
+    /// The claims' device metadata files, rewritten after each attach and give-back.
+    files: Option<ClaimFiles>,
     /// The reconcile started by the last Synchronize.
     reconcile: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -143,6 +146,7 @@ impl PodNetworkHooks {
                 held_netns: Mutex::default(),
                 crash_at: None,
                 faults: Faults::default(),
+                files: None,
                 reconcile: Mutex::default(),
             }),
         }
@@ -164,6 +168,12 @@ impl PodNetworkHooks {
     /// Aborts the process at `point` (crash-recovery tests only).
     pub fn with_crash_point(self, point: Option<CrashPoint>) -> Self {
         self.configure(|hooks| hooks.crash_at = point)
+    }
+
+    /// Rewrites the device metadata files of `files` after every attach and give-back, so
+    /// containers read the network data ([`crate::device_metadata`]).
+    pub fn with_claim_files(self, files: ClaimFiles) -> Self {
+        self.configure(|hooks| hooks.files = Some(files))
     }
 
     /// Injects `faults` (fault-injection tests only).
@@ -704,6 +714,7 @@ impl Hooks {
                     }
                     return Err(message);
                 }
+                self.refresh_metadata(&claim.uid).await;
                 Ok(())
             }
             Err(AttachFailure::RolledBack(message)) => {
@@ -785,6 +796,7 @@ impl Hooks {
                 self.update(claim, nic, Durability::Volatile, |n| n.attachment = None)
                     .await
                     .map_err(|e| format!("recording the give-back: {e}"))?;
+                self.refresh_metadata(&claim.uid).await;
                 self.release_netns_if_unused(&attachment.sandbox_id);
                 Ok(())
             }
@@ -808,6 +820,18 @@ impl Hooks {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Rewrites the claim's device metadata from its record (before RUN answers, so the
+    /// pod's first container reads it). A failure is logged, not the hook's: the NIC is in
+    /// place, and the file keeps its previous content.
+    async fn refresh_metadata(&self, claim_uid: &str) {
+        let (Some(files), Some(claim)) = (&self.files, self.checkpoint.claim(claim_uid)) else {
+            return;
+        };
+        if let Err(error) = files.refresh_metadata(&claim).await {
+            tracing::warn!(claim = %claim.qualified_name(), "updating the device metadata: {error}");
         }
     }
 

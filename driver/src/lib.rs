@@ -5,13 +5,17 @@
 
 pub mod attach;
 pub mod backend;
+pub mod cdi;
 pub mod check;
 pub mod checkpoint;
+pub mod claim_files;
 pub mod cli;
 pub mod cni;
 pub mod daemon;
 pub mod deadline;
+pub mod device_metadata;
 pub mod discovery;
+pub mod exec;
 pub mod faults;
 pub mod hooks;
 pub mod level_writer;
@@ -21,6 +25,7 @@ pub mod network_attachments;
 pub mod network_status;
 pub mod nri;
 pub mod prepare;
+pub mod rdma;
 pub mod reports;
 pub mod state;
 pub mod status;

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
                 netclaim::cli::devices(args, &mut std::io::stdout().lock()).await
             }
             Command::Check(args) => {
-                let runner = args.cni.runner(&args.state_dir);
+                let runner = args.cni.runner(&args.state_dir)?;
                 let mut out = std::io::stdout().lock();
                 let all_passed = netclaim::check::run(
                     args.state_dir.clone(),

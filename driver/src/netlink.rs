@@ -351,6 +351,15 @@ impl NetHandle {
         &self.label
     }
 
+    /// A new file on the namespace this handle works in (for moving other kinds of devices
+    /// there, such as RDMA devices: [`crate::rdma`]).
+    ///
+    /// # Errors
+    /// The fd cannot be duplicated.
+    pub fn netns_file(&self) -> io::Result<File> {
+        self.ns_file.try_clone()
+    }
+
     fn err(
         &self,
         action: impl Into<String> + 'static,
@@ -980,11 +989,12 @@ impl NetHandle {
     /// (0.3) can read features but not set them, and the legacy `SIOCETHTOOL` ioctl would
     /// need `unsafe`. `ethtool -K` fails for unknown names, and for features the device has
     /// fixed when it changed nothing at all; the features are read back, so one the device
-    /// kept as it was fails the call too.
+    /// kept as it was fails the call too. Both programs run by absolute path with a clean
+    /// environment and a time limit ([`crate::exec`]); see [`ethtool_argv`].
     ///
     /// # Errors
-    /// `ethtool` missing, its message when it refuses, or the features the device did not
-    /// take.
+    /// A name that starts with `-` (refused before anything runs), `ethtool` or `nsenter`
+    /// missing, ethtool's message when it refuses, or the features the device did not take.
     pub async fn set_ethtool_features(
         &self,
         if_name: &str,
@@ -1060,19 +1070,17 @@ impl NetHandle {
     async fn run_ethtool(&self, args: &[String]) -> io::Result<String> {
         // The namespace file stays open in this process; /proc/<pid>/fd/<n> names it for
         // the child even though the descriptor itself is close-on-exec.
-        let netns = format!(
-            "--net=/proc/{}/fd/{}",
+        let netns = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
             std::process::id(),
             self.ns_file.as_raw_fd()
-        );
-        let output = tokio::process::Command::new("nsenter")
-            .arg(netns)
-            .arg("ethtool")
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("running nsenter ethtool: {e}")))?;
+        ));
+        let tools = crate::exec::host_tools();
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+        let nsenter = tools.nsenter.as_ref().map_err(|why| invalid(why.clone()))?;
+        let ethtool = tools.ethtool.as_ref().map_err(|why| invalid(why.clone()))?;
+        let argv = ethtool_argv(ethtool, &netns, args).map_err(invalid)?;
+        let output = crate::exec::run_tool(nsenter, &argv).await?;
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
@@ -1086,6 +1094,51 @@ impl NetHandle {
             format!("ethtool: {message}"),
         ))
     }
+}
+
+/// The arguments of `nsenter` to run `ethtool` with `args` inside the network namespace
+/// `netns`: `--net=<netns> -- <ethtool> <args>`. `args` is ethtool's mode option (`-K`,
+/// `-k`) and then operands that come from configuration (the interface name, feature
+/// names, `on`/`off`): none of those may start with `-` ([`crate::exec::check_operand`]).
+/// ethtool has no `--` of its own; its operands are read by position after the mode.
+///
+/// # Errors
+/// Which operand was refused.
+///
+/// # Example
+/// ```
+/// use std::path::Path;
+/// use netclaim::netlink::ethtool_argv;
+/// let argv = ethtool_argv(Path::new("/usr/sbin/ethtool"), Path::new("/proc/1/fd/7"),
+///     &["-K".into(), "net1".into(), "rx-gro-hw".into(), "off".into()]).unwrap();
+/// assert_eq!(argv, ["--net=/proc/1/fd/7", "--", "/usr/sbin/ethtool", "-K", "net1", "rx-gro-hw", "off"]);
+/// assert!(ethtool_argv(Path::new("/usr/sbin/ethtool"), Path::new("/proc/1/fd/7"),
+///     &["-K".into(), "-s".into()]).is_err());
+/// ```
+pub fn ethtool_argv(
+    ethtool: &Path,
+    netns: &Path,
+    args: &[String],
+) -> Result<Vec<std::ffi::OsString>, String> {
+    let Some((mode, operands)) = args.split_first() else {
+        return Err("no ethtool mode given".to_owned());
+    };
+    if !matches!(mode.as_str(), "-k" | "-K") {
+        return Err(format!("ethtool mode {mode:?} is not one netclaim runs"));
+    }
+    for (index, operand) in operands.iter().enumerate() {
+        let what = match (index, mode.as_str()) {
+            (0, _) => "interface name",
+            (i, "-K") if i % 2 == 1 => "ethtool feature name",
+            _ => "ethtool feature value",
+        };
+        crate::exec::check_operand(what, operand)?;
+    }
+    let mut net = std::ffi::OsString::from("--net=");
+    net.push(netns.as_os_str());
+    let mut argv = vec![net, "--".into(), ethtool.as_os_str().to_owned()];
+    argv.extend(args.iter().map(std::ffi::OsString::from));
+    Ok(argv)
 }
 
 /// Parses `ethtool -k` output: `name: on|off [fixed]` lines, after a header line.
@@ -1223,7 +1276,7 @@ fn describe_rule(rule: &RuleConfig) -> String {
 /// after the pod is gone. If it cannot go back, it ends (taking the namespace with it) and
 /// the next job starts a fresh one. Reusing one thread instead of spawning one per job
 /// saves a thread creation (0.1-0.3 ms, more on a loaded node) per attach.
-async fn in_netns_thread<T: Send + 'static>(
+pub(crate) async fn in_netns_thread<T: Send + 'static>(
     ns: File,
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -1274,5 +1327,60 @@ fn run_netns_thread(queue: mpsc::Receiver<Job>) {
         if setns(home.as_fd(), CloneFlags::CLONE_NEWNET).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Result<Vec<String>, String> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        ethtool_argv(
+            Path::new("/usr/sbin/ethtool"),
+            Path::new("/proc/9/fd/3"),
+            &args,
+        )
+        .map(|v| {
+            v.into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn ethtool_runs_by_absolute_path_after_nsenters_double_dash() {
+        assert_eq!(
+            argv(&["-k", "net1"]).unwrap(),
+            [
+                "--net=/proc/9/fd/3",
+                "--",
+                "/usr/sbin/ethtool",
+                "-k",
+                "net1"
+            ]
+        );
+    }
+
+    #[test]
+    fn operands_that_would_be_options_are_refused_naming_them() {
+        let error = argv(&["-K", "-s", "rx-gro-hw", "off"]).unwrap_err();
+        assert_eq!(
+            error,
+            "the interface name \"-s\" starts with '-', which a tool would read as an option; refused"
+        );
+        let error = argv(&["-K", "net1", "--offline", "on"]).unwrap_err();
+        assert!(
+            error.starts_with("the ethtool feature name \"--offline\" starts with '-'"),
+            "{error}"
+        );
+        let error = argv(&["-K", "net1", "rx-gro-hw", "-x"]).unwrap_err();
+        assert!(
+            error.starts_with("the ethtool feature value \"-x\""),
+            "{error}"
+        );
+        let error = argv(&["--flash", "net1"]).unwrap_err();
+        assert!(error.contains("not one netclaim runs"), "{error}");
     }
 }

@@ -8,8 +8,11 @@
 //!
 //! # Assumptions
 //! - The driver's service account may `get` `network-attachment-definitions` in the
-//!   claims' namespaces (`examples/install/rbac.yaml`). A claim may name a NAD of another
-//!   namespace, as with Multus without `namespaceIsolation`.
+//!   claims' namespaces (`examples/install/rbac.yaml`). A claim names a NAD of its own
+//!   namespace, or of one its DeviceClass lists (`cni.claimMayBring`, checked in
+//!   [`crate::prepare`] before the read); a NAD's `spec.config` is at most 10 KiB and 8
+//!   plugins, and what the claim's side wrote is checked as the claim's
+//!   ([`netclaim_api::policy`]).
 
 use std::future::Future;
 use std::sync::Arc;

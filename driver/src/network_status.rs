@@ -595,6 +595,7 @@ mod tests {
             namespace: "team-a".into(),
             name: "fast-nic".into(),
             pods: vec![pod_ref()],
+            pod_claim_name: None,
             nics,
         }
     }

@@ -13,11 +13,23 @@
 //!   all its devices at once.
 //! - A CNI network referenced as a `networkAttachmentDefinition` is read from the API at
 //!   prepare ([`crate::network_attachments`]) and stored resolved: attach never reads it.
+//! - The tenant boundary ([`netclaim_api::policy`]) holds at prepare: a claim's network is
+//!   one its DeviceClass grants (a NAD it names is in its own namespace unless the class
+//!   lists others), what the claim's side wrote has no node path, host device or runtime
+//!   key, and every plugin of the network the device will run (IPAM types too) is on the
+//!   admin's allowlist; the error names the config and the field. A device-moving plugin
+//!   (host-device) is refused on a shared parent, and a NIC it moves is not shared
+//!   between claims.
 //! - Prepare and unprepare are idempotent, and work from the checkpoint after a restart.
 //! - Prepare refuses every claim while the container runtime's NRI connection is down
 //!   ([`RuntimeGate`]): a pod whose RunPodSandbox cannot reach netclaim would start without
 //!   its NIC, so the kubelet is made to retry until netclaim can attach it.
-//! - Disk work (the checkpoint) runs on blocking threads, never on the async runtime's.
+//! - Disk work (the checkpoint, CDI specs, device metadata) runs on blocking threads, never
+//!   on the async runtime's.
+//! - With [`ClaimFiles`] ([`NetclaimDriver::with_claim_files`]), a prepared claim's CDI spec
+//!   and device metadata files are written before the claim is recorded and the kubelet
+//!   answered, and every device's `cdi_device_ids` name its CDI device; a claim that fails
+//!   to be recorded leaves no files; unprepare removes them ([`crate::claim_files`]).
 //! - Unprepare never forgets a NIC that is still attached to a pod: it detaches it first
 //!   (through [`Detacher`]) and keeps the entry when that fails.
 //!
@@ -33,12 +45,14 @@ use k8s_openapi::api::resource::v1::{
     DeviceAllocationConfiguration, DeviceRequestAllocationResult, ResourceClaim,
 };
 use kubeletplugin::{ClaimError, ClaimRef, DraDriver, PrepareResult, PreparedDevice};
+use netclaim_api::policy::reference_namespace;
 use netclaim_api::{
-    CniNetworkList, ConfigError, ConfigSource, NetworkAttachmentReference, NetworkConfig,
-    SourcedConfig, configs_for_request, merge_for_request,
+    CniNetworkList, ConfigError, ConfigSource, NetworkAuthor, NetworkConfig, PluginAllowlist,
+    SourcedConfig, merge_for_request, network_source,
 };
 
 use crate::checkpoint::{Checkpoint, CheckpointError, ClaimIndex, Durability};
+use crate::claim_files::ClaimFiles;
 use crate::network_attachments::{NetworkAttachments, NoNetworkAttachments};
 use crate::nri::plugin::ConnectionState;
 use crate::state::{PodRef, PreparedClaim, PreparedNic};
@@ -167,6 +181,8 @@ pub struct NetclaimDriver<H, D, N = NoNetworkAttachments> {
     attachments: N,
     driver_name: String,
     gate: RuntimeGate,
+    files: Option<ClaimFiles>,
+    allowed_plugins: PluginAllowlist,
 }
 
 impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
@@ -180,6 +196,8 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
             attachments: NoNetworkAttachments,
             driver_name: netclaim_api::DRIVER_NAME.to_owned(),
             gate: RuntimeGate::always_open(),
+            files: None,
+            allowed_plugins: PluginAllowlist::default(),
         }
     }
 }
@@ -198,6 +216,8 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             attachments,
             driver_name: self.driver_name,
             gate: self.gate,
+            files: self.files,
+            allowed_plugins: self.allowed_plugins,
         }
     }
 
@@ -207,9 +227,23 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         self
     }
 
+    /// Writes each prepared claim's CDI spec and device metadata with `files`, and returns
+    /// its devices' CDI ids to the kubelet (without: no files, no ids).
+    pub fn with_claim_files(mut self, files: ClaimFiles) -> Self {
+        self.files = Some(files);
+        self
+    }
+
     /// Refuses claims while `gate` is closed (see [`RuntimeGate`]).
     pub fn with_runtime_gate(mut self, gate: RuntimeGate) -> Self {
         self.gate = gate;
+        self
+    }
+
+    /// Refuses CNI networks with plugin types outside `allowed` (`--cni-allowed-plugins`;
+    /// default [`netclaim_api::policy::DEFAULT_ALLOWED_PLUGINS`]).
+    pub fn with_allowed_plugins(mut self, allowed: PluginAllowlist) -> Self {
+        self.allowed_plugins = allowed;
         self
     }
 
@@ -270,7 +304,14 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             PrepareCase::NotOurs => Ok(Vec::new()),
             PrepareCase::AlreadyPrepared(prepared) => {
                 self.refresh_pods(id, pods_of(claim, &id.namespace)).await?;
-                Ok(prepared_devices(&prepared))
+                // Written again: a reboot empties /var/run/cdi, and the record may have
+                // changed since (an attach).
+                let current = self
+                    .checkpoint
+                    .claim(&id.uid)
+                    .map_or(prepared, Arc::unwrap_or_clone);
+                let ids = self.write_files(&current).await?;
+                Ok(prepared_devices(&current, ids))
             }
             PrepareCase::ReallocatedWhileAttached => Err(vec![
                 "the checkpoint holds other devices for this claim, still attached to a pod; \
@@ -279,8 +320,12 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             ]),
             PrepareCase::New => {
                 let (prepared, shared) = self.plan(id, claim, &results).await?;
-                let devices = prepared_devices(&prepared);
-                self.store(prepared, shared).await?;
+                let ids = self.write_files(&prepared).await?;
+                let devices = prepared_devices(&prepared, ids);
+                if let Err(problems) = self.store(prepared, shared).await {
+                    self.restore_files(&id.uid).await;
+                    return Err(problems);
+                }
                 Ok(devices)
             }
         }
@@ -317,11 +362,20 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         if !problems.is_empty() {
             return Err(problems);
         }
+        if let Some(files) = &self.files {
+            files.resolve_rdma(&mut nics).await;
+        }
         let prepared = PreparedClaim {
             uid: id.uid.clone(),
             namespace: id.namespace.clone(),
             name: id.name.clone(),
             pods: pods_of(claim, &id.namespace),
+            pod_claim_name: claim
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::device_metadata::POD_CLAIM_NAME_ANNOTATION))
+                .cloned(),
             nics,
         };
         Ok((prepared, shared))
@@ -373,6 +427,23 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         let network = self
             .cni_network(id, &what, configs, result, &merged, &host)
             .await?;
+        if let (Some(children), Some(network)) = (host.shared_children, &network)
+            && moves_device(&network.list)
+        {
+            return Err(vec![format!(
+                "{what}: host NIC {} is a shared parent (up to {children} CNI children for \
+                 other claims), and {} would move it into this pod and cut the others off: \
+                 use a plugin that makes a child (macvlan, ipvlan), or a device that is not \
+                 shared",
+                host.if_name,
+                network
+                    .list
+                    .plugins
+                    .first()
+                    .and_then(netclaim_api::CniPlugin::plugin_type)
+                    .unwrap_or_default()
+            )]);
+        }
         if let (Some(mtu), Some(max)) = (merged.interface.mtu, host.mtu_max)
             && mtu > max
         {
@@ -394,6 +465,13 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             published: host.published,
             attachment: None,
             failure: None,
+            rdma: None,
+            consumed_capacity: result
+                .consumed_capacity
+                .iter()
+                .flatten()
+                .map(|(name, quantity)| (name.clone(), quantity.0.clone()))
+                .collect(),
         };
         Ok((nic, host.shared_children))
     }
@@ -416,18 +494,31 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
         let Some(cni) = &merged.cni else {
             return Ok(None);
         };
-        let (list, attachment_definition) = match &cni.network_attachment_definition {
+        let source = network_source(configs, &result.request);
+        let label = source.map_or_else(|| "merged config".to_owned(), SourcedConfig::label);
+        let chooser = source.map_or(ConfigSource::Claim, |sourced| sourced.source);
+        // Errors about the network's contents: inline ones at `cni.<field>`, a NAD's
+        // under its reference and `spec.config`.
+        let (list, attachment_definition, author, within) = match &cni.network_attachment_definition
+        {
             Some(reference) => {
-                let (namespace, name) = reference_of(id, reference);
+                let namespace = reference_namespace(reference, &id.namespace);
+                let name = &reference.name;
+                let within = format!(
+                    "{label}: cni.networkAttachmentDefinition: {namespace}/{name}: spec.config: "
+                );
+                if chooser == ConfigSource::Claim {
+                    self.check_claim_reference(&label, id, cni, namespace)?;
+                }
                 let list = crate::network_attachments::resolve(&self.attachments, namespace, name)
                     .await
                     .map_err(|error| {
                         vec![format!(
-                            "{}: cni.networkAttachmentDefinition: {namespace}/{name}: {error}",
-                            network_source(configs, &result.request)
+                            "{label}: cni.networkAttachmentDefinition: {namespace}/{name}: {error}"
                         )]
                     })?;
-                (list, Some(format!("{namespace}/{name}")))
+                let author = NetworkAuthor::of(chooser, Some(namespace), &id.namespace);
+                (list, Some(format!("{namespace}/{name}")), author, within)
             }
             None => {
                 let list = cni.inline_network().ok_or_else(|| {
@@ -436,9 +527,32 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
                          name, plugins)"
                     )]
                 })?;
-                (list, None)
+                let author = NetworkAuthor::of(chooser, None, &id.namespace);
+                (list, None, author, format!("{label}: cni."))
             }
         };
+        let named = |error: ConfigError| -> Vec<String> {
+            error
+                .errors
+                .iter()
+                .map(|e| format!("{within}{e}"))
+                .collect()
+        };
+        if author == NetworkAuthor::Claim {
+            netclaim_api::policy::check_claim_network(&list, cni.device_field.as_deref())
+                .map_err(named)?;
+        }
+        // The claim's overrides were checked against the class's grants when the configs
+        // were merged; their paths name fields of whichever network runs.
+        let list = netclaim_api::policy::apply_plugin_overrides(&list, &cni.plugin_overrides)
+            .map_err(|error| {
+                error
+                    .errors
+                    .iter()
+                    .map(|e| format!("{what}: {e}"))
+                    .collect::<Vec<_>>()
+            })?;
+        netclaim_api::policy::check_plugins(&list, &self.allowed_plugins).map_err(named)?;
         let device = crate::cni::DeviceRef {
             ifname: host.if_name.clone(),
             pci_address: host.pci_address.clone(),
@@ -449,6 +563,37 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             list,
             attachment_definition,
         }))
+    }
+
+    /// A NAD a claim names must be in a namespace its class lets claims use: the claim's
+    /// own, or one of `claimMayBring.networkAttachmentDefinition.otherNamespaces`.
+    fn check_claim_reference(
+        &self,
+        label: &str,
+        id: &ClaimId,
+        cni: &netclaim_api::CniConfig,
+        namespace: &str,
+    ) -> Result<(), Vec<String>> {
+        let grant = cni
+            .claim_may_bring
+            .as_ref()
+            .and_then(|bring| bring.network_attachment_definition.as_ref());
+        match grant {
+            Some(grant) if grant.permits(&id.namespace, namespace) => Ok(()),
+            Some(grant) => Err(vec![format!(
+                "{label}: cni.networkAttachmentDefinition.namespace: {namespace:?} is not the \
+                 claim's namespace ({}), and the DeviceClass lets claims name \
+                 NetworkAttachmentDefinitions only in: {} (an admin adds namespaces with \
+                 cni.claimMayBring.networkAttachmentDefinition.otherNamespaces)",
+                id.namespace,
+                grant.describe()
+            )]),
+            // Merging refused a claim's reference without the grant already.
+            None => Err(vec![format!(
+                "{label}: cni.networkAttachmentDefinition: the DeviceClass does not let \
+                 claims name NetworkAttachmentDefinitions"
+            )]),
+        }
     }
 
     /// Checks the claim against the other prepared claims and saves it durably.
@@ -474,6 +619,45 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             .map_err(|error| vec![error.to_string()])
     }
 
+    /// Writes the claim's CDI spec and metadata files; its devices' CDI ids (none without
+    /// [`ClaimFiles`]).
+    async fn write_files(&self, claim: &PreparedClaim) -> Result<Vec<Vec<String>>, Vec<String>> {
+        match &self.files {
+            None => Ok(vec![Vec::new(); claim.nics.len()]),
+            Some(files) => files
+                .write(claim)
+                .await
+                .map_err(|e| vec![format!("writing the claim's CDI spec: {e}")]),
+        }
+    }
+
+    /// After a failed record: the files are made to match the checkpoint again (written
+    /// from the record it still holds for the claim, else removed).
+    async fn restore_files(&self, uid: &str) {
+        let Some(files) = &self.files else { return };
+        let outcome = match self.checkpoint.claim(uid) {
+            Some(recorded) => files.write(&recorded).await.map(|_| ()),
+            None => files.remove(uid).await,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(
+                claim = uid,
+                "restoring the claim's CDI files: {error}; the next start cleans up"
+            );
+        }
+    }
+
+    /// Removes the claim's CDI spec and metadata files (idempotent).
+    async fn remove_files(&self, uid: &str) -> Result<(), Vec<String>> {
+        match &self.files {
+            None => Ok(()),
+            Some(files) => files
+                .remove(uid)
+                .await
+                .map_err(|e| vec![format!("removing the claim's CDI spec: {e}")]),
+        }
+    }
+
     /// Keeps the claim's pod list current on a retry (a shared claim may gain pods).
     async fn refresh_pods(&self, id: &ClaimId, pods: Vec<PodRef>) -> Result<(), Vec<String>> {
         self.checkpoint
@@ -490,8 +674,12 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
 
     async fn unprepare_inner(&self, uid: &str) -> Result<(), Vec<String>> {
         match UnprepareCase::of(self.checkpoint.claim(uid).map(Arc::unwrap_or_clone)) {
-            UnprepareCase::Unknown => Ok(()),
-            UnprepareCase::Detached => self.forget(uid).await,
+            // Files of a claim the checkpoint forgot (a crash after forgetting it) go too.
+            UnprepareCase::Unknown => self.remove_files(uid).await,
+            UnprepareCase::Detached => {
+                self.forget(uid).await?;
+                self.remove_files(uid).await
+            }
             UnprepareCase::StillAttached(claim) => {
                 let mut problems = Vec::new();
                 for nic in claim.nics.iter().filter(|nic| nic.attachment.is_some()) {
@@ -523,7 +711,8 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
                     }
                 }
                 if problems.is_empty() {
-                    self.forget(uid).await
+                    self.forget(uid).await?;
+                    self.remove_files(uid).await
                 } else {
                     Err(problems)
                 }
@@ -840,7 +1029,11 @@ fn conflicts(
             for nic in &claim.nics {
                 // CNI mode leaves the NIC on the host (it is a parent, not moved), so
                 // CNI-mode claims may share it (a shared parent counts them below).
-                let shared_parent = theirs.cni.is_some() && nic.cni.is_some();
+                // A host-device network moves the NIC, so it is not shared.
+                let shared_parent = theirs.cni.is_some()
+                    && nic.cni.is_some()
+                    && !nic_moves_device(theirs)
+                    && !nic_moves_device(nic);
                 if theirs.pool == nic.pool && theirs.device == nic.device && !shared_parent {
                     problems.push(format!(
                         "device {} (pool {}) is already prepared for claim {}/{}",
@@ -945,43 +1138,33 @@ struct CniNetwork {
     attachment_definition: Option<String>,
 }
 
-/// The namespace and name a reference points at; the namespace defaults to the claim's.
-fn reference_of<'a>(
-    id: &'a ClaimId,
-    reference: &'a NetworkAttachmentReference,
-) -> (&'a str, &'a str) {
-    (
-        reference.namespace.as_deref().unwrap_or(&id.namespace),
-        &reference.name,
-    )
+/// Whether a network moves the allocated device itself into the pod (host-device) rather
+/// than making a child of it: such a NIC cannot be shared.
+fn moves_device(list: &CniNetworkList) -> bool {
+    list.plugins
+        .first()
+        .and_then(netclaim_api::CniPlugin::plugin_type)
+        == Some("host-device")
 }
 
-/// The label of the config whose network a request runs (the last, by precedence, that
-/// names one: it replaced the earlier ones), for errors about that network.
-fn network_source(configs: &[SourcedConfig], request: &str) -> String {
-    configs_for_request(configs, request)
-        .into_iter()
-        .rev()
-        .find(|sourced| {
-            sourced
-                .config
-                .cni
-                .as_ref()
-                .is_some_and(|cni| cni.has_network())
-        })
-        .map_or_else(|| "merged config".to_owned(), SourcedConfig::label)
+/// Whether a prepared NIC's network moves the device (see [`moves_device`]).
+fn nic_moves_device(nic: &PreparedNic) -> bool {
+    nic.cni
+        .as_ref()
+        .is_some_and(|list| list["plugins"][0]["type"].as_str() == Some("host-device"))
 }
 
-/// What the kubelet is told for a prepared claim.
-fn prepared_devices(claim: &PreparedClaim) -> Vec<PreparedDevice> {
+/// What the kubelet is told for a prepared claim; `cdi_ids` per device, in order.
+fn prepared_devices(claim: &PreparedClaim, cdi_ids: Vec<Vec<String>>) -> Vec<PreparedDevice> {
     claim
         .nics
         .iter()
-        .map(|nic| PreparedDevice {
+        .zip(cdi_ids.into_iter().chain(std::iter::repeat_with(Vec::new)))
+        .map(|(nic, cdi_device_ids)| PreparedDevice {
             requests: vec![nic.request.clone()],
             pool_name: nic.pool.clone(),
             device_name: nic.device.clone(),
-            cdi_device_ids: Vec::new(),
+            cdi_device_ids,
             share_id: nic.share_id.clone(),
         })
         .collect()

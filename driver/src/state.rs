@@ -93,6 +93,46 @@ pub struct PreparedNic {
     /// succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<NicFailure>,
+    /// The NIC's RDMA device, when it has one and the NIC itself moves into the pod: the
+    /// character devices the pod's containers get (as CDI `deviceNodes`) and whether the
+    /// RDMA device moves into the pod's netns with the NIC ([`crate::rdma`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma: Option<PreparedRdma>,
+    /// What the allocation consumes of the device's capacities (DRA consumable capacity,
+    /// `consumedCapacity` of the allocation result): capacity name to quantity, as the
+    /// scheduler wrote it. Empty for a device allocated whole.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumed_capacity: BTreeMap<String, String>,
+}
+
+/// The RDMA side of a prepared NIC (see [`PreparedNic::rdma`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreparedRdma {
+    /// The RDMA device (`mlx5_0`), from `class/net/<if>/device/infiniband/`.
+    pub device: String,
+    /// Its character devices, which every container of the pod gets.
+    #[serde(default)]
+    pub char_devices: Vec<RdmaCharDevice>,
+    /// The node's RDMA subsystem is in exclusive network-namespace mode: the RDMA device is
+    /// only usable from the netns it is in, so it moves into the pod's netns with the NIC
+    /// and back with it.
+    #[serde(default)]
+    pub netns_exclusive: bool,
+}
+
+/// One RDMA character device as a container sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RdmaCharDevice {
+    /// Path inside the container (`/dev/infiniband/uverbs0`), as udev names it on the host.
+    pub path: String,
+    /// Major number (from sysfs `dev`).
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+    /// Permission bits of the node the runtime creates (the kernel's own mode for it).
+    pub file_mode: u32,
 }
 
 impl PreparedNic {
@@ -291,6 +331,12 @@ pub struct PreparedClaim {
     /// netclaim keeps.
     #[serde(default)]
     pub pods: Vec<PodRef>,
+    /// For a claim made from a ResourceClaimTemplate: the pod's name for it
+    /// (`pod.spec.resourceClaims[].name`, from the claim's
+    /// `resource.kubernetes.io/pod-claim-name` annotation), which names the claim's device
+    /// metadata directory inside containers ([`crate::device_metadata`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_claim_name: Option<String>,
     /// The claim's devices for this driver.
     pub nics: Vec<PreparedNic>,
 }

@@ -326,6 +326,7 @@ mod tests {
             namespace: "default".into(),
             name: "nic-a".into(),
             pods: Vec::new(),
+            pod_claim_name: None,
             nics,
         }
     }

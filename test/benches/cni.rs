@@ -77,7 +77,8 @@ fn main() {
         vec![PLUGINS.into()],
         Duration::from_secs(10),
         cache.path().to_owned(),
-    );
+    )
+    .with_allowed_plugins(with_tuning());
     let attachment = Attachment {
         container_id: "benchsandbox".into(),
         netns: pod.path(),
@@ -231,6 +232,7 @@ fn hooks_with_one_cni_claim(state_dir: &std::path::Path, list: &CniNetworkList) 
             name: "bench".into(),
             uid: HOOKS_POD_UID.into(),
         }],
+        pod_claim_name: None,
         nics: vec![nic],
     };
     checkpoint
@@ -243,8 +245,15 @@ fn hooks_with_one_cni_claim(state_dir: &std::path::Path, list: &CniNetworkList) 
             vec![PLUGINS.into()],
             Duration::from_secs(10),
             state_dir.join("cni-cache"),
-        ),
+        )
+        .with_allowed_plugins(with_tuning()),
     )
+}
+
+/// The default plugin allowlist and `tuning`, which the benched chain runs (an admin's
+/// `--cni-allowed-plugins`).
+fn with_tuning() -> netclaim_api::PluginAllowlist {
+    netclaim_api::PluginAllowlist::default_and(["tuning"]).expect("a valid plugin name")
 }
 
 /// The deadline containerd gives a hook by default (2 s, less the reply's margin).

@@ -599,6 +599,8 @@ fn spawn_daemon(
         .arg(private.join("state"))
         .arg("--nri-socket")
         .arg(private.join("nri.sock"))
+        .arg("--cdi-spec-dir")
+        .arg(private.join("cdi"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(private.join("netclaim.log"))?)
         .spawn()

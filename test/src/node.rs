@@ -65,6 +65,10 @@ pub struct NodeOptions {
     /// bytes of its own, mounted before the driver starts: tests fill it (ENOSPC) or remount
     /// it read-only (EROFS) with [`TestNode::state_dir`].
     pub state_tmpfs_bytes: Option<u64>,
+    /// The driver's `--sysfs-root` (discovery and RDMA facts); `None`: a sysfs mounted
+    /// from inside the node's netns. Tests point it at a fixture tree to give a node NIC
+    /// hardware facts (PCI, RDMA) this machine lacks.
+    pub sysfs_root: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -75,6 +79,7 @@ impl Default for NodeOptions {
             extra_args: Vec::new(),
             api: ApiServerOptions::default(),
             state_tmpfs_bytes: None,
+            sysfs_root: None,
         }
     }
 }
@@ -135,8 +140,12 @@ pub struct NicClaim {
     pub request: String,
     /// The host interface the "scheduler" picks (by the published `ifName` attribute).
     pub if_name: String,
-    /// The opaque parameters for `netclaim.dev`, if any.
+    /// The claim's opaque parameters for `netclaim.dev`, if any (`FromClaim`).
     pub config: Option<serde_json::Value>,
+    /// The DeviceClass's opaque parameters for `netclaim.dev`, if any: the admin's side,
+    /// allocated as the scheduler copies a class config (`FromClass`, for this request).
+    /// CNI networks a claim may not bring itself go here.
+    pub class_config: Option<serde_json::Value>,
 }
 
 /// A node with netclaim running on it. Dropping it stops everything it started.
@@ -309,6 +318,21 @@ impl TestNode {
         Ok(serde_json::Value::Object(by_uid))
     }
 
+    /// The driver's `--cdi-spec-dir`: a containerd node's CDI directory (the only one it
+    /// reads), else a directory of the test node.
+    pub fn cdi_spec_dir(&self) -> PathBuf {
+        match &self.runtime {
+            Runtime::Containerd(node) => node.paths().cdi_dir.clone(),
+            Runtime::StandIn(_) => self.dir.path().join("cdi"),
+        }
+    }
+
+    /// The driver's `--plugins-dir` (its socket and device metadata files are in
+    /// `<dir>/netclaim.dev/`).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
     /// The driver's `--state-dir` (checkpoint, CNI cache under `cni-cache/`).
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
@@ -438,7 +462,10 @@ impl TestNode {
             .map_or(0, RuntimeStandIn::session_count);
         let binary = netclaim_binary()?;
         let dir = self.dir.path();
-        let sysfs = self.node_sysfs()?;
+        let sysfs = match &self.options.sysfs_root {
+            Some(root) => root.clone(),
+            None => self.node_sysfs()?,
+        };
         let netns_arg = format!("--net=/run/netns/{}", self.netns());
         // `nsenter --net`, not `ip netns exec`: the latter gives the driver a mount
         // namespace of its own, and the pod netns that containerd bind-mounts later would
@@ -461,6 +488,9 @@ impl TestNode {
             self.nri_socket().display().to_string(),
             "--sysfs-root".into(),
             sysfs.display().to_string(),
+            // Never the machine's /var/run/cdi: the node's own (containerd reads it).
+            "--cdi-spec-dir".into(),
+            self.cdi_spec_dir().display().to_string(),
             // The test node's NICs are veths.
             "--include-virtual".into(),
         ];
@@ -660,6 +690,12 @@ impl TestNode {
                 result["consumedCapacity"] = serde_json::Value::Object(consumed);
             }
             results.push(result);
+            if let Some(config) = &nic.class_config {
+                configs.push(serde_json::json!({
+                    "source": "FromClass", "requests": [nic.request],
+                    "opaque": {"driver": DRIVER, "parameters": config}
+                }));
+            }
             if let Some(config) = &nic.config {
                 configs.push(serde_json::json!({
                     "source": "FromClaim", "requests": [nic.request],
@@ -1323,6 +1359,23 @@ pub mod checks {
             request: "nic".into(),
             if_name: if_name.into(),
             config,
+            class_config: None,
+        }
+    }
+
+    /// A claim `name` of `if_name` in CNI mode: the DeviceClass (`class_config`) holds the
+    /// network `cni` and lets claims pick the interface name, and the claim names it
+    /// `net1`, as `examples/claims/cni-macvlan.yaml` does.
+    pub fn cni_nic(name: &str, if_name: &str, mut cni: Value) -> NicClaim {
+        cni["claimMayOverride"] = json!(["interfaceName"]);
+        NicClaim {
+            name: name.into(),
+            request: "nic".into(),
+            if_name: if_name.into(),
+            config: Some(config(json!({"name": "net1"}))),
+            class_config: Some(json!({
+                "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "cni": cni
+            })),
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use netclaim::cni::{Attachment, CniError, CniRunner, DeviceRef, network_data, substitute_device};
 use netclaim::network_status::{NetworkStatusEntry, update_network_status};
 use netclaim::state::PodRef;
-use netclaim_api::CniNetworkList;
+use netclaim_api::{CniNetworkList, PluginAllowlist};
 use netclaim_test::netns::TestNetns;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -30,6 +30,11 @@ const NEEDED: [&str; 6] = [
     "tuning",
     "static",
 ];
+
+/// The default plugin allowlist plus `more`.
+fn allow(more: &[&str]) -> PluginAllowlist {
+    PluginAllowlist::default_and(more.iter().copied()).unwrap()
+}
 
 /// Fails the test, naming what to install, unless every plugin in [`NEEDED`] is installed.
 fn require_plugins() {
@@ -63,12 +68,15 @@ impl Node {
         }
     }
 
+    /// A runner over the Debian plugins, allowing every type these tests run (as an
+    /// admin's `--cni-allowed-plugins` would: bridge and tuning are not in the default).
     fn runner(&self) -> CniRunner {
         CniRunner::new(
             vec![PathBuf::from(PLUGINS)],
             Duration::from_secs(20),
             self.cache.path().to_owned(),
         )
+        .with_allowed_plugins(allow(&["bridge", "tuning"]))
     }
 
     /// A veth end in the node, up, to act as a NIC.
@@ -305,20 +313,28 @@ async fn a_failing_plugin_mid_chain_is_undone_and_its_message_reported() {
     require_plugins();
     let node = Node::new("cninode");
     let pod = Pod::new(4);
+    // A second plugin that refuses every command with a CNI error (a device-taking plugin
+    // such as host-device may not stand second in a chain any more).
+    let bin = TempDir::new().unwrap();
+    write_script(
+        bin.path(),
+        "refuser",
+        r#"echo '{"cniVersion": "1.0.0", "code": 11, "msg": "refused: no such uplink"}'; exit 1"#,
+    );
+    let runner = CniRunner::new(
+        vec![bin.path().to_owned(), PathBuf::from(PLUGINS)],
+        Duration::from_secs(20),
+        node.cache.path().to_owned(),
+    )
+    .with_allowed_plugins(allow(&["bridge", "refuser"]));
     let mut network = bridge_list(&node, "failnet");
     network.plugins.extend(
-        list(json!({"cniVersion": "1.0.0", "name": "x",
-                    "plugins": [{"type": "host-device", "device": "missing0"}]}))
-        .plugins,
+        list(json!({"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "refuser"}]})).plugins,
     );
-    let error = node
-        .runner()
-        .add(&network, &pod.attachment)
-        .await
-        .unwrap_err();
+    let error = runner.add(&network, &pod.attachment).await.unwrap_err();
     // As a runtime's teardown after a failed setup does, DEL ran for the whole list, in
-    // reverse: host-device's DEL (for an ADD that never happened) found the bridge's net1
-    // and refused to move it, then bridge's DEL removed the veth and released the lease.
+    // reverse: the refuser's DEL failed too, and bridge's DEL still removed the veth and
+    // released the lease.
     let CniError::CleanupFailed { add, del } = &error else {
         panic!("want the ADD failure with a failed cleanup, got {error:?}");
     };
@@ -326,13 +342,16 @@ async fn a_failing_plugin_mid_chain_is_undone_and_its_message_reported() {
         panic!("want a plugin error, got {add:?}");
     };
     let (plugin, command, msg) = (&failure.plugin, failure.command, &failure.msg);
-    assert_eq!((plugin.as_str(), command), ("host-device", "ADD"));
-    assert!(msg.contains("failed to find host device"), "{error}");
+    assert_eq!((plugin.as_str(), command), ("refuser", "ADD"));
+    assert_eq!(
+        (failure.code, msg.as_str()),
+        (Some(11), "refused: no such uplink")
+    );
     assert!(error.to_string().contains(msg.as_str()), "{error}");
     let CniError::Plugin(del) = del.as_ref() else {
-        panic!("want host-device's DEL failure, got {del:?}");
+        panic!("want the refuser's DEL failure, got {del:?}");
     };
-    assert_eq!((del.plugin.as_str(), del.command), ("host-device", "DEL"));
+    assert_eq!((del.plugin.as_str(), del.command), ("refuser", "DEL"));
     assert!(
         pod.links().is_empty(),
         "bridge's veth removed: {:?}",
@@ -369,7 +388,8 @@ async fn bad_configs_are_refused_with_field_paths_before_anything_runs() {
         vec![bin.path().to_owned()],
         Duration::from_secs(5),
         node.cache.path().to_owned(),
-    );
+    )
+    .with_allowed_plugins(allow(&["marker", "sh"]));
     for bad in ["../../bin/sh", "/bin/true"] {
         let mut network = list(json!({"cniVersion": "1.0.0", "name": "n",
                                       "plugins": [{"type": "marker"}]}));
@@ -396,6 +416,36 @@ async fn bad_configs_are_refused_with_field_paths_before_anything_runs() {
         ("sh", [bin.path().to_owned()].as_slice())
     );
     assert!(!mark.exists(), "a plugin ran");
+
+    // A plugin (or an IPAM type) off the admin's allowlist, installed or not: the whole
+    // list is refused before the first plugin runs, for ADD and for DEL alike.
+    write_script(bin.path(), "portmap", "exit 0");
+    let chained = list(json!({"cniVersion": "1.0.0", "name": "n",
+                              "plugins": [{"type": "marker"}, {"type": "portmap"}]}));
+    let ipam = list(json!({"cniVersion": "1.0.0", "name": "n",
+                           "plugins": [{"type": "marker", "ipam": {"type": "dhcp"}}]}));
+    for (network, path, plugin) in [
+        (&chained, "plugins[1].type", "portmap"),
+        (&ipam, "plugins[0].ipam.type", "dhcp"),
+    ] {
+        for outcome in [
+            runner.add(network, &pod.attachment).await.map(drop),
+            runner.del(network, &pod.attachment).await,
+        ] {
+            let error = outcome.unwrap_err();
+            let CniError::Config(config) = &error else {
+                panic!("want a config error, got {error:?}");
+            };
+            assert_eq!(config.errors[0].path, path, "{error}");
+            assert!(
+                config.errors[0]
+                    .message
+                    .starts_with(&format!("\"{plugin}\" is not an allowed CNI plugin")),
+                "{error}"
+            );
+        }
+    }
+    assert!(!mark.exists(), "a plugin ran before the list was refused");
 }
 
 fn write_script(dir: &Path, name: &str, body: &str) {
@@ -433,7 +483,8 @@ async fn a_hanging_plugin_is_killed_with_its_children_at_the_timeout() {
         vec![bin.path().to_owned()],
         Duration::from_millis(500),
         node.cache.path().to_owned(),
-    );
+    )
+    .with_allowed_plugins(allow(&["hang"]));
     let network =
         list(json!({"cniVersion": "1.0.0", "name": "hangnet", "plugins": [{"type": "hang"}]}));
     let started = Instant::now();
@@ -528,7 +579,8 @@ esac"#,
         vec![bin.path().to_owned(), PLUGINS.into()],
         Duration::from_secs(10),
         node.cache.path().to_owned(),
-    );
+    )
+    .with_allowed_plugins(allow(&["v11", "tuning"]));
     // 1.0.0 plugins in a 1.0.0 list: STATUS does not exist, nothing runs.
     let old = list(json!({"cniVersion": "1.0.0", "name": "old", "plugins": [{"type": "tuning"}]}));
     let report = runner.status(&old, None).await.unwrap();

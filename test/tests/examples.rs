@@ -7,6 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -43,6 +48,11 @@ struct Seen {
     kinds: Vec<String>,
     selectors: usize,
     opaque_configs: usize,
+    policy_expressions: usize,
+    /// DeviceClasses by name: their netclaim configs.
+    classes: BTreeMap<String, Vec<netclaim_api::SourcedConfig>>,
+    /// Claim templates: (origin, request, class name, claim configs for it).
+    requests: Vec<(String, String, String, Vec<netclaim_api::SourcedConfig>)>,
 }
 
 fn documents(path: &Path) -> Vec<serde_json::Value> {
@@ -76,6 +86,47 @@ fn opaque_config_problem(
 ) -> Result<(), netclaim_api::ConfigError> {
     let raw = serde_json::to_vec(&opaque.parameters.0).unwrap();
     netclaim_api::parse_config(&raw).map(drop)
+}
+
+/// A `netclaim.dev` opaque config as the driver sees it in an allocation.
+fn sourced(
+    opaque: &OpaqueDeviceConfiguration,
+    source: netclaim_api::ConfigSource,
+    requests: Vec<String>,
+    index: usize,
+) -> Option<netclaim_api::SourcedConfig> {
+    (opaque.driver == netclaim_api::DRIVER_NAME).then(|| {
+        let raw = serde_json::to_vec(&opaque.parameters.0).unwrap();
+        netclaim_api::SourcedConfig::parse(source, requests, index, &raw).unwrap()
+    })
+}
+
+/// Every claim template's request, with its class's configs, merges the way prepare
+/// merges it (the class's grants hold), and an inline network it ends up with runs only
+/// plugins of the default allowlist.
+fn check_requests_against_their_classes(seen: &Seen) -> usize {
+    let mut checked = 0;
+    for (origin, request, class, claim_configs) in &seen.requests {
+        let Some(class_configs) = seen.classes.get(class) else {
+            panic!(
+                "{origin}: request {request} names DeviceClass {class}, which examples/ do not define"
+            );
+        };
+        let all: Vec<_> = class_configs.iter().chain(claim_configs).cloned().collect();
+        let merged = netclaim_api::merge_for_request(&all, request)
+            .unwrap_or_else(|e| panic!("{origin}: request {request} under class {class}: {e}"));
+        if let Some(list) = merged.cni.as_ref().and_then(|cni| cni.inline_network()) {
+            let list = netclaim_api::policy::apply_plugin_overrides(
+                &list,
+                &merged.cni.as_ref().unwrap().plugin_overrides,
+            )
+            .unwrap_or_else(|e| panic!("{origin}: {e}"));
+            netclaim_api::policy::check_plugins(&list, &netclaim_api::PluginAllowlist::default())
+                .unwrap_or_else(|e| panic!("{origin}: {e}"));
+        }
+        checked += 1;
+    }
+    checked
 }
 
 /// A Multus NetworkAttachmentDefinition (a CRD the official schemas do not know): its
@@ -114,11 +165,19 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
                     compile_selector(&cel.expression, origin, seen);
                 }
             }
-            for config in class.spec.config.iter().flatten() {
+            let mut configs = Vec::new();
+            for (index, config) in class.spec.config.iter().flatten().enumerate() {
                 if let Some(opaque) = &config.opaque {
                     check_opaque(opaque, origin, seen);
+                    if let Some(sourced) =
+                        sourced(opaque, netclaim_api::ConfigSource::Class, vec![], index)
+                    {
+                        configs.push(sourced);
+                    }
                 }
             }
+            seen.classes
+                .insert(class.metadata.name.clone().unwrap(), configs);
         }
         "ResourceClaimTemplate" => {
             let template: ResourceClaimTemplate = serde_json::from_value(doc).unwrap();
@@ -126,11 +185,55 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
             for request in devices.requests.iter().flatten() {
                 check_request(request, origin, seen);
             }
-            for config in devices.config.iter().flatten() {
+            let mut configs = Vec::new();
+            for (index, config) in devices.config.iter().flatten().enumerate() {
                 if let Some(opaque) = &config.opaque {
                     check_opaque(opaque, origin, seen);
+                    let requests = config.requests.clone().unwrap_or_default();
+                    if let Some(sourced) =
+                        sourced(opaque, netclaim_api::ConfigSource::Claim, requests, index)
+                    {
+                        configs.push(sourced);
+                    }
                 }
             }
+            for request in devices.requests.iter().flatten() {
+                if let Some(exact) = &request.exactly {
+                    seen.requests.push((
+                        origin.to_owned(),
+                        request.name.clone(),
+                        exact.device_class_name.clone(),
+                        configs.clone(),
+                    ));
+                }
+            }
+        }
+        "ValidatingAdmissionPolicy" => {
+            let policy: ValidatingAdmissionPolicy = serde_json::from_value(doc).unwrap();
+            let spec = policy.spec.unwrap();
+            let expressions = spec
+                .match_conditions
+                .iter()
+                .flatten()
+                .map(|c| c.expression.clone())
+                .chain(
+                    spec.variables
+                        .iter()
+                        .flatten()
+                        .map(|v| v.expression.clone()),
+                )
+                .chain(spec.validations.iter().flatten().flat_map(|v| {
+                    std::iter::once(v.expression.clone()).chain(v.message_expression.clone())
+                }));
+            for expression in expressions {
+                if let Err(err) = cel::Program::compile(&expression) {
+                    panic!("{origin}: CEL does not compile: {expression}\n{err}");
+                }
+                seen.policy_expressions += 1;
+            }
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            drop(serde_json::from_value::<ValidatingAdmissionPolicyBinding>(doc).unwrap())
         }
         "Pod" => {
             let pod: Pod = serde_json::from_value(doc).unwrap();
@@ -162,8 +265,8 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
 
 /// What `netclaim run` needs from its container and cannot check itself until a claim
 /// fails on a node: sysctls under `/proc/sys` (read-only unless privileged), the pod netns
-/// files as the runtime mounts them later, and in CNI mode the node's plugins in the
-/// directories it searches plus their state.
+/// files as the runtime mounts them later, the CDI spec directory the runtime reads, and in
+/// CNI mode the node's plugins in the directories it searches plus their state.
 fn check_daemonset_gives_what_the_binary_needs(
     container: &k8s_openapi::api::core::v1::Container,
     origin: &str,
@@ -185,6 +288,7 @@ fn check_daemonset_gives_what_the_binary_needs(
         "/var/run/nri",
         "/var/run/netns",
         "/sys",
+        "/var/run/cdi",
         "/opt/cni/bin",
         "/var/lib/cni",
     ] {
@@ -224,6 +328,8 @@ fn every_example_manifest_is_typed_compiles_and_validates() {
         "DaemonSet",
         "ClusterRole",
         "NetworkAttachmentDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(
             seen.kinds.iter().any(|k| k == kind),
@@ -239,6 +345,48 @@ fn every_example_manifest_is_typed_compiles_and_validates() {
         seen.opaque_configs >= 4,
         "only {} opaque configs checked",
         seen.opaque_configs
+    );
+    assert!(
+        seen.policy_expressions >= 10,
+        "only {} admission policy expressions compiled",
+        seen.policy_expressions
+    );
+    let requests = check_requests_against_their_classes(&seen);
+    assert!(
+        requests >= 8,
+        "only {requests} claim requests checked against their classes"
+    );
+}
+
+#[test]
+fn a_claim_network_under_the_shipped_class_is_caught_by_the_same_check() {
+    // Guards the cross-check above: a template that brings its own conflist under
+    // netclaim-nic (which grants no network) must fail it.
+    let mut seen = Seen::default();
+    for path in manifest_files() {
+        for (index, doc) in documents(&path).into_iter().enumerate() {
+            if doc["kind"] == "DeviceClass" {
+                check_document(doc, &format!("{}#{index}", path.display()), &mut seen);
+            }
+        }
+    }
+    let template = serde_json::json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+        "metadata": {"name": "sneaky", "namespace": "default"},
+        "spec": {"spec": {"devices": {
+            "requests": [{"name": "nic", "exactly": {"deviceClassName": "netclaim-nic"}}],
+            "config": [{"requests": ["nic"], "opaque": {"driver": "netclaim.dev", "parameters": {
+                "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+                "cni": {"cniVersion": "1.0.0", "name": "up",
+                        "plugins": [{"type": "host-device", "device": "eth0"}]}}}}]
+        }}}
+    });
+    check_document(template, "sneaky", &mut seen);
+    let outcome = std::panic::catch_unwind(|| check_requests_against_their_classes(&seen));
+    let message = *outcome.unwrap_err().downcast::<String>().unwrap();
+    assert!(
+        message.contains("claim config[0] (requests [nic]): cni.plugins"),
+        "{message}"
     );
 }
 

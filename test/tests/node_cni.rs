@@ -23,8 +23,9 @@ fn uid(n: u32) -> String {
     )
 }
 
-/// A claim of `eth1` with a macvlan network (master substituted from the device) and a
-/// static address.
+/// A claim of `eth1` under a class whose network is a macvlan (master substituted from the
+/// device) with static IPAM; the class lets the claim pick the interface name and its
+/// address, which the claim sets in `cni.pluginOverrides`.
 fn macvlan_claim(name: &str, address: &str, mode: &str) -> NicClaim {
     NicClaim {
         name: name.into(),
@@ -33,10 +34,14 @@ fn macvlan_claim(name: &str, address: &str, mode: &str) -> NicClaim {
         config: Some(json!({
             "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
             "interface": {"name": "net1"},
+            "cni": {"pluginOverrides": {"plugins[0].ipam.addresses": [{"address": address}]}}
+        })),
+        class_config: Some(json!({
+            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
             "cni": {
                 "cniVersion": "1.0.0", "name": "macnet",
-                "plugins": [{"type": "macvlan", "mode": mode,
-                             "ipam": {"type": "static", "addresses": [{"address": address}]}}]
+                "plugins": [{"type": "macvlan", "mode": mode, "ipam": {"type": "static"}}],
+                "claimMayOverride": ["interfaceName", "plugins[0].ipam.addresses"]
             }
         })),
     }
@@ -195,7 +200,7 @@ async fn a_failing_plugin_fails_the_sandbox_with_the_plugins_message() {
 }
 
 /// A claim of `eth1` whose network is NetworkAttachmentDefinition `name` of the claim's
-/// namespace.
+/// namespace, under a class that lets claims name one there.
 fn nad_claim(claim: &str, name: &str) -> NicClaim {
     NicClaim {
         name: claim.into(),
@@ -205,6 +210,10 @@ fn nad_claim(claim: &str, name: &str) -> NicClaim {
             "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
             "interface": {"name": "net1"},
             "cni": {"networkAttachmentDefinition": {"name": name}}
+        })),
+        class_config: Some(json!({
+            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+            "cni": {"claimMayBring": {"networkAttachmentDefinition": {}}}
         })),
     }
 }

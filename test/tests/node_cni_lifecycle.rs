@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use netclaim_test::node::checks::has_addr;
+use netclaim_test::node::checks::{self, has_addr};
 use netclaim_test::node::{NicClaim, NodeOptions, PodRun, TestNode, TestPod};
 use serde_json::{Value, json};
 
@@ -31,26 +31,21 @@ fn uid(n: u32) -> String {
 }
 
 /// A macvlan on `eth1` (substituted from the device) with a host-local lease kept in
-/// `data_dir`.
+/// `data_dir`: the admin's class network (a claim may not choose a dataDir).
 fn leased_claim(name: &str, data_dir: &Path) -> NicClaim {
-    NicClaim {
-        name: name.into(),
-        request: "nic".into(),
-        if_name: "eth1".into(),
-        config: Some(json!({
-            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
-            "interface": {"name": "net1"},
-            "cni": {
-                "cniVersion": "1.0.0", "name": NETWORK,
-                "plugins": [{"type": "macvlan", "mode": "bridge", "ipam": {
-                    "type": "host-local",
-                    "dataDir": data_dir.display().to_string(),
-                    "ranges": [[{"subnet": "192.0.2.0/24",
-                                 "rangeStart": LEASED, "rangeEnd": LEASED}]]
-                }}]
-            }
-        })),
-    }
+    checks::cni_nic(
+        name,
+        "eth1",
+        json!({
+            "cniVersion": "1.0.0", "name": NETWORK,
+            "plugins": [{"type": "macvlan", "mode": "bridge", "ipam": {
+                "type": "host-local",
+                "dataDir": data_dir.display().to_string(),
+                "ranges": [[{"subnet": "192.0.2.0/24",
+                             "rangeStart": LEASED, "rangeEnd": LEASED}]]
+            }}]
+        }),
+    )
 }
 
 /// The file host-local keeps while [`LEASED`] is leased.
@@ -276,19 +271,20 @@ async fn status_gates_add_and_gc_runs_after_a_restart_with_the_live_attachments(
     write_v11_plugin(bin.path());
     std::fs::write(bin.path().join("notready"), "").unwrap();
     let bin_dir = bin.path().display().to_string();
-    let claim = NicClaim {
-        name: "v11".into(),
-        request: "nic".into(),
-        if_name: "eth1".into(),
-        config: Some(json!({
-            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
-            "interface": {"name": "net1"},
-            "cni": {"cniVersion": "1.1.0", "name": "v11net", "plugins": [{"type": "v11"}]}
-        })),
-    };
+    let claim = checks::cni_nic(
+        "v11",
+        "eth1",
+        json!({"cniVersion": "1.1.0", "name": "v11net", "plugins": [{"type": "v11"}]}),
+    );
     let pod_uid = uid(6);
-    let (mut node, claim) =
-        node_with_prepared_claim(&["--cni-bin-dir", &bin_dir], claim, "v", &pod_uid).await;
+    // The test plugin is the only type this node's admin allows.
+    let (mut node, claim) = node_with_prepared_claim(
+        &["--cni-bin-dir", &bin_dir, "--cni-allowed-plugins", "v11"],
+        claim,
+        "v",
+        &pod_uid,
+    )
+    .await;
 
     // The plugin is not ready: the sandbox fails with its message, and ADD never ran.
     let error = node.run_pod("v", &pod_uid).await.unwrap().unwrap_err();
@@ -413,11 +409,11 @@ esac
     std::fs::set_permissions(&path, permissions).unwrap();
 }
 
-/// The leased macvlan claim with `ctl` chained after it.
+/// The leased macvlan claim with `ctl` chained after it (the class's network).
 fn controlled_claim(name: &str, leases: &Path) -> NicClaim {
     let mut claim = leased_claim(name, leases);
     let plugins = claim
-        .config
+        .class_config
         .as_mut()
         .and_then(|c| c["cni"]["plugins"].as_array_mut())
         .unwrap();
@@ -436,7 +432,15 @@ async fn node_with_controlled_claim(
     write_ctl_plugin(bin);
     let bin_dir = bin.display().to_string();
     node_with_prepared_claim(
-        &["--cni-bin-dir", &bin_dir, "--cni-bin-dir", "/usr/lib/cni"],
+        &[
+            "--cni-bin-dir",
+            &bin_dir,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+            // The test plugin is on this node's allowlist next to the chain's others.
+            "--cni-allowed-plugins",
+            "macvlan,host-local,ctl",
+        ],
         controlled_claim(name, leases),
         name,
         pod_uid,

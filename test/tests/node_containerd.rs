@@ -375,29 +375,37 @@ async fn nics_survive_driver_and_containerd_restarts_and_come_back() {
 /// CNI mode (issue 6): a macvlan child of `eth1` with a host-local lease kept in
 /// `leases`; the lease file exists exactly while ADD's result is live.
 fn leased_macvlan(name: &str, leases: &std::path::Path) -> NicClaim {
-    NicClaim {
-        name: name.into(),
-        request: "nic".into(),
-        if_name: "eth1".into(),
-        config: Some(json!({
-            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
-            "interface": {"name": "net1"},
-            "cni": {
-                "cniVersion": "1.0.0", "name": "leasenet",
-                "plugins": [{"type": "macvlan", "mode": "bridge", "ipam": {
-                    "type": "host-local",
-                    "dataDir": leases.display().to_string(),
-                    "ranges": [[{"subnet": "192.0.2.0/24",
-                                 "rangeStart": "192.0.2.60", "rangeEnd": "192.0.2.60"}]]
-                }}]
-            }
-        })),
-    }
+    // The class's network: a claim may not choose host-local's dataDir.
+    netclaim_test::node::checks::cni_nic(
+        name,
+        "eth1",
+        json!({
+            "cniVersion": "1.0.0", "name": "leasenet",
+            "plugins": [{"type": "macvlan", "mode": "bridge", "ipam": {
+                "type": "host-local",
+                "dataDir": leases.display().to_string(),
+                "ranges": [[{"subnet": "192.0.2.0/24",
+                             "rangeStart": "192.0.2.60", "rangeEnd": "192.0.2.60"}]]
+            }}]
+        }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cni_mode_on_containerd_adds_next_to_eth0_and_deletes_across_restarts() {
-    let mut node = start(1).await;
+    // The chain of step 3 ends in tuning, which this node's admin allows.
+    let options = NodeOptions {
+        runtime: RuntimeKind::Containerd,
+        nics: 1,
+        extra_args: vec![
+            "--cni-allowed-plugins".into(),
+            "host-local,macvlan,static,tuning".into(),
+        ],
+        ..NodeOptions::default()
+    };
+    let mut node = TestNode::start(options)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let leases = tempfile::tempdir().unwrap();
     let lease = leases.path().join("leasenet").join("192.0.2.60");
@@ -462,7 +470,7 @@ async fn cni_mode_on_containerd_adds_next_to_eth0_and_deletes_across_restarts() 
     let pod_uid = uid(22);
     let mut failing = leased_macvlan("cni3", leases.path());
     if let Some(plugins) = failing
-        .config
+        .class_config
         .as_mut()
         .and_then(|c| c["cni"]["plugins"].as_array_mut())
     {
@@ -489,22 +497,17 @@ async fn cni_mode_on_containerd_adds_next_to_eth0_and_deletes_across_restarts() 
     );
 }
 
-/// A macvlan child of `eth1` with a static address (CNI mode).
+/// A macvlan child of `eth1` with a static address (CNI mode; the class's network).
 fn macvlan_child(name: &str, address: &str) -> NicClaim {
-    NicClaim {
-        name: name.into(),
-        request: "nic".into(),
-        if_name: "eth1".into(),
-        config: Some(json!({
-            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
-            "interface": {"name": "net1"},
-            "cni": {
-                "cniVersion": "1.0.0", "name": "macnet",
-                "plugins": [{"type": "macvlan", "mode": "bridge",
-                             "ipam": {"type": "static", "addresses": [{"address": address}]}}]
-            }
-        })),
-    }
+    netclaim_test::node::checks::cni_nic(
+        name,
+        "eth1",
+        json!({
+            "cniVersion": "1.0.0", "name": "macnet",
+            "plugins": [{"type": "macvlan", "mode": "bridge",
+                         "ipam": {"type": "static", "addresses": [{"address": address}]}}]
+        }),
+    )
 }
 
 /// Shared NICs on containerd (issue 6): `eth1` is a shared parent with 3 children; three

@@ -22,7 +22,7 @@ use kubeletplugin::ClaimRef;
 use netclaim::network_status::NETWORK_STATUS_ANNOTATION;
 use netclaim_test::netns::run;
 use netclaim_test::node::checks::{
-    config, has_addr, host_view, network_status_interfaces, nic, pod_interfaces, pod_link,
+    cni_nic, config, has_addr, host_view, network_status_interfaces, nic, pod_interfaces, pod_link,
 };
 use netclaim_test::node::{NicClaim, NodeOptions, PodRun, TestNode, TestPod};
 use serde_json::{Value, json};
@@ -116,6 +116,8 @@ async fn a_pod_without_claims_costs_nothing_while_another_pods_device_is_busy() 
         extra_args: [
             "--cni-bin-dir",
             &bin_dir,
+            "--cni-allowed-plugins",
+            "gate",
             // Room for a plugin that takes its time, in the background reconcile.
             "--nri-request-timeout-seconds",
             "30",
@@ -130,14 +132,11 @@ async fn a_pod_without_claims_costs_nothing_while_another_pods_device_is_busy() 
     .unwrap();
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let slow_uid = uid(1);
-    let gated = NicClaim {
-        config: Some(json!({
-            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
-            "interface": {"name": "net1"},
-            "cni": {"cniVersion": "1.0.0", "name": "gatenet", "plugins": [{"type": "gate"}]}
-        })),
-        ..nic("gated", "eth1", None)
-    };
+    let gated = cni_nic(
+        "gated",
+        "eth1",
+        json!({"cniVersion": "1.0.0", "name": "gatenet", "plugins": [{"type": "gate"}]}),
+    );
     let slow_claim = prepared(&node, gated, "slow", &slow_uid).await;
     let other_uid = uid(2);
     let cfg = config(json!({"name": "net2", "addresses": ["198.51.100.20/24"]}));

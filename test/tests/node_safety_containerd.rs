@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::resource::v1::ResourceSlice;
 use kube::api::{Api, DeleteParams};
 use kubeletplugin::ClaimRef;
-use netclaim_test::node::checks::{config, has_addr, host_view, nic, pod_link};
+use netclaim_test::node::checks::{cni_nic, config, has_addr, host_view, nic, pod_link};
 use netclaim_test::node::{NicClaim, NodeOptions, PodRun, RuntimeKind, TestNode};
 use serde_json::{Value, json};
 
@@ -288,25 +288,30 @@ esac
     let bin_dir = bin.path().display().to_string();
     let mut node = start(
         3,
-        &["--cni-bin-dir", &bin_dir, "--cni-bin-dir", "/usr/lib/cni"],
+        &[
+            "--cni-bin-dir",
+            &bin_dir,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+            "--cni-allowed-plugins",
+            "macvlan,host-local,sleeper",
+        ],
     )
     .await;
     node.ip(&["link", "set", "eth3", "up"]).unwrap();
     let slow_uid = uid(4);
-    let slow_claim = NicClaim {
-        config: Some(json!({
-            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
-            "interface": {"name": "net1"},
-            "cni": {"cniVersion": "1.0.0", "name": "slownet", "plugins": [
-                {"type": "macvlan", "mode": "bridge", "ipam": {
-                    "type": "host-local", "dataDir": leases.path().display().to_string(),
-                    "ranges": [[{"subnet": "192.0.2.0/24",
-                                 "rangeStart": "192.0.2.60", "rangeEnd": "192.0.2.60"}]]}},
-                {"type": "sleeper"}
-            ]}
-        })),
-        ..nic("slow", "eth3", None)
-    };
+    // The class's network (a claim may not choose host-local's dataDir).
+    let slow_claim = cni_nic(
+        "slow",
+        "eth3",
+        json!({"cniVersion": "1.0.0", "name": "slownet", "plugins": [
+            {"type": "macvlan", "mode": "bridge", "ipam": {
+                "type": "host-local", "dataDir": leases.path().display().to_string(),
+                "ranges": [[{"subnet": "192.0.2.0/24",
+                             "rangeStart": "192.0.2.60", "rangeEnd": "192.0.2.60"}]]}},
+            {"type": "sleeper"}
+        ]}),
+    );
     let slow = prepared(&node, &[slow_claim], "slow", &slow_uid).await;
     let mut claims = vec![slow];
     let mut runs = vec![PodRun::new("slow", &slow_uid)];
@@ -404,17 +409,18 @@ esac
         ),
     );
     let bin_dir = bin.path().display().to_string();
-    let mut node = start(1, &["--cni-bin-dir", &bin_dir]).await;
+    let mut node = start(
+        1,
+        &["--cni-bin-dir", &bin_dir, "--cni-allowed-plugins", "leaser"],
+    )
+    .await;
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let pod_uid = uid(5);
-    let leased = NicClaim {
-        config: Some(json!({
-            "apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
-            "interface": {"name": "net1"},
-            "cni": {"cniVersion": "1.1.0", "name": "leasenet", "plugins": [{"type": "leaser"}]}
-        })),
-        ..nic("raced", "eth1", None)
-    };
+    let leased = cni_nic(
+        "raced",
+        "eth1",
+        json!({"cniVersion": "1.1.0", "name": "leasenet", "plugins": [{"type": "leaser"}]}),
+    );
     let claim = prepared(&node, &[leased], "raced", &pod_uid).await;
     let runs = [0, 1].map(|attempt| PodRun {
         attempt,

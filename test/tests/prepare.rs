@@ -15,6 +15,7 @@ use kubeletplugin::{ClaimRef, DraDriver, Plugin};
 use netclaim::checkpoint::{Checkpoint, Durability, Recovery};
 use netclaim::prepare::{Detacher, HostDevices, HostNic, NetclaimDriver};
 use netclaim::state::{AttachPhase, Attachment, LinkSnapshot, PreparedNic};
+use netclaim_api::PluginAllowlist;
 use netclaim_test::apiserver::{ApiServer, ApiServerOptions};
 use netclaim_test::kubelet::{DraApiVersion, KubeletStandIn};
 use serde_json::{Value, json};
@@ -732,10 +733,25 @@ async fn prepare_and_unprepare_through_the_kubelet_plugin() {
 
 // ---- CNI mode: NetworkAttachmentDefinition references ----------------------------------
 
-/// The driver of `s`, reading NetworkAttachmentDefinitions from the stand-in API.
+/// The driver of `s`, reading NetworkAttachmentDefinitions from the stand-in API; its
+/// admin also allows the `tuning` plugin (`--cni-allowed-plugins`).
 fn nad_driver(s: &Setup) -> NetclaimDriver<Arc<FakeHost>, Arc<FakeDetacher>, kube::Client> {
     NetclaimDriver::new(s.checkpoint.clone(), s.host.clone(), s.detacher.clone())
+        .with_allowed_plugins(PluginAllowlist::default_and(["tuning"]).unwrap())
         .with_network_attachments(s.server.client())
+}
+
+/// The DeviceClass config that lets claims name NetworkAttachmentDefinitions of their own
+/// namespace and of `other_namespaces`.
+fn nad_grant(other_namespaces: &[&str]) -> Value {
+    opaque(
+        "FromClass",
+        &[],
+        "netclaim.dev",
+        json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+               "cni": {"claimMayBring": {"networkAttachmentDefinition":
+                   {"otherNamespaces": other_namespaces}}}}),
+    )
 }
 
 fn nad_api(s: &Setup, namespace: &str) -> Api<DynamicObject> {
@@ -791,7 +807,7 @@ async fn a_network_attachment_definition_is_resolved_at_prepare_and_stored_with_
         &s.claims,
         "nad-a",
         &[("nic", "eth1")],
-        vec![nad_config(None, "macnet")],
+        vec![nad_grant(&[]), nad_config(None, "macnet")],
         &["pod-1"],
     )
     .await;
@@ -845,7 +861,7 @@ async fn a_single_plugin_nad_of_another_namespace_runs_as_a_one_plugin_list() {
         &s.claims,
         "nad-b",
         &[("nic", "eth2")],
-        vec![nad_config(Some("team-a"), "ipnet")],
+        vec![nad_grant(&["team-a"]), nad_config(Some("team-a"), "ipnet")],
         &["pod-1"],
     )
     .await;
@@ -867,7 +883,7 @@ async fn a_single_plugin_nad_of_another_namespace_runs_as_a_one_plugin_list() {
         &s.claims,
         "nad-c",
         &[("nic", "eth3")],
-        vec![nad_config(None, "ipnet")],
+        vec![nad_grant(&[]), nad_config(None, "ipnet")],
         &["pod-2"],
     )
     .await;
@@ -929,7 +945,7 @@ async fn bad_network_attachment_definitions_fail_the_claim_naming_the_field() {
             &s.claims,
             &name,
             &[("nic", "eth1")],
-            vec![nad_config(None, nad)],
+            vec![nad_grant(&[]), nad_config(None, nad)],
             &["pod-1"],
         )
         .await;
@@ -956,7 +972,7 @@ async fn api_errors_reading_a_nad_fail_the_claim_and_a_retry_succeeds() {
         &s.claims,
         "nad-rbac",
         &[("nic", "eth1")],
-        vec![nad_config(None, "macnet")],
+        vec![nad_grant(&[]), nad_config(None, "macnet")],
         &["pod-1"],
     )
     .await;
@@ -987,7 +1003,7 @@ async fn api_errors_reading_a_nad_fail_the_claim_and_a_retry_succeeds() {
         &s.claims,
         "nad-no-client",
         &[("nic", "eth2")],
-        vec![nad_config(None, "macnet")],
+        vec![nad_grant(&[]), nad_config(None, "macnet")],
         &["pod-2"],
     )
     .await;
@@ -1000,10 +1016,11 @@ async fn api_errors_reading_a_nad_fail_the_claim_and_a_retry_succeeds() {
 
 // ---- shared parent NICs (DRA consumable capacity) ------------------------------------
 
-/// A CNI-mode config: a macvlan child named `ifname` on the allocated device.
+/// A CNI-mode DeviceClass config (the admin's): a macvlan child named `ifname` on the
+/// allocated device, for `requests` (the scheduler lists a class config's requests).
 fn macvlan_config(requests: &[&str], ifname: &str) -> Value {
     opaque(
-        "FromClaim",
+        "FromClass",
         requests,
         "netclaim.dev",
         json!({
@@ -1236,4 +1253,670 @@ async fn one_claim_may_hold_a_shared_parent_twice_under_two_share_ids() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("allocated twice to this claim"), "{error}");
+}
+
+// ---- CDI specs, RDMA character devices and device metadata ---------------------------
+
+fn sysfs_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sysfs")
+}
+
+/// The driver of `s` writing CDI specs to `<dir>/cdi` and device metadata under
+/// `<dir>/plugins/netclaim.dev`, with RDMA facts from the sysfs fixture tree; and the host
+/// NIC `ens1f0` (the fixture's RDMA PF) published with two attributes.
+fn cdi_driver(s: &Setup) -> (Driver, netclaim::claim_files::ClaimFiles) {
+    s.host.0.lock().unwrap().insert(
+        "ens1f0".into(),
+        HostNic {
+            if_name: "ens1f0".into(),
+            if_index: 50,
+            kind: String::new(),
+            mtu_max: None,
+            pci_address: Some("0000:03:00.0".into()),
+            shared_children: None,
+            published: Some(json!({"name": "ens1f0", "attributes": {
+                "ifName": {"string": "ens1f0"}, "rdma": {"bool": true}}})),
+        },
+    );
+    let files = netclaim::claim_files::ClaimFiles::new(
+        s.dir.path().join("cdi"),
+        "netclaim.dev",
+        Some(&s.dir.path().join("plugins/netclaim.dev")),
+        sysfs_fixtures(),
+    )
+    .unwrap();
+    let driver = NetclaimDriver::new(s.checkpoint.clone(), s.host.clone(), s.detacher.clone())
+        .with_claim_files(files.clone());
+    (driver, files)
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    netclaim::device_metadata::first_object(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn prepare_writes_the_cdi_spec_and_metadata_and_unprepare_removes_them() {
+    let s = setup().await;
+    let (driver, files) = cdi_driver(&s);
+    // A claim made from a template: the pod's name for it names the metadata directory.
+    let claim: ResourceClaim = serde_json::from_value(json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "web-0-rdma-x7k2q", "namespace": NS,
+                     "annotations": {"resource.kubernetes.io/pod-claim-name": "rdma"}},
+        "spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "netclaim"}}]}},
+    }))
+    .unwrap();
+    let mut created = s
+        .claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+    created.status = Some(
+        serde_json::from_value(json!({
+            "allocation": {"devices": {"results": [
+                {"request": "nic", "driver": "netclaim.dev", "pool": "node-a", "device": "ens1f0"}
+            ]}},
+            "reservedFor": [{"resource": "pods", "name": "web-0", "uid": "pod-1"}],
+        }))
+        .unwrap(),
+    );
+    let claim = s
+        .claims
+        .replace_status("web-0-rdma-x7k2q", &PostParams::default(), &created)
+        .await
+        .unwrap();
+    let claim_uid = uid(&claim);
+
+    let devices = prepare_one(&driver, &claim).await.unwrap();
+    let cdi_id = format!("netclaim.dev/net={claim_uid}-ens1f0");
+    assert_eq!(devices[0].cdi_device_ids, [cdi_id]);
+
+    // The spec: the RDMA PF's verbs, MAD and CM devices (not issm0, not mlx5_1's uverbs1)
+    // and the read-only metadata mount at the Go helper's container path.
+    let spec_path = s
+        .dir
+        .path()
+        .join(format!("cdi/netclaim.dev-net_{claim_uid}.json"));
+    let metadata_path = s.dir.path().join(format!(
+        "plugins/netclaim.dev/dra-device-metadata/{claim_uid}/nic/metadata.json"
+    ));
+    assert_eq!(
+        read_json(&spec_path),
+        json!({
+            "cdiVersion": "0.5.0",
+            "kind": "netclaim.dev/net",
+            "devices": [{
+                "name": format!("{claim_uid}-ens1f0"),
+                "containerEdits": {
+                    "deviceNodes": [
+                        {"path": "/dev/infiniband/rdma_cm", "type": "c", "major": 10, "minor": 58, "fileMode": 438},
+                        {"path": "/dev/infiniband/umad0", "type": "c", "major": 231, "minor": 0, "fileMode": 384},
+                        {"path": "/dev/infiniband/uverbs0", "type": "c", "major": 231, "minor": 192, "fileMode": 438}
+                    ],
+                    "mounts": [{
+                        "hostPath": metadata_path.display().to_string(),
+                        "containerPath": "/var/run/kubernetes.io/dra-device-attributes/resourceclaimtemplates/rdma/nic/netclaim.dev-metadata.json",
+                        "options": ["ro", "bind"]
+                    }]
+                }
+            }]
+        })
+    );
+    // The metadata before the attach: the device and its published attributes, no
+    // network data yet.
+    let expected_metadata = |generation: i64, network: Option<Value>| {
+        let mut device = json!({"driver": "netclaim.dev", "pool": "node-a", "name": "ens1f0",
+            "attributes": {"ifName": {"string": "ens1f0"}, "rdma": {"bool": true}}});
+        if let Some(network) = network {
+            device["networkData"] = network;
+        }
+        json!({
+            "apiVersion": "metadata.resource.k8s.io/v1alpha1", "kind": "DeviceMetadata",
+            "metadata": {"name": "web-0-rdma-x7k2q", "namespace": NS, "uid": claim_uid,
+                         "generation": generation},
+            "podClaimName": "rdma",
+            "requests": [{"name": "nic", "devices": [device]}]
+        })
+    };
+    assert_eq!(read_json(&metadata_path), expected_metadata(1, None));
+    // The checkpoint records what the attach needs.
+    let stored = s.checkpoint.on_disk().unwrap();
+    let rdma = stored[&claim_uid].nics[0].rdma.clone().unwrap();
+    assert_eq!(rdma.device, "mlx5_0");
+    assert!(!rdma.netns_exclusive, "the fixture's ib_core says shared");
+    assert_eq!(rdma.char_devices.len(), 3);
+    assert_eq!(stored[&claim_uid].pod_claim_name.as_deref(), Some("rdma"));
+
+    // A retry after a reboot emptied /var/run/cdi writes the spec again, same ids.
+    std::fs::remove_file(&spec_path).unwrap();
+    assert_eq!(prepare_one(&driver, &claim).await.unwrap(), devices);
+    assert!(spec_path.is_file());
+
+    // Once attached, the metadata carries the network data (a hook rewrites it; a prepare
+    // retry, being level-triggered, too), and the generation moves on.
+    let mut attached = attachment();
+    attached.network = Some(netclaim::state::AttachedNetwork {
+        data: netclaim::state::NetworkData {
+            interface_name: "net1".into(),
+            ips: vec!["192.0.2.10/24".parse().unwrap()],
+            hardware_address: Some("02:00:00:00:00:0a".into()),
+        },
+        cni_result: None,
+        since: "2026-01-01T00:00:00Z".into(),
+        late: false,
+    });
+    record_attachment(&s.checkpoint, &claim_uid, "ens1f0", None, Some(attached)).await;
+    files
+        .refresh_metadata(&s.checkpoint.claim(&claim_uid).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_json(&metadata_path),
+        expected_metadata(
+            2,
+            Some(json!({"interfaceName": "net1", "ips": ["192.0.2.10/24"],
+                        "hardwareAddress": "02:00:00:00:00:0a"}))
+        )
+    );
+
+    // Unprepare (after the NIC is back) removes both.
+    record_attachment(&s.checkpoint, &claim_uid, "ens1f0", None, None).await;
+    let results = driver.unprepare(vec![claim_ref(&claim)]).await;
+    assert!(results[&claim_uid].is_ok(), "{results:?}");
+    assert!(!spec_path.exists());
+    assert!(!metadata_path.parent().unwrap().parent().unwrap().exists());
+    // Again: nothing left, nothing to fail on.
+    let results = driver.unprepare(vec![claim_ref(&claim)]).await;
+    assert!(results[&claim_uid].is_ok(), "{results:?}");
+}
+
+#[tokio::test]
+async fn a_claim_that_is_not_recorded_leaves_no_cdi_files() {
+    let s = setup().await;
+    let (driver, _files) = cdi_driver(&s);
+    let first = allocated_claim(&s.claims, "first", &[("nic", "ens1f0")], vec![], &["p1"]).await;
+    prepare_one(&driver, &first).await.unwrap();
+    // The same NIC again: refused at the record, after its files were written.
+    let second = allocated_claim(&s.claims, "second", &[("nic", "ens1f0")], vec![], &["p2"]).await;
+    let error = prepare_one(&driver, &second).await.unwrap_err().to_string();
+    assert!(
+        error.contains("device ens1f0 (pool node-a) is already prepared for claim default/first"),
+        "{error}"
+    );
+    let cdi = s.dir.path().join("cdi");
+    let names: Vec<String> = std::fs::read_dir(&cdi)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, [format!("netclaim.dev-net_{}.json", uid(&first))]);
+    let metadata = s
+        .dir
+        .path()
+        .join("plugins/netclaim.dev/dra-device-metadata");
+    assert!(!metadata.join(uid(&second)).exists());
+    assert!(metadata.join(uid(&first)).exists());
+}
+
+#[tokio::test]
+async fn a_shared_allocation_records_its_consumed_capacity_and_names_its_share() {
+    let s = setup_with(ApiServerOptions::kubernetes(36)).await;
+    let (driver, _files) = cdi_driver(&s);
+    s.host.add_shared("eth4", "0000:03:00.0", 4);
+    let claim = allocated_shared_claim(
+        &s.claims,
+        "child",
+        &[("nic", "eth4", &share(7))],
+        vec![macvlan_config(&[], "net1")],
+        "pod-7",
+    )
+    .await;
+    let devices = prepare_one(&driver, &claim).await.unwrap();
+    assert_eq!(
+        devices[0].cdi_device_ids,
+        [format!(
+            "netclaim.dev/net={}-eth4-{}",
+            uid(&claim),
+            share(7)
+        )]
+    );
+    let stored = s.checkpoint.on_disk().unwrap();
+    let nic = &stored[&uid(&claim)].nics[0];
+    assert_eq!(
+        nic.consumed_capacity,
+        BTreeMap::from([("netclaim.dev/children".to_string(), "1".to_string())])
+    );
+    // A CNI child gets no RDMA devices of its parent.
+    assert_eq!(nic.rdma, None);
+}
+
+// ---- the tenant boundary: what a claim may choose of what runs on the node ------------
+
+/// A `netclaim.dev` config entry from `source` for all requests with the `cni` section
+/// `cni` (and `interface.name: net1` for a claim).
+fn cni_entry(source: &str, cni: Value) -> Value {
+    let mut parameters =
+        json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig", "cni": cni});
+    if source == "FromClaim" {
+        parameters["interface"] = json!({"name": "net1"});
+    }
+    opaque(source, &[], "netclaim.dev", parameters)
+}
+
+/// The stored CNI list of the claim's first device.
+fn stored_list(s: &Setup, claim: &ResourceClaim) -> Value {
+    s.checkpoint.on_disk().unwrap()[&uid(claim)].nics[0]
+        .cni
+        .clone()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_claims_own_conflist_is_refused_unless_its_class_allows_it() {
+    let s = setup().await;
+    let mine = json!({"cniVersion": "1.0.0", "name": "mine",
+                      "plugins": [{"type": "macvlan", "mode": "bridge"}]});
+    // A class without config (or with static config only) grants no network.
+    let claim = allocated_claim(
+        &s.claims,
+        "own-net",
+        &[("nic", "eth1")],
+        vec![cni_entry("FromClaim", mine.clone())],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &claim)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "claim default/own-net: device eth1 (pool node-a, request nic): claim config[0]: \
+         cni.plugins: claims may not bring their own network this way under this DeviceClass \
+         (it lets claims bring: none); an admin allows it with cni.claimMayBring.inline in \
+         the class config"
+    );
+    assert!(s.checkpoint.on_disk().unwrap().is_empty());
+    // With the grant the same claim is prepared, the device in `master`.
+    let granted = allocated_claim(
+        &s.claims,
+        "own-net-granted",
+        &[("nic", "eth1")],
+        vec![
+            cni_entry("FromClass", json!({"claimMayBring": {"inline": true}})),
+            cni_entry("FromClaim", mine),
+        ],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&s.driver, &granted).await.unwrap();
+    assert_eq!(stored_list(&s, &granted)["plugins"][0]["master"], "eth1");
+}
+
+#[tokio::test]
+async fn plugins_outside_the_allowlist_fail_the_claim_first_chained_and_as_ipam() {
+    let s = setup().await;
+    // The allowlist binds the admin's class networks too: it is the admin's own flag.
+    let cases = [
+        (
+            "bridge-first",
+            json!([{"type": "bridge", "bridge": "cni0"}]),
+            "cni.plugins[0].type: \"bridge\" is not an allowed CNI plugin on this node \
+             (allowed: host-device, host-local, ipvlan, macvlan, static; an admin allows \
+             more with netclaim run --cni-allowed-plugins)",
+        ),
+        (
+            "portmap-chained",
+            json!([{"type": "macvlan"}, {"type": "portmap", "capabilities": {"portMappings": true}}]),
+            "cni.plugins[1].type: \"portmap\" is not an allowed CNI plugin",
+        ),
+        (
+            "dhcp-ipam",
+            json!([{"type": "macvlan", "ipam": {"type": "dhcp"}}]),
+            "cni.plugins[0].ipam.type: \"dhcp\" is not an allowed CNI plugin",
+        ),
+        (
+            "host-device-chained",
+            json!([{"type": "macvlan"}, {"type": "host-device", "device": "eth0"}]),
+            "cni.plugins[1].type: \"host-device\" takes a host device, and only a list's \
+             first plugin is given the allocated one",
+        ),
+    ];
+    for (name, plugins, expected) in cases {
+        let claim = allocated_claim(
+            &s.claims,
+            name,
+            &[("nic", "eth1")],
+            vec![cni_entry(
+                "FromClass",
+                json!({"cniVersion": "1.0.0", "name": "n", "plugins": plugins}),
+            )],
+            &["pod-1"],
+        )
+        .await;
+        let error = prepare_one(&s.driver, &claim)
+            .await
+            .unwrap_err()
+            .to_string();
+        let wanted = format!("claim default/{name}: class config[0]: {expected}");
+        assert!(error.starts_with(&wanted), "{error}\nwanted {wanted}");
+    }
+    // An admin who lists the plugin gets it.
+    let driver = NetclaimDriver::new(s.checkpoint.clone(), s.host.clone(), s.detacher.clone())
+        .with_allowed_plugins(PluginAllowlist::default_and(["dhcp"]).unwrap());
+    let claim = allocated_claim(
+        &s.claims,
+        "dhcp-allowed",
+        &[("nic", "eth2")],
+        vec![cni_entry(
+            "FromClass",
+            json!({"cniVersion": "1.0.0", "name": "n",
+                   "plugins": [{"type": "macvlan", "ipam": {"type": "dhcp"}}]}),
+        )],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&driver, &claim).await.unwrap();
+    assert!(s.checkpoint.on_disk().unwrap().contains_key(&uid(&claim)));
+}
+
+#[tokio::test]
+async fn a_nad_of_another_namespace_needs_the_class_to_list_it() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    create_nad(&s, "team-b", "macnet", MACVLAN_CONFLIST).await;
+    let claim = allocated_claim(
+        &s.claims,
+        "nad-elsewhere",
+        &[("nic", "eth1")],
+        vec![nad_grant(&["team-c"]), nad_config(Some("team-b"), "macnet")],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "claim default/nad-elsewhere: claim config[0] (requests [nic]): \
+         cni.networkAttachmentDefinition.namespace: \"team-b\" is not the claim's namespace \
+         (default), and the DeviceClass lets claims name NetworkAttachmentDefinitions only \
+         in: the claim's own, team-c (an admin adds namespaces with \
+         cni.claimMayBring.networkAttachmentDefinition.otherNamespaces)"
+    );
+    // "*" lets claims name any namespace's.
+    let anywhere = allocated_claim(
+        &s.claims,
+        "nad-anywhere",
+        &[("nic", "eth1")],
+        vec![nad_grant(&["*"]), nad_config(Some("team-b"), "macnet")],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&driver, &anywhere).await.unwrap();
+    assert_eq!(stored_list(&s, &anywhere)["plugins"][0]["master"], "eth1");
+}
+
+#[tokio::test]
+async fn oversized_or_overlong_nads_are_refused() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    let padding = " ".repeat(10 * 1024);
+    create_nad(
+        &s,
+        NS,
+        "huge",
+        &format!(r#"{{"cniVersion": "1.0.0", "name": "n", "type": "macvlan"}}{padding}"#),
+    )
+    .await;
+    let nine: Vec<&str> = vec![r#"{"type": "static"}"#; 9];
+    create_nad(
+        &s,
+        NS,
+        "long",
+        &format!(
+            r#"{{"cniVersion": "1.0.0", "name": "n", "plugins": [{}]}}"#,
+            nine.join(",")
+        ),
+    )
+    .await;
+    for (nad, expected) in [
+        (
+            "huge",
+            "spec.config: is 10295 bytes; netclaim takes a network of at most 10240 bytes",
+        ),
+        (
+            "long",
+            "spec.config: plugins: has 9 plugins; a network has at most 8",
+        ),
+    ] {
+        let claim = allocated_claim(
+            &s.claims,
+            &format!("nad-{nad}"),
+            &[("nic", "eth1")],
+            vec![nad_grant(&[]), nad_config(None, nad)],
+            &["pod-1"],
+        )
+        .await;
+        let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+        let wanted = format!(
+            "claim default/nad-{nad}: claim config[0] (requests [nic]): \
+             cni.networkAttachmentDefinition: default/{nad}: {expected}"
+        );
+        assert!(error.starts_with(&wanted), "{error}\nwanted {wanted}");
+    }
+    assert!(s.checkpoint.on_disk().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn what_the_claims_side_wrote_may_not_name_node_paths_devices_or_runtime_keys() {
+    let s = setup().await;
+    let driver = nad_driver(&s);
+    let leased = r#"{"cniVersion": "1.0.0", "name": "leased", "plugins": [
+        {"type": "macvlan", "master": "placeholder",
+         "ipam": {"type": "host-local", "dataDir": "/etc/cron.d",
+                  "ranges": [[{"subnet": "192.0.2.0/24"}]]}}]}"#;
+    // In the claim's own namespace the app team writes the NAD: it is the claim's side.
+    create_nad(&s, NS, "leased", leased).await;
+    let claim = allocated_claim(
+        &s.claims,
+        "tenant-datadir",
+        &[("nic", "eth1")],
+        vec![nad_grant(&[]), nad_config(None, "leased")],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "claim default/tenant-datadir: claim config[0] (requests [nic]): \
+         cni.networkAttachmentDefinition: default/leased: spec.config: \
+         plugins[0].ipam.dataDir: names a file, directory or socket on the node, which a \
+         claim may not choose (the plugin's default applies)"
+    );
+    // So is a NAD a class names without a namespace: it resolves in the claim's namespace.
+    let class_ref = allocated_claim(
+        &s.claims,
+        "class-ref-own-namespace",
+        &[("nic", "eth1")],
+        vec![cni_entry(
+            "FromClass",
+            json!({"networkAttachmentDefinition": {"name": "leased"}}),
+        )],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&driver, &class_ref)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("class config[0]: cni.networkAttachmentDefinition: default/leased: spec.config: plugins[0].ipam.dataDir: names a file"),
+        "{error}"
+    );
+    // A NAD the class names in the admins' namespace is the admin's: it may.
+    create_nad(&s, "net-admin", "leased", leased).await;
+    let admin = allocated_claim(
+        &s.claims,
+        "admin-datadir",
+        &[("nic", "eth1")],
+        vec![cni_entry(
+            "FromClass",
+            json!({"networkAttachmentDefinition": {"namespace": "net-admin", "name": "leased"}}),
+        )],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&driver, &admin).await.unwrap();
+    let list = stored_list(&s, &admin);
+    assert_eq!(list["plugins"][0]["ipam"]["dataDir"], "/etc/cron.d");
+    assert_eq!(list["plugins"][0]["master"], "eth1");
+
+    // An inline network a claim may bring: a host device further down, the runtime's
+    // keys and paths are refused, each named.
+    let claim = allocated_claim(
+        &s.claims,
+        "tenant-inline",
+        &[("nic", "eth2")],
+        vec![
+            cni_entry("FromClass", json!({"claimMayBring": {"inline": true}})),
+            cni_entry(
+                "FromClaim",
+                json!({"cniVersion": "1.0.0", "name": "n", "plugins": [
+                    {"type": "macvlan", "runtimeConfig": {"mac": "02:00:00:00:00:09"}},
+                    {"type": "static", "device": "eth0", "resolvConf": "/etc/shadow"}]}),
+            ),
+        ],
+        &["pod-2"],
+    )
+    .await;
+    let error = prepare_one(&driver, &claim).await.unwrap_err().to_string();
+    for field in [
+        "claim config[0]: cni.plugins[0].runtimeConfig: is the container runtime's to fill",
+        "claim config[0]: cni.plugins[1].device: picks a host device",
+        "claim config[0]: cni.plugins[1].resolvConf: names a file",
+    ] {
+        assert!(error.contains(field), "want {field:?} in {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_override_of_an_unlisted_field_is_refused_and_a_listed_one_applied() {
+    let s = setup().await;
+    let class = cni_entry(
+        "FromClass",
+        json!({"cniVersion": "1.0.0", "name": "macnet-static",
+               "plugins": [{"type": "macvlan", "mode": "bridge", "ipam": {"type": "static"}}],
+               "claimMayOverride": ["interfaceName", "plugins[0].ipam.addresses"]}),
+    );
+    let claim = allocated_claim(
+        &s.claims,
+        "override-mode",
+        &[("nic", "eth1")],
+        vec![
+            class.clone(),
+            cni_entry(
+                "FromClaim",
+                json!({"pluginOverrides": {"plugins[0].mode": "passthru"}}),
+            ),
+        ],
+        &["pod-1"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &claim)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "claim default/override-mode: device eth1 (pool node-a, request nic): claim \
+         config[0]: cni.pluginOverrides[\"plugins[0].mode\"]: the DeviceClass lets claims \
+         override only [interfaceName, plugins[0].ipam.addresses]"
+    );
+    let claim = allocated_claim(
+        &s.claims,
+        "override-address",
+        &[("nic", "eth1")],
+        vec![
+            class,
+            cni_entry(
+                "FromClaim",
+                json!({"pluginOverrides": {
+                    "plugins[0].ipam.addresses": [{"address": "192.0.2.30/24"}]}}),
+            ),
+        ],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&s.driver, &claim).await.unwrap();
+    let list = stored_list(&s, &claim);
+    assert_eq!(
+        list["plugins"][0]["ipam"],
+        json!({"type": "static", "addresses": [{"address": "192.0.2.30/24"}]})
+    );
+    assert_eq!(list["plugins"][0]["mode"], "bridge");
+}
+
+#[tokio::test]
+async fn host_device_takes_only_the_allocated_device_and_never_a_shared_parent() {
+    let s = setup_with(ApiServerOptions::kubernetes(36)).await;
+    let moving = |requests: &[&str]| {
+        opaque(
+            "FromClass",
+            requests,
+            "netclaim.dev",
+            json!({"apiVersion": "netclaim.dev/v1alpha1", "kind": "NetworkConfig",
+                   "interface": {"name": "net1"},
+                   "cni": {"cniVersion": "1.0.0", "name": "moved",
+                           "plugins": [{"type": "host-device", "device": "eth0"}]}}),
+        )
+    };
+    // The class's `device: eth0` is overwritten with the allocated device.
+    let claim = allocated_claim(
+        &s.claims,
+        "moved",
+        &[("nic", "eth2")],
+        vec![moving(&[])],
+        &["pod-1"],
+    )
+    .await;
+    prepare_one(&s.driver, &claim).await.unwrap();
+    assert_eq!(stored_list(&s, &claim)["plugins"][0]["device"], "eth2");
+    // A NIC host-device moves is the pod's: unlike a macvlan parent, it is not shared.
+    let second = allocated_claim(
+        &s.claims,
+        "moved-again",
+        &[("nic", "eth2")],
+        vec![moving(&[])],
+        &["pod-3"],
+    )
+    .await;
+    let error = prepare_one(&s.driver, &second)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "claim default/moved-again: device eth2 (pool node-a) is already prepared for claim \
+         default/moved"
+    );
+    // Moving a shared parent would cut its other children off.
+    s.host.add_shared("eth4", "0000:03:00.0", 4);
+    let shared = allocated_shared_claim(
+        &s.claims,
+        "moved-shared",
+        &[("nic", "eth4", &share(1))],
+        vec![moving(&[])],
+        "pod-2",
+    )
+    .await;
+    let error = prepare_one(&s.driver, &shared)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(
+            "claim default/moved-shared: device eth4 (pool node-a, request nic): host NIC \
+             eth4 is a shared parent (up to 4 CNI children for other claims), and host-device \
+             would move it into this pod"
+        ),
+        "{error}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The allocated device, written into the first plugin of a CNI network list.
 
-use netclaim_api::cni::{CniNetworkList, default_device_field};
+use netclaim_api::cni::{CniNetworkList, device_fields};
 use serde_json::Value;
 
 use super::CniError;
@@ -16,13 +16,16 @@ pub struct DeviceRef {
 
 /// Writes the allocated device into the first plugin of `list`.
 ///
-/// The rule: the field `device_field` (the config's `cni.deviceField`), else the default
-/// for the plugin's type ([`default_device_field`]: `master` for macvlan/ipvlan, `device`
-/// for host-device, `deviceID` for sriov) receives the host interface name, or the PCI
-/// address when the field is `deviceID`. As Multus does for device-plugin resources, a PCI
-/// device's address is also written to `deviceID` when the plugin config has none. A
-/// value already in the config is replaced: the allocation decides which device is used.
-/// A plugin type with no default and no `device_field` gets nothing (a bridge network).
+/// The rule: the plugin type's own device field
+/// ([`netclaim_api::cni::default_device_field`]: `master` for macvlan/ipvlan, `device`
+/// for host-device, `deviceID` for sriov) and the field `device_field` (the config's
+/// `cni.deviceField`) when set, both ([`device_fields`]), receive the host interface name,
+/// or the PCI address for a `deviceID` field. The type's own field is written whatever
+/// `deviceField` says, so no config can point a known plugin at another host device. As
+/// Multus does for device-plugin resources, a PCI device's address is also written to
+/// `deviceID` when the plugin config has none. A value already in the config is
+/// replaced: the allocation decides which device is used. A plugin type with no default
+/// and no `device_field` gets nothing (a bridge network).
 ///
 /// # Errors
 /// [`CniError::Config`] when the field is `deviceID` and the device has no PCI address.
@@ -35,13 +38,7 @@ pub fn substitute_device(
     let Some(first) = list.plugins.first_mut() else {
         return Ok(list);
     };
-    let field = device_field.map(str::to_owned).or_else(|| {
-        first
-            .plugin_type()
-            .and_then(default_device_field)
-            .map(str::to_owned)
-    });
-    if let Some(field) = field {
+    for field in device_fields(first.plugin_type(), device_field) {
         let value = if field == "deviceID" {
             device.pci_address.clone().ok_or_else(|| {
                 netclaim_api::ConfigError::single(
@@ -118,5 +115,15 @@ mod tests {
         let out =
             substitute_device(&list(json!([{"type": "x"}])), Some("uplink"), &no_pci).unwrap();
         assert_eq!(out.plugins[0].0["uplink"], "veth0");
+        // deviceField cannot steer a known plugin away from the allocated device: its own
+        // field is written too.
+        let out = substitute_device(
+            &list(json!([{"type": "macvlan", "master": "eth0"}])),
+            Some("other"),
+            &no_pci,
+        )
+        .unwrap();
+        assert_eq!(out.plugins[0].0["master"], "veth0");
+        assert_eq!(out.plugins[0].0["other"], "veth0");
     }
 }

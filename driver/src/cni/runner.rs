@@ -4,13 +4,17 @@
 //! - Plugins run only from [`CniRunner::bin_dirs`]: `type` is a bare file name (no `/`,
 //!   no `..`), resolved by name in those directories, never through `PATH`, and every
 //!   plugin of a list is resolved before the first one runs.
+//! - Before any plugin of a list runs, for every verb, the whole list is checked against
+//!   [`CniRunner::allowed`] (every plugin type and IPAM type on the admin's allowlist,
+//!   device-taking types only first: [`check_plugins`]); nothing runs when one fails.
 //! - A plugin runs by absolute path, in its own process group, with exactly the `CNI_*`
 //!   variables and a fixed `PATH` (the plugin directories, then the system's sbin and bin
 //!   directories, for helpers such as iptables): nothing of netclaim's own environment.
 //! - Every plugin run has [`CniRunner::timeout`], or less when the caller's deadline is
 //!   nearer; on expiry the plugin's whole process group is killed (a shell plugin's
-//!   children too) and reaped. Its stdout is read up to [`MAX_PLUGIN_OUTPUT`] bytes and its
-//!   stderr up to [`MAX_PLUGIN_STDERR`]; the rest is drained and dropped.
+//!   children too) and reaped ([`crate::exec`]). Its stdout is read up to
+//!   [`MAX_PLUGIN_OUTPUT`] bytes and its stderr up to [`MAX_PLUGIN_STDERR`]; the rest is
+//!   drained and dropped.
 //! - A failed ADD (a plugin error, a timeout, an unusable result, a cache write failure)
 //!   runs DEL for the whole list in reverse before it returns, as a runtime's teardown
 //!   after a failed setup does, and writes no cache entry.
@@ -26,22 +30,23 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use netclaim_api::cni::{CniNetworkList, CniPlugin, check_plugin_type};
+use netclaim_api::policy::{PluginAllowlist, check_plugins};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
+
+pub use crate::exec::{RunFailure, run_with_timeout};
 
 use super::cache::{CACHE_KIND, CacheEntry, ResultCache};
 use super::result::{CniResult, typed_result};
 use super::{Attachment, CniError, PluginFailure};
 
 /// At most this much of a plugin's stdout is read (a CNI result is a few KiB).
-pub const MAX_PLUGIN_OUTPUT: usize = 1024 * 1024;
+pub const MAX_PLUGIN_OUTPUT: usize = crate::exec::MAX_OUTPUT;
 /// At most this much of a plugin's stderr is read.
-pub const MAX_PLUGIN_STDERR: usize = 64 * 1024;
+pub const MAX_PLUGIN_STDERR: usize = crate::exec::MAX_STDERR;
 /// At most this much of a plugin's stderr goes into an error.
 const MAX_STDERR_IN_ERROR: usize = 2048;
 /// Where plugins find their helpers (iptables, ip), after the plugin directories.
@@ -75,6 +80,8 @@ pub struct CniRunner {
     pub timeout: Duration,
     /// Where ADD results are cached for DEL and CHECK.
     pub cache: ResultCache,
+    /// The plugin types that may run (`--cni-allowed-plugins`).
+    pub allowed: PluginAllowlist,
 }
 
 /// A CNI command.
@@ -137,13 +144,21 @@ impl<'a> Invocation<'a> {
 
 impl CniRunner {
     /// A runner looking for plugins in `bin_dirs`, with `timeout` per plugin run and its
-    /// result cache in `cache_dir` (created on first ADD).
+    /// result cache in `cache_dir` (created on first ADD), running the default plugin
+    /// allowlist ([`netclaim_api::policy::DEFAULT_ALLOWED_PLUGINS`]).
     pub fn new(bin_dirs: Vec<PathBuf>, timeout: Duration, cache_dir: PathBuf) -> Self {
         Self {
             bin_dirs,
             timeout,
             cache: ResultCache::new(cache_dir),
+            allowed: PluginAllowlist::default(),
         }
+    }
+
+    /// The same runner, running only the plugin types of `allowed`.
+    pub fn with_allowed_plugins(mut self, allowed: PluginAllowlist) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     /// [`CniRunner::add_until`] without a deadline of the caller's, returning the typed
@@ -478,14 +493,17 @@ impl CniRunner {
             }))
     }
 
-    /// Checks the list and the attachment and resolves every plugin, before anything runs.
+    /// Checks the list (its shape, and its plugins against [`CniRunner::allowed`]) and the
+    /// attachment and resolves every plugin, before anything runs.
     async fn prepare(
         &self,
         list: &CniNetworkList,
         attachment: Option<&Attachment>,
     ) -> Result<Vec<PathBuf>, CniError> {
-        // Re-checked here: a list may be built in code rather than parsed.
+        // Re-checked here: a list may be built in code rather than parsed, or come from a
+        // cache entry written under another allowlist.
         CniNetworkList::parse(list.to_json().to_string().as_bytes())?;
+        check_plugins(list, &self.allowed)?;
         if let Some(attachment) = attachment {
             attachment.validate()?;
         }
@@ -702,99 +720,6 @@ fn plugin_error(plugin: &CniPlugin, verb: Verb, output: &std::process::Output) -
     }))
 }
 
-/// Why a process run gave no output.
-#[derive(Debug)]
-pub enum RunFailure {
-    /// It could not be started.
-    Spawn(std::io::Error),
-    /// It ran past the timeout and was killed with its process group.
-    Timeout,
-}
-
-/// Runs `program` (an absolute path) with exactly `env`, `stdin` as its input, in its own
-/// process group, and collects its output (stdout up to [`MAX_PLUGIN_OUTPUT`] bytes,
-/// stderr up to [`MAX_PLUGIN_STDERR`]); past `timeout` the whole group gets SIGKILL and is
-/// reaped.
-///
-/// Public so that benchmarks can run plugins "by hand" with the same mechanics.
-///
-/// # Errors
-/// [`RunFailure`].
-pub async fn run_with_timeout(
-    program: &Path,
-    env: &[(String, OsString)],
-    stdin: &[u8],
-    timeout: Duration,
-) -> Result<std::process::Output, RunFailure> {
-    let mut child = tokio::process::Command::new(program)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(RunFailure::Spawn)?;
-    let pid = child.id();
-    let mut input = child.stdin.take();
-    let mut stdout_pipe = child.stdout.take();
-    let mut stderr_pipe = child.stderr.take();
-    let run = async {
-        let feed = async {
-            if let Some(mut input) = input.take() {
-                // A plugin may exit without reading stdin (VERSION, errors): a broken pipe
-                // is its answer, not ours to report.
-                let _ = input.write_all(stdin).await;
-            }
-        };
-        let read_out = read_capped(stdout_pipe.as_mut(), MAX_PLUGIN_OUTPUT);
-        let read_err = read_capped(stderr_pipe.as_mut(), MAX_PLUGIN_STDERR);
-        let ((), stdout, stderr, status) = tokio::join!(feed, read_out, read_err, child.wait());
-        status.map(|status| std::process::Output {
-            status,
-            stdout,
-            stderr,
-        })
-    };
-    match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(error)) => Err(RunFailure::Spawn(error)),
-        Err(_) => {
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                // The group id is the plugin's pid (process_group(0)); killing the group
-                // also ends children that would keep its pipes open.
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = child.wait().await;
-            Err(RunFailure::Timeout)
-        }
-    }
-}
-
-/// Reads `pipe` to its end, keeping at most `cap` bytes (the rest is read and dropped, so
-/// the writer never blocks on a full pipe).
-async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<&mut R>, cap: usize) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let Some(pipe) = pipe else {
-        return kept;
-    };
-    let mut chunk = [0u8; 8192];
-    loop {
-        match pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -857,36 +782,5 @@ mod tests {
             path.to_str().unwrap(),
             format!("/opt/cni/bin:{SYSTEM_PATH}")
         );
-    }
-
-    #[tokio::test]
-    async fn output_beyond_the_cap_is_dropped_without_blocking_the_plugin() {
-        // `sh` reads its script from stdin: print 3 MiB, then say it got to the end.
-        let script = b"head -c 3145728 /dev/zero; echo finished >&2";
-        let output = run_with_timeout(
-            Path::new("/bin/sh"),
-            &[("PATH".into(), SYSTEM_PATH.into())],
-            script,
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-        assert!(output.status.success());
-        assert_eq!(output.stdout.len(), MAX_PLUGIN_OUTPUT);
-        assert_eq!(String::from_utf8_lossy(&output.stderr).trim(), "finished");
-    }
-
-    #[tokio::test]
-    async fn a_plugin_past_its_time_is_killed_with_its_children() {
-        let started = std::time::Instant::now();
-        let outcome = run_with_timeout(
-            Path::new("/bin/sh"),
-            &[("PATH".into(), SYSTEM_PATH.into())],
-            b"sleep 30 & sleep 30",
-            Duration::from_millis(200),
-        )
-        .await;
-        assert!(matches!(outcome, Err(RunFailure::Timeout)), "{outcome:?}");
-        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

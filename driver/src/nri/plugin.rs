@@ -477,9 +477,11 @@ impl<H: PodSandboxHandler> Session<H> {
             )));
         };
         tracing::debug!(?event, pod = %pod.id, name = %pod.name, namespace = %pod.namespace, "NRI pod event");
+        let started = tokio::time::Instant::now();
+        let sandbox = pod.id.clone();
         let handler = self.handler.clone();
         let deadline = self.deadline(&context);
-        match event {
+        let answered = match event {
             Event::RunPodSandbox => {
                 within_deadline("RunPodSandbox", deadline, move |deadline| async move {
                     handler.run_pod_sandbox(pod, deadline).await
@@ -503,7 +505,17 @@ impl<H: PodSandboxHandler> Session<H> {
                 tracing::debug!(event = ?other, "ignoring an NRI event netclaim did not subscribe to");
                 Ok(())
             }
-        }
+        };
+        // The time netclaim itself spent on the event, which every pod queued behind it in
+        // the runtime pays too (benches read it: test/benches/pod_start.rs).
+        tracing::debug!(
+            ?event,
+            pod = %sandbox,
+            elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ok = answered.is_ok(),
+            "NRI hook answered"
+        );
+        answered
     }
 
     async fn state_change(
@@ -569,7 +581,7 @@ where
     tracing::debug!(
         what,
         elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "NRI hook answered"
+        "NRI call answered"
     );
     match outcome {
         Ok(Ok(())) => Ok(()),

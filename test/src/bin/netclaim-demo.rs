@@ -125,6 +125,7 @@ async fn main() -> Result<()> {
                 request: "nic".into(),
                 if_name: "eth1".into(),
                 config: Some(config),
+                class_config: None,
             }],
             "demo",
             pod_uid,

@@ -1,5 +1,5 @@
-//! A minimal CRI client (`runtime.v1`): what a kubelet does to a runtime for pod sandboxes,
-//! over containerd's unix socket.
+//! A minimal CRI client (`runtime.v1`): what a kubelet does to a runtime for pod sandboxes
+//! and (for the CDI tests) their containers, over containerd's unix socket.
 //!
 //! The protocol subset is `test/proto/cri_runtime_v1.proto`; see there for what is left out.
 
@@ -137,9 +137,9 @@ impl CriClient {
             .is_some())
     }
 
-    /// Runs a pod sandbox as a kubelet would (attempt `spec.attempt`) and returns its
-    /// sandbox ID.
-    pub async fn run_pod(&mut self, spec: &PodSpec) -> Result<String> {
+    /// The `PodSandboxConfig` a kubelet sends for `spec` (with RunPodSandbox, and again
+    /// with each CreateContainer).
+    pub fn sandbox_config(&self, spec: &PodSpec) -> proto::PodSandboxConfig {
         let log_directory = self
             .log_root
             .join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid));
@@ -148,7 +148,7 @@ impl CriClient {
         } else {
             proto::NamespaceMode::Pod
         };
-        let config = proto::PodSandboxConfig {
+        proto::PodSandboxConfig {
             metadata: Some(proto::PodSandboxMetadata {
                 name: spec.name.clone(),
                 uid: spec.uid.clone(),
@@ -182,9 +182,14 @@ impl CriClient {
                     }),
                 }),
             }),
-        };
+        }
+    }
+
+    /// Runs a pod sandbox as a kubelet would (attempt `spec.attempt`) and returns its
+    /// sandbox ID.
+    pub async fn run_pod(&mut self, spec: &PodSpec) -> Result<String> {
         let request = proto::RunPodSandboxRequest {
-            config: Some(config),
+            config: Some(self.sandbox_config(spec)),
             runtime_handler: String::new(),
         };
         let response = self
@@ -245,6 +250,110 @@ impl CriClient {
             .get("info")
             .ok_or_else(|| anyhow!("PodSandboxStatus {sandbox_id}: no verbose \"info\""))?;
         netns_path_from_info(info).with_context(|| format!("PodSandboxStatus {sandbox_id}"))
+    }
+
+    /// Creates container `name` in the sandbox of pod `spec` from `image` (its entrypoint),
+    /// with the CDI devices `cdi_devices` (fully qualified ids, as the kubelet passes what a
+    /// DRA driver's prepare returned); returns the container id.
+    pub async fn create_container(
+        &mut self,
+        sandbox_id: &str,
+        spec: &PodSpec,
+        name: &str,
+        image: &str,
+        cdi_devices: &[String],
+    ) -> Result<String> {
+        let request = proto::CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.to_string(),
+            config: Some(proto::ContainerConfig {
+                metadata: Some(proto::ContainerMetadata {
+                    name: name.to_string(),
+                    attempt: 0,
+                }),
+                image: Some(proto::ImageSpec {
+                    image: image.to_string(),
+                }),
+                command: Vec::new(),
+                args: Vec::new(),
+                log_path: format!("{name}/0.log"),
+                cdi_devices: cdi_devices
+                    .iter()
+                    .map(|id| proto::CdiDevice { name: id.clone() })
+                    .collect(),
+            }),
+            sandbox_config: Some(self.sandbox_config(spec)),
+        };
+        let response = self
+            .runtime
+            .create_container(request)
+            .await
+            .map_err(|status| anyhow!("CreateContainer {name}: {}", status.message()))?;
+        Ok(response.into_inner().container_id)
+    }
+
+    /// Starts a created container.
+    pub async fn start_container(&mut self, container_id: &str) -> Result<()> {
+        let request = proto::StartContainerRequest {
+            container_id: container_id.to_string(),
+        };
+        self.runtime
+            .start_container(request)
+            .await
+            .map_err(|status| anyhow!("StartContainer {container_id}: {}", status.message()))?;
+        Ok(())
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `timeout_seconds`).
+    pub async fn stop_container(&mut self, container_id: &str, timeout_seconds: i64) -> Result<()> {
+        let request = proto::StopContainerRequest {
+            container_id: container_id.to_string(),
+            timeout: timeout_seconds,
+        };
+        self.runtime
+            .stop_container(request)
+            .await
+            .map_err(|status| anyhow!("StopContainer {container_id}: {}", status.message()))?;
+        Ok(())
+    }
+
+    /// Removes a container.
+    pub async fn remove_container(&mut self, container_id: &str) -> Result<()> {
+        let request = proto::RemoveContainerRequest {
+            container_id: container_id.to_string(),
+        };
+        self.runtime
+            .remove_container(request)
+            .await
+            .map_err(|status| anyhow!("RemoveContainer {container_id}: {}", status.message()))?;
+        Ok(())
+    }
+
+    /// `ContainerStatus`, verbose: the state, and containerd's `info` JSON (the container's
+    /// pid and OCI runtime spec), parsed.
+    pub async fn container_status(
+        &mut self,
+        container_id: &str,
+    ) -> Result<(proto::ContainerStatus, serde_json::Value)> {
+        let request = proto::ContainerStatusRequest {
+            container_id: container_id.to_string(),
+            verbose: true,
+        };
+        let response = self
+            .runtime
+            .container_status(request)
+            .await
+            .map_err(|status| anyhow!("ContainerStatus {container_id}: {}", status.message()))?
+            .into_inner();
+        let info = response
+            .info
+            .get("info")
+            .ok_or_else(|| anyhow!("ContainerStatus {container_id}: no verbose \"info\""))?;
+        let info: serde_json::Value = serde_json::from_str(info)
+            .with_context(|| format!("ContainerStatus {container_id}: info is not JSON"))?;
+        let status = response
+            .status
+            .ok_or_else(|| anyhow!("ContainerStatus {container_id}: no status"))?;
+        Ok((status, info))
     }
 
     /// All pod sandboxes the runtime knows (`ListPodSandbox`, no filter).
