@@ -2,7 +2,9 @@
 //! binary: prepare while the runtime's NRI socket is gone, pods run while the driver was
 //! away (attached late, or told why not), a CNI plugin slower than containerd's
 //! `plugin_request_timeout` next to a dozen other sandboxes, two sandboxes of one pod
-//! racing for a CNI claim, a rollback that fails, and a restart with NICs in pods.
+//! racing for a CNI claim, a rollback that fails, a restart with NICs in pods, and the
+//! driver killed in the middle of a RunPodSandbox (a real SIGKILL inside the CNI chain, and
+//! aborts at the hook's crash points).
 //!
 //! Runs on the containerd `NETCLAIM_CONTAINERD_MAJOR` chooses (`1`: 1.7.24, the default;
 //! `2`: 2.1.9); `hack/test.sh` runs this file on both (it finds it by its use of
@@ -564,4 +566,205 @@ async fn a_failed_rollback_is_recorded_and_the_next_synchronize_brings_the_nic_b
     assert_eq!(after, before);
     unprepared_cleanly(&node, &[claim]).await;
     assert_eq!(node.prepared_claims().unwrap(), json!({}));
+}
+
+/// A CNI 1.0.0 test plugin `gate` to chain last: its ADD says it started
+/// (`<dir>/started`), waits (at most 20 s) until `<dir>/release` exists, and passes the
+/// previous result on; DEL is logged to `<dir>/dels`.
+fn write_gate_plugin(dir: &Path) {
+    let d = dir.display();
+    // The previous result is cut out of the plugin's compact stdin: it is the value of
+    // "prevResult", followed by `,"type":"gate"` (netclaim sends the keys sorted).
+    write_plugin(
+        dir,
+        "gate",
+        &format!(
+            r#"#!/bin/sh
+case "$CNI_COMMAND" in
+VERSION) echo '{{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}}' ;;
+ADD) input=$(cat); touch {d}/started
+  n=0
+  while [ ! -e {d}/release ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done
+  printf '%s' "$input" | sed -e 's/^.*"prevResult"://' -e 's/,"type":"gate"}}$/}}/' -e 's/}}$//' ;;
+DEL) cat >/dev/null; echo DEL >> {d}/dels ;;
+*) cat >/dev/null ;;
+esac
+"#
+        ),
+    );
+}
+
+/// Issue 11: a real SIGKILL of netclaim in the middle of a RunPodSandbox on containerd:
+/// the RUN hook is inside the CNI chain (macvlan made `net1` in the pod and host-local
+/// took the lease; the last plugin has not answered). containerd drops the dead plugin
+/// and the sandbox starts without it. The restarted driver's Synchronize finds the live
+/// pod with its attachment still `Attaching` and finishes it: the pod gets `net1` with the
+/// lease, the claim says `AttachedLate` (a Warning Event too); the pod's end DELs the
+/// network and the node is clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkill_mid_run_pod_sandbox_leaves_a_running_pod_that_gets_its_nic_late() {
+    let bin = tempfile::tempdir().unwrap();
+    let leases = tempfile::tempdir().unwrap();
+    write_gate_plugin(bin.path());
+    let bin_dir = bin.path().display().to_string();
+    let mut node = start(
+        1,
+        &[
+            "--cni-bin-dir",
+            &bin_dir,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+            "--cni-allowed-plugins",
+            "macvlan,host-local,gate",
+        ],
+    )
+    .await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before = host_view(&node.node_link("eth1").unwrap());
+    let lease = leases.path().join("gatenet").join("192.0.2.60");
+    let pod_uid = uid(30);
+    // The class's network (a claim may not choose host-local's dataDir).
+    let gated = cni_nic(
+        "killed",
+        "eth1",
+        json!({"cniVersion": "1.0.0", "name": "gatenet", "plugins": [
+            {"type": "macvlan", "mode": "bridge", "ipam": {
+                "type": "host-local", "dataDir": leases.path().display().to_string(),
+                "ranges": [[{"subnet": "192.0.2.0/24",
+                             "rangeStart": "192.0.2.60", "rangeEnd": "192.0.2.60"}]]}},
+            {"type": "gate"}
+        ]}),
+    );
+    let claim = prepared(&node, &[gated], "killed", &pod_uid).await;
+    let registrations = node.nri_registrations();
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(node.driver_pid().unwrap()).unwrap());
+    let started = bin.path().join("started");
+    let killer = async {
+        // Inside the hook: the chain's last plugin is running (well inside the hook's
+        // budget: it has only just started).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !started.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the RUN hook's ADD never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    };
+    let (run, ()) = tokio::join!(node.run_pod("killed", &pod_uid), killer);
+    let pod = run
+        .unwrap()
+        .unwrap_or_else(|error| panic!("containerd failed the sandbox: {error}"));
+    assert!(
+        lease.exists(),
+        "host-local's ADD did not run before the kill"
+    );
+    let recorded = recorded_nics(&node, &claim.uid);
+    assert_eq!(
+        recorded[0]["attachment"]["phase"], "attaching",
+        "{recorded:?}"
+    );
+    // containerd 1.7.24 and 2.1.9 log "closing plugin 10-netclaim, failed to handle event
+    // 1: ttrpc: closed" and go on with the sandbox.
+    let closed = node
+        .containerd()
+        .unwrap()
+        .log_lines("closing plugin 10-netclaim");
+    assert_eq!(
+        closed.len(),
+        1,
+        "containerd did not drop the dead plugin: {closed:?}"
+    );
+
+    std::fs::write(bin.path().join("release"), "").unwrap();
+    node.kill_driver().unwrap();
+    node.start_driver().await.unwrap();
+    assert!(node.nri_registrations() > registrations);
+    let condition = node
+        .wait_for_ready_reason("killed", "AttachedLate")
+        .await
+        .unwrap();
+    assert_eq!(condition["status"], "True", "{condition}");
+    let (kind, _) = node
+        .wait_for_claim_event("killed", "AttachedLate")
+        .await
+        .unwrap();
+    assert_eq!(kind, "Warning");
+    node.wait_until("the record says attached", || {
+        recorded_nics(&node, &claim.uid)[0]["attachment"]["phase"] == "attached"
+    })
+    .await
+    .unwrap();
+    assert!(has_addr(&pod_link(&node, &pod, "net1"), "192.0.2.60/24"));
+    node.in_pod(&pod, "ping", &["-c", "1", "-W", "2", "192.0.2.1"])
+        .unwrap();
+    assert!(lease.exists());
+
+    node.delete_pod(pod).await.unwrap();
+    assert!(!lease.exists(), "the lease outlived the pod");
+    node.wait_until("the checkpoint has no attachment left", || {
+        !recorded_nics(&node, &claim.uid).iter().any(has_attachment)
+    })
+    .await
+    .unwrap();
+    unprepared_cleanly(&node, &[claim]).await;
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
+}
+
+/// Issue 11: netclaim dies (abort, at a crash point) inside the RUN hook of a pod with a
+/// moved NIC on containerd, before the move (`attach-recorded`) or after the NIC was
+/// configured in the pod but before the checkpoint says so (`attach-moved`). containerd
+/// drops the plugin and the sandbox runs; the restarted driver's Synchronize finishes the
+/// attach (`AttachedLate`), and the NIC comes back to the node exactly when the pod ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_inside_the_run_hook_on_containerd_converges_at_the_next_synchronize() {
+    for (n, point) in [(31, "attach-recorded"), (32, "attach-moved")] {
+        let mut node = start(1, &["--crash-at", point]).await;
+        node.ip(&["link", "set", "eth1", "up"]).unwrap();
+        let before = host_view(&node.node_link("eth1").unwrap());
+        let pod_uid = uid(n);
+        let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
+        let claim = prepared(
+            &node,
+            &[nic("crashy", "eth1", Some(cfg))],
+            "crashy",
+            &pod_uid,
+        )
+        .await;
+        let pod = node
+            .run_pod("crashy", &pod_uid)
+            .await
+            .unwrap()
+            .unwrap_or_else(|error| panic!("{point}: containerd failed the sandbox: {error}"));
+        let recorded = recorded_nics(&node, &claim.uid);
+        assert_eq!(
+            recorded[0]["attachment"]["phase"], "attaching",
+            "{point}: {recorded:?}"
+        );
+        node.kill_driver().unwrap();
+        node.set_driver_args(Vec::new());
+        node.start_driver().await.unwrap();
+        let condition = node
+            .wait_for_ready_reason("crashy", "AttachedLate")
+            .await
+            .unwrap();
+        assert_eq!(condition["status"], "True", "{point}: {condition}");
+        assert!(
+            has_addr(&pod_link(&node, &pod, "net1"), "192.0.2.10/24"),
+            "{point}"
+        );
+        node.in_pod(&pod, "ping", &["-c", "1", "-W", "2", "192.0.2.1"])
+            .unwrap();
+        node.delete_pod(pod).await.unwrap();
+        assert_eq!(
+            host_view(&node.node_link("eth1").unwrap()),
+            before,
+            "{point}"
+        );
+        unprepared_cleanly(&node, &[claim]).await;
+        assert_eq!(node.prepared_claims().unwrap(), json!({}), "{point}");
+    }
 }
