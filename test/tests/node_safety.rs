@@ -81,16 +81,22 @@ fn files_under(dir: &Path) -> BTreeMap<String, (u64, u64, i64, i64)> {
 
 /// A CNI 1.0.0 test plugin `gate` whose ADD says it started (`<dir>/started`) and then
 /// waits (at most 20 s) until `<dir>/release` exists: a slow plugin the test controls.
+/// Chained after another plugin it passes the previous result on (cut out of its compact
+/// stdin, where netclaim sorts the keys: `"prevResult"` then `"type"`).
 fn write_gate_plugin(dir: &Path) {
     let d = dir.display();
     let script = format!(
         r#"#!/bin/sh
 case "$CNI_COMMAND" in
 VERSION) echo '{{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}}' ;;
-ADD) cat >/dev/null; touch {d}/started
+ADD) input=$(cat); touch {d}/started
   n=0
   while [ ! -e {d}/release ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done
-  echo '{{"cniVersion":"1.0.0","interfaces":[{{"name":"'$CNI_IFNAME'","sandbox":"'$CNI_NETNS'"}}],"ips":[]}}' ;;
+  case "$input" in
+  *'"prevResult"'*)
+    printf '%s' "$input" | sed -e 's/^.*"prevResult"://' -e 's/,"type":"gate"}}$/}}/' -e 's/}}$//' ;;
+  *) echo '{{"cniVersion":"1.0.0","interfaces":[{{"name":"'$CNI_IFNAME'","sandbox":"'$CNI_NETNS'"}}],"ips":[]}}' ;;
+  esac ;;
 *) cat >/dev/null ;;
 esac
 "#
@@ -487,4 +493,118 @@ async fn a_give_back_without_disk_space_keeps_the_nic_safe_until_the_retry() {
     unprepared_cleanly(&node, &[claim]).await;
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
     assert_eq!(node.prepared_claims().unwrap(), json!({}));
+}
+
+/// Issue 11: the checkpoint's disk turns read-only in the middle of a RUN, after the
+/// durable `Attaching` record and while the CNI chain runs (macvlan made `net1`, host-local
+/// took the lease, the last plugin waits for the test). The CNI cache is on a disk of its
+/// own that stays writable, so it is the `Attached` record that fails: the sandbox fails
+/// with the filesystem's error, and nothing is forgotten: the record still says the
+/// network may be in the pod, and once the disk is writable again the kubelet's
+/// unprepare DELs it (the lease is released, the cache entry goes) and the node is clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_attached_record_cannot_be_written_fails_and_forgets_nothing() {
+    let bin = tempfile::tempdir().unwrap();
+    let leases = tempfile::tempdir().unwrap();
+    write_gate_plugin(bin.path());
+    let bin_dir = bin.path().display().to_string();
+    let mut node = TestNode::start(NodeOptions {
+        state_tmpfs_bytes: Some(1024 * 1024),
+        extra_args: [
+            "--cni-bin-dir",
+            &bin_dir,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+            "--cni-allowed-plugins",
+            "macvlan,host-local,gate",
+            "--nri-request-timeout-seconds",
+            "30",
+            "--cni-timeout-seconds",
+            "20",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        ..NodeOptions::default()
+    })
+    .await
+    .unwrap();
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before = host_view(&node.node_link("eth1").unwrap());
+    // The CNI cache on a tmpfs of its own, which stays writable.
+    let cache = node.state_dir().join("cni-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let _cache_mount = Tmpfs::mount(&cache);
+    let lease = leases.path().join("gatenet").join("192.0.2.60");
+    let pod_uid = uid(13);
+    // The class's network (a claim may not choose host-local's dataDir).
+    let gated = cni_nic(
+        "rofs-late",
+        "eth1",
+        json!({"cniVersion": "1.0.0", "name": "gatenet", "plugins": [
+            {"type": "macvlan", "mode": "bridge", "ipam": {
+                "type": "host-local", "dataDir": leases.path().display().to_string(),
+                "ranges": [[{"subnet": "192.0.2.0/24",
+                             "rangeStart": "192.0.2.60", "rangeEnd": "192.0.2.60"}]]}},
+            {"type": "gate"}
+        ]}),
+    );
+    let claim = prepared(&node, gated, "rofs-late", &pod_uid).await;
+
+    let state = node.state_dir();
+    let started = bin.path().join("started");
+    let release = bin.path().join("release");
+    let disk_fails = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !started.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the RUN hook's ADD never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        run("mount", &["-o", "remount,ro", &state.display().to_string()]).unwrap();
+        std::fs::write(&release, "").unwrap();
+    };
+    // The runtime sends STOP and REMOVE after the failed RUN (the disk still read-only)
+    // and removes the sandbox's netns.
+    let (outcome, ()) = tokio::join!(node.run_pod("rofs-late", &pod_uid), disk_fails);
+    let error = outcome.unwrap().unwrap_err();
+    assert!(error.contains("claim default/rofs-late"), "{error}");
+    assert!(error.contains("recording the attachment"), "{error}");
+    assert!(error.contains("Read-only file system"), "{error}");
+    // Whatever the hooks could not undo is still on record as possibly in the pod.
+    let nic = recorded_nic(&node, &claim.uid);
+    assert!(has_attachment(&nic), "the attach was forgotten: {nic}");
+
+    set_read_only(&node, false);
+    unprepared_cleanly(&node, &[claim]).await;
+    assert!(!lease.exists(), "the lease leaked");
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(cached.is_empty(), "CNI cache entries left: {cached:?}");
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+}
+
+/// A tmpfs mounted on a directory, unmounted on drop (before the node's own state tmpfs
+/// it sits on).
+struct Tmpfs(String);
+
+impl Tmpfs {
+    fn mount(dir: &Path) -> Self {
+        let path = dir.display().to_string();
+        let options = ["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", &path];
+        run("mount", &options).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if let Err(error) = run("umount", &[&self.0]) {
+            eprintln!("unmounting {}: {error:#}", self.0);
+        }
+    }
 }
