@@ -650,7 +650,23 @@ impl Hooks {
         let ctx = self.backends();
         let snapshot = match &recorded {
             Some(recorded) => recorded.host.clone(),
-            None => backend.snapshot(&ctx, nic).await?,
+            None => match backend.snapshot(&ctx, nic).await {
+                Ok(snapshot) => snapshot,
+                Err(message) => {
+                    // Nothing changed yet; the claim's status says why the pod has no
+                    // device, not only the sandbox error.
+                    let failure = failure(FailureReason::AttachFailed, &message);
+                    let saved = self
+                        .update(claim, nic, Durability::Volatile, move |n| {
+                            n.failure = Some(failure);
+                        })
+                        .await;
+                    if let Err(error) = saved {
+                        tracing::error!(device = %describe(claim, nic), "recording a failed attach: {error}");
+                    }
+                    return Err(message);
+                }
+            },
         };
         let attaching = Attachment {
             sandbox_id: sandbox.id.clone(),
