@@ -727,6 +727,16 @@ async fn a_device_or_a_pod_netns_gone_at_run_fails_the_sandbox_and_changes_nothi
         error.contains("the device is no longer on the host"),
         "{error}"
     );
+    let condition = node
+        .wait_for_ready_reason("nodevice", "AttachFailed")
+        .await
+        .unwrap();
+    assert!(
+        condition["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the device is no longer on the host")),
+        "{condition}"
+    );
     let nics = recorded_nics(&node, &claim.uid);
     assert!(!is_attached(&nics[0]), "{nics:?}");
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
@@ -792,6 +802,8 @@ async fn a_give_back_failing_at_stop_and_remove_is_retried_by_unprepare() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_sandboxes_racing_for_one_nic_leave_it_with_one_of_them() {
     let mut node = start(NodeOptions::default()).await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before = host_view(&node.node_link("eth1").unwrap());
     let pod_uid = uid(26);
     let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
     let claim = prepared(&node, nic("raced", "eth1", Some(cfg)), "raced", &pod_uid).await;
@@ -822,6 +834,7 @@ async fn two_sandboxes_racing_for_one_nic_leave_it_with_one_of_them() {
     node.in_pod(&winner, "ping", &["-c", "1", "-W", "2", "192.0.2.1"])
         .unwrap();
     node.delete_pod(winner).await.unwrap();
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
     let unprepared = node.unprepare(&[claim]).await.unwrap();
     assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
 }
@@ -836,6 +849,8 @@ async fn reallocating_a_claim_whose_nic_is_in_a_pod_is_refused_and_nothing_moves
     use kube::api::{Api, PostParams};
 
     let mut node = start(NodeOptions::default()).await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before_eth1 = host_view(&node.node_link("eth1").unwrap());
     let before_eth2 = host_view(&node.node_link("eth2").unwrap());
     let pod_uid = uid(27);
     let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
@@ -881,6 +896,7 @@ async fn reallocating_a_claim_whose_nic_is_in_a_pod_is_refused_and_nothing_moves
     assert_eq!(host_view(&node.node_link("eth2").unwrap()), before_eth2);
 
     node.delete_pod(pod).await.unwrap();
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before_eth1);
     let unprepared = node.unprepare(&[claim]).await.unwrap();
     assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
 }
