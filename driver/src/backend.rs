@@ -25,6 +25,7 @@ use crate::cni::{self, CniError, CniRunner};
 use crate::deadline::HookDeadline;
 use crate::faults::{Fault, Faults};
 use crate::locks::NetworkLocks;
+use crate::metrics::{AttachResult, BackendKind, metrics};
 use crate::netlink::NetHandle;
 use crate::rdma;
 use crate::state::{Attachment, LinkSnapshot, NetworkData, PodRef, PreparedClaim, PreparedNic};
@@ -183,6 +184,36 @@ impl Backend {
     /// # Errors
     /// [`AttachFailure`].
     pub async fn attach(
+        &self,
+        ctx: &Backends<'_>,
+        nic: &PreparedNic,
+        snapshot: &LinkSnapshot,
+        sandbox: &PodSandboxRef,
+        deadline: &HookDeadline,
+    ) -> Result<Attached, AttachFailure> {
+        let attached = self
+            .attach_unmetered(ctx, nic, snapshot, sandbox, deadline)
+            .await;
+        metrics().attach(
+            self.kind(),
+            match &attached {
+                Ok(_) => AttachResult::Ok,
+                Err(AttachFailure::RolledBack(_)) => AttachResult::RolledBack,
+                Err(AttachFailure::Stuck { .. }) => AttachResult::Stuck,
+            },
+        );
+        attached
+    }
+
+    /// What the metrics call this backend.
+    fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Move { .. } => BackendKind::Move,
+            Backend::Cni { .. } => BackendKind::Cni,
+        }
+    }
+
+    async fn attach_unmetered(
         &self,
         ctx: &Backends<'_>,
         nic: &PreparedNic,
@@ -356,6 +387,24 @@ impl Backend {
     /// # Errors
     /// Why the device could not be given back; the caller keeps the record and retries.
     pub async fn give_back(
+        &self,
+        ctx: &Backends<'_>,
+        attachment: &Attachment,
+        netns: &Path,
+    ) -> Result<Option<String>, String> {
+        let given = self.give_back_unmetered(ctx, attachment, netns).await;
+        metrics().give_back(
+            self.kind(),
+            if given.is_ok() {
+                AttachResult::Ok
+            } else {
+                AttachResult::Failed
+            },
+        );
+        given
+    }
+
+    async fn give_back_unmetered(
         &self,
         ctx: &Backends<'_>,
         attachment: &Attachment,

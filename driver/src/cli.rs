@@ -268,6 +268,23 @@ pub struct RunArgs {
     #[arg(long, env = "NETCLAIM_ETHTOOL_PATH")]
     pub ethtool_path: Option<PathBuf>,
 
+    /// Where `/metrics` (Prometheus), `/healthz` and `/readyz` are served. The default is
+    /// the node's loopback: the pod shares the node's network namespace, so another
+    /// address exposes the endpoint on the node's interfaces (docs/metrics.md).
+    #[arg(long, env = "NETCLAIM_METRICS_ADDRESS", default_value = crate::serve::DEFAULT_ADDRESS)]
+    pub metrics_address: std::net::SocketAddr,
+
+    /// The UID of this daemon's pod (the DaemonSet sets it from the downward API). With
+    /// it the kubelet plugin's sockets carry the UID, so the old and the new pod of a
+    /// rolling update (`maxSurge: 1`) are registered side by side.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+
+    /// How long a starting daemon waits for the running one on this node to hand over
+    /// (a rolling update), in seconds; past it the start fails and is retried.
+    #[arg(long, env = "NETCLAIM_HANDOVER_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub handover_timeout_seconds: u64,
+
     /// Test hook: abort the process at this point of an attach (crash-recovery tests).
     #[arg(long, hide = true, value_enum)]
     pub crash_at: Option<crate::hooks::CrashPoint>,

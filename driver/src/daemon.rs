@@ -5,21 +5,27 @@
 //!    NRI hook, an empty `--cni-allowed-plugins` stop here) and the host tools
 //!    (`nsenter`, `ethtool`) resolved to absolute paths once ([`crate::exec`]; a missing
 //!    one is logged and fails only the claims that need it),
-//! 2. the Kubernetes client,
-//! 3. the checkpoint of prepared claims (a corrupt record stops the start unless
+//! 2. `/metrics`, `/healthz` and `/readyz` ([`crate::serve`]), and the Kubernetes client,
+//! 3. the DRA kubelet plugin, registered with a [`Deferred`] driver: the kubelet's calls
+//!    wait until step 9,
+//! 4. the node's active-instance lock, asking a running instance to hand over first (a
+//!    rolling update, [`crate::handover`]),
+//! 5. the checkpoint of prepared claims (a corrupt record stops the start unless
 //!    `--discard-corrupt-checkpoint`), read on a blocking thread,
-//! 4. the claims' CDI specs and device metadata files: those of claims the checkpoint does
+//! 6. the claims' CDI specs and device metadata files: those of claims the checkpoint does
 //!    not hold are removed, those of the claims it holds written ([`crate::claim_files`]),
-//! 5. the hooks, which hold every device the checkpoint says is in a pod, so discovery's
-//!    first pass still publishes it,
-//! 6. discovery's first pass, and the ResourceSlice publisher given its device list,
-//! 7. the reports: claim status and pod network-status, level-triggered from the
+//! 7. the hooks, which hold every device the checkpoint says is in a pod, so discovery's
+//!    first pass still publishes it; discovery's first pass, and the ResourceSlice
+//!    publisher given its device list,
+//! 8. the reports: claim status and pod network-status, level-triggered from the
 //!    checkpoint (seeded from it now),
-//! 8. the NRI plugin (pod sandbox events land in [`crate::hooks`]), connecting in the
-//!    background, and the DRA kubelet plugin (prepare lands in [`crate::prepare`]), which
-//!    refuses claims while the NRI plugin is not registered with the runtime.
+//! 9. the NRI plugin (pod sandbox events land in [`crate::hooks`]), connecting in the
+//!    background, and the DRA driver (prepare lands in [`crate::prepare`]), which refuses
+//!    claims while the NRI plugin is not registered with the runtime.
 //!
-//! Then one loop republishes on every device-set change until SIGTERM or SIGINT. On
+//! Then one loop republishes on every device-set change until SIGTERM or SIGINT, or until
+//! a newer instance asks for the node (then it stops the same way, hands over, and idles
+//! until SIGTERM). On
 //! shutdown the kubelet plugin stops first, then the NRI plugin, then the reports are
 //! flushed (for a bounded time); the slices are left in place: a restarted daemon publishes
 //! the same device names, and the kubelet removes a dead driver's slices itself.
@@ -29,8 +35,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::resource::v1::Device;
-use kubeletplugin::{DriverResources, Pool, PublisherConfig, ResourceSlicePublisher};
+use kubeletplugin::{
+    Deferred, DriverResources, Pool, PublishStatus, PublisherConfig, ResourceSlicePublisher,
+};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, Recovery};
@@ -38,12 +47,15 @@ use crate::claim_files::ClaimFiles;
 use crate::cli::RunArgs;
 use crate::discovery::{Discovery, Inventory};
 use crate::faults::Faults;
+use crate::handover;
 use crate::hooks::PodNetworkHooks;
 use crate::level_writer::Backoff;
+use crate::metrics::metrics;
 use crate::netlink::NetHandle;
 use crate::nri::plugin::{ConnectionState, NriConfig, NriPlugin};
 use crate::prepare::{NetclaimDriver, RuntimeGate};
 use crate::reports::Reports;
+use crate::serve::{self, Readiness};
 use crate::state::PreparedClaim;
 
 /// How long shutdown waits for pending status writes.
@@ -58,14 +70,40 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     };
     let driver_name = args.discovery.driver_name.clone();
     resolve_host_tools(args);
-    let shutdown = CancellationToken::new();
-    let stop_signal = shutdown_on_signal(shutdown.clone())?;
+    // `signal` ends the process; `shutdown` ends the node agent's work, on a signal or when
+    // this instance hands over to a newer one.
+    let signal = CancellationToken::new();
+    let stop_signal = shutdown_on_signal(signal.clone())?;
+    let shutdown = signal.child_token();
 
+    let readiness = Readiness::default();
+    let (_, http) = serve::start(args.metrics_address, readiness.clone(), shutdown.clone()).await?;
     let client = kube_client(args).await?;
     let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(|| args.plugins_dir.join(&driver_name));
+
+    // Registered before it takes over the node's state: during a rolling update the
+    // kubelet moves to this instance at once, and its calls wait until the node is ours.
+    let driver = Arc::new(Deferred::new(PREPARE_WAITS_FOR_START));
+    let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), &node_name)
+        .kube_client(client.clone())
+        .registrar_dir(&args.registrar_dir)
+        .plugin_data_dir(args.plugins_dir.join(&driver_name))
+        .rolling_update(args.pod_uid.clone())
+        .start(driver.clone())
+        .await
+        .context("starting the kubelet DRA plugin")?;
+    tracing::info!(socket = %plugin.dra_socket_path().display(), "DRA plugin serving");
+    readiness.set_registration(plugin.registration_status());
+
+    let active = handover::become_active(
+        &state_dir,
+        Duration::from_secs(args.handover_timeout_seconds),
+    )
+    .await?;
+    let handover_requests = handover::listen(&active)?;
     let checkpoint = open_checkpoint(state_dir.clone(), args.discard_corrupt_checkpoint).await?;
     let files = claim_files(args, &checkpoint).await?;
 
@@ -98,10 +136,13 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             node_uid: None,
         },
     );
-    publisher.update(driver_resources(
+    readiness.set_slices(publisher.status());
+    let slice_metrics = tokio::spawn(count_slice_passes(publisher.status()));
+    publish(
+        &publisher,
         &node_name,
         watch.devices.borrow_and_update().clone(),
-    ));
+    );
     let reports = Reports::start(
         client.clone(),
         checkpoint.clone(),
@@ -111,33 +152,43 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         shutdown.clone(),
     );
 
-    let agent = NodeAgent::start(
+    let parts = NodeAgent::start(
         args,
         client,
-        &node_name,
         &inventory,
         Prepared { checkpoint, files },
         hooks,
         &shutdown,
-    )
-    .await?;
+        &readiness,
+    )?;
+    driver.set(parts.driver);
+    let agent = NodeAgent {
+        plugin,
+        nri: parts.nri,
+        hooks: parts.hooks,
+    };
 
+    let mut handover = None;
     let outcome = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
+            request = handover::requested(&handover_requests) => {
+                tracing::info!("a newer netclaim on this node asks to take over: stepping down");
+                handover = Some(request);
+                break Ok(());
+            }
             changed = watch.devices.changed() => {
                 if changed.is_err() {
                     break Err(anyhow::anyhow!("discovery stopped"));
                 }
                 let devices = watch.devices.borrow_and_update().clone();
                 tracing::info!(devices = devices.len(), "publishing the changed device set");
-                publisher.update(driver_resources(&node_name, devices));
+                publish(&publisher, &node_name, devices);
             }
         }
     };
 
     shutdown.cancel();
-    stop_signal.abort();
     match watch.task.await {
         Ok(Err(err)) => tracing::warn!("discovery ended with: {err:#}"),
         Err(err) => tracing::warn!("discovery task failed: {err}"),
@@ -152,8 +203,47 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     }
     reports.stop();
     publisher.shutdown(false).await;
+    slice_metrics.abort();
+    if let Some(request) = handover {
+        // Everything is on disk and nothing acts on the node any more: let the new one in.
+        request.complete(active).await;
+        tracing::info!("handed over to the newer netclaim; idle until SIGTERM");
+        signal.cancelled().await;
+    }
+    stop_signal.abort();
+    signal.cancel();
+    if let Err(err) = http.await {
+        tracing::warn!("the metrics endpoint task failed: {err}");
+    }
     tracing::info!("stopped");
     outcome
+}
+
+/// How long a kubelet call waits for the daemon to take over its node (below the kubelet's
+/// own limit on a DRA call, so the answer is ours: "still starting", retried).
+const PREPARE_WAITS_FOR_START: Duration = Duration::from_secs(30);
+
+/// Hands the device list to the publisher and counts it.
+fn publish(publisher: &ResourceSlicePublisher, node_name: &str, devices: Vec<Device>) {
+    metrics()
+        .published_devices
+        .set(i64::try_from(devices.len()).unwrap_or(i64::MAX));
+    publisher.update(driver_resources(node_name, devices));
+}
+
+/// Counts the publisher's passes: the ones that brought the slices in line, and failures.
+async fn count_slice_passes(mut status: watch::Receiver<PublishStatus>) {
+    let mut seen = status.borrow_and_update().clone();
+    while status.changed().await.is_ok() {
+        let now = status.borrow_and_update().clone();
+        if now.synced_generation > seen.synced_generation {
+            metrics().slice_syncs.inc();
+        }
+        if now.last_error.is_some() && now.last_error != seen.last_error {
+            metrics().slice_errors.inc();
+        }
+        seen = now;
+    }
 }
 
 /// The publisher's input: one pool named after the node.
@@ -284,16 +374,21 @@ struct NodeAgent {
     hooks: PodNetworkHooks,
 }
 
+/// The DRA driver the daemon runs.
+type ClaimDriver = NetclaimDriver<Inventory, PodNetworkHooks, kube::Client>;
+
 impl NodeAgent {
-    async fn start(
+    /// Starts the NRI plugin and builds the DRA driver (the kubelet plugin was started
+    /// before, with a [`Deferred`] driver; the caller fills in `plugin`).
+    fn start(
         args: &RunArgs,
         client: kube::Client,
-        node_name: &str,
         inventory: &Inventory,
         prepared: Prepared,
         hooks: PodNetworkHooks,
         shutdown: &CancellationToken,
-    ) -> Result<Self> {
+        readiness: &Readiness,
+    ) -> Result<AgentParts> {
         let Prepared { checkpoint, files } = prepared;
         let driver_name = &args.discovery.driver_name;
         let nri = NriPlugin::new(
@@ -306,6 +401,7 @@ impl NodeAgent {
             Arc::new(hooks.clone()),
         )
         .context("configuring the NRI plugin")?;
+        readiness.set_nri(nri.connection_state());
         let gate = RuntimeGate::nri(nri.connection_state(), &args.nri_socket);
         let nri = tokio::spawn(run_nri(nri, shutdown.clone()));
         let driver = Arc::new(
@@ -314,17 +410,9 @@ impl NodeAgent {
                 .with_runtime_gate(gate)
                 .with_claim_files(files)
                 .with_allowed_plugins(args.cni.allowed_plugins()?)
-                .with_network_attachments(client.clone()),
+                .with_network_attachments(client),
         );
-        let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), node_name)
-            .kube_client(client)
-            .registrar_dir(&args.registrar_dir)
-            .plugin_data_dir(args.plugins_dir.join(driver_name))
-            .start(driver)
-            .await
-            .context("starting the kubelet DRA plugin")?;
-        tracing::info!(socket = %plugin.dra_socket_path().display(), "DRA plugin serving");
-        Ok(Self { plugin, nri, hooks })
+        Ok(AgentParts { nri, hooks, driver })
     }
 
     async fn stop(self) {
@@ -336,6 +424,13 @@ impl NodeAgent {
         }
         self.hooks.reconciled().await;
     }
+}
+
+/// A [`NodeAgent`] before its kubelet plugin is attached.
+struct AgentParts {
+    nri: tokio::task::JoinHandle<()>,
+    hooks: PodNetworkHooks,
+    driver: Arc<ClaimDriver>,
 }
 
 /// Serves the runtime until shutdown, logging each (re)registration.

@@ -617,6 +617,7 @@ impl Hooks {
         {
             Ok(()) => {
                 self.hold_netns(&sandbox.id, &sandbox.netns);
+                crate::metrics::metrics().late_attaches.inc();
                 Ok(())
             }
             Err(message) => {

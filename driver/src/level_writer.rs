@@ -64,6 +64,11 @@ pub enum Applied {
 pub trait Apply<K, D>: Send + Sync + 'static {
     /// Makes the object of `key` look like `desired`.
     fn apply(&self, key: &K, desired: &D) -> impl Future<Output = Applied> + Send;
+
+    /// The writer's name in metrics (`writer` label).
+    fn name(&self) -> &'static str {
+        "writer"
+    }
 }
 
 struct State<K, D> {
@@ -80,6 +85,8 @@ pub struct LevelWriter<K, D> {
     wake: Arc<Notify>,
     backlog: watch::Sender<usize>,
     backoff: Backoff,
+    /// [`Apply::name`], for metrics.
+    name: &'static str,
 }
 
 impl<K, D> LevelWriter<K, D>
@@ -99,6 +106,7 @@ where
             wake: Arc::new(Notify::new()),
             backlog: watch::channel(0).0,
             backoff,
+            name: apply.name(),
         });
         tokio::spawn(Self::run(Arc::downgrade(&writer), apply));
         writer
@@ -114,6 +122,7 @@ where
 
     fn publish(&self, state: &State<K, D>) {
         self.backlog.send_replace(state.dirty.len());
+        crate::metrics::metrics().writer_backlog(self.name, state.dirty.len());
     }
 
     /// The desired state of `key` becomes `desired`; `merge` combines it with a desired
@@ -229,6 +238,7 @@ where
             Applied::Retry(error) => {
                 let failures = state.dirty.get(&key).map_or(0, |(_, n)| *n) + 1;
                 let delay = self.backoff.delay(failures);
+                crate::metrics::metrics().writer_retry(self.name);
                 tracing::debug!(?key, %error, failures, ?delay, "API write failed; retrying");
                 if failures == 5 {
                     tracing::warn!(?key, %error, "API write keeps failing; still retrying");

@@ -342,6 +342,10 @@ impl AnnotationApply {
 }
 
 impl Apply<String, PodNetworks> for AnnotationApply {
+    fn name(&self) -> &'static str {
+        "network-status"
+    }
+
     async fn apply(&self, _pod_uid: &String, networks: &PodNetworks) -> Applied {
         let pod_name = format!("{}/{}", networks.pod.namespace, networks.pod.name);
         if networks.pod.name.is_empty() {

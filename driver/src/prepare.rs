@@ -53,6 +53,7 @@ use netclaim_api::{
 
 use crate::checkpoint::{Checkpoint, CheckpointError, ClaimIndex, Durability};
 use crate::claim_files::ClaimFiles;
+use crate::metrics::{DraMethod, metrics};
 use crate::network_attachments::{NetworkAttachments, NoNetworkAttachments};
 use crate::nri::plugin::ConnectionState;
 use crate::state::{PodRef, PreparedClaim, PreparedNic};
@@ -126,6 +127,9 @@ pub struct RuntimeGate {
     socket: std::path::PathBuf,
 }
 
+/// How long one prepare call waits for the NRI connection before claims are refused.
+const GATE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl RuntimeGate {
     /// Open while the NRI plugin whose connection `state` reports (on `socket`) is
     /// registered.
@@ -144,6 +148,19 @@ impl RuntimeGate {
         Self {
             state: None,
             socket: std::path::PathBuf::new(),
+        }
+    }
+
+    /// Waits at most `grace` for the gate to open. A daemon that just started (or took
+    /// over in a rolling update) connects to the runtime within milliseconds: a kubelet
+    /// call arriving meanwhile waits for it rather than fail. [`RuntimeGate::check`] then
+    /// says whether it opened.
+    pub async fn settle(&self, grace: std::time::Duration) {
+        if let Some(state) = &self.state {
+            let mut state = state.clone();
+            let connected = state.wait_for(|s| matches!(s, ConnectionState::Connected { .. }));
+            // Timing out (or the plugin gone) is for `check` to report.
+            let _ = tokio::time::timeout(grace, connected).await;
         }
     }
 
@@ -736,18 +753,35 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
 
 impl<H: HostDevices, D: Detacher, N: NetworkAttachments> DraDriver for NetclaimDriver<H, D, N> {
     async fn prepare(&self, claims: Vec<ResourceClaim>) -> BTreeMap<String, PrepareResult> {
+        let started = std::time::Instant::now();
+        self.gate.settle(GATE_GRACE).await;
         let mut results = BTreeMap::new();
         for claim in &claims {
             results.insert(ClaimId::of(claim).uid, self.prepare_claim(claim).await);
         }
+        let failed = results.values().filter(|r| r.is_err()).count();
+        metrics().dra_call(
+            DraMethod::Prepare,
+            results.len() - failed,
+            failed,
+            started.elapsed(),
+        );
         results
     }
 
     async fn unprepare(&self, claims: Vec<ClaimRef>) -> BTreeMap<String, Result<(), ClaimError>> {
+        let started = std::time::Instant::now();
         let mut results = BTreeMap::new();
         for claim in &claims {
             results.insert(claim.uid.clone(), self.unprepare_claim(claim).await);
         }
+        let failed = results.values().filter(|r| r.is_err()).count();
+        metrics().dra_call(
+            DraMethod::Unprepare,
+            results.len() - failed,
+            failed,
+            started.elapsed(),
+        );
         results
     }
 }

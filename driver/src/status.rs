@@ -238,6 +238,10 @@ impl ClaimStatusApply {
 }
 
 impl Apply<String, ClaimStatus> for ClaimStatusApply {
+    fn name(&self) -> &'static str {
+        "claim-status"
+    }
+
     async fn apply(&self, uid: &String, desired: &ClaimStatus) -> Applied {
         let api: Api<ResourceClaim> = Api::namespaced(self.client.clone(), &desired.namespace);
         let body = json!({

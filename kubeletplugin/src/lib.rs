@@ -62,6 +62,7 @@
 //! # }
 //! ```
 
+mod deferred;
 mod dra;
 mod driver;
 mod error;
@@ -71,6 +72,7 @@ pub mod proto;
 mod registration;
 mod sockets;
 
+pub use deferred::Deferred;
 pub use driver::{ClaimError, ClaimRef, DraDriver, PrepareResult, PreparedDevice};
 pub use error::Error;
 pub use health::{DeviceHealth, HealthReporter, HealthStatus};

@@ -450,16 +450,69 @@ impl TestNode {
 
     /// Starts `netclaim run` in the node's netns and waits for the kubelet registration.
     pub async fn start_driver(&mut self) -> Result<()> {
+        let registrations = self.nri_registrations();
+        let sessions = self
+            .runtime_stand_in()
+            .map_or(0, RuntimeStandIn::session_count);
+        let child = self.spawn_driver()?;
+        self.driver = Some(child);
+        self.registered(registrations, sessions).await
+    }
+
+    /// Starts a second `netclaim run` next to the running one, as a DaemonSet rolling
+    /// update with `maxSurge: 1` does: same node, same directories, `extra_args` for the
+    /// new instance (a new `--pod-uid`). Waits until the kubelet stand-in registered it and
+    /// its NRI plugin is connected (it took over), and returns the previous process, which
+    /// keeps running until the caller stops it.
+    pub async fn start_next_driver(&mut self, extra_args: Vec<String>) -> Result<Option<Child>> {
+        let registrations = self.nri_registrations();
+        let sessions = self
+            .runtime_stand_in()
+            .map_or(0, RuntimeStandIn::session_count);
+        self.options.extra_args = extra_args;
+        let child = self.spawn_driver()?;
+        let previous = self.driver.replace(child);
+        self.registered(registrations, sessions).await?;
+        Ok(previous)
+    }
+
+    /// A GET of `path` on the driver's metrics and health endpoint (its default address,
+    /// the node netns's loopback); the status code and the body.
+    pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let netns = std::fs::File::open(format!("/run/netns/{}", self.netns()))?;
+        let path = path.to_owned();
+        // setns affects only the calling thread: a thread of its own enters the node netns.
+        let response = std::thread::spawn(move || -> Result<String> {
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9464))?;
+            stream.set_read_timeout(Some(WAIT))?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .join()
+        .map_err(|_| anyhow!("the HTTP client thread panicked"))??;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("not an HTTP response: {response:?}"))?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| anyhow!("no status code in {head:?}"))?;
+        Ok((status, body.to_owned()))
+    }
+
+    /// Spawns `netclaim run` in the node's netns with the node's paths and the extra args.
+    fn spawn_driver(&self) -> Result<Child> {
         let kubeconfig = self.dir.path().join("kubeconfig");
         self.api.write_kubeconfig(&kubeconfig)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("driver.log"))?;
-        let registrations = self.nri_registrations();
-        let sessions = self
-            .runtime_stand_in()
-            .map_or(0, RuntimeStandIn::session_count);
         let binary = netclaim_binary()?;
         let dir = self.dir.path();
         let sysfs = match &self.options.sysfs_root {
@@ -503,7 +556,11 @@ impl TestNode {
             .stderr(log)
             .spawn()
             .context("starting netclaim run")?;
-        self.driver = Some(child);
+        Ok(child)
+    }
+
+    /// Waits for a driver just started to register with the kubelet and the runtime.
+    async fn registered(&mut self, registrations: usize, sessions: u64) -> Result<()> {
         let dra = self
             .kubelet
             .wait_for_plugin(DRIVER, WAIT)

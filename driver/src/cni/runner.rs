@@ -604,25 +604,31 @@ impl CniRunner {
             Some(left) if left < self.timeout => (left, true),
             _ => (self.timeout, false),
         };
-        let output = run_with_timeout(path, &env, stdin.to_string().as_bytes(), timeout)
-            .await
-            .map_err(|failure| match failure {
-                RunFailure::Spawn(source) => CniError::Spawn {
-                    plugin: plugin_name(Some(plugin)),
-                    command: run.verb.as_str(),
-                    source,
-                },
-                RunFailure::Timeout if cut_by_caller => CniError::OutOfTime {
-                    plugin: plugin_name(Some(plugin)),
-                    command: run.verb.as_str(),
-                    after: timeout,
-                },
-                RunFailure::Timeout => CniError::Timeout {
-                    plugin: plugin_name(Some(plugin)),
-                    command: run.verb.as_str(),
-                    timeout,
-                },
-            })?;
+        let started = Instant::now();
+        let output = run_with_timeout(path, &env, stdin.to_string().as_bytes(), timeout).await;
+        crate::metrics::metrics().observe_cni(
+            &plugin_name(Some(plugin)),
+            run.verb.as_str(),
+            matches!(&output, Ok(output) if output.status.success()),
+            started.elapsed(),
+        );
+        let output = output.map_err(|failure| match failure {
+            RunFailure::Spawn(source) => CniError::Spawn {
+                plugin: plugin_name(Some(plugin)),
+                command: run.verb.as_str(),
+                source,
+            },
+            RunFailure::Timeout if cut_by_caller => CniError::OutOfTime {
+                plugin: plugin_name(Some(plugin)),
+                command: run.verb.as_str(),
+                after: timeout,
+            },
+            RunFailure::Timeout => CniError::Timeout {
+                plugin: plugin_name(Some(plugin)),
+                command: run.verb.as_str(),
+                timeout,
+            },
+        })?;
         if output.status.success() {
             return Ok(output.stdout);
         }

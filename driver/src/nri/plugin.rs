@@ -252,6 +252,7 @@ impl<H: PodSandboxHandler> NriPlugin<H> {
                         Err(error) => tracing::warn!(%error, "NRI session failed"),
                     }
                     self.state.send_replace(ConnectionState::Disconnected);
+                    crate::metrics::metrics().nri_connected.set(0);
                 }
                 Err(error) if !announced_wait => {
                     announced_wait = true;
@@ -330,6 +331,9 @@ impl<H: PodSandboxHandler> NriPlugin<H> {
         if !shutdown.is_cancelled() {
             self.state
                 .send_replace(ConnectionState::Connected { session });
+            let metrics = crate::metrics::metrics();
+            metrics.nri_connected.set(1);
+            metrics.nri_registrations.inc();
             tokio::select! {
                 () = mux.closed() => tracing::warn!("NRI runtime closed the connection; reconnecting"),
                 () = shutdown.cancelled() => {}
@@ -571,6 +575,7 @@ where
                 ?budget,
                 "NRI handler exceeded its deadline; answering DeadlineExceeded"
             );
+            crate::metrics::metrics().observe_hook(what, false, started.elapsed());
             return Err(Status::deadline_exceeded(
                 hook_deadline.expiry_message("its work was still running (it is being undone)"),
             ));
@@ -583,7 +588,7 @@ where
         elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "NRI call answered"
     );
-    match outcome {
+    let answered = match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(message)) => {
             tracing::warn!(what, %message, "NRI handler failed");
@@ -600,7 +605,9 @@ where
                 "netclaim: {what} handler failed: {join_error}"
             )))
         }
-    }
+    };
+    crate::metrics::metrics().observe_hook(what, answered.is_ok(), started.elapsed());
+    answered
 }
 
 /// The `Plugin` service: Configure, Synchronize, Shutdown, StateChange and the dedicated pod
