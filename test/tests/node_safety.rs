@@ -5,8 +5,8 @@
 //! that the user was told what went wrong where it went wrong.
 //!
 //! The disk failures are real: the driver's state directory is a small tmpfs of the test's
-//! own ([`NodeOptions::state_tmpfs_bytes`]), filled up for ENOSPC and remounted read-only
-//! for EROFS.
+//! own ([`NodeOptions::state_tmpfs_bytes`]), filled up for ENOSPC; for EROFS the
+//! checkpoint's directory is bind-mounted read-only onto itself.
 //!
 //! The API outage test really lasts three minutes (the outage is the scenario, not a
 //! wait for something); the file's other tests run next to it.
@@ -364,16 +364,22 @@ fn free_disk(node: &TestNode) {
 }
 
 fn set_read_only(node: &TestNode, read_only: bool) {
-    let mode = if read_only {
-        "remount,ro"
+    checkpoint_read_only(&node.state_dir(), read_only);
+}
+
+/// Makes the checkpoint's directory (`<state>/claims`) read-only (EROFS for every write
+/// of a record) or writable again. A read-only bind mount of the directory onto itself:
+/// the whole state filesystem cannot be remounted read-only while the driver holds its
+/// `active.lock` open for writing.
+fn checkpoint_read_only(state: &Path, read_only: bool) {
+    let claims = state.join("claims").display().to_string();
+    if read_only {
+        run("mount", &["--bind", &claims, &claims]).unwrap();
+        run("mount", &["-o", "remount,bind,ro", &claims]).unwrap();
     } else {
-        "remount,rw"
-    };
-    run(
-        "mount",
-        &["-o", mode, &node.state_dir().display().to_string()],
-    )
-    .unwrap();
+        // Lazily: the driver may have the directory open for a moment.
+        run("umount", &["-l", &claims]).unwrap();
+    }
 }
 
 /// Issue 11: prepare on a full disk and unprepare on a read-only one. Each fails the
@@ -562,7 +568,7 @@ async fn a_run_whose_attached_record_cannot_be_written_fails_and_forgets_nothing
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        run("mount", &["-o", "remount,ro", &state.display().to_string()]).unwrap();
+        checkpoint_read_only(&state, true);
         std::fs::write(&release, "").unwrap();
     };
     // The runtime sends STOP and REMOVE after the failed RUN (the disk still read-only)
