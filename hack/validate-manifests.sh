@@ -2,8 +2,9 @@
 # Validates every manifest in examples/ and what `netclaim devices -o yaml` prints against
 # the OpenAPI-derived schemas of Kubernetes 1.34 (PyPI kubernetes-validate, --strict rejects
 # unknown fields). CEL rules and numeric limits are checked by test/tests/examples.rs.
-# CRDs (the NetworkAttachmentDefinition example) have no schema here: kubernetes-validate
-# warns and skips them; examples.rs checks their spec.config with netclaim's parser.
+# Custom resources (the NetworkAttachmentDefinition and PodNetwork examples) have no schema
+# here: kubernetes-validate warns and skips them; examples.rs checks a NAD's spec.config and
+# a PodNetwork's spec.parameters with netclaim's parsers (the CRD itself is validated here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/pyvenv

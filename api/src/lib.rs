@@ -10,6 +10,8 @@
 //!   NetworkAttachmentDefinition reference).
 //! - [`policy`]: the tenant boundary: the CNI plugin allowlist, what a claim may never set
 //!   in a network, plugin field overrides.
+//! - [`podnetwork`]: the multi-network API's PodNetwork resource and the parameters of
+//!   the networks netclaim provides.
 //! - [`schema`]: the JSON Schema of [`NetworkConfig`].
 
 pub mod attributes;
@@ -19,6 +21,7 @@ pub mod error;
 pub mod mac;
 pub mod merge;
 pub mod parse;
+pub mod podnetwork;
 pub mod policy;
 pub mod schema;
 pub mod validate;

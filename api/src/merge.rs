@@ -7,9 +7,10 @@
 //! 1. Only entries that apply to the request take part ([`configs_for_request`]): an entry
 //!    with no `requests` applies to every request; otherwise it applies to the requests it
 //!    names, and an entry naming `main` also applies to the subrequests `main/<sub>`.
-//! 2. They are ordered: DeviceClass configs first, then claim configs; within each source by
-//!    their position in the object's list (`index`). This is the order DRA gives them to
-//!    drivers: the class sets defaults, the claim refines them.
+//! 2. They are ordered: the device's PodNetwork config first (see [`crate::podnetwork`]),
+//!    then DeviceClass configs, then claim configs; within each source by their position
+//!    in the object's list (`index`). DeviceClass before claim is the order DRA gives them
+//!    to drivers: the network and the class set defaults, the claim refines them.
 //! 3. Later wins, field by field ([`merge_configs`]):
 //!    - optional fields (`name`, `mtu`, `hardwareAddress`): a later value that is set wins;
 //!    - `sysctls`: merged per sysctl, a later value that is set wins;
@@ -21,7 +22,8 @@
 //!    (inline or by reference) replaces the earlier network whole; a set `deviceField`
 //!    wins; `pluginOverrides` merge per path, later winning; `claimMayOverride` and
 //!    `claimMayBring` are the union of the class configs'.
-//! 5. The DeviceClass decides what a claim may say about CNI (the tenant boundary, see
+//! 5. The DeviceClass (and the PodNetwork, which counts as a class config here) decides
+//!    what a claim may say about CNI (the tenant boundary, see
 //!    [`crate::policy`]); anything else a claim sets is an error naming the claim config
 //!    and the field (`claim config[0]: cni.plugins: ...`):
 //!    - a network of its own (`cni.cniVersion`/`name`/`plugins`) only with
@@ -57,15 +59,28 @@ use crate::policy::is_path_key;
 /// Where an opaque config came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConfigSource {
-    /// The DeviceClass's `spec.config`; applied first.
+    /// The `spec.parameters.config` of the PodNetwork the device belongs to
+    /// ([`crate::podnetwork`]); applied first. Admin-owned like a DeviceClass config: it
+    /// takes part in what claims are granted, and claims refine it only where allowed.
+    Network,
+    /// The DeviceClass's `spec.config`; applied after the network's.
     Class,
     /// The ResourceClaim's `spec.devices.config`; applied after the class's.
     Claim,
 }
 
+impl ConfigSource {
+    /// Whether an admin writes configs from this source (a PodNetwork or a DeviceClass),
+    /// as opposed to the claim's tenant.
+    pub fn is_admin(self) -> bool {
+        matches!(self, ConfigSource::Network | ConfigSource::Class)
+    }
+}
+
 impl fmt::Display for ConfigSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            ConfigSource::Network => "podNetwork",
             ConfigSource::Class => "class",
             ConfigSource::Claim => "claim",
         })
@@ -294,7 +309,7 @@ impl Grants {
         let mut grants = Grants::default();
         for cni in ordered
             .iter()
-            .filter(|c| c.source == ConfigSource::Class)
+            .filter(|c| c.source.is_admin())
             .filter_map(|c| c.config.cni.as_ref())
         {
             grants.owns_network |= cni.has_network();
@@ -354,7 +369,7 @@ impl Grants {
 fn check_claim_overrides(ordered: &[&SourcedConfig]) -> Result<(), ConfigError> {
     let grants = Grants::of(ordered);
     let mut problems = Problems::default();
-    for class in ordered.iter().filter(|c| c.source == ConfigSource::Class) {
+    for class in ordered.iter().filter(|c| c.source.is_admin()) {
         if let Some(cni) = &class.config.cni
             && !cni.plugin_overrides.is_empty()
         {

@@ -316,8 +316,10 @@ impl NetworkAuthor {
     /// ```
     pub fn of(source: ConfigSource, nad_namespace: Option<&str>, claim_namespace: &str) -> Self {
         match (source, nad_namespace) {
-            (ConfigSource::Class, None) => NetworkAuthor::Admin,
-            (ConfigSource::Class, Some(namespace)) if namespace != claim_namespace => {
+            (ConfigSource::Class | ConfigSource::Network, None) => NetworkAuthor::Admin,
+            (ConfigSource::Class | ConfigSource::Network, Some(namespace))
+                if namespace != claim_namespace =>
+            {
                 NetworkAuthor::Admin
             }
             _ => NetworkAuthor::Claim,

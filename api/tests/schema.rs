@@ -77,3 +77,34 @@ fn required_fields_are_required() {
     let route = &schema["$defs"]["RouteConfig"];
     assert_eq!(route["required"], serde_json::json!(["destination"]));
 }
+
+const PARAMETERS_SCHEMA_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/schema/podnetwork-parameters.schema.json"
+);
+
+/// The committed schema of a PodNetwork's `spec.parameters` matches the types, and is
+/// closed like the NetworkConfig schema (same update procedure as above).
+#[test]
+fn committed_podnetwork_parameters_schema_is_current() {
+    let generated = netclaim_api::podnetwork::parameters_schema_text();
+    let committed = std::fs::read_to_string(Path::new(PARAMETERS_SCHEMA_FILE)).unwrap_or_default();
+    if committed != generated {
+        if std::env::var_os("NETCLAIM_UPDATE_SCHEMA").is_some() {
+            std::fs::write(PARAMETERS_SCHEMA_FILE, &generated).unwrap();
+        }
+        panic!(
+            "{PARAMETERS_SCHEMA_FILE} is stale; rewrite it with NETCLAIM_UPDATE_SCHEMA=1 (that run fails), review and commit it"
+        );
+    }
+    let mut seen = 0;
+    assert_closed_objects(
+        &netclaim_api::podnetwork::parameters_schema(),
+        "",
+        &mut seen,
+    );
+    assert!(
+        seen >= 2,
+        "the parameters and the nested NetworkConfig are objects"
+    );
+}

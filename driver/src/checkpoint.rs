@@ -854,6 +854,7 @@ mod tests {
                 failure: None,
                 rdma: None,
                 consumed_capacity: Default::default(),
+                pod_network: None,
             }],
         }
     }

@@ -61,6 +61,25 @@ pub enum Command {
     /// Run CNI CHECK for the CNI-mode attachments on this node (read-only; exits non-zero
     /// when one fails).
     Check(CheckArgs),
+    /// Run the PodNetwork condition writer (one replica per cluster, a Deployment): sets
+    /// Accepted, Ready and Conflicted on the PodNetworks this driver provides.
+    Controller(ControllerArgs),
+}
+
+/// Flags of `netclaim controller`.
+#[derive(Clone, Debug, Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig file; without one, the in-cluster service account is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The DRA driver name (the attribute domain; whose ResourceSlices are read).
+    #[arg(long, env = "NETCLAIM_DRIVER_NAME", default_value = netclaim_api::DRIVER_NAME)]
+    pub driver_name: String,
+
+    /// Serve PodNetworks whose spec.provider is this (default: the driver name).
+    #[arg(long, env = "NETCLAIM_POD_NETWORK_PROVIDER")]
+    pub pod_network_provider: Option<String>,
 }
 
 /// Log output formats.
@@ -135,9 +154,24 @@ pub struct DiscoveryArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SHARED_CHILDREN))
     )]
     pub shared_children: u32,
+
+    /// Serve the PodNetworks (multinetwork.networking.k8s.io) whose spec.provider is this
+    /// (default: the driver name): a device exactly one Ready PodNetwork selects gets the
+    /// attribute <driver name>/podNetwork. An empty value turns PodNetworks off.
+    #[arg(long, env = "NETCLAIM_POD_NETWORK_PROVIDER")]
+    pub pod_network_provider: Option<String>,
 }
 
 impl DiscoveryArgs {
+    /// The PodNetwork provider name served, `None` when PodNetworks are off.
+    pub fn pod_network_provider(&self) -> Option<String> {
+        match &self.pod_network_provider {
+            None => Some(self.driver_name.clone()),
+            Some(provider) if provider.trim().is_empty() => None,
+            Some(provider) => Some(provider.clone()),
+        }
+    }
+
     /// The discovery configuration; fails on an invalid filter.
     pub fn discovery_config(&self) -> Result<DiscoveryConfig> {
         let filter = match self.filter.as_deref().filter(|f| !f.trim().is_empty()) {
@@ -443,11 +477,63 @@ pub struct DevicesArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+
+    /// PodNetworks to place the devices in (a YAML file: PodNetwork documents, or a List
+    /// as `kubectl get podnetworks -o yaml` prints; other objects are skipped): each enabled one of this provider
+    /// with valid parameters counts as Ready, and the NETWORK column shows each device's.
+    #[arg(long)]
+    pub pod_networks: Option<PathBuf>,
+}
+
+/// The PodNetworks in `path` (see [`DevicesArgs::pod_networks`]).
+///
+/// # Errors
+/// The file cannot be read or parsed, or a PodNetwork in it does not decode.
+pub fn read_pod_networks(path: &std::path::Path) -> Result<Vec<crate::podnetwork::PodNetwork>> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --pod-networks {}", path.display()))?;
+    let mut networks = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_json::Value::deserialize(document)
+            .with_context(|| format!("parsing --pod-networks {}", path.display()))?;
+        let items = match value.get("kind").and_then(serde_json::Value::as_str) {
+            Some("List" | "PodNetworkList") => value
+                .get("items")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            Some("PodNetwork") => vec![value],
+            // Other objects of a manifest (DeviceClasses, claims) are skipped.
+            Some(_) => continue,
+            None if value.is_null() => continue,
+            None => anyhow::bail!("--pod-networks {}: a document without kind", path.display()),
+        };
+        for item in items {
+            networks.push(
+                serde_json::from_value(item).with_context(|| {
+                    format!("--pod-networks {}: not a PodNetwork", path.display())
+                })?,
+            );
+        }
+    }
+    Ok(networks)
 }
 
 /// `netclaim devices`: one discovery pass in this process's netns, printed to `out`.
 pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
-    let config = args.discovery.discovery_config()?;
+    let mut config = args.discovery.discovery_config()?;
+    if let (Some(path), Some(provider)) =
+        (&args.pod_networks, args.discovery.pod_network_provider())
+    {
+        let networks = crate::podnetwork::PodNetworks::default();
+        networks.replace(crate::podnetwork::NetworkSet::assuming_ready(
+            &read_pod_networks(path)?,
+            &provider,
+            &args.discovery.driver_name,
+        ));
+        config.pod_networks = Some(networks);
+    }
     let discovery = Discovery::open(config)?;
     let report = discovery.report().await?;
     let node = args.discovery.node_name_or_hostname();
@@ -473,9 +559,9 @@ pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
 /// Writes the devices as a table, then the interfaces left out.
 pub fn write_table(report: &Report, out: &mut impl Write) -> Result<()> {
     let header = [
-        "DEVICE", "IFNAME", "TYPE", "PCI", "NUMA", "MTU", "STATE", "IPV4",
+        "DEVICE", "IFNAME", "TYPE", "PCI", "NUMA", "MTU", "STATE", "IPV4", "NETWORK",
     ];
-    let rows: Vec<[String; 8]> = report.devices.iter().map(table_row).collect();
+    let rows: Vec<[String; 9]> = report.devices.iter().map(table_row).collect();
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -505,7 +591,7 @@ pub fn write_table(report: &Report, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-fn table_row(device: &Device) -> [String; 8] {
+fn table_row(device: &Device) -> [String; 9] {
     let attr = |name: &str| -> String {
         let Some(a) = device.attributes.as_ref().and_then(|m| m.get(name)) else {
             return "-".to_owned();
@@ -526,5 +612,56 @@ fn table_row(device: &Device) -> [String; 8] {
         attr(MTU),
         attr(STATE),
         attr(IPV4),
+        attr(netclaim_api::podnetwork::POD_NETWORK_ATTRIBUTE),
     ]
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_shows_each_devices_network_from_a_pod_networks_file() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/podnetwork");
+        let networks = read_pod_networks(&example.join("multi-network-poc.yaml")).unwrap();
+        let names: Vec<&str> = networks.iter().map(|n| n.name()).collect();
+        assert_eq!(names, ["my-dummy-network"], "other kinds are skipped");
+        let set = crate::podnetwork::NetworkSet::assuming_ready(
+            &networks,
+            netclaim_api::DRIVER_NAME,
+            netclaim_api::DRIVER_NAME,
+        );
+        let mut devices: Vec<Device> = ["dummy0", "eth1"]
+            .iter()
+            .map(|if_name| {
+                serde_json::from_value(serde_json::json!({
+                    "name": format!("nic-{if_name}"),
+                    "attributes": {"ifName": {"string": if_name}}
+                }))
+                .unwrap()
+            })
+            .collect();
+        for device in &mut devices {
+            set.label(netclaim_api::DRIVER_NAME, device);
+        }
+        let report = Report {
+            devices,
+            ..Report::default()
+        };
+        let mut out = Vec::new();
+        write_table(&report, &mut out).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("NETWORK"), "{table}");
+        assert!(
+            lines[1].starts_with("nic-dummy0") && lines[1].ends_with("my-dummy-network"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("nic-eth1") && lines[2].ends_with('-'),
+            "{table}"
+        );
+    }
 }

@@ -53,6 +53,8 @@ use crate::level_writer::Backoff;
 use crate::metrics::metrics;
 use crate::netlink::NetHandle;
 use crate::nri::plugin::{ConnectionState, NriConfig, NriPlugin};
+use crate::podnetwork::PodNetworks;
+use crate::podnetwork::agent::AgentConfig;
 use crate::prepare::{NetclaimDriver, RuntimeGate};
 use crate::reports::Reports;
 use crate::serve::{self, Readiness};
@@ -64,7 +66,12 @@ const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: &RunArgs) -> Result<()> {
     args.validate()?;
-    let config = args.discovery.discovery_config()?;
+    let mut config = args.discovery.discovery_config()?;
+    let pod_networks = args
+        .discovery
+        .pod_network_provider()
+        .map(|provider| (provider, PodNetworks::default()));
+    config.pod_networks = pod_networks.as_ref().map(|(_, networks)| networks.clone());
     let Some(node_name) = args.discovery.node_name.clone() else {
         bail!("the node name is required: pass --node-name or set NODE_NAME");
     };
@@ -109,6 +116,19 @@ pub async fn run(args: &RunArgs) -> Result<()> {
 
     let discovery = Discovery::open(config).context("starting discovery")?;
     let inventory: Inventory = discovery.inventory();
+    if let Some((provider, networks)) = &pod_networks {
+        tracing::info!(%provider, "serving PodNetworks");
+        tokio::spawn(crate::podnetwork::agent::run(
+            client.clone(),
+            AgentConfig {
+                provider: provider.clone(),
+                driver: driver_name.clone(),
+            },
+            networks.clone(),
+            inventory.clone(),
+            shutdown.clone(),
+        ));
+    }
     let hooks = PodNetworkHooks::new(
         checkpoint.clone(),
         NetHandle::current().context("opening netlink in the host namespace")?,
@@ -156,7 +176,11 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         args,
         client,
         &inventory,
-        Prepared { checkpoint, files },
+        Prepared {
+            checkpoint,
+            files,
+            pod_networks: pod_networks.map(|(_, networks)| networks),
+        },
         hooks,
         &shutdown,
         &readiness,
@@ -328,9 +352,32 @@ async fn claim_files(args: &RunArgs, checkpoint: &Checkpoint) -> Result<ClaimFil
     Ok(files)
 }
 
+/// `netclaim controller`: the PodNetwork condition writer, until SIGTERM or SIGINT.
+pub async fn run_controller(args: &crate::cli::ControllerArgs) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    let stop_signal = shutdown_on_signal(shutdown.clone())?;
+    let client = client_from(args.kubeconfig.as_deref()).await?;
+    let config = crate::podnetwork::controller::ControllerConfig {
+        provider: args
+            .pod_network_provider
+            .clone()
+            .unwrap_or_else(|| args.driver_name.clone()),
+        driver: args.driver_name.clone(),
+    };
+    tracing::info!(provider = %config.provider, "PodNetwork controller started");
+    crate::podnetwork::controller::run(client, config, shutdown).await;
+    stop_signal.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// The client from `--kubeconfig` / `KUBECONFIG`, or the in-cluster service account.
 async fn kube_client(args: &RunArgs) -> Result<kube::Client> {
-    let config = match &args.kubeconfig {
+    client_from(args.kubeconfig.as_deref()).await
+}
+
+async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -364,6 +411,8 @@ fn shutdown_on_signal(shutdown: CancellationToken) -> Result<tokio::task::JoinHa
 struct Prepared {
     checkpoint: Arc<Checkpoint>,
     files: ClaimFiles,
+    /// The PodNetworks served, when they are.
+    pod_networks: Option<PodNetworks>,
 }
 
 /// The parts that act on claims: the DRA kubelet plugin and the NRI plugin, sharing the
@@ -389,7 +438,11 @@ impl NodeAgent {
         shutdown: &CancellationToken,
         readiness: &Readiness,
     ) -> Result<AgentParts> {
-        let Prepared { checkpoint, files } = prepared;
+        let Prepared {
+            checkpoint,
+            files,
+            pod_networks,
+        } = prepared;
         let driver_name = &args.discovery.driver_name;
         let nri = NriPlugin::new(
             NriConfig {
@@ -404,14 +457,15 @@ impl NodeAgent {
         readiness.set_nri(nri.connection_state());
         let gate = RuntimeGate::nri(nri.connection_state(), &args.nri_socket);
         let nri = tokio::spawn(run_nri(nri, shutdown.clone()));
-        let driver = Arc::new(
-            NetclaimDriver::new(checkpoint, inventory.clone(), hooks.clone())
-                .with_driver_name(driver_name.clone())
-                .with_runtime_gate(gate)
-                .with_claim_files(files)
-                .with_allowed_plugins(args.cni.allowed_plugins()?)
-                .with_network_attachments(client),
-        );
+        let mut driver = NetclaimDriver::new(checkpoint, inventory.clone(), hooks.clone())
+            .with_driver_name(driver_name.clone())
+            .with_runtime_gate(gate)
+            .with_claim_files(files)
+            .with_allowed_plugins(args.cni.allowed_plugins()?);
+        if let Some(networks) = pod_networks {
+            driver = driver.with_pod_networks(networks);
+        }
+        let driver = Arc::new(driver.with_network_attachments(client));
         Ok(AgentParts { nri, hooks, driver })
     }
 

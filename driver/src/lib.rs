@@ -26,6 +26,7 @@ pub mod netlink;
 pub mod network_attachments;
 pub mod network_status;
 pub mod nri;
+pub mod podnetwork;
 pub mod prepare;
 pub mod rdma;
 pub mod reports;

@@ -1,5 +1,5 @@
 //! The `netclaim` binary: `netclaim run` (the node daemon), `netclaim devices` and
-//! `netclaim check`.
+//! `netclaim check` and `netclaim controller` (the PodNetwork condition writer).
 
 use std::process::ExitCode;
 
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Devices(args) => {
                 netclaim::cli::devices(args, &mut std::io::stdout().lock()).await
             }
+            Command::Controller(args) => netclaim::daemon::run_controller(args).await,
             Command::Check(args) => {
                 let runner = args.cni.runner(&args.state_dir)?;
                 let mut out = std::io::stdout().lock();

@@ -10,6 +10,7 @@
 //! [`crate::level_writer::LevelWriter`] keeps writing the latest state until it is there.
 //!
 //! Which network an entry names:
+//! - a device of a PodNetwork (either mode): the PodNetwork's name;
 //! - static mode (netclaim moves the NIC itself): `<claim namespace>/<claim name>`, since
 //!   the claim is what the user asked for the interface with, and it is unique in the
 //!   cluster as a NetworkAttachmentDefinition's `<namespace>/<name>` is;
@@ -200,6 +201,8 @@ pub fn entry_for(claim: &PreparedClaim, nic: &PreparedNic) -> Option<NetworkStat
     }
     let network = attachment.network.as_ref()?;
     let ifname = &network.data.interface_name;
+    // A PodNetwork names the network cluster-wide: it is the name users look for.
+    let name_of = |otherwise: String| nic.pod_network.clone().unwrap_or(otherwise);
     Some(match &network.cni_result {
         Some(raw) => {
             // ADD checked the result; only a corrupt record could give one that does not
@@ -211,14 +214,14 @@ pub fn entry_for(claim: &PreparedClaim, nic: &PreparedNic) -> Option<NetworkStat
                 .find(|interface| &interface.name == ifname && interface.sandbox.is_some())
                 .and_then(|interface| interface.pci_id.clone());
             NetworkStatusEntry::from_cni_result(
-                &cni_network_name(nic),
+                &name_of(cni_network_name(nic)),
                 ifname,
                 &result,
                 pci_address.as_deref(),
             )
         }
         None => NetworkStatusEntry::from_static(
-            &static_network_name(claim),
+            &name_of(static_network_name(claim)),
             ifname,
             &network.data.ips,
             network.data.hardware_address.as_deref(),
@@ -648,5 +651,10 @@ mod tests {
             ..nic
         };
         assert_eq!(entry_for(&claim, &from_nad).unwrap().name, "net-ns/macnet");
+        let on_network = PreparedNic {
+            pod_network: Some("blue-net".into()),
+            ..from_nad
+        };
+        assert_eq!(entry_for(&claim, &on_network).unwrap().name, "blue-net");
     }
 }

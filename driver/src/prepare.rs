@@ -56,6 +56,7 @@ use crate::claim_files::ClaimFiles;
 use crate::metrics::{DraMethod, metrics};
 use crate::network_attachments::{NetworkAttachments, NoNetworkAttachments};
 use crate::nri::plugin::ConnectionState;
+use crate::podnetwork::PodNetworks;
 use crate::state::{PodRef, PreparedClaim, PreparedNic};
 
 /// A host NIC a published device stands for.
@@ -200,6 +201,7 @@ pub struct NetclaimDriver<H, D, N = NoNetworkAttachments> {
     gate: RuntimeGate,
     files: Option<ClaimFiles>,
     allowed_plugins: PluginAllowlist,
+    pod_networks: Option<PodNetworks>,
 }
 
 impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
@@ -215,6 +217,7 @@ impl<H: HostDevices, D: Detacher> NetclaimDriver<H, D> {
             gate: RuntimeGate::always_open(),
             files: None,
             allowed_plugins: PluginAllowlist::default(),
+            pod_networks: None,
         }
     }
 }
@@ -235,6 +238,7 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             gate: self.gate,
             files: self.files,
             allowed_plugins: self.allowed_plugins,
+            pod_networks: self.pod_networks,
         }
     }
 
@@ -261,6 +265,14 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
     /// default [`netclaim_api::policy::DEFAULT_ALLOWED_PLUGINS`]).
     pub fn with_allowed_plugins(mut self, allowed: PluginAllowlist) -> Self {
         self.allowed_plugins = allowed;
+        self
+    }
+
+    /// Serves PodNetworks: a device's network config is merged under the class's and the
+    /// claim's, and a device of a network that is not Ready is refused
+    /// ([`crate::podnetwork::NetworkSet::for_prepare`]).
+    pub fn with_pod_networks(mut self, networks: PodNetworks) -> Self {
+        self.pod_networks = Some(networks);
         self
     }
 
@@ -410,6 +422,35 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
             "device {} (pool {}, request {})",
             result.device, result.pool, result.request
         );
+        let host = self
+            .host
+            .host_nic(&result.device)
+            .ok_or_else(|| format!("{what}: not found on this node (the NIC is gone or renamed)"));
+        let pod_network = match &host {
+            Ok(host) => self
+                .pod_network_of(host)
+                .map_err(|why| format!("{what}: {why}")),
+            Err(_) => Ok(None),
+        };
+        // The device's PodNetwork config comes first, as an admin's (see
+        // netclaim_api::merge): the class and the claim refine it where allowed.
+        let with_network: Vec<SourcedConfig>;
+        let configs = match &pod_network {
+            Ok(Some((name, Some(config)))) => {
+                let mut all = configs.to_vec();
+                let parsed = SourcedConfig {
+                    source: ConfigSource::Network,
+                    requests: Vec::new(),
+                    index: 0,
+                    config: config.clone(),
+                };
+                tracing::debug!(network = %name, device = %result.device, "merging the PodNetwork's config");
+                all.push(parsed);
+                with_network = all;
+                with_network.as_slice()
+            }
+            _ => configs,
+        };
         // Each config was validated when parsed; what is left are conflicts between the
         // configs that apply to this request, so name the device they meet on.
         let merged = merge_for_request(configs, &result.request).map_err(|error| {
@@ -418,14 +459,14 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
                 .map(|problem| format!("{what}: {problem}"))
                 .collect::<Vec<_>>()
         });
-        let host = self
-            .host
-            .host_nic(&result.device)
-            .ok_or_else(|| format!("{what}: not found on this node (the NIC is gone or renamed)"));
-        let (merged, host) = match (merged, host) {
-            (Ok(merged), Ok(host)) => (merged, host),
-            (merged, host) => {
-                let mut problems = merged.err().unwrap_or_default();
+        let (merged, host, pod_network) = match (merged, host, pod_network) {
+            (Ok(merged), Ok(host), Ok(pod_network)) => {
+                (merged, host, pod_network.map(|(name, _)| name))
+            }
+            (merged, host, pod_network) => {
+                let mut problems = Vec::new();
+                problems.extend(pod_network.err());
+                problems.extend(merged.err().unwrap_or_default());
                 problems.extend(host.err());
                 return Err(problems);
             }
@@ -489,8 +530,24 @@ impl<H: HostDevices, D: Detacher, N: NetworkAttachments> NetclaimDriver<H, D, N>
                 .flatten()
                 .map(|(name, quantity)| (name.clone(), quantity.0.clone()))
                 .collect(),
+            pod_network,
         };
         Ok((nic, host.shared_children))
+    }
+
+    /// The PodNetwork of the device `host` stands for, with its config (see
+    /// [`crate::podnetwork::NetworkSet::for_prepare`]); `None` without PodNetworks.
+    fn pod_network_of(
+        &self,
+        host: &HostNic,
+    ) -> Result<Option<(String, Option<NetworkConfig>)>, String> {
+        let (Some(networks), Some(published)) = (&self.pod_networks, &host.published) else {
+            return Ok(None);
+        };
+        let Ok(device) = serde_json::from_value(published.clone()) else {
+            return Ok(None);
+        };
+        networks.current().for_prepare(&self.driver_name, &device)
     }
 
     /// CNI mode: the network list to run for the device, with the device substituted into

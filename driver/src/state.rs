@@ -103,6 +103,11 @@ pub struct PreparedNic {
     /// scheduler wrote it. Empty for a device allocated whole.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub consumed_capacity: BTreeMap<String, String>,
+    /// The PodNetwork the device belonged to at prepare (its config was merged under the
+    /// class's and the claim's); reported as `status.devices[].data.podNetwork` and as the
+    /// network name of the pod's network-status entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_network: Option<String>,
 }
 
 /// The RDMA side of a prepared NIC (see [`PreparedNic::rdma`]).

@@ -150,11 +150,30 @@ fn device_entry(driver_name: &str, nic: &PreparedNic, condition: &Condition) -> 
         .and_then(|a| a.network.as_ref());
     if let Some(network) = network {
         entry["networkData"] = network_data(&nic.device, &network.data);
-        if let Some(data) = device_data(&nic.device, network.cni_result.as_ref()) {
+        let data = device_data(&nic.device, network.cni_result.as_ref());
+        if let Some(data) = with_pod_network(data, nic.pod_network.as_deref()) {
             entry["data"] = data;
         }
     }
     entry
+}
+
+/// `data` with the device's PodNetwork (`{"podNetwork": "<name>"}`, the multi-network
+/// API's contract) added: next to the CNI result's own keys in CNI mode, so both read as
+/// before (a CNI result has no `podNetwork` key).
+fn with_pod_network(data: Option<Value>, pod_network: Option<&str>) -> Option<Value> {
+    let Some(name) = pod_network else {
+        return data;
+    };
+    let mut data = match data {
+        Some(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    data.insert(
+        netclaim_api::podnetwork::DEVICE_DATA_KEY.to_owned(),
+        json!(name),
+    );
+    Some(Value::Object(data))
 }
 
 /// `data`: the raw CNI result, left out (with a log) when over the API's limit rather than
@@ -403,6 +422,23 @@ mod tests {
         }
         let status = claim_status(&claim(vec![nic]), "netclaim.dev");
         assert_eq!(status.devices[0]["data"], result);
+    }
+
+    #[test]
+    fn the_pod_network_goes_in_data_next_to_the_cni_result() {
+        let result = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "net1"}]});
+        let mut nic = attached(1);
+        nic.pod_network = Some("blue-net".into());
+        let status = claim_status(&claim(vec![nic.clone()]), "netclaim.dev");
+        assert_eq!(status.devices[0]["data"], json!({"podNetwork": "blue-net"}));
+        if let Some(network) = nic.attachment.as_mut().and_then(|a| a.network.as_mut()) {
+            network.cni_result = Some(result.clone());
+        }
+        let status = claim_status(&claim(vec![nic]), "netclaim.dev");
+        let data = &status.devices[0]["data"];
+        assert_eq!(data["podNetwork"], "blue-net");
+        assert_eq!(data["cniVersion"], result["cniVersion"]);
+        assert_eq!(data["interfaces"], result["interfaces"]);
     }
 
     #[test]

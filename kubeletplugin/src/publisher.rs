@@ -241,6 +241,10 @@ impl Worker {
             if !dirty || retry_at.is_some() {
                 continue;
             }
+            // A watch event can win the race with the first update: its pass then takes the
+            // new desired state, which counts as new even when nothing had to be written
+            // (a restart or a handover finds its slices already in place).
+            new_desired |= desired.has_changed().unwrap_or(false);
             let Some(resources) = desired.borrow_and_update().clone() else {
                 continue;
             };

@@ -9,4 +9,5 @@ pub mod kubelet;
 pub mod netns;
 pub mod node;
 pub mod nri_wire;
+pub mod podnetwork;
 pub mod runtime;

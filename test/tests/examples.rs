@@ -53,6 +53,65 @@ struct Seen {
     classes: BTreeMap<String, Vec<netclaim_api::SourcedConfig>>,
     /// Claim templates: (origin, request, class name, claim configs for it).
     requests: Vec<(String, String, String, Vec<netclaim_api::SourcedConfig>)>,
+    /// PodNetworks of netclaim with a config, by name.
+    networks: BTreeMap<String, netclaim_api::NetworkConfig>,
+}
+
+/// The PodNetwork CRD says what netclaim's types read: cluster-scoped, a status
+/// subresource, `spec.enabled` defaulting to true, `spec.provider` required and immutable,
+/// free-form `spec.parameters`, conditions keyed by type.
+fn check_pod_network_crd(doc: &serde_json::Value, origin: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crd: CustomResourceDefinition = serde_json::from_value(doc.clone()).unwrap();
+    assert_eq!(crd.spec.group, netclaim_api::podnetwork::GROUP, "{origin}");
+    assert_eq!(
+        crd.spec.names.kind,
+        netclaim_api::podnetwork::KIND,
+        "{origin}"
+    );
+    assert_eq!(
+        crd.spec.names.plural,
+        netclaim_api::podnetwork::PLURAL,
+        "{origin}"
+    );
+    assert_eq!(crd.spec.scope, "Cluster", "{origin}");
+    let version = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.name == netclaim_api::podnetwork::VERSION)
+        .unwrap_or_else(|| panic!("{origin}: no v1alpha1"));
+    assert!(version.served && version.storage, "{origin}");
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some(),
+        "{origin}: no status subresource"
+    );
+    let schema = serde_json::to_value(&version.schema).unwrap();
+    let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["properties"]["enabled"]["default"], true, "{origin}");
+    assert_eq!(
+        spec["required"],
+        serde_json::json!(["provider"]),
+        "{origin}"
+    );
+    assert_eq!(
+        spec["properties"]["provider"]["x-kubernetes-validations"][0]["rule"], "self == oldSelf",
+        "{origin}"
+    );
+    assert_eq!(
+        spec["properties"]["parameters"]["x-kubernetes-preserve-unknown-fields"], true,
+        "{origin}"
+    );
+    let conditions = &schema["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"]),
+        "{origin}"
+    );
 }
 
 fn documents(path: &Path) -> Vec<serde_json::Value> {
@@ -155,8 +214,14 @@ fn check_request(request: &DeviceRequest, origin: &str, seen: &mut Seen) {
     }
 }
 
-fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
+fn check_document(mut doc: serde_json::Value, origin: &str, seen: &mut Seen) {
     let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+    // The multi-network proof of concept's samples are resource.k8s.io/v1beta2: v1 was
+    // promoted from v1beta2 with the same DeviceClass and ResourceClaim fields (the
+    // schema check runs on the v1beta2 schema itself), so they are read as v1 here.
+    if doc["apiVersion"] == "resource.k8s.io/v1beta2" {
+        doc["apiVersion"] = "resource.k8s.io/v1".into();
+    }
     match kind.as_str() {
         "DeviceClass" => {
             let class: DeviceClass = serde_json::from_value(doc).unwrap();
@@ -255,6 +320,48 @@ fn check_document(doc: serde_json::Value, origin: &str, seen: &mut Seen) {
             check_daemonset_gives_what_the_binary_needs(container, origin);
         }
         "NetworkAttachmentDefinition" => check_nad(&doc, origin),
+        "CustomResourceDefinition" => check_pod_network_crd(&doc, origin),
+        "PodNetwork" => {
+            let network: netclaim::podnetwork::PodNetwork = serde_json::from_value(doc).unwrap();
+            if network.spec.provider == netclaim_api::DRIVER_NAME {
+                let parsed = netclaim::podnetwork::parse(&network.spec, netclaim_api::DRIVER_NAME)
+                    .unwrap_or_else(|e| panic!("{origin}: PodNetwork parameters rejected: {e}"));
+                if let Some(config) = parsed.config {
+                    seen.networks.insert(network.name().to_owned(), config);
+                }
+                seen.selectors += 1;
+            }
+        }
+        "ResourceClaim" => {
+            let claim: k8s_openapi::api::resource::v1::ResourceClaim =
+                serde_json::from_value(doc).unwrap();
+            for request in claim
+                .spec
+                .devices
+                .unwrap_or_default()
+                .requests
+                .iter()
+                .flatten()
+            {
+                check_request(request, origin, seen);
+            }
+        }
+        "Deployment" => {
+            let deployment: k8s_openapi::api::apps::v1::Deployment =
+                serde_json::from_value(doc).unwrap();
+            let spec = deployment.spec.unwrap();
+            assert_eq!(
+                spec.replicas,
+                Some(1),
+                "{origin}: the condition writer runs once"
+            );
+            let container = &spec.template.spec.unwrap().containers[0];
+            assert_eq!(
+                container.args.as_deref(),
+                Some(&["controller".to_owned()][..]),
+                "{origin}"
+            );
+        }
         "ServiceAccount" => drop(serde_json::from_value::<ServiceAccount>(doc).unwrap()),
         "ClusterRole" => drop(serde_json::from_value::<ClusterRole>(doc).unwrap()),
         "ClusterRoleBinding" => drop(serde_json::from_value::<ClusterRoleBinding>(doc).unwrap()),
@@ -330,6 +437,9 @@ fn every_example_manifest_is_typed_compiles_and_validates() {
         "NetworkAttachmentDefinition",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        "CustomResourceDefinition",
+        "PodNetwork",
+        "Deployment",
     ] {
         assert!(
             seen.kinds.iter().any(|k| k == kind),
@@ -422,6 +532,45 @@ fn a_bad_network_attachment_definition_is_caught_by_the_same_check() {
     assert_eq!(paths, ["spec.config: plugins[0].type"], "{error}");
     assert!(
         error.errors[0].message.contains("path separator"),
+        "{error}"
+    );
+}
+
+/// The blue-net example: the network's config (a CNI network granting `interfaceName`)
+/// merged under the claim template's, as prepare merges them, gives the pod the network
+/// with the claim's interface name; a static address in the claim would be refused.
+#[test]
+fn the_pod_network_example_merges_under_the_tenant_rules() {
+    let mut seen = Seen::default();
+    let path = examples_dir().join("podnetwork/blue-net.yaml");
+    for (index, doc) in documents(&path).into_iter().enumerate() {
+        check_document(doc, &format!("{}#{index}", path.display()), &mut seen);
+    }
+    let network = netclaim_api::SourcedConfig {
+        source: netclaim_api::ConfigSource::Network,
+        requests: vec![],
+        index: 0,
+        config: seen.networks["blue-net"].clone(),
+    };
+    let (_, request, class, claim_configs) = seen
+        .requests
+        .iter()
+        .find(|(_, request, _, _)| request == "blue")
+        .unwrap();
+    assert_eq!(class, "blue-net");
+    let mut all = claim_configs.clone();
+    all.push(network.clone());
+    let merged = netclaim_api::merge_for_request(&all, request).unwrap();
+    assert_eq!(merged.interface.name.as_deref(), Some("blue0"));
+    assert_eq!(merged.cni.unwrap().name.as_deref(), Some("blue-net"));
+    let mut bad = claim_configs.clone();
+    bad[0].config.interface.addresses = vec!["192.0.2.10/24".parse().unwrap()];
+    bad.push(network);
+    let error = netclaim_api::merge_for_request(&bad, request).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("interface.addresses: the DeviceClass defines the CNI network"),
         "{error}"
     );
 }

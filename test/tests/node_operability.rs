@@ -225,9 +225,10 @@ async fn a_rolling_update_hands_the_node_over_without_a_failed_call() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(old.wait().unwrap().success());
     // And the new one still serves.
-    node.wait_until("/readyz says ok", || {
-        node.http_get("/readyz").is_ok_and(|(code, _)| code == 200)
-    })
-    .await
-    .unwrap();
+    let ready = node
+        .wait_until("/readyz says ok", || {
+            node.http_get("/readyz").is_ok_and(|(code, _)| code == 200)
+        })
+        .await;
+    assert!(ready.is_ok(), "/readyz: {:?}", node.http_get("/readyz"));
 }

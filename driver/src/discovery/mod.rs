@@ -67,6 +67,9 @@ pub struct DiscoveryConfig {
     pub debounce: Duration,
     /// Full rebuild interval when no events arrive (a safety net for lost events).
     pub resync: Duration,
+    /// The PodNetworks this node serves: a device exactly one Ready network selects gets
+    /// the `podNetwork` attribute ([`crate::podnetwork`]). `None`: no attribute.
+    pub pod_networks: Option<crate::podnetwork::PodNetworks>,
 }
 
 impl Default for DiscoveryConfig {
@@ -80,6 +83,7 @@ impl Default for DiscoveryConfig {
             include_virtual: false,
             debounce: Duration::from_millis(15),
             resync: Duration::from_secs(300),
+            pod_networks: None,
         }
     }
 }
@@ -240,6 +244,9 @@ pub fn build_report(
             );
             device.name = name;
         }
+        if let Some(networks) = &config.pod_networks {
+            networks.current().label(&config.driver_name, &mut device);
+        }
         if let Some(first) = by_name.get(&device.name) {
             let first: &NicRecord = first;
             let why = format!(
@@ -374,6 +381,12 @@ impl Inventory {
         state.published = published;
         report.devices = state.published.values().cloned().collect();
         report.devices.clone()
+    }
+
+    /// Makes a running watcher rebuild and republish the devices now (the PodNetworks
+    /// changed, see [`crate::podnetwork::agent`]).
+    pub fn republish(&self) {
+        self.changed.notify_one();
     }
 
     /// Resolves when [`Inventory::release`] changed what should be published.

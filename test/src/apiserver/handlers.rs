@@ -79,6 +79,22 @@ fn serve(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response> {
+    if target.rtype.custom {
+        let crd = (
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            String::new(),
+            target.rtype.qualified(),
+        );
+        if lock(shared).get(&crd).is_none() {
+            // As the real API: a custom resource exists only while its CRD does.
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
+    }
     let named = target.name.is_some();
     match (method.as_str(), named) {
         ("GET", true) => get(shared, target),
@@ -552,6 +568,9 @@ fn insert_new(
         meta.remove(field);
     }
     gates::prepare_for_create(rtype, &mut object, &shared.options);
+    if rtype.kind == "PodNetwork" {
+        validation::default_pod_network(&mut object);
+    }
     let errors = validation::validate(rtype, &object, None);
     if !errors.is_empty() {
         return Err(ApiError::invalid(rtype, &name, &errors));
@@ -756,6 +775,9 @@ fn finish_update(
         &existing.object,
         &shared.options,
     );
+    if rtype.kind == "PodNetwork" {
+        validation::default_pod_network(&mut candidate);
+    }
     let errors = validation::validate(rtype, &candidate, Some(&existing.object));
     if !errors.is_empty() {
         return Err(ApiError::invalid(rtype, &name, &errors));
@@ -1170,7 +1192,11 @@ fn group_list() -> Value {
     let groups: Vec<Value> = groups
         .iter()
         .map(|group| {
-            let gv = json!({ "groupVersion": format!("{group}/v1"), "version": "v1" });
+            let version = RESOURCES
+                .iter()
+                .find(|r| r.group == *group)
+                .map_or("v1", |r| r.version);
+            let gv = json!({ "groupVersion": format!("{group}/{version}"), "version": version });
             json!({ "name": group, "versions": [gv.clone()], "preferredVersion": gv })
         })
         .collect();

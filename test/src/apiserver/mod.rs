@@ -7,7 +7,17 @@
 //! - Resources: `resource.k8s.io/v1` ResourceSlices, DeviceClasses (cluster-scoped),
 //!   ResourceClaims (namespaced, with a `status` subresource) and ResourceClaimTemplates;
 //!   `v1` Nodes (with `status`), Pods (stored only), Events; `events.k8s.io/v1` Events;
-//!   `k8s.cni.cncf.io/v1` NetworkAttachmentDefinitions. Discovery: `/version`, `/api`,
+//!   `k8s.cni.cncf.io/v1` NetworkAttachmentDefinitions; `apiextensions.k8s.io/v1`
+//!   CustomResourceDefinitions (stored) and the custom resource
+//!   `multinetwork.networking.k8s.io/v1alpha1` PodNetworks (cluster-scoped, `status`
+//!   subresource), served only while the CRD `podnetworks.multinetwork.networking.k8s.io`
+//!   exists (404 before, as the real API), with the rules of the CRD netclaim ships
+//!   (`examples/install/podnetwork-crd.yaml`, written out in `validation.rs`: defaulting
+//!   `spec.enabled`, required and immutable `spec.provider`, at most 8 valid conditions);
+//!   `metadata.generation` moves on spec changes only, as for every CR with a status
+//!   subresource. Not modelled for CRs: schemas read from the stored CRD (the rules are
+//!   written out for this one), pruning of unknown fields, CEL rules other than the
+//!   provider's `self == oldSelf`, versions other than the one served. Discovery: `/version`, `/api`,
 //!   `/apis`, `/api/v1`, `/apis/<group>/<version>`.
 //! - Emulated version ([`ApiServerOptions`]): Kubernetes 1.34 by default, reported by
 //!   `/version`; feature gates follow the version (`DRAConsumableCapacity` on from 1.36) or
@@ -78,6 +88,7 @@ mod resources;
 mod selectors;
 mod status;
 mod store;
+mod traffic;
 pub mod validation;
 
 use std::net::SocketAddr;
@@ -91,6 +102,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::Faults;
 pub use gates::ApiServerOptions;
+pub use traffic::{Traffic, classify};
 
 /// State shared by every request handler.
 pub(crate) struct Shared {
@@ -106,6 +118,7 @@ pub(crate) struct Shared {
 pub struct ApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    traffic: Traffic,
     task: JoinHandle<()>,
 }
 
@@ -141,9 +154,14 @@ impl ApiServer {
             options,
             shutdown: CancellationToken::new(),
         });
+        let traffic = Traffic::default();
         let app = axum::Router::new()
             .fallback(handlers::handle)
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                traffic.clone(),
+                traffic::count,
+            ));
         let stop = shared.shutdown.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -153,7 +171,12 @@ impl ApiServer {
                 tracing::warn!(%error, "API server stand-in stopped with an error");
             }
         });
-        Ok(ApiServer { addr, shared, task })
+        Ok(ApiServer {
+            addr,
+            shared,
+            traffic,
+            task,
+        })
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.
@@ -196,6 +219,11 @@ impl ApiServer {
     pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, kubeconfig_yaml(&self.url()))
             .with_context(|| format!("writing kubeconfig {}", path.display()))
+    }
+
+    /// Requests by API verb and bytes each way (see [`Traffic`]).
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.clone()
     }
 
     /// A cloneable handle to inject faults and count requests.

@@ -10,6 +10,9 @@ pub(crate) struct ResourceType {
     pub namespaced: bool,
     /// Whether `status` is a subresource (main-resource writes then keep the stored status).
     pub has_status: bool,
+    /// A custom resource: served only while its CustomResourceDefinition
+    /// (`<plural>.<group>`) is stored, with that CRD's schema rules (see `validation.rs`).
+    pub custom: bool,
 }
 
 impl ResourceType {
@@ -47,6 +50,7 @@ const fn rt(
         kind,
         namespaced,
         has_status,
+        custom: false,
     }
 }
 
@@ -96,6 +100,25 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         true,
         false,
     ),
+    rt(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+        true,
+    ),
+    ResourceType {
+        custom: true,
+        ..rt(
+            "multinetwork.networking.k8s.io",
+            "v1alpha1",
+            "podnetworks",
+            "PodNetwork",
+            false,
+            true,
+        )
+    },
 ];
 
 /// What a request path names.

@@ -89,9 +89,88 @@ pub(crate) fn validate(
         "ResourceSlice" => validate_slice(object, old, &mut errors),
         "ResourceClaim" => validate_claim(object, old, &mut errors),
         "NetworkAttachmentDefinition" => validate_network_attachment(object, &mut errors),
+        "PodNetwork" => validate_pod_network(object, old, &mut errors),
         _ => {}
     }
     errors
+}
+
+/// The rules of `examples/install/podnetwork-crd.yaml`'s schema, as the apiextensions
+/// server applies them (written out for this one CRD, not a general schema validator):
+/// `spec` and `spec.provider` required, the provider 1-253 characters and immutable
+/// (`self == oldSelf`), `spec.enabled` a boolean, `spec.parameters` an object, at most 8
+/// conditions, each a valid `metav1.Condition`. Defaulting (`spec.enabled: true`) happens
+/// before, in [`default_pod_network`].
+fn validate_pod_network(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldError>) {
+    let Some(spec) = object.get("spec").filter(|s| s.is_object()) else {
+        errors.push(FieldError::required("spec", "Required value"));
+        return;
+    };
+    match spec.get("provider") {
+        None => errors.push(FieldError::required("spec.provider", "Required value")),
+        Some(Value::String(p)) if p.is_empty() || p.chars().count() > 253 => {
+            errors.push(FieldError::invalid(
+                "spec.provider",
+                &Value::String(p.clone()),
+                "should be between 1 and 253 characters long",
+            ))
+        }
+        Some(Value::String(_)) => {}
+        Some(other) => errors.push(FieldError::invalid(
+            "spec.provider",
+            other,
+            "must be of type string",
+        )),
+    }
+    if let (Some(old), Some(new)) = (
+        old.and_then(|o| o.pointer("/spec/provider")),
+        spec.get("provider"),
+    ) && old != new
+    {
+        errors.push(FieldError::invalid(
+            "spec.provider",
+            new,
+            "provider is immutable",
+        ));
+    }
+    if let Some(enabled) = spec.get("enabled")
+        && !enabled.is_boolean()
+    {
+        errors.push(FieldError::invalid(
+            "spec.enabled",
+            enabled,
+            "must be of type boolean",
+        ));
+    }
+    if let Some(parameters) = spec.get("parameters")
+        && !parameters.is_object()
+    {
+        errors.push(FieldError::invalid(
+            "spec.parameters",
+            parameters,
+            "must be of type object",
+        ));
+    }
+    if let Some(conditions) = object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+    {
+        if conditions.len() > 8 {
+            errors.push(FieldError::invalid(
+                "status.conditions",
+                &Value::from(conditions.len()),
+                "must have at most 8 items",
+            ));
+        }
+        validate_conditions(conditions, "status.conditions", errors);
+    }
+}
+
+/// The CRD schema's defaults: `spec.enabled` is `true` when left out.
+pub(crate) fn default_pod_network(object: &mut Value) {
+    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("enabled").or_insert(Value::Bool(true));
+    }
 }
 
 // ---- names ---------------------------------------------------------------------------
