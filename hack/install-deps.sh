@@ -2,7 +2,8 @@
 # Installs what the node-level tests of netclaim need on a Debian bookworm machine (as root):
 #
 #   * from bookworm (the system's own apt sources): runc, containernetworking-plugins (CNI
-#     binaries in /usr/lib/cni), iproute2, ethtool, gcc, ping -- only the ones that are missing;
+#     binaries in /usr/lib/cni), iproute2, ethtool, gcc, g++ (libfuzzer-sys compiles libFuzzer
+#     for hack/fuzz.sh), ping -- only the ones that are missing;
 #   * containerd 1.7.24 (NRI capable) from Debian trixie into /opt/netclaim-deps/containerd,
 #   * containerd 2.1.9 from Debian sid into /opt/netclaim-deps/containerd2 (the real-runtime
 #     tests run on both majors),
@@ -43,10 +44,11 @@ declare -A probe=(
 	[iproute2]=/usr/sbin/ip
 	[ethtool]=/usr/sbin/ethtool
 	[gcc]=/usr/bin/gcc
+	[g++]=/usr/bin/g++
 	[iputils-ping]=/usr/bin/ping
 )
 missing=()
-for pkg in runc containernetworking-plugins iproute2 ethtool gcc iputils-ping; do
+for pkg in runc containernetworking-plugins iproute2 ethtool gcc g++ iputils-ping; do
 	if [ -x "${probe[$pkg]}" ]; then
 		say "$pkg: present (${probe[$pkg]})"
 	else

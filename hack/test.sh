@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine (as root), then
-# runs formatting, lints, every test (unit, stand-in, netns, real containerd) and the
-# manifest schema checks. The real-containerd tests run twice: on containerd 1.7 with the
-# whole workspace, then on containerd 2.x (NETCLAIM_CONTAINERD_MAJOR=2). Usage: hack/test.sh
+# runs formatting, lints, supply-chain checks (cargo-deny), every test (unit, stand-in, netns,
+# real containerd, fuzz corpus replay), a short fuzz pass and the manifest schema checks.
+# The real-containerd tests run twice: on containerd 1.7 with the whole workspace, then on
+# containerd 2.x (NETCLAIM_CONTAINERD_MAJOR=2). Usage: hack/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "supply chain: cargo deny (licenses, bans, sources; the advisory database is out of reach here, see deny.toml)"
+bash hack/deny.sh
 
 # The test files that run a real containerd node: they run once per containerd major. A
 # missing containerd fails them (naming hack/install-deps.sh); nothing skips.
@@ -45,7 +49,10 @@ if [ "${#failed[@]}" -gt 0 ]; then
   exit 1
 fi
 
-step "manifests against the official Kubernetes 1.34 schemas"
+step "fuzzing: a short pass of every fuzz target from its corpus (hack/fuzz.sh, docs/fuzzing.md)"
+bash hack/fuzz.sh
+
+step "manifests and netclaim devices -o yaml against the official Kubernetes 1.34-1.37 schemas"
 bash hack/validate-manifests.sh
 
 step "the demo (the README's main command), end to end on the installed containerd 1.7"

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dra_v1beta1.proto",
         "proto/pluginregistration.proto",
         "proto/dra_health_v1alpha1.proto",
+        "proto/dra_health_v1.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

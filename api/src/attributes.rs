@@ -50,10 +50,6 @@ pub const RDMA_DEVICE: &str = "rdmaDevice";
 pub const VIRTUAL: &str = "virtual";
 /// Link type as the kernel names it (`device`, `veth`, `macvlan`, `bridge`, `vxlan`). string.
 pub const TYPE: &str = "type";
-/// Operational state (`up`, `down`, `unknown`, ...). string.
-pub const STATE: &str = "state";
-/// Whether the link has carrier. bool.
-pub const CARRIER: &str = "carrier";
 /// The interface's IPv4 addresses in CIDR form, comma-separated, cut to fit. string.
 pub const IPV4: &str = "ipv4";
 /// The interface's IPv6 global addresses in CIDR form, comma-separated, cut to fit. string.
@@ -98,8 +94,6 @@ pub const NETCLAIM_ATTRIBUTES: &[&str] = &[
     RDMA_DEVICE,
     VIRTUAL,
     TYPE,
-    STATE,
-    CARRIER,
     IPV4,
     IPV6,
     KERNEL_DRIVER,
@@ -115,9 +109,26 @@ pub const KUBERNETES_DOMAIN: &str = "resource.kubernetes.io";
 /// The domain of the Multus interop attributes.
 pub const MULTUS_DOMAIN: &str = "k8s.cni.cncf.io";
 
-/// Kubernetes' standard attribute: the PCIe root complex of the device, so a scheduler can
-/// align NICs and GPUs on one root.
+/// Kubernetes' standard attribute: the PCIe root complex of the device (`pci<domain>:<bus>`),
+/// so a claim can align NICs and GPUs of different drivers on one root with
+/// `matchAttribute`. string.
 pub const PCIE_ROOT: &str = "resource.kubernetes.io/pcieRoot";
+/// Kubernetes' standard attribute (since 1.37, `k8s.io/dynamic-resource-allocation`
+/// `deviceattribute.StandardDeviceAttributeNUMANode`): the NUMA node of the device, the
+/// kernel's `numa_node`, so a claim can align devices of different drivers on one memory
+/// controller. Absent where the kernel reports none (-1): a `-1` would match every other
+/// device without NUMA affinity. int.
+pub const STANDARD_NUMA_NODE: &str = "resource.kubernetes.io/numaNode";
+
+/// The device taint netclaim puts on a published NIC whose link is lost (no carrier, or
+/// operationally down while administratively up) or which left the host, and removes
+/// when it recovers. Its value says why (`carrier-lost`, `down`, `gone`).
+///
+/// Link state is not published as attributes: it changes on every flap, and each slice
+/// write wakes every pending pod's scheduling in the cluster. It reaches the scheduler as
+/// this taint (rate-limited, see the driver's `health` module) and the kubelet through
+/// the device health stream.
+pub const UNHEALTHY_TAINT_KEY: &str = "netclaim.dev/unhealthy";
 /// Multus interop: the device-plugin resource name a NetworkAttachmentDefinition refers to.
 pub const MULTUS_RESOURCE_NAME: &str = "k8s.cni.cncf.io/resourceName";
 /// Multus interop: the device id (PCI address) Multus hands to the CNI plugin.
@@ -132,6 +143,8 @@ pub const MAX_REQUEST_POLICY_VALID_VALUES: usize = 10;
 pub const MAX_STRING_VALUE_LEN: usize = 64;
 /// resource.k8s.io/v1: devices per ResourceSlice (64 when using taints or counters).
 pub const MAX_DEVICES_PER_SLICE: usize = 128;
+/// resource.k8s.io/v1: devices per ResourceSlice when any of them has taints.
+pub const MAX_DEVICES_PER_SLICE_WITH_TAINTS: usize = 64;
 /// resource.k8s.io/v1: size of an opaque config's `parameters`, in bytes.
 pub const MAX_OPAQUE_PARAMETERS_BYTES: usize = 10 * 1024;
 /// Longest C identifier allowed as an attribute name.

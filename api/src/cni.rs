@@ -811,8 +811,12 @@ fn check_plugin(problems: &mut Problems, at: &str, plugin: &CniPlugin) {
         }
         Some(_) => problems.push(join(at, "type"), "must be a string"),
     }
-    for key in RESERVED_PLUGIN_KEYS {
-        if plugin.0.contains_key(key) {
+    // Any spelling a Go plugin reads as one of them (`crate::policy::fold_key`).
+    for key in plugin.0.keys() {
+        if RESERVED_PLUGIN_KEYS
+            .iter()
+            .any(|reserved| crate::policy::key_is(key, reserved))
+        {
             problems.push(
                 join(at, key),
                 "is set by the runtime (the list's name and cniVersion, the previous result); remove it",

@@ -457,7 +457,11 @@ fn check_claim_config(problems: &mut Problems, grants: &Grants, config: &Network
                 "a claim sets cni.deviceField only for a network it may bring".to_owned()
             };
             problems.push("cni.deviceField", why);
-        } else if is_path_key(field) || crate::policy::RUNTIME_KEYS.contains(&field.as_str()) {
+        } else if is_path_key(field)
+            || crate::policy::RUNTIME_KEYS
+                .iter()
+                .any(|key| crate::policy::key_is(field, key))
+        {
             problems.push(
                 "cni.deviceField",
                 format!(

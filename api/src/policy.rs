@@ -114,11 +114,41 @@ pub const RUNTIME_KEYS: [&str; 2] = ["runtimeConfig", "capabilities"];
 /// assert!(!is_path_key("addresses") && !is_path_key("mode"));
 /// ```
 pub fn is_path_key(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
+    let lower = fold_key(key);
     lower == "resolvconf"
         || ["dir", "path", "file", "socket"]
             .iter()
             .any(|suffix| lower.ends_with(suffix))
+}
+
+/// A plugin key as CNI plugins match it to their fields: the plugins are Go programs, and
+/// Go's `encoding/json` matches object keys to struct fields case-insensitively with
+/// Unicode simple case folding, so `Master`, `MASTER` and `maſter` (U+017F, a long s) all
+/// set the field `master`, and `\u{212A}ernelpath` (the Kelvin sign) sets `kernelpath`.
+/// Every key rule here compares folded keys: a rule on the exact spelling alone would let
+/// a variant through to the same field. Returns the key in ASCII lower case with those two
+/// letters mapped to `s` and `k` (the only non-ASCII runes that fold to ASCII letters).
+///
+/// # Example
+/// ```
+/// use netclaim_api::policy::fold_key;
+/// assert_eq!(fold_key("MASTER"), "master");
+/// assert_eq!(fold_key("ma\u{17F}ter"), "master");
+/// assert_eq!(fold_key("\u{212A}ernelpath"), "kernelpath");
+/// ```
+pub fn fold_key(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Whether `key` sets the field `name` of a Go plugin ([`fold_key`]).
+pub fn key_is(key: &str, name: &str) -> bool {
+    fold_key(key) == fold_key(name)
 }
 
 /// Whether a string reads as a path on the node: it starts with `/` or `~`, or has a `..`
@@ -238,18 +268,19 @@ pub fn check_plugins(list: &CniNetworkList, allowed: &PluginAllowlist) -> Result
         let at = format!("plugins[{index}]");
         let plugin_type = plugin.plugin_type().unwrap_or_default();
         check_allowed(&mut problems, &format!("{at}.type"), plugin_type, allowed);
-        if let Some(ipam_type) = plugin
-            .0
-            .get("ipam")
-            .and_then(|ipam| ipam.get("type"))
-            .and_then(Value::as_str)
-        {
-            check_allowed(
-                &mut problems,
-                &format!("{at}.ipam.type"),
-                ipam_type,
-                allowed,
-            );
+        // Every key a Go plugin reads as `ipam.type` (any case variant of either), since
+        // the main plugin execs whichever it decodes.
+        for (ipam_key, ipam) in plugin.0.iter().filter(|(key, _)| key_is(key, "ipam")) {
+            let Value::Object(ipam) = ipam else { continue };
+            for (type_key, ipam_type) in ipam.iter().filter(|(key, _)| key_is(key, "type")) {
+                let at = format!("{at}.{ipam_key}.{type_key}");
+                match ipam_type {
+                    Value::String(ipam_type) => {
+                        check_allowed(&mut problems, &at, ipam_type, allowed);
+                    }
+                    other => problems.push(at, format!("{other} is not an IPAM plugin type")),
+                }
+            }
         }
         if index > 0 && default_device_field(plugin_type).is_some() {
             problems.push(
@@ -262,8 +293,11 @@ pub fn check_plugins(list: &CniNetworkList, allowed: &PluginAllowlist) -> Result
             );
         }
         if plugin_type == "host-device" {
-            for key in HOST_DEVICE_SELECTORS {
-                if plugin.0.contains_key(key) {
+            for key in plugin.0.keys() {
+                if HOST_DEVICE_SELECTORS
+                    .iter()
+                    .any(|selector| key_is(key, selector))
+                {
                     problems.push(
                         format!("{at}.{key}"),
                         "selects a host device other than the allocated one, which netclaim \
@@ -359,11 +393,24 @@ pub fn check_claim_network(
                 continue;
             }
             let key_at = format!("{at}.{key}");
-            if key == "ipam" {
+            if let Some(field) = substituted.iter().find(|f| key_is(key, f)) {
+                // A Go plugin reads this key as the device field, and whichever of the two
+                // comes last in the JSON wins.
+                problems.push(
+                    key_at,
+                    format!(
+                        "is the device field {field:?} as the plugin reads it (plugins match \
+                         keys in any case); netclaim gives the plugin the allocated device, and \
+                         a claim may not choose another"
+                    ),
+                );
+                continue;
+            }
+            if key_is(key, "ipam") {
                 // ipam.type is the IPAM executable: the allowlist decides about it.
                 if let Value::Object(ipam) = value {
                     for (ipam_key, ipam_value) in ipam {
-                        if ipam_key != "type" {
+                        if !key_is(ipam_key, "type") {
                             check_claim_entry(
                                 &mut problems,
                                 &format!("{key_at}.{ipam_key}"),
@@ -426,13 +473,16 @@ fn check_claim_entry(
 
 /// Why a claim may not set a plugin key, if it may not.
 fn key_problem(key: &str, overriding: bool) -> Option<&'static str> {
-    if DEVICE_KEYS.contains(&key) {
+    if DEVICE_KEYS.iter().any(|device_key| key_is(key, device_key)) {
         return Some(
             "picks a host device; netclaim gives the plugin the allocated device, and a claim \
              may not choose another",
         );
     }
-    if RUNTIME_KEYS.contains(&key) {
+    if RUNTIME_KEYS
+        .iter()
+        .any(|runtime_key| key_is(key, runtime_key))
+    {
         return Some(
             "is the container runtime's to fill (CNI capabilities); a claim may not set it",
         );
@@ -443,10 +493,14 @@ fn key_problem(key: &str, overriding: bool) -> Option<&'static str> {
              (the plugin's default applies)",
         );
     }
-    if overriding && key == "type" {
+    if overriding && key_is(key, "type") {
         return Some("chooses a plugin executable; a claim may not change it");
     }
-    if overriding && RESERVED_PLUGIN_KEYS.contains(&key) {
+    if overriding
+        && RESERVED_PLUGIN_KEYS
+            .iter()
+            .any(|reserved| key_is(key, reserved))
+    {
         return Some("is set by the runtime");
     }
     None

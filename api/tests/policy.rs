@@ -364,3 +364,94 @@ fn the_old_network_override_says_what_replaced_it() {
         ["cni.claimMayBring.networkAttachmentDefinition.otherNamespaces[0]"]
     );
 }
+
+/// CNI plugins are Go programs: `encoding/json` sets a field from any key that matches its
+/// name case-insensitively, with Unicode simple folding (`ſ` for `s`, the Kelvin sign for
+/// `k`), the last such key winning. Every key rule holds for those spellings too. Found by
+/// the `cni_policy` fuzz target (test/fuzz/regressions/cni_policy/).
+#[test]
+fn key_rules_hold_for_every_spelling_a_go_plugin_reads() {
+    let allowed = PluginAllowlist::default();
+    // `maſter` sorts after `master`, so a Go macvlan would take it over the allocated
+    // device netclaim writes into `master`.
+    let long_s = list(
+        "{\"cniVersion\": \"1.0.0\", \"name\": \"n\", \"plugins\": [
+            {\"type\": \"macvlan\", \"ma\u{17F}ter\": \"eth0\"},
+            {\"type\": \"static\", \"MASTER\": \"eth0\", \"Capabilities\": {\"ips\": true},
+             \"\u{212A}ernelpath\": \"x\", \"DATADIR\": \"d\"}]}",
+    );
+    let error = check_claim_network(&long_s, None).unwrap_err();
+    assert_eq!(
+        paths(&error),
+        [
+            "plugins[0].ma\u{17F}ter",
+            "plugins[1].Capabilities",
+            "plugins[1].DATADIR",
+            "plugins[1].MASTER",
+            "plugins[1].\u{212A}ernelpath",
+        ],
+        "{error}"
+    );
+    assert!(
+        error.errors[0]
+            .message
+            .starts_with("is the device field \"master\" as the plugin reads it"),
+        "{error}"
+    );
+    assert!(
+        error.errors[1]
+            .message
+            .starts_with("is the container runtime's to fill"),
+        "{error}"
+    );
+    // `IPAM` is the `ipam` a Go plugin decodes when no exact `ipam` follows it: its type
+    // is on the allowlist too.
+    let ipam = list(
+        r#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "macvlan", "IPAM": {"Type": "dhcp"}}]}"#,
+    );
+    let error = check_plugins(&ipam, &allowed).unwrap_err();
+    assert_eq!(paths(&error), ["plugins[0].IPAM.Type"]);
+    assert!(
+        error.errors[0]
+            .message
+            .starts_with("\"dhcp\" is not an allowed"),
+        "{error}"
+    );
+    // host-device's selectors in any case.
+    let selector = list(
+        r#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "host-device", "PCIBUSID": "0000:03:00.2"}]}"#,
+    );
+    assert_eq!(
+        paths(&check_plugins(&selector, &allowed).unwrap_err()),
+        ["plugins[0].PCIBUSID"]
+    );
+    // Keys the runtime sets, in any spelling, are refused when the network is parsed.
+    let error = CniNetworkList::parse(
+        "{\"cniVersion\": \"1.0.0\", \"name\": \"n\", \"plugins\": [{\"type\": \"static\", \"prevRe\u{17F}ult\": {}}]}"
+            .as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(paths(&error), ["plugins[0].prevRe\u{17F}ult"], "{error}");
+    // No class can grant an override of the device field in another case.
+    let error = SourcedConfig::parse(
+        ConfigSource::Class,
+        vec![],
+        0,
+        doc(r#""cni": {"cniVersion": "1.0.0", "name": "macnet",
+            "plugins": [{"type": "macvlan", "ipam": {"type": "static"}}],
+            "claimMayOverride": ["plugins[0].Master"]}"#)
+        .as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        paths(&error),
+        ["class config[0]: cni.claimMayOverride[0]"],
+        "{error}"
+    );
+    assert!(
+        error.errors[0]
+            .message
+            .contains("\"Master\" picks a host device"),
+        "{error}"
+    );
+}

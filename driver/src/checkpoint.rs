@@ -618,35 +618,59 @@ fn read_record(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(io("reading", path, source)),
     };
-    let corrupt = |reason: String| CheckpointError::Corrupt {
-        path: path.to_owned(),
-        reason,
-    };
-    if torn_ok && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-        tracing::warn!(record = %path.display(), "volatile checkpoint record is torn (a machine crash); using the durable one");
+    match decode_record(&bytes, torn_ok) {
+        Ok(None) => {
+            tracing::warn!(record = %path.display(), "volatile checkpoint record is torn (a machine crash); using the durable one");
+            Ok(None)
+        }
+        Ok(record) => Ok(record),
+        Err(reason) => Err(CheckpointError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// Decodes and verifies the bytes of one record file: its `seq` and claim. `Ok(None)` when
+/// `torn_ok` (a volatile record) and the bytes are not JSON at all.
+///
+/// Errors: why the record is corrupt (not a record, another version, a checksum mismatch,
+/// data that is not a [`PreparedClaim`]).
+pub fn decode_record(bytes: &[u8], torn_ok: bool) -> Result<Option<(u64, PreparedClaim)>, String> {
+    if torn_ok && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
         return Ok(None);
     }
-    let envelope: EnvelopeIn = serde_json::from_slice(&bytes)
-        .map_err(|error| corrupt(format!("not a record: {error}")))?;
+    let envelope: EnvelopeIn =
+        serde_json::from_slice(bytes).map_err(|error| format!("not a record: {error}"))?;
     if envelope.version != VERSION {
-        return Err(corrupt(format!(
+        return Err(format!(
             "version {} is not supported (this netclaim reads version {VERSION})",
             envelope.version
-        )));
+        ));
     }
     let actual = hex::encode(Sha256::digest(envelope.data.get().as_bytes()));
     if actual != envelope.checksum {
-        return Err(corrupt(format!(
+        return Err(format!(
             "checksum mismatch: the file says {}, the data hashes to {actual}",
             envelope.checksum
-        )));
+        ));
     }
-    let claim = serde_json::from_str(envelope.data.get())
-        .map_err(|error| corrupt(format!("data: {error}")))?;
+    let claim =
+        serde_json::from_str(envelope.data.get()).map_err(|error| format!("data: {error}"))?;
     Ok(Some((envelope.seq, claim)))
 }
 
-fn encode(claim: &PreparedClaim, seq: u64) -> Result<Vec<u8>, CheckpointError> {
+/// Decodes a netclaim 0.1 single-file checkpoint (what migration reads).
+///
+/// Errors: why it is not a valid 0.1 checkpoint.
+pub fn decode_legacy(bytes: &[u8]) -> Result<Vec<PreparedClaim>, String> {
+    legacy::decode(bytes)
+}
+
+/// Encodes `claim` as the record file with `seq`: the bytes every write puts on disk.
+///
+/// Errors: [`CheckpointError::Encode`] (not expected for a [`PreparedClaim`]).
+pub fn encode(claim: &PreparedClaim, seq: u64) -> Result<Vec<u8>, CheckpointError> {
     let data = serde_json::value::to_raw_value(claim)?;
     let envelope = EnvelopeOut {
         version: VERSION,
@@ -762,7 +786,7 @@ mod legacy {
         }
     }
 
-    fn decode(bytes: &[u8]) -> Result<Vec<PreparedClaim>, String> {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Vec<PreparedClaim>, String> {
         let envelope: Envelope =
             serde_json::from_slice(bytes).map_err(|e| format!("not a checkpoint: {e}"))?;
         if envelope.version != 1 {

@@ -432,9 +432,8 @@ pub fn class_config_entries<'a>(
 ) -> Vec<(usize, Vec<String>, &'a Value)> {
     class
         .spec
-        .config
         .iter()
-        .flatten()
+        .flat_map(|spec| spec.config.iter().flatten())
         .enumerate()
         .filter_map(|(index, entry)| {
             let opaque = entry.opaque.as_ref().filter(|o| o.driver == driver)?;

@@ -9,7 +9,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::resource::v1::Device;
 
-use crate::discovery::{self, DeviceFilter, Discovery, DiscoveryConfig, Report, SharedNics};
+use crate::discovery::{
+    self, DeviceFilter, DeviceLink, Discovery, DiscoveryConfig, Report, SharedNics,
+};
+use crate::health::{HealthConfig, TaintEffect};
 
 /// Default of `--shared-children`: CNI children per shared parent NIC.
 pub const DEFAULT_SHARED_CHILDREN: u32 = 16;
@@ -168,6 +171,21 @@ pub struct DiscoveryArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SHARED_CHILDREN))
     )]
     pub shared_children: u32,
+
+    /// The effect of the netclaim.dev/unhealthy taint on a published NIC whose link is
+    /// lost (administratively up without carrier, or operationally down) or which left the
+    /// node: `NoSchedule` (the scheduler allocates it only to claims that tolerate the
+    /// taint), `NoExecute` (also evicts pods whose claims hold it), `None` (shown, no
+    /// effect; Kubernetes 1.35+), or `off` (no taint; health still reaches the kubelet).
+    /// API servers with the DRADeviceTaints feature gate off (1.34 and 1.35 by default)
+    /// drop taints.
+    #[arg(
+        long,
+        env = "NETCLAIM_UNHEALTHY_TAINT_EFFECT",
+        value_enum,
+        default_value_t = TaintEffect::NoSchedule
+    )]
+    pub unhealthy_taint_effect: TaintEffect,
 
     /// Serve the PodNetworks (multinetwork.networking.k8s.io) whose spec.provider is this
     /// (default: the driver name): a device exactly one Ready PodNetwork selects gets the
@@ -341,6 +359,17 @@ pub struct RunArgs {
     #[arg(long, hide = true, value_enum)]
     pub inject_fault: Vec<crate::faults::Fault>,
 
+    /// The least time, in seconds, between two changes of one NIC's netclaim.dev/unhealthy
+    /// taint: a flapping link writes its ResourceSlice at most once per interval (the
+    /// kubelet's health stream still hears every change at once).
+    #[arg(
+        long,
+        env = "NETCLAIM_TAINT_MIN_INTERVAL_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub taint_min_interval_seconds: u64,
+
     /// How CNI plugins run, for CNI-mode claims.
     #[command(flatten)]
     pub cni: CniArgs,
@@ -431,6 +460,15 @@ impl CniArgs {
 }
 
 impl RunArgs {
+    /// How device health is derived, for the pool `node_name`.
+    pub fn health_config(&self, node_name: &str) -> HealthConfig {
+        HealthConfig {
+            taint_effect: self.discovery.unhealthy_taint_effect,
+            min_taint_interval: std::time::Duration::from_secs(self.taint_min_interval_seconds),
+            ..HealthConfig::new(node_name)
+        }
+    }
+
     /// The runtime's request timeout netclaim plans for.
     pub fn nri_request_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.nri_request_timeout_seconds)
@@ -549,7 +587,12 @@ pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
         config.pod_networks = Some(networks);
     }
     let discovery = Discovery::open(config)?;
-    let report = discovery.report().await?;
+    let mut report = discovery.report().await?;
+    report.devices = crate::health::taint_now(
+        &report.devices,
+        &report.links,
+        args.discovery.unhealthy_taint_effect,
+    );
     let node = args.discovery.node_name_or_hostname();
     let driver = &args.discovery.driver_name;
     match args.output {
@@ -561,10 +604,8 @@ pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
             writeln!(out)?;
         }
         OutputFormat::Yaml => {
-            for slice in discovery::slices::resource_slices(driver, &node, 1, &report.devices) {
-                writeln!(out, "---")?;
-                out.write_all(serde_yaml::to_string(&slice)?.as_bytes())?;
-            }
+            let slices = discovery::slices::resource_slices(driver, &node, 1, &report.devices);
+            out.write_all(discovery::slices::yaml_documents(&slices)?.as_bytes())?;
         }
     }
     out.flush().context("writing the output")
@@ -576,7 +617,11 @@ pub fn write_table(report: &Report, out: &mut impl Write) -> Result<()> {
         "DEVICE", "IFNAME", "TYPE", "PCI", "NUMA", "MTU", "STATE", "SHARED", "HEALTH", "IPV4",
         "NETWORK",
     ];
-    let rows: Vec<[String; 11]> = report.devices.iter().map(table_row).collect();
+    let rows: Vec<[String; 11]> = report
+        .devices
+        .iter()
+        .map(|d| table_row(d, report.links.get(&d.name)))
+        .collect();
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -614,31 +659,28 @@ pub fn shared_cell(device: &Device) -> String {
     }
 }
 
-/// The HEALTH column, from what discovery reports about the link: `ok` (operationally up
-/// with carrier), `no-carrier` (up without carrier: a cable or peer is missing),
-/// `down` (administratively or operationally down), else the kernel's state (`unknown`,
-/// `dormant`, ...; `-` when discovery had none).
-pub fn health_cell(device: &Device) -> String {
-    let attributes = device.attributes.as_ref();
-    let state = attributes
-        .and_then(|a| a.get(discovery::names::STATE))
-        .and_then(|a| a.string.clone());
-    let carrier = attributes
-        .and_then(|a| a.get(discovery::names::CARRIER))
-        .and_then(|a| a.bool);
-    match (state.as_deref(), carrier) {
-        (Some("up"), Some(false)) => "no-carrier".to_owned(),
-        (Some("up"), _) => "ok".to_owned(),
-        (Some("down" | "lowerlayerdown"), _) => "down".to_owned(),
-        // Links without operational state tracking (some virtual ones) report `unknown`;
-        // carrier then says whether traffic can flow.
-        (Some("unknown"), Some(true)) => "ok".to_owned(),
-        (Some(other), _) => other.to_owned(),
-        (None, _) => "-".to_owned(),
+/// The HEALTH column, from discovery's view of the link: `ok` (up, with carrier when the
+/// kernel reports it), `no-carrier` (up without carrier: a cable or peer is missing),
+/// `down` (administratively down, or operationally `down`/`lowerlayerdown`), `in-pod` (held
+/// by a pod, out of the node's sight), else the kernel's operational state (`dormant`,
+/// `unknown` without carrier, ...); `-` when discovery has no link for the device.
+pub fn health_cell(link: Option<&DeviceLink>) -> String {
+    match link {
+        None => "-".to_owned(),
+        Some(DeviceLink::InPod) => "in-pod".to_owned(),
+        Some(DeviceLink::Host(link)) if !link.admin_up => "down".to_owned(),
+        Some(DeviceLink::Host(link)) => match (link.oper_state.as_str(), link.carrier) {
+            (_, Some(false)) => "no-carrier".to_owned(),
+            ("down" | "lowerlayerdown", _) => "down".to_owned(),
+            // Links without operational state tracking report `unknown`; carrier then
+            // says whether traffic can flow.
+            ("up", _) | ("unknown", Some(true)) => "ok".to_owned(),
+            (other, _) => other.to_owned(),
+        },
     }
 }
 
-fn table_row(device: &Device) -> [String; 11] {
+fn table_row(device: &Device, link: Option<&DeviceLink>) -> [String; 11] {
     let attr = |name: &str| -> String {
         let Some(a) = device.attributes.as_ref().and_then(|m| m.get(name)) else {
             return "-".to_owned();
@@ -650,6 +692,13 @@ fn table_row(device: &Device) -> [String; 11] {
             .unwrap_or_else(|| "-".to_owned())
     };
     use discovery::names::*;
+    let state = match link {
+        Some(DeviceLink::Host(link)) if !link.admin_up => "admin-down".to_owned(),
+        Some(DeviceLink::Host(link)) if link.carrier == Some(false) => "no-carrier".to_owned(),
+        Some(DeviceLink::Host(link)) => link.oper_state.clone(),
+        Some(DeviceLink::InPod) => "in-pod".to_owned(),
+        None => "-".to_owned(),
+    };
     [
         device.name.clone(),
         attr(IF_NAME),
@@ -657,9 +706,9 @@ fn table_row(device: &Device) -> [String; 11] {
         attr(PCI_ADDRESS),
         attr(NUMA_NODE),
         attr(MTU),
-        attr(STATE),
+        state,
         shared_cell(device),
-        health_cell(device),
+        health_cell(link),
         attr(IPV4),
         attr(netclaim_api::podnetwork::POD_NETWORK_ATTRIBUTE),
     ]
@@ -669,49 +718,39 @@ fn table_row(device: &Device) -> [String; 11] {
 #[allow(clippy::unwrap_used)]
 mod table_tests {
     use super::*;
-    use k8s_openapi::api::resource::v1::{DeviceAttribute, DeviceCapacity};
+    use crate::discovery::LinkState;
+    use k8s_openapi::api::resource::v1::DeviceCapacity;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-    fn device(state: Option<&str>, carrier: Option<bool>) -> Device {
-        let mut attributes = std::collections::BTreeMap::new();
-        if let Some(state) = state {
-            attributes.insert(
-                discovery::names::STATE.to_owned(),
-                DeviceAttribute {
-                    string: Some(state.into()),
-                    ..DeviceAttribute::default()
-                },
-            );
-        }
-        if let Some(carrier) = carrier {
-            attributes.insert(
-                discovery::names::CARRIER.to_owned(),
-                DeviceAttribute {
-                    bool: Some(carrier),
-                    ..DeviceAttribute::default()
-                },
-            );
-        }
-        Device {
-            name: "d".into(),
-            attributes: Some(attributes),
-            ..Device::default()
-        }
+    fn host(admin_up: bool, oper_state: &str, carrier: Option<bool>) -> DeviceLink {
+        DeviceLink::Host(LinkState {
+            if_name: "eth1".into(),
+            admin_up,
+            oper_state: oper_state.into(),
+            carrier,
+        })
     }
 
     #[test]
     fn health_follows_link_state_and_carrier() {
-        assert_eq!(health_cell(&device(Some("up"), Some(true))), "ok");
-        assert_eq!(health_cell(&device(Some("up"), Some(false))), "no-carrier");
-        assert_eq!(health_cell(&device(Some("down"), Some(false))), "down");
-        assert_eq!(health_cell(&device(Some("unknown"), Some(true))), "ok");
-        assert_eq!(health_cell(&device(Some("dormant"), None)), "dormant");
-        assert_eq!(health_cell(&device(None, None)), "-");
+        let health = |link: DeviceLink| health_cell(Some(&link));
+        assert_eq!(health(host(true, "up", Some(true))), "ok");
+        assert_eq!(health(host(true, "up", Some(false))), "no-carrier");
+        assert_eq!(health(host(true, "down", Some(false))), "no-carrier");
+        assert_eq!(health(host(true, "lowerlayerdown", None)), "down");
+        assert_eq!(health(host(false, "down", None)), "down");
+        assert_eq!(health(host(true, "unknown", Some(true))), "ok");
+        assert_eq!(health(host(true, "dormant", None)), "dormant");
+        assert_eq!(health(DeviceLink::InPod), "in-pod");
+        assert_eq!(health_cell(None), "-");
     }
 
     #[test]
     fn shared_says_how_many_children() {
-        let mut shared = device(Some("up"), Some(true));
+        let mut shared = Device {
+            name: "d".into(),
+            ..Device::default()
+        };
         assert_eq!(shared_cell(&shared), "no");
         shared.allow_multiple_allocations = Some(true);
         shared.capacity = Some(

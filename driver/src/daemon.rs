@@ -15,8 +15,9 @@
 //! 6. the claims' CDI specs and device metadata files: those of claims the checkpoint does
 //!    not hold are removed, those of the claims it holds written ([`crate::claim_files`]),
 //! 7. the hooks, which hold every device the checkpoint says is in a pod, so discovery's
-//!    first pass still publishes it; discovery's first pass, and the ResourceSlice
-//!    publisher given its device list,
+//!    first pass still publishes it; discovery's first pass, the health monitor (device
+//!    health for the kubelet, and the taints of unhealthy devices, see [`crate::health`])
+//!    and the ResourceSlice publisher given the monitor's device list,
 //! 8. the reports: claim status and pod network-status, level-triggered from the
 //!    checkpoint (seeded from it now),
 //! 9. the NRI plugin (pod sandbox events land in [`crate::hooks`]), connecting in the
@@ -36,7 +37,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::resource::v1::Device;
 use kubeletplugin::{
-    Deferred, DriverResources, Pool, PublishStatus, PublisherConfig, ResourceSlicePublisher,
+    Deferred, DriverResources, HealthReporter, Pool, PublishStatus, PublisherConfig,
+    ResourceSlicePublisher,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -48,6 +50,7 @@ use crate::cli::RunArgs;
 use crate::discovery::{Discovery, Inventory};
 use crate::faults::Faults;
 use crate::handover;
+use crate::health::HealthMonitor;
 use crate::hooks::PodNetworkHooks;
 use crate::level_writer::Backoff;
 use crate::metrics::metrics;
@@ -94,11 +97,14 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     // Registered before it takes over the node's state: during a rolling update the
     // kubelet moves to this instance at once, and its calls wait until the node is ours.
     let driver = Arc::new(Deferred::new(PREPARE_WAITS_FOR_START));
+    // Reports nothing until the health monitor starts (after discovery's first pass).
+    let health = HealthReporter::new();
     let plugin = kubeletplugin::Plugin::builder(driver_name.clone(), &node_name)
         .kube_client(client.clone())
         .registrar_dir(&args.registrar_dir)
         .plugin_data_dir(args.plugins_dir.join(&driver_name))
         .rolling_update(args.pod_uid.clone())
+        .health(health.clone())
         .start(driver.clone())
         .await
         .context("starting the kubelet DRA plugin")?;
@@ -143,11 +149,18 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     )?);
     hooks.hold_attached_devices();
 
-    let mut watch = discovery
+    let watch = discovery
         .watch(shutdown.clone())
         .await
         .context("discovering this node's NICs")?;
     tracing::info!(node = %node_name, devices = watch.devices.borrow().len(), "discovery started");
+    let mut published = crate::health::spawn(
+        HealthMonitor::new(args.health_config(&node_name)),
+        watch.devices.clone(),
+        watch.links.clone(),
+        health.clone(),
+        shutdown.clone(),
+    );
     let publisher = ResourceSlicePublisher::start(
         client.clone(),
         PublisherConfig {
@@ -161,7 +174,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     publish(
         &publisher,
         &node_name,
-        watch.devices.borrow_and_update().clone(),
+        published.borrow_and_update().clone(),
     );
     let reports = Reports::start(
         client.clone(),
@@ -201,11 +214,11 @@ pub async fn run(args: &RunArgs) -> Result<()> {
                 handover = Some(request);
                 break Ok(());
             }
-            changed = watch.devices.changed() => {
+            changed = published.changed() => {
                 if changed.is_err() {
                     break Err(anyhow::anyhow!("discovery stopped"));
                 }
-                let devices = watch.devices.borrow_and_update().clone();
+                let devices = published.borrow_and_update().clone();
                 tracing::info!(devices = devices.len(), "publishing the changed device set");
                 publish(&publisher, &node_name, devices);
             }

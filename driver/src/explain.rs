@@ -167,7 +167,7 @@ fn subject_of(manifest: &Manifest, namespace: &str) -> Result<Option<Subject>> {
         let claim: ResourceClaim = manifest.typed().map_err(anyhow_of)?;
         Ok(Some(Subject {
             allocated: allocated_devices(&claim),
-            devices: claim.spec.devices.unwrap_or_default(),
+            devices: claim.spec.and_then(|s| s.devices).unwrap_or_default(),
             label,
             origin,
             namespace: ns,
@@ -176,7 +176,11 @@ fn subject_of(manifest: &Manifest, namespace: &str) -> Result<Option<Subject>> {
     } else if manifest.is_resource("ResourceClaimTemplate") {
         let template: ResourceClaimTemplate = manifest.typed().map_err(anyhow_of)?;
         Ok(Some(Subject {
-            devices: template.spec.spec.devices.unwrap_or_default(),
+            devices: template
+                .spec
+                .and_then(|s| s.spec)
+                .and_then(|s| s.devices)
+                .unwrap_or_default(),
             label,
             origin,
             namespace: ns,
@@ -236,7 +240,7 @@ async fn claim_from_api(client: &kube::Client, ns: &str, name: &str) -> Result<S
         origin: "the API".to_owned(),
         namespace: ns.to_owned(),
         allocated: allocated_devices(&claim),
-        devices: claim.spec.devices.unwrap_or_default(),
+        devices: claim.spec.and_then(|s| s.devices).unwrap_or_default(),
         prefix: "spec.devices",
     })
 }
@@ -373,7 +377,7 @@ fn explain_claim(
         if let Some(attribute) = &constraint.match_attribute {
             writeln!(
                 out,
-                "  note: {}.constraints[{i}] (matchAttribute {attribute}) is the scheduler's to                  check across the requests' devices; not evaluated here",
+                "  note: {}.constraints[{i}] (matchAttribute {attribute}) is the scheduler's to check across the requests' devices; not evaluated here",
                 subject.prefix
             )?;
         }
@@ -439,7 +443,12 @@ fn explain_request(
     };
     // Selectors: the class's, then the request's; all must match.
     let mut selectors = Vec::new();
-    for (i, s) in class.spec.selectors.iter().flatten().enumerate() {
+    for (i, s) in class
+        .spec
+        .iter()
+        .flat_map(|spec| spec.selectors.iter().flatten())
+        .enumerate()
+    {
         if let Some(cel) = &s.cel {
             selectors.push((
                 format!("DeviceClass {} selector[{i}]", request.class),

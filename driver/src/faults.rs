@@ -9,7 +9,8 @@ use std::sync::Mutex;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Fault {
     /// The next give-back of a device (a rollback or a detach) fails before it starts,
-    /// once: the device stays in the pod as a failed rollback would leave it.
+    /// once per time the fault is given: the device stays in the pod as a failed rollback
+    /// would leave it.
     GiveBackFailsOnce,
 }
 
@@ -20,9 +21,13 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Faults armed once each.
+    /// Each fault armed as many times as it is listed (`--inject-fault X --inject-fault X`
+    /// fires X twice).
     pub fn once(faults: &[Fault]) -> Self {
-        let armed = faults.iter().map(|fault| (*fault, 1)).collect();
+        let mut armed = BTreeMap::new();
+        for fault in faults {
+            *armed.entry(*fault).or_insert(0) += 1;
+        }
         Self {
             armed: Mutex::new(armed),
         }
@@ -55,5 +60,9 @@ mod tests {
         assert!(faults.take(Fault::GiveBackFailsOnce));
         assert!(!faults.take(Fault::GiveBackFailsOnce));
         assert!(!Faults::default().take(Fault::GiveBackFailsOnce));
+        let twice = Faults::once(&[Fault::GiveBackFailsOnce, Fault::GiveBackFailsOnce]);
+        assert!(twice.take(Fault::GiveBackFailsOnce));
+        assert!(twice.take(Fault::GiveBackFailsOnce));
+        assert!(!twice.take(Fault::GiveBackFailsOnce));
     }
 }

@@ -86,6 +86,9 @@ pub enum CrashPoint {
     AttachRecorded,
     /// The interface is configured in the pod; the checkpoint still says `Attaching`.
     AttachMoved,
+    /// A give-back (STOP, REMOVE, unprepare, reconcile) recorded `Detaching`; nothing was
+    /// given back yet.
+    DetachRecorded,
 }
 
 /// netclaim's NRI handler: attaches prepared NICs to pods and gives them back. Cheap to
@@ -106,7 +109,8 @@ struct Hooks {
     /// at REMOVE): where their netns is (STOP carries none) and whether a device recorded
     /// for a sandbox may still be in use.
     sandboxes: Mutex<HashMap<String, PodSandboxRef>>,
-    /// An open file on the network namespace of every sandbox holding an attached NIC.
+    /// An open file on the network namespace of every sandbox holding an attached NIC (or
+    /// one whose give-back failed).
     /// The kernel keeps a namespace alive while a file refers to it, so when the runtime
     /// drops a pod's namespace without telling the plugin (containerd 1.7 sends no STOP or
     /// REMOVE for pods that ran before it restarted), the NIC is neither destroyed with it
@@ -647,7 +651,23 @@ impl Hooks {
         let ctx = self.backends();
         let snapshot = match &recorded {
             Some(recorded) => recorded.host.clone(),
-            None => backend.snapshot(&ctx, nic).await?,
+            None => match backend.snapshot(&ctx, nic).await {
+                Ok(snapshot) => snapshot,
+                Err(message) => {
+                    // Nothing changed yet; the claim's status says why the pod has no
+                    // device, not only the sandbox error.
+                    let failure = failure(FailureReason::AttachFailed, &message);
+                    let saved = self
+                        .update(claim, nic, Durability::Volatile, move |n| {
+                            n.failure = Some(failure);
+                        })
+                        .await;
+                    if let Err(error) = saved {
+                        tracing::error!(device = %describe(claim, nic), "recording a failed attach: {error}");
+                    }
+                    return Err(message);
+                }
+            },
         };
         let attaching = Attachment {
             sandbox_id: sandbox.id.clone(),
@@ -751,6 +771,7 @@ impl Hooks {
                 if let Err(error) = saved {
                     tracing::error!(device = %describe(claim, nic), "recording a failed rollback: {error}");
                 }
+                self.hold_netns(&sandbox.id, &sandbox.netns);
                 Err(message)
             }
         }
@@ -775,6 +796,7 @@ impl Hooks {
             })
             .await
             .map_err(|e| format!("recording the give-back: {e}"))?;
+            self.crash_point(CrashPoint::DetachRecorded);
         }
         let (netns, _held) = self.netns_for_give_back(attachment);
         match backend
@@ -796,6 +818,10 @@ impl Hooks {
                 Ok(())
             }
             Err(error) => {
+                // The device may still be in the pod's netns: keep that alive for the
+                // retry, or the runtime removing it (after a failed RUN, or at STOP)
+                // destroys a virtual NIC with it.
+                self.hold_netns(&attachment.sandbox_id, &netns.to_string_lossy());
                 let record = Attachment {
                     phase: AttachPhase::DetachFailed,
                     error: Some(error.clone()),

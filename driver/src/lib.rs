@@ -20,6 +20,7 @@ pub mod exec;
 pub mod explain;
 pub mod faults;
 pub mod handover;
+pub mod health;
 pub mod hooks;
 pub mod level_writer;
 pub mod locks;

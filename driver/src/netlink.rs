@@ -987,13 +987,14 @@ impl NetHandle {
     /// Runs the `ethtool` program inside this handle's namespace (`nsenter --net` on this
     /// process's open namespace file): the ethtool netlink crate of the rust-netlink family
     /// (0.3) can read features but not set them, and the legacy `SIOCETHTOOL` ioctl would
-    /// need `unsafe`. `ethtool -K` fails for unknown names and for features the device has
-    /// fixed, and its message says which. Both programs run by absolute path with a clean
+    /// need `unsafe`. `ethtool -K` fails for unknown names, and for features the device has
+    /// fixed when it changed nothing at all; the features are read back, so one the device
+    /// kept as it was fails the call too. Both programs run by absolute path with a clean
     /// environment and a time limit ([`crate::exec`]); see [`ethtool_argv`].
     ///
     /// # Errors
     /// A name that starts with `-` (refused before anything runs), `ethtool` or `nsenter`
-    /// missing, or ethtool's message when it refuses.
+    /// missing, ethtool's message when it refuses, or the features the device did not take.
     pub async fn set_ethtool_features(
         &self,
         if_name: &str,
@@ -1010,8 +1011,30 @@ impl NetHandle {
         let action = format!("setting ethtool features on {if_name}");
         self.run_ethtool(&args)
             .await
-            .map(drop)
-            .map_err(|e| NetError::new(action, &self.label, e))
+            .map_err(|e| NetError::new(action.clone(), &self.label, e))?;
+        // `ethtool -K` exits 0 when it changed at least one feature, even if the device
+        // kept others as they were (fixed ones): read them back.
+        let now = self.ethtool_features(if_name, features.keys()).await?;
+        let refused: Vec<String> = features
+            .iter()
+            .filter(|(name, on)| now.get(*name) != Some(*on))
+            .map(|(name, on)| format!("{name} {}", if *on { "on" } else { "off" }))
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(NetError::new(
+            action,
+            &self.label,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "ethtool: the device refused {} (a feature it has fixed, or one that \
+                     depends on another)",
+                    refused.join(", ")
+                ),
+            ),
+        ))
     }
 
     /// The current values of the ethtool features `names` of `if_name`.

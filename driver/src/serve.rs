@@ -210,6 +210,7 @@ mod tests {
         slices.send_replace(PublishStatus {
             synced_generation: 0,
             last_error: Some("422 Invalid".into()),
+            ..PublishStatus::default()
         });
         assert_eq!(
             readiness.not_ready(),
@@ -228,6 +229,7 @@ mod tests {
         slices.send_replace(PublishStatus {
             synced_generation: 1,
             last_error: None,
+            ..PublishStatus::default()
         });
         assert!(readiness.not_ready().is_empty());
 

@@ -189,7 +189,7 @@ pub fn validate(
             match manifest.typed::<ResourceClaim>() {
                 Ok(claim) => check_claim(
                     manifest,
-                    &claim.spec.devices.unwrap_or_default(),
+                    &claim.spec.and_then(|s| s.devices).unwrap_or_default(),
                     "spec.devices",
                     &catalog,
                     namespace,
@@ -203,7 +203,11 @@ pub fn validate(
             match manifest.typed::<ResourceClaimTemplate>() {
                 Ok(template) => check_claim(
                     manifest,
-                    &template.spec.spec.devices.unwrap_or_default(),
+                    &template
+                        .spec
+                        .and_then(|s| s.spec)
+                        .and_then(|s| s.devices)
+                        .unwrap_or_default(),
                     "spec.spec.devices",
                     &catalog,
                     namespace,
@@ -255,9 +259,8 @@ fn check_class(
     };
     let selectors: Vec<(String, String)> = class
         .spec
-        .selectors
         .iter()
-        .flatten()
+        .flat_map(|spec| spec.selectors.iter().flatten())
         .enumerate()
         .filter_map(|(i, s)| {
             s.cel.as_ref().map(|cel| {

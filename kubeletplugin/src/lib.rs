@@ -3,8 +3,9 @@
 //!
 //! It knows nothing about any particular kind of device. A driver implements
 //! [`DraDriver`]; the library serves plugin registration and the kubelet's `DRAPlugin`
-//! service (v1 and v1beta1) on unix sockets, fetches claims from the API server, and
-//! publishes the driver's devices as `resource.k8s.io/v1` ResourceSlices.
+//! service (v1 and v1beta1) on unix sockets, optionally streams device health
+//! (`DRAResourceHealth` v1 and v1alpha1, [`HealthReporter`]), fetches claims from the API
+//! server, and publishes the driver's devices as `resource.k8s.io/v1` ResourceSlices.
 //!
 //! # What the library guarantees
 //! - Every claim in a `NodePrepareResources` call gets an answer; per-claim failures (claim
@@ -75,9 +76,9 @@ mod sockets;
 pub use deferred::Deferred;
 pub use driver::{ClaimError, ClaimRef, DraDriver, PrepareResult, PreparedDevice};
 pub use error::Error;
-pub use health::{DeviceHealth, HealthReporter, HealthStatus};
+pub use health::{DeviceHealth, HealthReporter, HealthStatus, MAX_HEALTH_MESSAGE_LEN};
 pub use plugin::{DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRAR_DIR, Plugin, PluginBuilder, PluginHandle};
-pub use registration::{DRA_PLUGIN_TYPE, RegistrationStatus, SUPPORTED_VERSIONS};
+pub use registration::{DRA_PLUGIN_TYPE, HEALTH_SERVICES, RegistrationStatus, SUPPORTED_VERSIONS};
 pub mod publisher;
 
 pub use publisher::{

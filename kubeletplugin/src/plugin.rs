@@ -15,8 +15,10 @@ use crate::dra::{DraCore, DraV1, DraV1beta1};
 use crate::driver::DraDriver;
 use crate::error::Error;
 use crate::health::{HealthReporter, HealthService};
-use crate::proto::{dra_v1, dra_v1beta1, health, registration};
-use crate::registration::{RegistrationService, RegistrationStatus};
+use crate::proto::{dra_v1, dra_v1beta1, registration};
+use crate::registration::{
+    HEALTH_SERVICES, RegistrationService, RegistrationStatus, SUPPORTED_VERSIONS,
+};
 use crate::sockets::{self, SocketLayout};
 
 /// The kubelet's default plugin registration directory.
@@ -30,7 +32,7 @@ pub const DEFAULT_PLUGINS_DIR: &str = "/var/lib/kubelet/plugins";
 /// sockets and serves:
 /// - `pluginregistration.Registration` on `<registrar dir>/<driver>-reg.sock`, which the
 ///   kubelet's plugin watcher finds and calls;
-/// - `DRAPlugin` v1 and v1beta1 (and optionally `v1alpha1.DRAResourceHealth`) on
+/// - `DRAPlugin` v1 and v1beta1 (and optionally `DRAResourceHealth` v1 and v1alpha1) on
 ///   `<plugin data dir>/dra.sock`, which the kubelet dials for every prepare and unprepare.
 ///
 /// # Example
@@ -159,9 +161,11 @@ impl PluginBuilder {
         self
     }
 
-    /// Serves `v1alpha1.DRAResourceHealth` on the DRA socket, streaming what the driver
-    /// reports through `reporter`. Without it, the kubelet's health calls get
-    /// `Unimplemented`, which it treats as "no health information".
+    /// Serves `DRAResourceHealth` (`v1` and `v1alpha1`) on the DRA socket and advertises
+    /// both in the registration ([`crate::HEALTH_SERVICES`]), streaming what the driver
+    /// reports through `reporter`. Without it, neither is advertised and the health calls
+    /// of a kubelet that tries anyway get `Unimplemented`, which it treats as "no health
+    /// information".
     pub fn health(mut self, reporter: HealthReporter) -> Self {
         self.health = Some(reporter);
         self
@@ -200,6 +204,7 @@ impl PluginBuilder {
         let mut servers = Vec::new();
 
         let core = Arc::new(DraCore::new(driver, settings.client, settings.serialize));
+        let serves_health = settings.health.is_some();
         let dra_routes = dra_routes(core, settings.health, shutdown.clone());
         let dra_listener = sockets::bind(&layout.dra_socket)?;
         servers.push(serve(
@@ -212,6 +217,7 @@ impl PluginBuilder {
         let registration = RegistrationService {
             driver_name: settings.driver_name.clone(),
             endpoint,
+            supported_versions: supported_versions(serves_health),
             status: status_tx,
         };
         let registration_routes = Routes::new(
@@ -334,14 +340,23 @@ fn dra_routes<D: DraDriver>(
         Arc::new(DraV1beta1(core)),
     ));
     if let Some(reporter) = health {
-        routes = routes.add_service(
-            health::dra_resource_health_server::DraResourceHealthServer::new(HealthService {
-                reporter,
-                shutdown,
-            }),
-        );
+        let health = HealthService { reporter, shutdown };
+        routes = routes
+            .add_service(health.v1())
+            .add_service(health.v1alpha1());
     }
     routes
+}
+
+/// What the registration advertises: the DRA services, then the health services when the
+/// plugin serves them.
+fn supported_versions(serves_health: bool) -> Vec<String> {
+    let health = serves_health.then_some(HEALTH_SERVICES.as_slice());
+    SUPPORTED_VERSIONS
+        .iter()
+        .chain(health.into_iter().flatten())
+        .map(|service| service.to_string())
+        .collect()
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then lets in-flight calls
@@ -460,6 +475,23 @@ mod tests {
             !Plugin::builder("netclaim.dev", "node")
                 .serialize(false)
                 .serialize
+        );
+    }
+
+    #[test]
+    fn health_services_are_advertised_only_when_served() {
+        assert_eq!(
+            supported_versions(false),
+            ["v1.DRAPlugin", "v1beta1.DRAPlugin"]
+        );
+        assert_eq!(
+            supported_versions(true),
+            [
+                "v1.DRAPlugin",
+                "v1beta1.DRAPlugin",
+                "v1.DRAResourceHealth",
+                "v1alpha1.DRAResourceHealth"
+            ]
         );
     }
 

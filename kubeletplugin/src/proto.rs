@@ -20,8 +20,16 @@ pub mod registration {
     tonic::include_proto!("pluginregistration");
 }
 
-/// `v1alpha1`: the optional `DRAResourceHealth` stream.
+/// `v1`: the optional `DRAResourceHealth` stream (`v1.DRAResourceHealth`), which kubelets
+/// that know it prefer.
 #[allow(missing_docs, clippy::all)]
-pub mod health {
+pub mod health_v1 {
+    tonic::include_proto!("v1");
+}
+
+/// `v1alpha1`: the optional `DRAResourceHealth` stream for kubelets that know no newer one
+/// (`v1alpha1.DRAResourceHealth`; the same messages as [`health_v1`]).
+#[allow(missing_docs, clippy::all)]
+pub mod health_v1alpha1 {
     tonic::include_proto!("v1alpha1");
 }

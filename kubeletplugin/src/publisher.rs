@@ -37,7 +37,25 @@
 //!   generation is raised above every published slice's generation for that pool and all its
 //!   slices are rewritten: existing slice objects are updated, missing ones created, surplus
 //!   ones and slices of pools that no longer exist deleted. Nothing is written when the
-//!   published slices already equal the desired ones.
+//!   published slices already equal the desired ones, compared semantically (see below).
+//! - Device taints keep the `timeAdded` the server gave them while their key, value and
+//!   effect stay the same (it is copied from the published taint into every rewrite), so a
+//!   rewrite for another reason does not restart a toleration's `tolerationSeconds`.
+//!
+//! # What counts as a difference
+//! The API server changes what it stores: it fills in a taint's `timeAdded` (defaulting)
+//! and drops fields of features that are off (`dropDisabledFields`: taints without
+//! `DRADeviceTaints`, consumable-capacity fields without `DRAConsumableCapacity`; both off
+//! by default in Kubernetes 1.34 and 1.35). Comparing field by field would see a
+//! difference after every write and rewrite the pool in a loop. So:
+//! - a taint equals another with the same key, value and effect when either has no
+//!   `timeAdded` or both are within a second of each other (as the Go helper's
+//!   `DevicesDeepEqual`);
+//! - each write's answer (the object as stored) is remembered with what was sent: a
+//!   published slice equal to what the server stored for the same desired devices is
+//!   current, whatever the server dropped or filled in. Dropped fields are reported in
+//!   [`PublishStatus::dropped_fields`] and logged once per write, and not written again
+//!   until the desired devices change (or the publisher restarts: one write then).
 //! - The publisher watches this node's slices of this driver, so slices deleted or changed
 //!   by someone else are repaired.
 //! - Conflicts (409), throttling (429), server errors (5xx), a missing Node (404) and
@@ -58,8 +76,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::resource::v1::{Device, ResourcePool, ResourceSlice, ResourceSliceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::resource::v1::{
+    Device, DeviceTaint, ResourcePool, ResourceSlice, ResourceSliceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
@@ -99,6 +119,10 @@ pub struct PublishStatus {
     pub synced_generation: u64,
     /// The last error (API rejection or transport failure), cleared on success.
     pub last_error: Option<String>,
+    /// Fields the API server dropped from the devices last written (a feature it has
+    /// off), as `spec.devices[<device name>].<field path>`, sorted; empty when it stored
+    /// everything. Updated by every write.
+    pub dropped_fields: Vec<String>,
 }
 
 /// Most devices in one slice.
@@ -114,6 +138,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const REJECTED_RETRY: Duration = Duration::from_secs(60);
 /// Attempts at deleting this node's slices on shutdown.
 const SHUTDOWN_DELETE_ATTEMPTS: u32 = 5;
+/// How far apart two `timeAdded` of one taint may be and still be the same (the API
+/// stores whole seconds).
+const TAINT_TIME_TOLERANCE_SECONDS: i64 = 1;
 
 /// Keeps this node's ResourceSlices equal to the latest [`DriverResources`] it was given.
 ///
@@ -142,6 +169,7 @@ impl ResourceSlicePublisher {
             config,
             status: status_tx,
             generations: BTreeMap::new(),
+            stored: BTreeMap::new(),
         };
         let task = tokio::spawn(worker.run(desired_rx, stop.clone(), delete_on_stop.clone()));
         ResourceSlicePublisher {
@@ -183,6 +211,15 @@ struct Worker {
     /// The last generation written per pool, so generations only grow even when someone
     /// deletes all of a pool's slices.
     generations: BTreeMap<String, i64>,
+    /// Per pool, what the server stored for each slice's devices this publisher last wrote.
+    stored: BTreeMap<String, Vec<StoredChunk>>,
+}
+
+/// One slice's devices as sent, and as the server stored them.
+#[derive(Clone, Debug)]
+struct StoredChunk {
+    sent: Vec<Device>,
+    stored: Vec<Device>,
 }
 
 /// What one reconcile pass did.
@@ -191,6 +228,8 @@ struct PassOutcome {
     wrote: bool,
     retryable: Vec<String>,
     rejected: Vec<String>,
+    /// Fields the server dropped from what this pass wrote; `None` when it wrote nothing.
+    dropped: Option<Vec<String>>,
 }
 
 impl Worker {
@@ -253,6 +292,13 @@ impl Worker {
                 _ = stop.cancelled() => break,
                 outcome = self.reconcile(&resources) => outcome,
             };
+            if let Some(dropped) = &outcome.dropped {
+                self.status.send_if_modified(|s| {
+                    let changed = s.dropped_fields != *dropped;
+                    s.dropped_fields.clone_from(dropped);
+                    changed
+                });
+            }
             if outcome.retryable.is_empty() && outcome.rejected.is_empty() {
                 backoff.reset();
                 let confirmed = outcome.wrote || new_desired;
@@ -332,6 +378,12 @@ impl Worker {
         for slice in by_pool.into_values().flatten() {
             self.delete_slice(&slice, &mut outcome).await;
         }
+        self.stored
+            .retain(|pool_name, _| resources.pools.contains_key(pool_name));
+        if let Some(dropped) = outcome.dropped.as_mut() {
+            dropped.sort();
+            dropped.dedup();
+        }
         outcome
     }
 
@@ -374,17 +426,41 @@ impl Worker {
         self.generations.insert(pool_name.to_string(), generation);
         let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
         published.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let taint_times = published_taint_times(&published);
+        let mut stored = Vec::new();
         let mut existing = published.into_iter();
-        for devices in chunks {
-            let spec = self.slice_spec(pool_name, generation, count, devices);
-            match existing.next() {
+        for mut devices in chunks {
+            carry_taint_times(&mut devices, &taint_times);
+            let spec = self.slice_spec(pool_name, generation, count, devices.clone());
+            let written = match existing.next() {
                 Some(slice) => self.update_slice(slice, spec, owner, outcome).await,
                 None => self.create_slice(spec, owner, outcome).await,
+            };
+            if let Some(written) = written {
+                let kept = written.spec.devices.unwrap_or_default();
+                outcome
+                    .dropped
+                    .get_or_insert_with(Vec::new)
+                    .extend(dropped_fields(&devices, &kept));
+                stored.push(StoredChunk {
+                    sent: devices,
+                    stored: kept,
+                });
             }
         }
         for surplus in existing {
             self.delete_slice(&surplus, outcome).await;
         }
+        if let Some(dropped) = outcome.dropped.as_ref().filter(|d| !d.is_empty()) {
+            tracing::warn!(
+                pool = pool_name,
+                fields = %dropped.join(", "),
+                "the API server dropped fields of the published devices (a feature gate it \
+                 has off, such as DRADeviceTaints or DRAConsumableCapacity); not rewriting \
+                 them until the devices change"
+            );
+        }
+        self.stored.insert(pool_name.to_string(), stored);
     }
 
     /// Whether the published slices of a pool are exactly the desired chunks, at one
@@ -410,7 +486,9 @@ impl Worker {
                     .owner_references
                     .as_ref()
                     .is_some_and(|refs| refs.contains(owner));
-                let position = unmatched.iter().position(|chunk| **chunk == devices);
+                let position = unmatched
+                    .iter()
+                    .position(|chunk| self.is_published_as(pool_name, chunk, &devices));
                 if let Some(position) = position {
                     unmatched.swap_remove(position);
                 }
@@ -423,6 +501,19 @@ impl Worker {
                     && spec.node_selector.is_none()
                     && spec.per_device_node_selection.is_none()
                     && spec.shared_counters.is_none()
+            })
+    }
+
+    /// Whether `published` is what this publisher's write of `desired` left on the server:
+    /// the same devices (taint times aside), or what the server stored when this
+    /// publisher last wrote these devices.
+    fn is_published_as(&self, pool_name: &str, desired: &[Device], published: &[Device]) -> bool {
+        devices_equivalent(desired, published)
+            || self.stored.get(pool_name).is_some_and(|chunks| {
+                chunks.iter().any(|chunk| {
+                    devices_equivalent(&chunk.sent, desired)
+                        && devices_equivalent(&chunk.stored, published)
+                })
             })
     }
 
@@ -446,12 +537,13 @@ impl Worker {
         }
     }
 
+    /// Creates a slice; the slice as stored, on success.
     async fn create_slice(
         &self,
         spec: ResourceSliceSpec,
         owner: &OwnerReference,
         outcome: &mut PassOutcome,
-    ) {
+    ) -> Option<ResourceSlice> {
         let slice = ResourceSlice {
             metadata: ObjectMeta {
                 generate_name: Some(slice_name_prefix(
@@ -464,18 +556,25 @@ impl Worker {
             spec,
         };
         match self.slices.create(&PostParams::default(), &slice).await {
-            Ok(_) => outcome.wrote = true,
-            Err(error) => record(outcome, "creating a ResourceSlice", error),
+            Ok(stored) => {
+                outcome.wrote = true;
+                Some(stored)
+            }
+            Err(error) => {
+                record(outcome, "creating a ResourceSlice", error);
+                None
+            }
         }
     }
 
+    /// Replaces a slice's spec and owner; the slice as stored, on success.
     async fn update_slice(
         &self,
         mut slice: ResourceSlice,
         spec: ResourceSliceSpec,
         owner: &OwnerReference,
         outcome: &mut PassOutcome,
-    ) {
+    ) -> Option<ResourceSlice> {
         let name = slice.metadata.name.clone().unwrap_or_default();
         slice.spec = spec;
         let refs = slice.metadata.owner_references.get_or_insert_with(Vec::new);
@@ -487,8 +586,14 @@ impl Worker {
             .replace(&name, &PostParams::default(), &slice)
             .await
         {
-            Ok(_) => outcome.wrote = true,
-            Err(error) => record(outcome, &format!("updating ResourceSlice {name}"), error),
+            Ok(stored) => {
+                outcome.wrote = true;
+                Some(stored)
+            }
+            Err(error) => {
+                record(outcome, &format!("updating ResourceSlice {name}"), error);
+                None
+            }
         }
     }
 
@@ -543,6 +648,144 @@ fn is_retryable(error: &kube::Error) -> bool {
             matches!(status.code, 404 | 408 | 409 | 429) || status.code >= 500
         }
         _ => true,
+    }
+}
+
+/// Device lists equal but for taint times: a taint's `timeAdded` matches when either side
+/// has none (the server fills it in) or both are within a second.
+fn devices_equivalent(a: &[Device], b: &[Device]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            let (a_taints, b_taints) = (
+                a.taints.as_deref().unwrap_or_default(),
+                b.taints.as_deref().unwrap_or_default(),
+            );
+            let untainted = |d: &Device| Device {
+                taints: None,
+                ..d.clone()
+            };
+            a_taints.len() == b_taints.len()
+                && a_taints
+                    .iter()
+                    .zip(b_taints)
+                    .all(|(x, y)| taints_equivalent(x, y))
+                && untainted(a) == untainted(b)
+        })
+}
+
+fn taints_equivalent(a: &DeviceTaint, b: &DeviceTaint) -> bool {
+    let times_match = match (&a.time_added, &b.time_added) {
+        (Some(x), Some(y)) => {
+            (x.0.as_second() - y.0.as_second()).abs() <= TAINT_TIME_TOLERANCE_SECONDS
+        }
+        _ => true,
+    };
+    a.key == b.key && a.value == b.value && a.effect == b.effect && times_match
+}
+
+/// `timeAdded` of every published taint, by (device name, key, value, effect).
+type TaintTimes = BTreeMap<(String, String, Option<String>, String), Time>;
+
+fn published_taint_times(published: &[ResourceSlice]) -> TaintTimes {
+    let mut times = TaintTimes::new();
+    for device in published
+        .iter()
+        .flat_map(|slice| slice.spec.devices.iter().flatten())
+    {
+        for taint in device.taints.iter().flatten() {
+            if let Some(time) = &taint.time_added {
+                let key = (
+                    device.name.clone(),
+                    taint.key.clone(),
+                    taint.value.clone(),
+                    taint.effect.clone(),
+                );
+                times.insert(key, time.clone());
+            }
+        }
+    }
+    times
+}
+
+/// Gives each taint without a `timeAdded` the one its published twin has, so that a
+/// rewrite keeps the time the taint really appeared.
+fn carry_taint_times(devices: &mut [Device], times: &TaintTimes) {
+    for device in devices {
+        let name = device.name.clone();
+        for taint in device.taints.iter_mut().flatten() {
+            if taint.time_added.is_some() {
+                continue;
+            }
+            let key = (
+                name.clone(),
+                taint.key.clone(),
+                taint.value.clone(),
+                taint.effect.clone(),
+            );
+            taint.time_added = times.get(&key).cloned();
+        }
+    }
+}
+
+/// The fields of `sent` (non-empty values) that are missing from `stored`, matched by device
+/// name, as `spec.devices[<name>].<path>`.
+fn dropped_fields(sent: &[Device], stored: &[Device]) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for device in sent {
+        let Some(kept) = stored.iter().find(|d| d.name == device.name) else {
+            dropped.push(format!("spec.devices[{}]", device.name));
+            continue;
+        };
+        let (Ok(sent_json), Ok(kept_json)) =
+            (serde_json::to_value(device), serde_json::to_value(kept))
+        else {
+            continue;
+        };
+        missing_paths(
+            &sent_json,
+            &kept_json,
+            &format!("spec.devices[{}]", device.name),
+            &mut dropped,
+        );
+    }
+    dropped
+}
+
+/// Appends the paths of non-empty values in `sent` that `kept` lacks.
+fn missing_paths(
+    sent: &serde_json::Value,
+    kept: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    let is_empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match (sent, kept) {
+        (Value::Object(sent), Value::Object(kept)) => {
+            for (key, value) in sent {
+                let child = format!("{path}.{key}");
+                match kept.get(key) {
+                    None if !is_empty(value) => out.push(child),
+                    None => {}
+                    Some(kept_value) => missing_paths(value, kept_value, &child, out),
+                }
+            }
+        }
+        (Value::Array(sent), Value::Array(kept)) => {
+            for (index, value) in sent.iter().enumerate() {
+                let child = format!("{path}[{index}]");
+                match kept.get(index) {
+                    None => out.push(child),
+                    Some(kept_value) => missing_paths(value, kept_value, &child, out),
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -658,6 +901,81 @@ mod tests {
             assert!(backoff.next_delay() <= BACKOFF_MAX);
         }
         assert!(backoff.next_delay() >= BACKOFF_MAX / 2);
+    }
+
+    fn tainted(name: &str, time: Option<&str>) -> Device {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "taints": [{ "key": "example.com/k", "value": "v", "effect": "NoSchedule",
+                         "timeAdded": time }],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn taint_times_are_ignored_when_unset_and_tolerated_within_a_second() {
+        let unset = tainted("d", None);
+        let at = tainted("d", Some("2026-12-01T10:00:00Z"));
+        let a_second_later = tainted("d", Some("2026-12-01T10:00:01Z"));
+        let later = tainted("d", Some("2026-12-01T10:00:02Z"));
+        assert!(devices_equivalent(
+            std::slice::from_ref(&unset),
+            std::slice::from_ref(&at)
+        ));
+        assert!(devices_equivalent(
+            std::slice::from_ref(&at),
+            std::slice::from_ref(&a_second_later)
+        ));
+        assert!(!devices_equivalent(
+            std::slice::from_ref(&at),
+            std::slice::from_ref(&later)
+        ));
+        let mut other_effect = at.clone();
+        other_effect.taints.as_mut().unwrap()[0].effect = "NoExecute".into();
+        assert!(!devices_equivalent(
+            std::slice::from_ref(&at),
+            &[other_effect]
+        ));
+        let untainted = Device {
+            taints: None,
+            ..at.clone()
+        };
+        assert!(!devices_equivalent(&[at], &[untainted]));
+    }
+
+    #[test]
+    fn dropped_fields_name_what_the_server_left_out() {
+        let sent: Device = serde_json::from_value(serde_json::json!({
+            "name": "d",
+            "allowMultipleAllocations": true,
+            "taints": [{ "key": "k", "effect": "NoSchedule" }],
+            "capacity": { "x/c": { "value": "4", "requestPolicy": { "default": "1" } } },
+        }))
+        .unwrap();
+        let kept: Device = serde_json::from_value(serde_json::json!({
+            "name": "d", "capacity": { "x/c": { "value": "4" } },
+        }))
+        .unwrap();
+        assert_eq!(
+            dropped_fields(std::slice::from_ref(&sent), &[kept]),
+            [
+                "spec.devices[d].allowMultipleAllocations",
+                "spec.devices[d].capacity.x/c.requestPolicy",
+                "spec.devices[d].taints",
+            ]
+        );
+        // Filled in (timeAdded) is not dropped.
+        let mut filled = sent.clone();
+        filled.taints = Some(vec![
+            tainted("d", Some("2026-12-01T10:00:00Z")).taints.unwrap()[0].clone(),
+        ]);
+        filled.taints.as_mut().unwrap()[0].key = "k".into();
+        filled.taints.as_mut().unwrap()[0].value = None;
+        assert_eq!(
+            dropped_fields(std::slice::from_ref(&sent), &[filled]),
+            Vec::<String>::new()
+        );
+        assert_eq!(dropped_fields(&[sent], &[]), ["spec.devices[d]"]);
     }
 
     #[test]

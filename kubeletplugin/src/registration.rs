@@ -9,6 +9,10 @@ pub const DRA_PLUGIN_TYPE: &str = "DRAPlugin";
 /// The DRA services this library serves, most preferred first, as advertised in
 /// `PluginInfo.supported_versions`.
 pub const SUPPORTED_VERSIONS: [&str; 2] = ["v1.DRAPlugin", "v1beta1.DRAPlugin"];
+/// The device health services, advertised after [`SUPPORTED_VERSIONS`] when the plugin
+/// serves health ([`crate::PluginBuilder::health`]). The kubelet finds optional services in
+/// the same list (`<gRPC package>.<service>`) and picks the newest it knows.
+pub const HEALTH_SERVICES: [&str; 2] = ["v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth"];
 
 /// What the kubelet reported in `NotifyRegistrationStatus`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub(crate) struct RegistrationService {
     pub driver_name: String,
     /// The DRA socket's path, as the kubelet should dial it.
     pub endpoint: String,
+    /// `PluginInfo.supported_versions`: the services served on the DRA socket.
+    pub supported_versions: Vec<String>,
     pub status: watch::Sender<Option<RegistrationStatus>>,
 }
 
@@ -37,7 +43,7 @@ impl pb::registration_server::Registration for RegistrationService {
             r#type: DRA_PLUGIN_TYPE.to_string(),
             name: self.driver_name.clone(),
             endpoint: self.endpoint.clone(),
-            supported_versions: SUPPORTED_VERSIONS.iter().map(|v| v.to_string()).collect(),
+            supported_versions: self.supported_versions.clone(),
         }))
     }
 

@@ -12,7 +12,14 @@
 //!   and keeps the last failure per socket: [`KubeletStandIn::probe_errors`], and in the error
 //!   of a wait that runs out;
 //! - calls `NodePrepareResources` / `NodeUnprepareResources` of either version with the
-//!   kubelet's 45 s per-call timeout, and `v1alpha1.DRAResourceHealth/NodeWatchResources`;
+//!   kubelet's 45 s per-call timeout;
+//! - picks the health service as the kubelet does since 1.36 (`pickHealthService` in
+//!   `pkg/kubelet/cm/dra/plugin`): `v1.DRAResourceHealth` when the registration lists it,
+//!   else `v1alpha1.DRAResourceHealth` when listed, else none
+//!   ([`DraClient::health_version`]); [`DraClient::watch_health_version`] opens a given
+//!   version regardless, as the 1.34 kubelet opened v1alpha1 on every plugin. The health
+//!   messages come from the stand-in's own copy of the official protos
+//!   (`test/proto/kubelet_dra_health_*.proto`), not the plugin library's;
 //! - refuses a response as the kubelet's DRA manager does (`pkg/kubelet/cm/dra/manager.go`,
 //!   `prepareResources` and `unprepareResources`): a result for a claim UID it did not ask
 //!   for fails the call with "NodePrepareResources returned result for unknown claim UID
@@ -21,7 +28,9 @@
 //!
 //! What it does not model: the kubelet's claim cache and retries, pod admission, the
 //! periodic re-registration after plugin restarts (call [`KubeletStandIn::wait_for_plugin`]
-//! again), and the wiping of ResourceSlices 30 s after a driver disappears. Where the
+//! again), the wiping of ResourceSlices 30 s after a driver disappears, the health cache
+//! (a device not reported within its `health_check_timeout_seconds` turning `Unknown`) and
+//! the pod status it feeds, and the re-opening of a health stream that ended. Where the
 //! kubelet stops at the first claim with an error, the stand-in returns every claim's
 //! outcome, so that tests can check each.
 
@@ -36,7 +45,7 @@ use hyper_util::rt::TokioIo;
 use kubeletplugin::ClaimRef;
 use kubeletplugin::proto::registration::registration_client::RegistrationClient;
 use kubeletplugin::proto::registration::{InfoRequest, PluginInfo, RegistrationStatus};
-use kubeletplugin::proto::{dra_v1, dra_v1beta1, health};
+use kubeletplugin::proto::{dra_v1, dra_v1beta1};
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -65,6 +74,184 @@ impl DraApiVersion {
         match self {
             DraApiVersion::V1 => "v1.DRAPlugin",
             DraApiVersion::V1beta1 => "v1beta1.DRAPlugin",
+        }
+    }
+}
+
+/// The stand-in's own generated code for the kubelet's health protos.
+#[allow(missing_docs, clippy::all)]
+pub mod health_proto {
+    /// `v1.DRAResourceHealth`.
+    pub mod v1 {
+        tonic::include_proto!("v1");
+    }
+    /// `v1alpha1.DRAResourceHealth`.
+    pub mod v1alpha1 {
+        tonic::include_proto!("v1alpha1");
+    }
+}
+
+/// A version of the kubelet's `DRAResourceHealth` service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HealthApiVersion {
+    /// `v1.DRAResourceHealth`.
+    V1,
+    /// `v1alpha1.DRAResourceHealth`.
+    V1alpha1,
+}
+
+impl HealthApiVersion {
+    /// Both versions, in the kubelet's order of preference.
+    pub const ALL: [HealthApiVersion; 2] = [HealthApiVersion::V1, HealthApiVersion::V1alpha1];
+
+    /// The name a plugin advertises in `PluginInfo.supported_versions`.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            HealthApiVersion::V1 => "v1.DRAResourceHealth",
+            HealthApiVersion::V1alpha1 => "v1alpha1.DRAResourceHealth",
+        }
+    }
+
+    /// The health service a kubelet picks from a registration's supported services.
+    pub fn pick(supported: &[String]) -> Option<HealthApiVersion> {
+        Self::ALL
+            .into_iter()
+            .find(|v| supported.iter().any(|s| s == v.service_name()))
+    }
+}
+
+/// A device's health as the kubelet decodes it (either version).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedHealth {
+    /// `device.pool_name`.
+    pub pool_name: String,
+    /// `device.device_name`.
+    pub device_name: String,
+    /// `health`, decoded.
+    pub health: WireHealthStatus,
+    /// `last_updated_time`, Unix seconds.
+    pub last_updated_time: i64,
+    /// `health_check_timeout_seconds`.
+    pub health_check_timeout_seconds: i64,
+    /// `message`.
+    pub message: String,
+}
+
+/// The `HealthStatus` enum on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireHealthStatus {
+    /// `UNKNOWN` (0).
+    Unknown,
+    /// `HEALTHY` (1).
+    Healthy,
+    /// `UNHEALTHY` (2).
+    Unhealthy,
+    /// A number the official enum does not have.
+    Other(i32),
+}
+
+impl WireHealthStatus {
+    fn from_number(n: i32) -> Self {
+        match n {
+            0 => WireHealthStatus::Unknown,
+            1 => WireHealthStatus::Healthy,
+            2 => WireHealthStatus::Unhealthy,
+            other => WireHealthStatus::Other(other),
+        }
+    }
+}
+
+/// One `NodeWatchResourcesResponse`, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthReport {
+    /// The devices it covers.
+    pub devices: Vec<ReportedHealth>,
+}
+
+impl HealthReport {
+    /// The report's entry for `device_name`.
+    pub fn device(&self, device_name: &str) -> Option<&ReportedHealth> {
+        self.devices.iter().find(|d| d.device_name == device_name)
+    }
+}
+
+macro_rules! decode_report {
+    ($response:expr) => {
+        HealthReport {
+            devices: $response
+                .devices
+                .into_iter()
+                .map(|d| {
+                    let device = d.device.unwrap_or_default();
+                    ReportedHealth {
+                        pool_name: device.pool_name,
+                        device_name: device.device_name,
+                        health: WireHealthStatus::from_number(d.health),
+                        last_updated_time: d.last_updated_time,
+                        health_check_timeout_seconds: d.health_check_timeout_seconds,
+                        message: d.message,
+                    }
+                })
+                .collect(),
+        }
+    };
+}
+
+/// An open `NodeWatchResources` stream of either version.
+#[derive(Debug)]
+pub enum HealthStream {
+    /// On `v1.DRAResourceHealth`.
+    V1(tonic::Streaming<health_proto::v1::NodeWatchResourcesResponse>),
+    /// On `v1alpha1.DRAResourceHealth`.
+    V1alpha1(tonic::Streaming<health_proto::v1alpha1::NodeWatchResourcesResponse>),
+}
+
+impl HealthStream {
+    /// The next report; `Ok(None)` when the plugin ended the stream.
+    pub async fn message(&mut self) -> Result<Option<HealthReport>, tonic::Status> {
+        Ok(match self {
+            HealthStream::V1(stream) => stream.message().await?.map(|r| decode_report!(r)),
+            HealthStream::V1alpha1(stream) => stream.message().await?.map(|r| decode_report!(r)),
+        })
+    }
+
+    /// The version this stream speaks.
+    pub fn version(&self) -> HealthApiVersion {
+        match self {
+            HealthStream::V1(_) => HealthApiVersion::V1,
+            HealthStream::V1alpha1(_) => HealthApiVersion::V1alpha1,
+        }
+    }
+
+    /// Waits (at most `timeout`) for a report in which `done` holds for the entry of
+    /// `device_name`, skipping reports where it does not; returns that entry.
+    pub async fn wait_for_device(
+        &mut self,
+        device_name: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&ReportedHealth) -> bool,
+    ) -> anyhow::Result<ReportedHealth> {
+        let mut last = None;
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                let Some(report) = self.message().await? else {
+                    bail!("the health stream ended");
+                };
+                if let Some(entry) = report.device(device_name) {
+                    if done(entry) {
+                        return Ok(entry.clone());
+                    }
+                    last = Some(entry.clone());
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(result) => result,
+            Err(_) => bail!(
+                "no health report for {device_name} matched within {timeout:?}; last seen: \
+                 {last:?}"
+            ),
         }
     }
 }
@@ -486,17 +673,57 @@ impl DraClient {
         }
     }
 
-    /// Opens `v1alpha1.DRAResourceHealth/NodeWatchResources` on the DRA socket.
-    pub async fn watch_health(
+    /// The health service the kubelet picked from the registration (see
+    /// [`HealthApiVersion::pick`]); `None`: the plugin advertises none.
+    pub fn health_version(&self) -> Option<HealthApiVersion> {
+        HealthApiVersion::pick(&self.info.supported_versions)
+    }
+
+    /// Opens `NodeWatchResources` on the health service the kubelet picked.
+    ///
+    /// # Errors
+    /// When the plugin advertises no health service (the kubelet would not watch), or the
+    /// call fails (a `tonic::Status` in the chain).
+    pub async fn watch_health(&self) -> anyhow::Result<HealthStream> {
+        let version = self.health_version().with_context(|| {
+            format!(
+                "the plugin advertises no DRAResourceHealth service in {:?}",
+                self.info.supported_versions
+            )
+        })?;
+        self.watch_health_version(version).await
+    }
+
+    /// Opens `NodeWatchResources` of `version` whatever the registration said (the 1.34
+    /// kubelet opened v1alpha1 on every plugin).
+    pub async fn watch_health_version(
         &self,
-    ) -> anyhow::Result<tonic::Streaming<health::NodeWatchResourcesResponse>> {
-        let mut client =
-            health::dra_resource_health_client::DraResourceHealthClient::new(self.channel.clone());
-        let stream = client
-            .node_watch_resources(health::NodeWatchResourcesRequest {})
-            .await
-            .context("NodeWatchResources")?;
-        Ok(stream.into_inner())
+        version: HealthApiVersion,
+    ) -> anyhow::Result<HealthStream> {
+        use health_proto::{v1, v1alpha1};
+        let stream = match version {
+            HealthApiVersion::V1 => {
+                let mut client = v1::dra_resource_health_client::DraResourceHealthClient::new(
+                    self.channel.clone(),
+                );
+                let stream = client
+                    .node_watch_resources(v1::NodeWatchResourcesRequest {})
+                    .await
+                    .context("v1.DRAResourceHealth/NodeWatchResources")?;
+                HealthStream::V1(stream.into_inner())
+            }
+            HealthApiVersion::V1alpha1 => {
+                let mut client = v1alpha1::dra_resource_health_client::DraResourceHealthClient::new(
+                    self.channel.clone(),
+                );
+                let stream = client
+                    .node_watch_resources(v1alpha1::NodeWatchResourcesRequest {})
+                    .await
+                    .context("v1alpha1.DRAResourceHealth/NodeWatchResources")?;
+                HealthStream::V1alpha1(stream.into_inner())
+            }
+        };
+        Ok(stream)
     }
 }
 

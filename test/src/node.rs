@@ -36,7 +36,9 @@ use kubeletplugin::ClaimRef;
 
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::containerd::{ContainerdNode, ContainerdOptions, PodSpec};
-use crate::kubelet::{DraApiVersion, DraClient, KubeletStandIn, PrepareOutcome};
+use crate::kubelet::{
+    DraApiVersion, DraClient, HealthApiVersion, HealthStream, KubeletStandIn, PrepareOutcome,
+};
 use crate::netns::{TestNetns, run};
 use crate::runtime::{HookError, PodSandbox, RuntimeStandIn, pod_sandbox};
 
@@ -61,6 +63,10 @@ pub struct NodeOptions {
     /// The Kubernetes the API server stand-in emulates (1.34 by default: consumable
     /// capacity off, so shared NICs need 1.36 or the gate).
     pub api: ApiServerOptions,
+    /// Puts the driver's state directory (checkpoint, CNI cache) on a tmpfs of this many
+    /// bytes of its own, mounted before the driver starts: tests fill it (ENOSPC) or remount
+    /// it read-only (EROFS) with [`TestNode::state_dir`].
+    pub state_tmpfs_bytes: Option<u64>,
     /// The driver's `--sysfs-root` (discovery and RDMA facts); `None`: a sysfs mounted
     /// from inside the node's netns. Tests point it at a fixture tree to give a node NIC
     /// hardware facts (PCI, RDMA) this machine lacks.
@@ -74,7 +80,31 @@ impl Default for NodeOptions {
             nics: 2,
             extra_args: Vec::new(),
             api: ApiServerOptions::default(),
+            state_tmpfs_bytes: None,
             sysfs_root: None,
+        }
+    }
+}
+
+/// A pod sandbox for [`TestNode::run_pods_at_once`].
+#[derive(Clone, Debug)]
+pub struct PodRun {
+    /// Pod name.
+    pub name: String,
+    /// Pod UID.
+    pub uid: String,
+    /// The sandbox attempt: the kubelet runs a new sandbox of the same pod with the next
+    /// attempt (0 for the first).
+    pub attempt: u32,
+}
+
+impl PodRun {
+    /// The first sandbox (attempt 0) of pod `name` with UID `uid`.
+    pub fn new(name: &str, uid: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+            attempt: 0,
         }
     }
 }
@@ -137,6 +167,8 @@ pub struct TestNode {
     /// Pod namespaces of sandboxes whose RUN failed, kept until the node is dropped: a
     /// crashed driver's restart must find the interface where it left it.
     failed_pod_netns: Vec<TestNetns>,
+    /// Whether the state directory is a tmpfs this node mounted.
+    state_mounted: bool,
 }
 
 /// The node's namespace: the harness's own, or the one containerd runs in.
@@ -243,10 +275,14 @@ impl TestNode {
             runtime,
             options,
             failed_pod_netns: Vec::new(),
+            state_mounted: false,
         };
         node.build_network()?;
         node.relay_api_server_into_node()?;
         node.create_node_object().await?;
+        if let Some(bytes) = node.options.state_tmpfs_bytes {
+            node.mount_state_tmpfs(bytes)?;
+        }
         node.start_driver().await?;
         Ok(node)
     }
@@ -304,7 +340,28 @@ impl TestNode {
         self.dir.path().join("state")
     }
 
-    fn nri_socket(&self) -> PathBuf {
+    /// Mounts a tmpfs of `bytes` on the (new, empty) state directory.
+    fn mount_state_tmpfs(&mut self, bytes: u64) -> Result<()> {
+        let state = self.state_dir();
+        std::fs::create_dir_all(&state)?;
+        let state = state.display().to_string();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+                &state,
+            ],
+        )?;
+        self.state_mounted = true;
+        Ok(())
+    }
+
+    /// The runtime's NRI socket the driver connects to.
+    pub fn nri_socket(&self) -> PathBuf {
         match &self.runtime {
             Runtime::StandIn(rt) => rt.socket_path().to_owned(),
             Runtime::Containerd(node) => node.nri_socket().to_owned(),
@@ -740,6 +797,16 @@ impl TestNode {
             .ok_or_else(|| anyhow!("the driver is not registered"))
     }
 
+    /// The `DRAResourceHealth` version the kubelet picks from the driver's registration.
+    pub fn health_version(&self) -> Result<Option<HealthApiVersion>> {
+        Ok(self.dra()?.health_version())
+    }
+
+    /// Opens the kubelet's `NodeWatchResources` stream on health service `version`.
+    pub async fn watch_health(&self, version: HealthApiVersion) -> Result<HealthStream> {
+        self.dra()?.watch_health_version(version).await
+    }
+
     /// `NodePrepareResources` for `claims`, as the kubelet calls it.
     pub async fn prepare(&self, claims: &[ClaimRef]) -> Result<BTreeMap<String, PrepareOutcome>> {
         self.dra()?.prepare(DraApiVersion::V1, claims).await
@@ -760,7 +827,7 @@ impl TestNode {
         match &mut self.runtime {
             Runtime::StandIn(rt) => {
                 let netns = TestNetns::new("pod")?;
-                let sandbox_id = format!("sandbox-{name}-{}", std::process::id());
+                let sandbox_id = stand_in_sandbox_id(name, 0);
                 let path = netns.path();
                 let pod = pod_sandbox(
                     &sandbox_id,
@@ -791,6 +858,151 @@ impl TestNode {
                 run_cri_pod(node, &spec).await
             }
         }
+    }
+
+    /// Runs `pods` at the same time, as a kubelet starting several pods does (each through
+    /// its own CRI connection on containerd), and returns each outcome in order:
+    /// `Ok(Err(message))` for a sandbox the runtime failed, as [`Self::run_pod`].
+    /// The runtime hands NRI events to plugins one at a time (containerd and the stand-in
+    /// alike), so the hooks themselves do not overlap; the sandboxes' other work does.
+    pub async fn run_pods_at_once(
+        &mut self,
+        pods: &[PodRun],
+    ) -> Result<Vec<std::result::Result<TestPod, String>>> {
+        match &self.runtime {
+            Runtime::StandIn(rt) => {
+                let mut sandboxes = Vec::new();
+                for pod in pods {
+                    let netns = TestNetns::new("pod")?;
+                    let id = stand_in_sandbox_id(&pod.name, pod.attempt);
+                    sandboxes.push((pod.clone(), id, netns));
+                }
+                let runs = sandboxes.iter().map(|(pod, id, netns)| {
+                    let path = netns.path().display().to_string();
+                    rt.run_pod_sandbox(pod_sandbox(id, &pod.name, "default", &pod.uid, Some(&path)))
+                });
+                let outcomes = futures::future::join_all(runs).await;
+                let mut results = Vec::new();
+                for ((pod, sandbox_id, netns), outcome) in sandboxes.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(_) => results.push(Ok(TestPod {
+                            name: pod.name,
+                            namespace: "default".into(),
+                            uid: pod.uid,
+                            sandbox_id,
+                            netns_path: netns.path(),
+                            own_netns: Some(netns),
+                        })),
+                        Err(e) => {
+                            self.failed_pod_netns.push(netns);
+                            results.push(Err(hook_message(&e)));
+                        }
+                    }
+                }
+                Ok(results)
+            }
+            Runtime::Containerd(node) => {
+                let runs = pods.iter().map(|pod| {
+                    let mut spec = PodSpec::new(&pod.name);
+                    spec.uid = pod.uid.clone();
+                    spec.attempt = pod.attempt;
+                    async move { run_cri_pod(node, &spec).await }
+                });
+                futures::future::join_all(runs).await.into_iter().collect()
+            }
+        }
+    }
+
+    /// Stand-in runtime only: the RUN hook alone for a new sandbox of pod `name`, without
+    /// the STOP and REMOVE a runtime sends after a failed RUN (see
+    /// [`RuntimeStandIn::deliver_run_only`]), so the test sees what the hook itself left
+    /// behind. The runtime does not know the pod afterwards. `Ok(Err(message))` as
+    /// [`Self::run_pod`].
+    ///
+    /// # Errors
+    /// On a containerd node.
+    pub async fn run_hook_only(
+        &mut self,
+        name: &str,
+        uid: &str,
+    ) -> Result<std::result::Result<TestPod, String>> {
+        let netns = TestNetns::new("pod")?;
+        let path = netns.path();
+        self.deliver_run_only(name, uid, path, Some(netns)).await
+    }
+
+    /// Stand-in runtime only: the RUN hook alone (as [`Self::run_hook_only`]) for a sandbox
+    /// whose network namespace is gone by the time the hook runs (the path names a
+    /// namespace that was deleted).
+    ///
+    /// # Errors
+    /// On a containerd node, which never hands out a dead namespace on purpose.
+    pub async fn run_pod_in_removed_netns(
+        &mut self,
+        name: &str,
+        uid: &str,
+    ) -> Result<std::result::Result<TestPod, String>> {
+        let netns = TestNetns::new("gone")?;
+        let path = netns.path();
+        drop(netns);
+        if path.exists() {
+            bail!("{} survived its deletion", path.display());
+        }
+        self.deliver_run_only(name, uid, path, None).await
+    }
+
+    async fn deliver_run_only(
+        &mut self,
+        name: &str,
+        uid: &str,
+        path: PathBuf,
+        netns: Option<TestNetns>,
+    ) -> Result<std::result::Result<TestPod, String>> {
+        let Runtime::StandIn(rt) = &self.runtime else {
+            bail!("only the stand-in runtime can send a RUN alone");
+        };
+        let sandbox_id = stand_in_sandbox_id(name, 0);
+        let pod = pod_sandbox(
+            &sandbox_id,
+            name,
+            "default",
+            uid,
+            Some(&path.display().to_string()),
+        );
+        match rt.deliver_run_only(pod).await {
+            Ok(_) => Ok(Ok(TestPod {
+                name: name.into(),
+                namespace: "default".into(),
+                uid: uid.into(),
+                sandbox_id,
+                netns_path: path,
+                own_netns: netns,
+            })),
+            Err(e) => {
+                self.failed_pod_netns.extend(netns);
+                Ok(Err(hook_message(&e)))
+            }
+        }
+    }
+
+    /// Stops the runtime (the stand-in stops listening and closes its plugins' connections;
+    /// containerd's process stops): the driver's NRI connection goes down until
+    /// [`Self::start_runtime`].
+    pub fn stop_runtime(&mut self) -> Result<()> {
+        match &mut self.runtime {
+            Runtime::StandIn(rt) => rt.stop(),
+            Runtime::Containerd(node) => node.stop_daemon()?,
+        }
+        Ok(())
+    }
+
+    /// Starts the runtime again after [`Self::stop_runtime`].
+    pub async fn start_runtime(&mut self) -> Result<()> {
+        match &mut self.runtime {
+            Runtime::StandIn(rt) => rt.start().await?,
+            Runtime::Containerd(node) => node.start_daemon().await?,
+        }
+        Ok(())
     }
 
     /// Runs a `hostNetwork: true` pod sandbox: it shares the node's netns, so the runtime
@@ -917,6 +1129,42 @@ impl TestNode {
         Ok(())
     }
 
+    /// `StopPodSandbox` alone, as the kubelet sends it when a pod ends; the runtime removes
+    /// the pod's netns file after the hooks ran. `Ok(Err(message))` carries a hook error the
+    /// runtime reported (the stand-in does; containerd logs NRI errors at stop and goes on).
+    pub async fn stop_pod(&mut self, pod: &mut TestPod) -> Result<std::result::Result<(), String>> {
+        match &mut self.runtime {
+            Runtime::StandIn(rt) => {
+                let sandbox = stand_in_pod(&pod.sandbox_id, &pod.name, &pod.uid);
+                let outcome = rt.stop_pod_sandbox(sandbox).await;
+                // containerd removes the netns at stop, after the plugins' STOP.
+                drop(pod.own_netns.take());
+                Ok(outcome.map(drop).map_err(|e| hook_message(&e)))
+            }
+            Runtime::Containerd(node) => {
+                node.cri().await?.stop_pod(&pod.sandbox_id).await?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// `RemovePodSandbox` after [`Self::stop_pod`]; `Ok(Err(message))` as there.
+    pub async fn remove_pod(&mut self, pod: TestPod) -> Result<std::result::Result<(), String>> {
+        match &mut self.runtime {
+            Runtime::StandIn(rt) => {
+                let sandbox = stand_in_pod(&pod.sandbox_id, &pod.name, &pod.uid);
+                drop(pod.own_netns);
+                let outcome = rt.remove_pod_sandbox(sandbox).await;
+                forget_pod(rt, &pod.sandbox_id);
+                Ok(outcome.map(drop).map_err(|e| hook_message(&e)))
+            }
+            Runtime::Containerd(node) => {
+                node.cri().await?.remove_pod(&pod.sandbox_id).await?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
     /// The runtime removes a pod while no driver is connected: its netns goes and the
     /// runtime forgets it, but STOP and REMOVE reach nobody (containerd does the same when
     /// an NRI plugin is away). Stand-in runtime only; a restarted driver learns of it from
@@ -1012,6 +1260,25 @@ impl TestNode {
             .collect())
     }
 
+    /// Waits (bounded) for an Event with `reason` about claim `name`, and returns its type
+    /// and note.
+    pub async fn wait_for_claim_event(&self, name: &str, reason: &str) -> Result<(String, String)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let events = self.claim_events(name).await?;
+            if let Some((kind, _, note)) = events.iter().find(|(_, r, _)| r == reason) {
+                return Ok((kind.clone(), note.clone()));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no {reason} Event about claim {name}; its Events: {events:?}; driver log:\n{}",
+                    self.driver_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The claim as the API server stand-in holds it now.
     pub async fn claim(&self, name: &str) -> Result<ResourceClaim> {
         let api: Api<ResourceClaim> = Api::namespaced(self.api.client(), "default");
@@ -1099,6 +1366,14 @@ async fn run_cri_pod(
     }))
 }
 
+/// The sandbox id the stand-in runtime gives attempt `attempt` of pod `name`.
+fn stand_in_sandbox_id(name: &str, attempt: u32) -> String {
+    match attempt {
+        0 => format!("sandbox-{name}-{}", std::process::id()),
+        n => format!("sandbox-{name}-{n}-{}", std::process::id()),
+    }
+}
+
 fn stand_in_pod(sandbox_id: &str, name: &str, uid: &str) -> PodSandbox {
     pod_sandbox(sandbox_id, name, "default", uid, None)
 }
@@ -1123,6 +1398,11 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         if let Err(e) = self.stop_driver() {
             eprintln!("stopping netclaim: {e:#}");
+        }
+        if self.state_mounted
+            && let Err(e) = run("umount", &[&self.state_dir().display().to_string()])
+        {
+            eprintln!("unmounting the state tmpfs: {e:#}");
         }
         let sysfs = self.dir.path().join("sys");
         if sysfs.join("class").exists()

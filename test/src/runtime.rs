@@ -546,6 +546,16 @@ impl RuntimeStandIn {
         }
     }
 
+    /// Not containerd's behaviour, a test knob: RUN_POD_SANDBOX for `pod` and nothing of
+    /// what a runtime does around it (the pod does not become known, and a plugin's error
+    /// is not followed by STOP and REMOVE), so that a test sees what the plugin's hook
+    /// alone left behind.
+    ///
+    /// Errors: the first plugin error.
+    pub async fn deliver_run_only(&self, pod: PodSandbox) -> Result<EventReport, HookError> {
+        self.deliver(Event::RunPodSandbox, &pod).await
+    }
+
     /// STOP_POD_SANDBOX, if this runtime ran the pod and has not stopped it yet (else
     /// nothing is sent). The pod goes without namespaces and with pid 0, as containerd
     /// sends it.

@@ -149,9 +149,9 @@ fn load() -> Vec<Policy> {
             "ValidatingAdmissionPolicyBinding" => {
                 let binding: ValidatingAdmissionPolicyBinding =
                     serde_json::from_value(doc).unwrap();
-                let spec = binding.spec.unwrap();
-                assert_eq!(spec.validation_actions, Some(vec!["Deny".to_owned()]));
-                bound.push(spec.policy_name.unwrap());
+                let spec = binding.spec;
+                assert_eq!(spec.validation_actions, vec!["Deny".to_owned()]);
+                bound.push(spec.policy_name);
             }
             other => panic!("unexpected kind {other} in the policy file"),
         }

@@ -151,6 +151,8 @@ async fn generate_name_and_claim_status_subresource() {
     with_status.status = Some(serde_json::from_value(allocated_status(&["eth1"])).unwrap());
     with_status
         .spec
+        .as_mut()
+        .unwrap()
         .devices
         .as_mut()
         .unwrap()
@@ -164,7 +166,7 @@ async fn generate_name_and_claim_status_subresource() {
         .unwrap();
     assert!(updated.status.unwrap().allocation.is_some());
     assert_eq!(
-        updated.spec.devices.unwrap().requests.unwrap()[0].name,
+        updated.spec.unwrap().devices.unwrap().requests.unwrap()[0].name,
         "nic"
     );
 
@@ -535,12 +537,6 @@ async fn slice_validation_rejects_what_the_real_api_rejects() {
         err.message
     );
 
-    // 64 devices are the limit once one has a taint.
-    let tainted: Vec<Value> = (0..65)
-        .map(|i| json!({ "name": format!("d{i}"), "taints": [{ "key": "k", "effect": "NoSchedule" }] }))
-        .collect();
-    rejected_slice(&server, slice_json("s", "n", tainted)).await;
-
     // The limits themselves are accepted.
     let mut full = serde_json::Map::new();
     for i in 0..32 {
@@ -558,6 +554,144 @@ async fn slice_validation_rejects_what_the_real_api_rejects() {
         .create(&PostParams::default(), &ok)
         .await
         .unwrap();
+    server.shutdown().await;
+}
+
+fn tainted_device(name: &str, taints: Vec<Value>) -> Value {
+    json!({ "name": name, "taints": taints })
+}
+
+fn taint(key: &str, value: Option<&str>, effect: &str) -> Value {
+    let mut taint = json!({ "key": key, "effect": effect });
+    if let Some(value) = value {
+        taint["value"] = json!(value);
+    }
+    taint
+}
+
+/// Device taints (`DRADeviceTaints`): dropped on write while the gate is off (1.34 and
+/// 1.35 by default), validated as the release validates them when it is on.
+#[tokio::test]
+async fn device_taints_are_dropped_without_the_gate_and_validated_per_release() {
+    let many = |count: usize| -> Vec<Value> {
+        (0..count)
+            .map(|i| {
+                tainted_device(
+                    &format!("d{i}"),
+                    vec![taint("netclaim.dev/unhealthy", None, "NoSchedule")],
+                )
+            })
+            .collect()
+    };
+
+    // 1.34, gate off: 65 tainted devices are accepted, without their taints.
+    let server = ApiServer::start().await.unwrap();
+    let stored = Api::<ResourceSlice>::all(server.client())
+        .create(&PostParams::default(), &slice("s", "n", many(65)))
+        .await
+        .unwrap();
+    let devices = stored.spec.devices.unwrap();
+    assert_eq!(devices.len(), 65);
+    assert!(devices.iter().all(|d| d.taints.is_none()));
+    server.shutdown().await;
+
+    // 1.34 with the gate on: its limits (4 taints, no `None` effect).
+    let server =
+        ApiServer::start_with(ApiServerOptions::kubernetes(34).with_dra_device_taints(true))
+            .await
+            .unwrap();
+    let err = rejected_slice(&server, slice_json("s", "n", many(65))).await;
+    assert!(
+        err.message
+            .contains("spec.devices: Too many: 65: must have at most 64 items"),
+        "{}",
+        err.message
+    );
+    let none = tainted_device("d", vec![taint("k", None, "None")]);
+    let err = rejected_slice(&server, slice_json("s", "n", vec![none.clone()])).await;
+    assert!(
+        err.message.contains(
+            "spec.devices[0].taints[0].effect: Unsupported value: \"None\": supported values: \"NoExecute\", \"NoSchedule\""
+        ),
+        "{}",
+        err.message
+    );
+    let five = (0..5)
+        .map(|i| taint(&format!("k{i}"), None, "NoSchedule"))
+        .collect();
+    let err = rejected_slice(
+        &server,
+        slice_json("s", "n", vec![tainted_device("d", five)]),
+    )
+    .await;
+    assert!(
+        err.message
+            .contains("spec.devices[0].taints: Too many: 5: must have at most 4 items"),
+        "{}",
+        err.message
+    );
+    server.shutdown().await;
+
+    // 1.37 (GA): `None` exists, 16 taints per device, keys and values are label syntax.
+    let server = ApiServer::start_with(ApiServerOptions::kubernetes(37))
+        .await
+        .unwrap();
+    let slices = Api::<ResourceSlice>::all(server.client());
+    let sixteen = (0..16)
+        .map(|i| taint(&format!("example.com/k{i}"), Some("v"), "None"))
+        .collect();
+    let stored = slices
+        .create(
+            &PostParams::default(),
+            &slice("ok", "n", vec![tainted_device("d", sixteen)]),
+        )
+        .await
+        .unwrap();
+    let taints = stored.spec.devices.unwrap()[0].taints.clone().unwrap();
+    assert_eq!(taints.len(), 16);
+    assert!(
+        taints.iter().all(|t| t.time_added.is_some()),
+        "timeAdded defaulted"
+    );
+    let seventeen = (0..17)
+        .map(|i| taint(&format!("k{i}"), None, "NoExecute"))
+        .collect();
+    let err = rejected_slice(
+        &server,
+        slice_json("s", "n", vec![tainted_device("d", seventeen)]),
+    )
+    .await;
+    assert!(
+        err.message
+            .contains("spec.devices[0].taints: Too many: 17: must have at most 16 items"),
+        "{}",
+        err.message
+    );
+    let bad = tainted_device(
+        "d",
+        vec![
+            taint("bad key", None, "NoSchedule"),
+            taint("k", Some("a b"), "Evict"),
+        ],
+    );
+    let err = rejected_slice(&server, slice_json("s", "n", vec![bad])).await;
+    for expected in [
+        "spec.devices[0].taints[0].key: Invalid value: \"bad key\"",
+        "spec.devices[0].taints[1].value: Invalid value: \"a b\"",
+        "spec.devices[0].taints[1].effect: Unsupported value: \"Evict\"",
+    ] {
+        assert!(
+            err.message.contains(expected),
+            "{expected}: {}",
+            err.message
+        );
+    }
+    let err = rejected_slice(&server, slice_json("s", "n", many(65))).await;
+    assert!(
+        err.message.contains("spec.devices: Too many: 65"),
+        "{}",
+        err.message
+    );
     server.shutdown().await;
 }
 
@@ -1148,6 +1282,8 @@ async fn with_consumable_capacity_off_its_fields_are_dropped_on_write() {
     let created = claims.create(&PostParams::default(), &c).await.unwrap();
     let request = &created
         .spec
+        .as_ref()
+        .unwrap()
         .devices
         .as_ref()
         .unwrap()

@@ -588,3 +588,163 @@ async fn ethtool_features_are_set_in_the_pod_and_restored_on_detach() -> Result<
     );
     Ok(())
 }
+
+/// A pod netns whose interfaces get IPv6 disabled, as IPv4-only clusters set it up.
+fn ipv4_only_pod(prefix: &str) -> Result<TestNetns> {
+    let pod = TestNetns::new(prefix)?;
+    pod.exec(&[
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ])?;
+    Ok(pod)
+}
+
+/// Runs an attach the kernel refuses in the pod at the step of `field`, after the move;
+/// checks the error names the field and the pod's netns, that nothing was left in the pod
+/// (no tagged interface, no rule of the config), and that the NIC is on the node exactly
+/// as before. Returns the error's text.
+async fn refused_after_the_move(
+    node: &TestNetns,
+    pod: &TestNetns,
+    config: &InterfaceConfig,
+    field: &str,
+) -> Result<String> {
+    let host = NetHandle::in_netns(node.path()).await?;
+    let before = host.snapshot("nic0").await?;
+    let err = attach(&host, "nic0", &pod.path(), TAG, config)
+        .await
+        .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some(field), "{err}");
+    assert!(err.rollback.is_none(), "the rollback failed: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&pod.path().display().to_string()),
+        "the pod's netns is not named: {text}"
+    );
+    assert!(!pod_has_tagged(pod), "something tagged is left in the pod");
+    assert!(!pod.has_link("net1"));
+    let rules = pod.ip(&["-j", "rule", "show"])?;
+    for rule in &config.rules {
+        let from = rule.from.map(|f| f.addr().to_string()).unwrap_or_default();
+        assert!(
+            !rules.contains(&from),
+            "rule {from} left in the pod: {rules}"
+        );
+    }
+    assert_on_node_as(node, &before);
+    Ok(text)
+}
+
+/// Issue 11: an IPv6 address the kernel refuses once the NIC is in a pod whose IPv6 is
+/// disabled: the IPv4 address went on first; everything is undone.
+#[tokio::test]
+async fn an_address_the_pod_refuses_rolls_everything_back() -> Result<()> {
+    let node = TestNetns::new("addr-node")?;
+    let pod = ipv4_only_pod("addr-pod")?;
+    add_nic(&node, "nic0", 11)?;
+    let config = InterfaceConfig {
+        addresses: vec![net("192.0.2.10/24"), net("2001:db8:1::10/64")],
+        ..simple_config("net1", "192.0.2.10/24")
+    };
+    let text = refused_after_the_move(&node, &pod, &config, "interface.addresses[1]").await?;
+    assert!(text.contains("2001:db8:1::10/64"), "{text}");
+    Ok(())
+}
+
+/// Issue 11: a neighbour the kernel refuses (IPv6 is disabled on the interface in the
+/// pod) after routes and rules were added: the rules, which belong to the pod's netns and
+/// would outlive the interface, are removed too.
+#[tokio::test]
+async fn a_neighbour_the_pod_refuses_rolls_back_rules_too() -> Result<()> {
+    let node = TestNetns::new("neigh-node")?;
+    let pod = ipv4_only_pod("neigh-pod")?;
+    add_nic(&node, "nic0", 12)?;
+    let config = InterfaceConfig {
+        routes: vec![RouteConfig {
+            destination: net("0.0.0.0/0"),
+            gateway: Some("192.0.2.1".parse().unwrap()),
+            source: None,
+            table: Some(100),
+            scope: None,
+        }],
+        rules: vec![RuleConfig {
+            priority: Some(100),
+            from: Some(net("192.0.2.10/32")),
+            to: None,
+            table: 100,
+        }],
+        neighbors: vec![
+            NeighborConfig {
+                address: "192.0.2.1".parse().unwrap(),
+                hardware_address: "02:00:00:00:00:01".into(),
+            },
+            NeighborConfig {
+                address: "2001:db8:1::1".parse().unwrap(),
+                hardware_address: "02:00:00:00:00:02".into(),
+            },
+        ],
+        ..simple_config("net1", "192.0.2.10/24")
+    };
+    let text = refused_after_the_move(&node, &pod, &config, "interface.neighbors[1]").await?;
+    assert!(text.contains("2001:db8:1::1"), "{text}");
+    Ok(())
+}
+
+/// Issue 11: a sysctl that cannot be written in the pod: IPv6 forwarding on an interface
+/// whose MTU (1200) is below IPv6's minimum, so the kernel dropped its IPv6 settings.
+#[tokio::test]
+async fn a_sysctl_the_pod_refuses_rolls_everything_back() -> Result<()> {
+    let node = TestNetns::new("sysctl-node")?;
+    let pod = TestNetns::new("sysctl-pod")?;
+    add_nic(&node, "nic0", 13)?;
+    let config = InterfaceConfig {
+        mtu: Some(1200),
+        sysctls: Some(Sysctls {
+            arp_ignore: Some(1),
+            arp_announce: None,
+            forwarding: Some(true),
+        }),
+        ..simple_config("net1", "192.0.2.10/24")
+    };
+    let text = refused_after_the_move(&node, &pod, &config, "interface.sysctls").await?;
+    assert!(
+        text.contains("/proc/sys/net/ipv6/conf/net1/forwarding"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Issue 11: ethtool features the device refuses in the pod: one it has fixed, next to one
+/// it changes. `ethtool -K` changes what it can and still exits 0, so a silent partial
+/// success would leave the pod with a device configured otherwise than asked; the attach
+/// must fail naming the feature, and the one that did change must be set back on the
+/// node.
+#[tokio::test]
+async fn an_ethtool_feature_the_device_refuses_fails_the_attach_and_restores_the_rest() -> Result<()>
+{
+    let node = TestNetns::new("feat-node")?;
+    let pod = TestNetns::new("feat-pod")?;
+    add_nic(&node, "nic0", 14)?;
+    assert_eq!(ethtool_feature(&node, "nic0", "tx-checksum-ipv4"), "off");
+    assert_eq!(
+        ethtool_feature(&node, "nic0", "tx-checksum-ip-generic"),
+        "on"
+    );
+    let mut config = simple_config("net1", "192.0.2.10/24");
+    config
+        .ethtool_features
+        .insert("tx-checksum-ip-generic".into(), false);
+    config
+        .ethtool_features
+        .insert("tx-checksum-ipv4".into(), true);
+    let text = refused_after_the_move(&node, &pod, &config, "interface.ethtoolFeatures").await?;
+    assert!(text.contains("tx-checksum-ipv4"), "{text}");
+    assert_eq!(
+        ethtool_feature(&node, "nic0", "tx-checksum-ip-generic"),
+        "on"
+    );
+    Ok(())
+}

@@ -27,7 +27,7 @@ use netclaim::daemon::driver_resources;
 use netclaim::discovery::attributes::{self, ATTRIBUTE_PRIORITY, NicRecord};
 use netclaim::discovery::names;
 use netclaim::discovery::{
-    DeviceFilter, Discovery, DiscoveryConfig, LinkRecord, Report, build_report, sysfs,
+    DeviceFilter, DeviceLink, Discovery, DiscoveryConfig, LinkRecord, Report, build_report, sysfs,
 };
 use netclaim_test::apiserver::{ApiServer, ApiServerOptions};
 use netclaim_test::netns::{NetnsSysfs, TestNetns};
@@ -233,7 +233,23 @@ async fn publishes_exactly_the_offerable_interfaces() -> Result<()> {
         string_attr(&veth0, names::IPV6).as_deref(),
         Some("2001:db8::10/64")
     );
-    assert_eq!(string_attr(&veth0, names::STATE).as_deref(), Some("down"));
+    // Link state is no attribute (it changes on every flap); the report carries it for
+    // device health.
+    assert_eq!(attr(&veth0, "state"), None);
+    assert_eq!(attr(&veth0, "carrier"), None);
+    match report.links.get("veth0") {
+        Some(DeviceLink::Host(link)) => {
+            assert_eq!(
+                (
+                    link.if_name.as_str(),
+                    link.admin_up,
+                    link.oper_state.as_str()
+                ),
+                ("veth0", false, "down")
+            );
+        }
+        other => panic!("veth0's link: {other:?}"),
+    }
     assert_eq!(attr(&veth0, names::PCI_ADDRESS), None);
     let mac = node.netns.link_json("veth0")?["address"]
         .as_str()
@@ -259,6 +275,55 @@ async fn publishes_exactly_the_offerable_interfaces() -> Result<()> {
         discovery.inventory().host_device("br0").is_none(),
         "the uplink is not published"
     );
+    Ok(())
+}
+
+/// A link losing and regaining carrier changes the link states the watcher reports (device
+/// health comes from them) and nothing in the published devices: link state is not an
+/// attribute, so a flapping link costs no slice write.
+#[tokio::test]
+async fn link_flaps_reach_the_link_states_not_the_devices() -> Result<()> {
+    let node = FakeNode::empty("disc-flap")?;
+    node.netns.add_veth("f0", "f1")?;
+    node.ip(&["link", "set", "f1", "up"])?;
+    node.ip(&["link", "set", "f0", "up"])?;
+    let discovery = node.discovery(node.config())?;
+    let shutdown = CancellationToken::new();
+    let mut handle = discovery.watch(shutdown.clone()).await?;
+    let carrier = |links: &netclaim::discovery::LinkStates| match links.get("f0") {
+        Some(DeviceLink::Host(link)) => (link.admin_up, link.carrier),
+        _ => (false, None),
+    };
+    let mut wait_links = async |what: &str, want: (bool, Option<bool>)| -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if carrier(&handle.links.borrow_and_update()) == want {
+                return Ok(());
+            }
+            timeout_at(deadline, handle.links.changed())
+                .await
+                .with_context(|| format!("waiting for {what}"))??;
+        }
+    };
+    wait_links("f0 up with carrier", (true, Some(true))).await?;
+    let devices = handle.devices.borrow_and_update().clone();
+    assert_eq!(if_names(&devices), set(&["f0", "f1"]));
+
+    // The peer goes down: f0 loses carrier.
+    node.ip(&["link", "set", "f1", "down"])?;
+    wait_links("f0 without carrier", (true, Some(false))).await?;
+    // The pass that reported it sent the device list first if it had changed.
+    assert!(
+        !handle.devices.has_changed()?,
+        "a carrier loss changed the published devices: {:?}",
+        handle.devices.borrow()
+    );
+    node.ip(&["link", "set", "f1", "up"])?;
+    wait_links("f0 with carrier again", (true, Some(true))).await?;
+    assert!(!handle.devices.has_changed()?);
+    assert_eq!(*handle.devices.borrow(), devices);
+    shutdown.cancel();
+    handle.task.await??;
     Ok(())
 }
 
@@ -544,6 +609,7 @@ fn sriov_pf_with_rdma_and_numa() {
     );
     assert_eq!(s(names::MULTUS_DEVICE_ID).as_deref(), Some("0000:03:00.0"));
     assert_eq!(i(names::NUMA_NODE), Some(0));
+    assert_eq!(i(names::STANDARD_NUMA_NODE), Some(0));
     assert_eq!(i(names::SRIOV_VFS), Some(2));
     assert_eq!(i(names::SRIOV_TOTAL_VFS), Some(8));
     assert_eq!(i(names::SPEED), Some(100_000));
@@ -580,6 +646,23 @@ fn sriov_vf_knows_its_pf() {
 fn numa_one_other_root_complex_and_unknown_values() {
     let ens2 = sysfs::read_nic(&fixtures(), "ens2");
     assert_eq!(ens2.numa_node, Some(1));
+    let report = fixture_report(&["ens2", "eth0"], None);
+    let standard = |device: &Device| {
+        (
+            string_attr(device, names::PCIE_ROOT),
+            attr(device, names::STANDARD_NUMA_NODE).and_then(|a| a.int),
+        )
+    };
+    assert_eq!(
+        standard(&by_if_name(&report.devices, "ens2").unwrap()),
+        (Some("pci0000:40".into()), Some(1))
+    );
+    // No NUMA affinity (-1): no standard numaNode, which would match every other such
+    // device under matchAttribute.
+    assert_eq!(
+        standard(&by_if_name(&report.devices, "eth0").unwrap()),
+        (Some("pci0000:00".into()), None)
+    );
     assert_eq!(ens2.pcie_root.as_deref(), Some("pci0000:40"));
     assert_eq!(ens2.kernel_driver.as_deref(), Some("ice"));
     assert!(!ens2.is_sriov_pf(), "0 total VFs is not SR-IOV");
@@ -939,12 +1022,18 @@ fn a_shared_parent_stays_within_32_attributes_and_capacities() {
     assert_eq!(shared.attributes.as_ref(), Some(&expected));
     assert_eq!(shared.capacity.as_ref().map(|c| c.len()), Some(1));
 
-    // A full list: every attribute there is, capacity included, is over the limit by one.
-    let full: attributes::AttributeList = ATTRIBUTE_PRIORITY
+    // A full list: every attribute there is (padded to the limit with attributes of another
+    // domain), capacity included, is over the limit by one.
+    let mut names_in_order: Vec<String> =
+        ATTRIBUTE_PRIORITY.iter().map(|n| (*n).to_owned()).collect();
+    assert!(names_in_order.len() <= names::MAX_ATTRIBUTES_PER_DEVICE);
+    let padding = names::MAX_ATTRIBUTES_PER_DEVICE - names_in_order.len();
+    names_in_order.extend((0..padding).map(|i| format!("example.com/pad{i}")));
+    let full: attributes::AttributeList = names_in_order
         .iter()
         .map(|n| {
             (
-                (*n).to_owned(),
+                n.clone(),
                 DeviceAttribute {
                     bool: Some(true),
                     ..Default::default()
@@ -956,6 +1045,6 @@ fn a_shared_parent_stays_within_32_attributes_and_capacities() {
     let kept = attributes::apply_limits_within(full, names::MAX_ATTRIBUTES_PER_DEVICE - 1);
     assert_eq!(kept.len(), names::MAX_ATTRIBUTES_PER_DEVICE - 1);
     assert!(kept.contains_key(names::SHARED));
-    let lowest = ATTRIBUTE_PRIORITY.last().unwrap();
-    assert!(!kept.contains_key(*lowest), "{lowest} should make room");
+    let lowest = names_in_order.last().unwrap();
+    assert!(!kept.contains_key(lowest), "{lowest} should make room");
 }

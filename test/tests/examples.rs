@@ -1,13 +1,14 @@
 //! Every manifest in `examples/` parses into the typed Kubernetes objects it claims to be,
 //! every CEL selector compiles, and every opaque config for `netclaim.dev` passes the
-//! driver's own validator, as does every NetworkAttachmentDefinition's `spec.config`.
+//! driver's own validator, as does every NetworkAttachmentDefinition's `spec.config`. The
+//! GPU pairing example's selectors and `matchAttribute` constraints are evaluated against
+//! the devices netclaim publishes for the sysfs fixtures.
 //! (Field-level schema strictness is checked by `hack/validate-manifests.sh` with the
 //! official OpenAPI schemas, which do not cover the NAD CRD.)
 #![allow(clippy::unwrap_used)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-
-use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -16,7 +17,10 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::api::resource::v1::{
-    DeviceClass, DeviceRequest, OpaqueDeviceConfiguration, ResourceClaimTemplate,
+    Device, DeviceClass, DeviceRequest, OpaqueDeviceConfiguration, ResourceClaimTemplate,
+};
+use netclaim::discovery::{
+    DeviceFilter, DiscoveryConfig, LinkRecord, NicRecord, build_report, sysfs,
 };
 use serde::Deserialize;
 
@@ -41,6 +45,10 @@ fn manifest_files() -> Vec<PathBuf> {
     assert!(!files.is_empty(), "no manifests found under examples/");
     files
 }
+
+/// DeviceClasses of other drivers that examples pair netclaim NICs with (the GPU pairing
+/// example); they are not defined in `examples/`.
+const OTHER_DRIVERS_CLASSES: &[&str] = &["gpu.example.com"];
 
 /// What the checks found, so the test can assert it saw the object kinds it expects.
 #[derive(Default)]
@@ -166,6 +174,16 @@ fn sourced(
 fn check_requests_against_their_classes(seen: &Seen) -> usize {
     let mut checked = 0;
     for (origin, request, class, claim_configs) in &seen.requests {
+        if OTHER_DRIVERS_CLASSES.contains(&class.as_str()) {
+            // Another driver's device: no netclaim config may apply to it.
+            assert!(
+                claim_configs
+                    .iter()
+                    .all(|c| !c.requests.is_empty() && !c.requests.contains(request)),
+                "{origin}: request {request} of another driver's class {class} gets netclaim config"
+            );
+            continue;
+        }
         let Some(class_configs) = seen.classes.get(class) else {
             panic!(
                 "{origin}: request {request} names DeviceClass {class}, which examples/ do not define"
@@ -225,13 +243,14 @@ fn check_document(mut doc: serde_json::Value, origin: &str, seen: &mut Seen) {
     match kind.as_str() {
         "DeviceClass" => {
             let class: DeviceClass = serde_json::from_value(doc).unwrap();
-            for selector in class.spec.selectors.iter().flatten() {
+            let spec = class.spec.unwrap_or_default();
+            for selector in spec.selectors.iter().flatten() {
                 if let Some(cel) = &selector.cel {
                     compile_selector(&cel.expression, origin, seen);
                 }
             }
             let mut configs = Vec::new();
-            for (index, config) in class.spec.config.iter().flatten().enumerate() {
+            for (index, config) in spec.config.iter().flatten().enumerate() {
                 if let Some(opaque) = &config.opaque {
                     check_opaque(opaque, origin, seen);
                     if let Some(sourced) =
@@ -246,7 +265,13 @@ fn check_document(mut doc: serde_json::Value, origin: &str, seen: &mut Seen) {
         }
         "ResourceClaimTemplate" => {
             let template: ResourceClaimTemplate = serde_json::from_value(doc).unwrap();
-            let devices = template.spec.spec.devices.unwrap_or_default();
+            let devices = template
+                .spec
+                .unwrap()
+                .spec
+                .unwrap()
+                .devices
+                .unwrap_or_default();
             for request in devices.requests.iter().flatten() {
                 check_request(request, origin, seen);
             }
@@ -310,7 +335,7 @@ fn check_document(mut doc: serde_json::Value, origin: &str, seen: &mut Seen) {
         }
         "DaemonSet" => {
             let ds: DaemonSet = serde_json::from_value(doc).unwrap();
-            let pod_spec = ds.spec.unwrap().template.spec.unwrap();
+            let pod_spec = ds.spec.template.spec.unwrap();
             let container = &pod_spec.containers[0];
             for env in container.env.iter().flatten() {
                 if env.name == "NETCLAIM_FILTER" {
@@ -337,6 +362,7 @@ fn check_document(mut doc: serde_json::Value, origin: &str, seen: &mut Seen) {
                 serde_json::from_value(doc).unwrap();
             for request in claim
                 .spec
+                .unwrap_or_default()
                 .devices
                 .unwrap_or_default()
                 .requests
@@ -349,7 +375,7 @@ fn check_document(mut doc: serde_json::Value, origin: &str, seen: &mut Seen) {
         "Deployment" => {
             let deployment: k8s_openapi::api::apps::v1::Deployment =
                 serde_json::from_value(doc).unwrap();
-            let spec = deployment.spec.unwrap();
+            let spec = deployment.spec;
             assert_eq!(
                 spec.replicas,
                 Some(1),
@@ -540,6 +566,170 @@ fn a_bad_network_attachment_definition_is_caught_by_the_same_check() {
         error.errors[0].message.contains("path separator"),
         "{error}"
     );
+}
+
+// ---- The GPU pairing example against devices built from the sysfs fixtures ------------
+
+/// The value of the fully qualified attribute `name` of `device` (of driver `driver`), as
+/// the scheduler's `matchAttribute` reads it: a short name belongs to the driver's domain.
+fn qualified_attribute(
+    driver: &str,
+    device: &Device,
+    name: &str,
+) -> Option<k8s_openapi::api::resource::v1::DeviceAttribute> {
+    let attributes = device.attributes.as_ref()?;
+    if let Some(value) = attributes.get(name) {
+        return Some(value.clone());
+    }
+    let (domain, id) = name.split_once('/')?;
+    (domain == driver).then(|| attributes.get(id).cloned())?
+}
+
+/// Devices netclaim publishes for the fixture NICs: `ens1f0` (ConnectX PF with RDMA, root
+/// pci0000:00, NUMA 0), its VF `ens1f0v0`, `ens2` (Intel E810, root pci0000:40, NUMA 1).
+fn fixture_nics() -> Vec<Device> {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sysfs");
+    let nics = ["ens1f0", "ens1f0v0", "ens2"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| NicRecord {
+            link: LinkRecord {
+                index: u32::try_from(i).unwrap() + 2,
+                name: (*name).to_owned(),
+                mtu: 1500,
+                up: true,
+                oper_state: "up".into(),
+                carrier: Some(true),
+                ..LinkRecord::default()
+            },
+            sysfs: sysfs::read_nic(&fixtures, name),
+        })
+        .collect();
+    let config = DiscoveryConfig {
+        sysfs_root: fixtures,
+        ..DiscoveryConfig::default()
+    };
+    build_report(&config, nics, Vec::new()).devices
+}
+
+/// A GPU of another driver, published with the standard topology attributes.
+fn gpu(name: &str, pcie_root: &str, numa_node: i64) -> Device {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "attributes": {
+            "resource.kubernetes.io/pcieRoot": { "string": pcie_root },
+            "resource.kubernetes.io/numaNode": { "int": numa_node },
+        }
+    }))
+    .unwrap()
+}
+
+/// The (GPU, NIC) pairs a scheduler may allocate to `template`'s `gpu` and `nic` requests:
+/// the NIC passes the `netclaim-nic` class and the request's selectors (evaluated like the
+/// scheduler's CEL, on the devices netclaim publishes), and every `matchAttribute`
+/// constraint finds the attribute on both with one value.
+fn allowed_pairs(template: &ResourceClaimTemplate, gpus: &[Device]) -> Vec<(String, String)> {
+    const GPU_DRIVER: &str = "gpu.example.com";
+    let class_path = examples_dir().join("install/deviceclass.yaml");
+    let class: DeviceClass = documents(&class_path)
+        .into_iter()
+        .find(|d| d["kind"] == "DeviceClass" && d["metadata"]["name"] == "netclaim-nic")
+        .map(|d| serde_json::from_value(d).unwrap())
+        .unwrap();
+    let devices = template
+        .spec
+        .clone()
+        .unwrap()
+        .spec
+        .unwrap()
+        .devices
+        .unwrap();
+    let request = |name: &str| -> DeviceRequest {
+        devices
+            .requests
+            .iter()
+            .flatten()
+            .find(|r| r.name == name)
+            .cloned()
+            .unwrap()
+    };
+    let nic_request = request("nic").exactly.unwrap();
+    assert_eq!(nic_request.device_class_name, "netclaim-nic");
+    assert_eq!(
+        request("gpu").exactly.unwrap().device_class_name,
+        GPU_DRIVER
+    );
+    let expressions: Vec<String> = class
+        .spec
+        .unwrap()
+        .selectors
+        .into_iter()
+        .flatten()
+        .chain(nic_request.selectors.into_iter().flatten())
+        .map(|s| s.cel.unwrap().expression)
+        .collect();
+    let filters: Vec<DeviceFilter> = expressions
+        .iter()
+        .map(|e| DeviceFilter::new(e).unwrap())
+        .collect();
+    let constraints = devices.constraints.unwrap();
+    let mut pairs = Vec::new();
+    for nic in fixture_nics() {
+        if !filters
+            .iter()
+            .all(|f| f.check(netclaim_api::DRIVER_NAME, &nic).is_ok())
+        {
+            continue;
+        }
+        for gpu in gpus {
+            let matched = constraints.iter().all(|constraint| {
+                let requests = constraint.requests.clone().unwrap();
+                assert_eq!(requests, ["gpu", "nic"]);
+                let name = constraint.match_attribute.as_deref().unwrap();
+                let nic_value = qualified_attribute(netclaim_api::DRIVER_NAME, &nic, name);
+                let gpu_value = qualified_attribute(GPU_DRIVER, gpu, name);
+                nic_value.is_some() && nic_value == gpu_value
+            });
+            if matched {
+                pairs.push((gpu.name.clone(), nic.name.clone()));
+            }
+        }
+    }
+    pairs
+}
+
+#[test]
+fn the_gpu_pairing_example_pairs_nics_and_gpus_on_one_root_or_numa_node() {
+    let path = examples_dir().join("claims/nic-with-gpu.yaml");
+    let templates: BTreeMap<String, ResourceClaimTemplate> = documents(&path)
+        .into_iter()
+        .filter(|d| d["kind"] == "ResourceClaimTemplate")
+        .map(|d| serde_json::from_value::<ResourceClaimTemplate>(d).unwrap())
+        .map(|t| (t.metadata.name.clone().unwrap(), t))
+        .collect();
+    let gpus = [gpu("gpu-0", "pci0000:00", 0), gpu("gpu-1", "pci0000:40", 1)];
+
+    // Same PCIe root, RDMA NICs only: the ConnectX PF with the GPU on its root.
+    let by_root = allowed_pairs(&templates["gpu-with-nic-on-same-pcie-root"], &gpus);
+    assert_eq!(by_root, [("gpu-0".into(), "pci-0000-03-00-0".into())]);
+
+    // Same NUMA node: each GPU gets the NICs of its node (the VF shares the PF's).
+    let by_numa = allowed_pairs(&templates["gpu-with-nic-on-same-numa-node"], &gpus);
+    let by_numa: BTreeSet<(String, String)> = by_numa.into_iter().collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("gpu-0", "pci-0000-03-00-0"),
+        ("gpu-0", "pci-0000-03-00-2"),
+        ("gpu-1", "pci-0000-41-00-0"),
+    ]
+    .into_iter()
+    .map(|(g, n)| (g.to_owned(), n.to_owned()))
+    .collect();
+    assert_eq!(by_numa, expected);
+
+    // A GPU on a root no NIC shares pairs with nothing (the constraint is not vacuous).
+    let lonely = [gpu("gpu-9", "pci0000:80", 7)];
+    assert!(allowed_pairs(&templates["gpu-with-nic-on-same-pcie-root"], &lonely).is_empty());
+    assert!(allowed_pairs(&templates["gpu-with-nic-on-same-numa-node"], &lonely).is_empty());
 }
 
 /// The blue-net example: the network's config (a CNI network granting `interfaceName`)

@@ -17,7 +17,9 @@ use kubeletplugin::{
     PluginBuilder, PluginHandle, PrepareResult, PreparedDevice, RegistrationStatus,
 };
 use netclaim_test::apiserver::ApiServer;
-use netclaim_test::kubelet::{DraApiVersion, DraClient, KubeletStandIn};
+use netclaim_test::kubelet::{
+    DraApiVersion, DraClient, HealthApiVersion, KubeletStandIn, ReportedHealth, WireHealthStatus,
+};
 use tokio::sync::{Notify, watch};
 
 const DRIVER: &str = "test.netclaim.dev";
@@ -816,11 +818,16 @@ async fn shutdown_removes_sockets_and_lets_the_in_flight_call_finish() {
 // ---------------------------------------------------------------------------------------
 // Health
 
-#[tokio::test]
-async fn health_stream_sends_the_snapshot_then_every_change() {
+/// One health stream of `version`: the snapshot first, then every change, in the official
+/// messages (decoded by the stand-in's own copy of the kubelet's protos); shutdown ends it
+/// cleanly.
+async fn health_stream_sends_the_snapshot_then_every_change(version: Option<HealthApiVersion>) {
     let node = Node::new().await;
     let reporter = HealthReporter::new();
-    reporter.report(vec![DeviceHealth::new(NODE, "eth1", HealthStatus::Healthy)]);
+    let mut healthy = DeviceHealth::new(NODE, "eth1", HealthStatus::Healthy);
+    healthy.health_check_timeout = Some(Duration::from_secs(90));
+    healthy.last_updated = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    reporter.report(vec![healthy]);
     let plugin = node
         .builder()
         .health(reporter.clone())
@@ -832,21 +839,28 @@ async fn health_stream_sends_the_snapshot_then_every_change() {
         .wait_for_plugin(DRIVER, PATIENCE)
         .await
         .unwrap();
-    let mut stream = kubelet.watch_health().await.unwrap();
+    let mut stream = match version {
+        // The kubelet's own pick.
+        None => kubelet.watch_health().await.unwrap(),
+        Some(version) => kubelet.watch_health_version(version).await.unwrap(),
+    };
+    assert_eq!(stream.version(), version.unwrap_or(HealthApiVersion::V1));
 
     let first = tokio::time::timeout(PATIENCE, stream.message())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(first.devices.len(), 1);
     assert_eq!(
-        first.devices[0].device.as_ref().unwrap().device_name,
-        "eth1"
-    );
-    assert_eq!(
-        first.devices[0].health,
-        kubeletplugin::proto::health::HealthStatus::Healthy as i32
+        first.devices,
+        [ReportedHealth {
+            pool_name: NODE.into(),
+            device_name: "eth1".into(),
+            health: WireHealthStatus::Healthy,
+            last_updated_time: 1_800_000_000,
+            health_check_timeout_seconds: 90,
+            message: String::new(),
+        }]
     );
 
     let mut broken = DeviceHealth::new(NODE, "eth1", HealthStatus::Unhealthy);
@@ -857,11 +871,13 @@ async fn health_stream_sends_the_snapshot_then_every_change() {
         .unwrap()
         .unwrap()
         .unwrap();
+    let eth1 = second.device("eth1").unwrap();
+    assert_eq!(eth1.health, WireHealthStatus::Unhealthy);
+    assert_eq!(eth1.message, "carrier lost");
     assert_eq!(
-        second.devices[0].health,
-        kubeletplugin::proto::health::HealthStatus::Unhealthy as i32
+        eth1.health_check_timeout_seconds, 0,
+        "unset: the kubelet's default"
     );
-    assert_eq!(second.devices[0].message, "carrier lost");
 
     // Shutdown ends the stream instead of waiting for it forever.
     tokio::time::timeout(PATIENCE, plugin.shutdown())
@@ -876,12 +892,62 @@ async fn health_stream_sends_the_snapshot_then_every_change() {
 }
 
 #[tokio::test]
-async fn without_a_health_reporter_the_health_service_is_unimplemented() {
+async fn a_kubelet_that_knows_v1_picks_the_v1_health_stream() {
+    health_stream_sends_the_snapshot_then_every_change(None).await;
+}
+
+#[tokio::test]
+async fn a_kubelet_that_knows_only_v1alpha1_gets_the_same_health_stream() {
+    health_stream_sends_the_snapshot_then_every_change(Some(HealthApiVersion::V1alpha1)).await;
+}
+
+#[tokio::test]
+async fn health_services_are_advertised_after_the_dra_services() {
+    let node = Node::new().await;
+    let plugin = node
+        .builder()
+        .health(HealthReporter::new())
+        .start(Arc::new(TestDriver::default()))
+        .await
+        .unwrap();
+    let kubelet = node
+        .kubelet
+        .wait_for_plugin(DRIVER, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(
+        kubelet.info().supported_versions,
+        [
+            "v1.DRAPlugin",
+            "v1beta1.DRAPlugin",
+            "v1.DRAResourceHealth",
+            "v1alpha1.DRAResourceHealth"
+        ]
+    );
+    assert_eq!(kubelet.negotiated_version(), DraApiVersion::V1);
+    assert_eq!(kubelet.health_version(), Some(HealthApiVersion::V1));
+    plugin.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_health_reporter_no_health_service_is_advertised_or_served() {
     let node = Node::new().await;
     let (plugin, kubelet) = node.start(Arc::new(TestDriver::default())).await;
-    let refused = kubelet.watch_health().await.unwrap_err();
-    let status = refused.downcast_ref::<tonic::Status>().unwrap();
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        kubelet.info().supported_versions,
+        ["v1.DRAPlugin", "v1beta1.DRAPlugin"]
+    );
+    // A kubelet that picks from the registration does not watch at all...
+    assert_eq!(kubelet.health_version(), None);
+    let error = kubelet.watch_health().await.unwrap_err().to_string();
+    assert!(error.contains("advertises no DRAResourceHealth"), "{error}");
+    // ...and one that tries anyway (1.34 opened v1alpha1 on every plugin) is told
+    // Unimplemented, which it takes as "no health information".
+    for version in HealthApiVersion::ALL {
+        let refused = kubelet.watch_health_version(version).await.unwrap_err();
+        let status = refused.downcast_ref::<tonic::Status>().unwrap();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{version:?}");
+    }
     plugin.shutdown().await.unwrap();
 }
 

@@ -8,11 +8,12 @@
 
 use std::time::Duration;
 
+use kubeletplugin::ClaimRef;
 use netclaim::network_status::NETWORK_STATUS_ANNOTATION;
 use netclaim_test::node::checks::{
     config, has_addr, host_view, network_status_interfaces, nic, pod_interfaces, pod_link,
 };
-use netclaim_test::node::{NodeOptions, TestNode};
+use netclaim_test::node::{NicClaim, NodeOptions, PodRun, TestNode};
 use serde_json::json;
 
 fn uid(n: u32) -> String {
@@ -487,5 +488,415 @@ async fn the_pods_network_status_annotation_lists_its_claimed_interfaces() {
         serde_json::from_str::<serde_json::Value>(PRIMARY_NETWORK_STATUS).unwrap()
     );
     let unprepared = node.unprepare(&[a, b]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
+}
+
+/// The device entries of claim `uid` as the driver's checkpoint holds them on disk.
+fn recorded_nics(node: &TestNode, uid: &str) -> Vec<serde_json::Value> {
+    node.prepared_claims().unwrap()[uid]["nics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether the recorded device has an attachment (in any phase).
+fn is_attached(nic: &serde_json::Value) -> bool {
+    nic.get("attachment").is_some_and(|a| !a.is_null())
+}
+
+/// Issue 11: the second NIC of a pod is refused by the kernel after the first one was
+/// attached; the first is given back (newest first), both end on the node exactly as
+/// before, the sandbox fails naming the failing device and field, and the claim's status
+/// and an Event say why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_nic_failing_rolls_back_the_earlier_one_and_the_user_is_told() {
+    let mut node = start(NodeOptions::default()).await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    node.ip(&["addr", "add", "203.0.113.9/24", "dev", "eth2"])
+        .unwrap();
+    let before = ["eth1", "eth2"].map(|nic| host_view(&node.node_link(nic).unwrap()));
+    let pod_uid = uid(20);
+    // One claim with two requests, so the order of the two NICs is the allocation's.
+    let first = NicClaim {
+        request: "first".into(),
+        ..nic(
+            "two-nics",
+            "eth1",
+            Some(config(
+                json!({"name": "net1", "addresses": ["192.0.2.10/24"]}),
+            )),
+        )
+    };
+    // Valid, but the kernel refuses it in the pod: the gateway is on no connected prefix.
+    let second = NicClaim {
+        request: "second".into(),
+        ..nic(
+            "two-nics",
+            "eth2",
+            Some(config(
+                json!({"name": "net2", "addresses": ["198.51.100.10/24"],
+                "routes": [{"destination": "203.0.113.128/25", "gateway": "203.0.113.1"}]}),
+            )),
+        )
+    };
+    let claim = node
+        .allocate(&[first, second], "twonics", &pod_uid)
+        .await
+        .unwrap();
+    let prepared = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
+    assert_eq!(prepared[&claim.uid].error, "", "prepare failed");
+    let eth2_device = node.device_for("eth2").await.unwrap();
+
+    // The RUN hook alone: no STOP follows that could give the first NIC back instead.
+    let error = node
+        .run_hook_only("twonics", &pod_uid)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error.contains("claim default/two-nics") && error.contains(&eth2_device),
+        "the failing device is not named: {error}"
+    );
+    assert!(error.contains("interface.routes[0]"), "{error}");
+    // Both NICs back exactly: the first one was rolled back.
+    let after = ["eth1", "eth2"].map(|nic| host_view(&node.node_link(nic).unwrap()));
+    assert_eq!(after, before, "the node's NICs changed");
+    let nics = recorded_nics(&node, &claim.uid);
+    assert!(!nics.iter().any(is_attached), "{nics:?}");
+    assert_eq!(nics[1]["failure"]["reason"], "AttachFailed", "{nics:?}");
+    assert!(
+        nics[0]
+            .get("failure")
+            .is_none_or(serde_json::Value::is_null),
+        "the rolled-back NIC did not fail: {nics:?}"
+    );
+    // The user is told on the claim too.
+    let condition = node
+        .wait_for_ready_reason("two-nics", "AttachFailed")
+        .await
+        .unwrap();
+    assert_eq!(condition["status"], "False", "{condition}");
+    assert!(
+        condition["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("interface.routes[0]")),
+        "{condition}"
+    );
+    let (kind, note) = node
+        .wait_for_claim_event("two-nics", "AttachFailed")
+        .await
+        .unwrap();
+    assert_eq!(kind, "Warning");
+    assert!(note.contains(&eth2_device), "{note}");
+    let unprepared = node.unprepare(&[claim]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
+}
+
+/// Allocates and prepares one NIC claim for a pod, asserting prepare succeeded.
+async fn prepared(node: &TestNode, claim: NicClaim, pod: &str, pod_uid: &str) -> ClaimRef {
+    let claim = node.allocate(&[claim], pod, pod_uid).await.unwrap();
+    let outcome = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
+    assert_eq!(
+        outcome[&claim.uid].error, "",
+        "prepare of {} failed",
+        claim.name
+    );
+    claim
+}
+
+/// Issue 11: the driver dies right after recording `Detaching` inside a pod's STOP, while
+/// the pod is still known to the runtime. The restarted driver's Synchronize must finish
+/// the give-back (the record says the NIC may be anywhere between pod and host), before
+/// any REMOVE comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_left_detaching_by_a_crash_is_given_back_at_the_next_synchronize() {
+    let mut node = start(NodeOptions {
+        extra_args: vec!["--crash-at".into(), "detach-recorded".into()],
+        ..NodeOptions::default()
+    })
+    .await;
+    let before = host_view(&node.node_link("eth1").unwrap());
+    let pod_uid = uid(21);
+    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
+    let claim = prepared(&node, nic("detaching", "eth1", Some(cfg)), "det", &pod_uid).await;
+    let pod = node.run_pod("det", &pod_uid).await.unwrap().unwrap();
+    assert!(has_addr(&pod_link(&node, &pod, "net1"), "192.0.2.10/24"));
+
+    // STOP alone: the driver aborts inside it, the runtime drops it and goes on.
+    let stop =
+        netclaim_test::runtime::pod_sandbox(&pod.sandbox_id, &pod.name, "default", &pod.uid, None);
+    let report = node
+        .runtime_stand_in()
+        .unwrap()
+        .stop_pod_sandbox(stop)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.dropped().len(),
+        1,
+        "the driver did not die in STOP: {report:?}"
+    );
+    let nics = recorded_nics(&node, &claim.uid);
+    assert_eq!(nics[0]["attachment"]["phase"], "detaching", "{nics:?}");
+    assert!(
+        node.node_link("eth1").is_err(),
+        "eth1 came back before the restart"
+    );
+
+    node.kill_driver().ok();
+    node.set_driver_args(Vec::new());
+    node.start_driver().await.unwrap();
+    node.wait_until("eth1 is back on the node", || {
+        node.node_link("eth1").is_ok()
+    })
+    .await
+    .unwrap();
+    node.wait_until("the record has no attachment", || {
+        !recorded_nics(&node, &claim.uid).iter().any(is_attached)
+    })
+    .await
+    .unwrap();
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+    assert!(
+        node.in_pod(&pod, "ip", &["link", "show", "net1"]).is_err(),
+        "net1 is still in the pod"
+    );
+    assert_eq!(node.remove_pod(pod).await.unwrap(), Ok(()));
+    let unprepared = node.unprepare(&[claim]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
+}
+
+/// Issue 11: what a RUN finds gone. A prepared NIC that left the node fails the sandbox
+/// naming the claim and saying so; a pod netns that is gone fails the sandbox, leaves the
+/// NIC untouched on the node, and the claim's status says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_or_a_pod_netns_gone_at_run_fails_the_sandbox_and_changes_nothing() {
+    let mut node = start(NodeOptions::default()).await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before = host_view(&node.node_link("eth1").unwrap());
+
+    // The pod's network namespace is gone by the time RUN comes.
+    let pod_uid = uid(23);
+    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
+    let claim = prepared(
+        &node,
+        nic("nonetns", "eth1", Some(cfg)),
+        "nonetns",
+        &pod_uid,
+    )
+    .await;
+    let error = node
+        .run_pod_in_removed_netns("nonetns", &pod_uid)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(error.contains("claim default/nonetns"), "{error}");
+    assert!(
+        error.contains("opening the pod's network namespace"),
+        "{error}"
+    );
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+    let nics = recorded_nics(&node, &claim.uid);
+    assert!(!is_attached(&nics[0]), "{nics:?}");
+    let condition = node
+        .wait_for_ready_reason("nonetns", "AttachFailed")
+        .await
+        .unwrap();
+    assert!(
+        condition["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("network namespace")),
+        "{condition}"
+    );
+    let unprepared = node.unprepare(&[claim]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
+
+    // The prepared NIC is deleted from the node before its pod runs.
+    let pod_uid = uid(24);
+    let claim = prepared(&node, nic("nodevice", "eth2", None), "nodevice", &pod_uid).await;
+    node.ip(&["link", "del", "eth2"]).unwrap();
+    let error = node
+        .run_pod("nodevice", &pod_uid)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(error.contains("claim default/nodevice"), "{error}");
+    assert!(
+        error.contains("the device is no longer on the host"),
+        "{error}"
+    );
+    let condition = node
+        .wait_for_ready_reason("nodevice", "AttachFailed")
+        .await
+        .unwrap();
+    assert!(
+        condition["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the device is no longer on the host")),
+        "{condition}"
+    );
+    let nics = recorded_nics(&node, &claim.uid);
+    assert!(!is_attached(&nics[0]), "{nics:?}");
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+    let unprepared = node.unprepare(&[claim]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
+}
+
+/// Issue 11: the give-back fails at STOP and again at REMOVE (injected twice): each hook
+/// fails with the reason, the record says `DetachFailed` (a Warning Event says so), the
+/// driver keeps the pod's netns so the NIC survives the runtime removing it, and the
+/// kubelet's unprepare retries and brings the NIC back exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_give_back_failing_at_stop_and_remove_is_retried_by_unprepare() {
+    let fault = ["--inject-fault", "give-back-fails-once"];
+    let mut node = start(NodeOptions {
+        extra_args: [fault, fault]
+            .concat()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        ..NodeOptions::default()
+    })
+    .await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before = host_view(&node.node_link("eth1").unwrap());
+    let pod_uid = uid(25);
+    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
+    let claim = prepared(&node, nic("stuck", "eth1", Some(cfg)), "stuck", &pod_uid).await;
+    let mut pod = node.run_pod("stuck", &pod_uid).await.unwrap().unwrap();
+
+    let stop = node.stop_pod(&mut pod).await.unwrap().unwrap_err();
+    assert!(stop.contains("claim default/stuck"), "{stop}");
+    assert!(stop.contains("injected fault"), "{stop}");
+    let nics = recorded_nics(&node, &claim.uid);
+    assert_eq!(nics[0]["attachment"]["phase"], "detachFailed", "{nics:?}");
+    let (kind, note) = node
+        .wait_for_claim_event("stuck", "DetachFailed")
+        .await
+        .unwrap();
+    assert_eq!(kind, "Warning");
+    assert!(note.contains("injected fault"), "{note}");
+
+    // REMOVE retries (and fails again); the pod's netns is gone from the runtime now.
+    let remove = node.remove_pod(pod).await.unwrap().unwrap_err();
+    assert!(remove.contains("injected fault"), "{remove}");
+    assert!(node.node_link("eth1").is_err(), "eth1 came back after all");
+    // The NIC lives on in the namespace the driver holds: its wire is still there.
+    assert!(
+        node.lan().has_link("peer1"),
+        "eth1 died with the pod's netns"
+    );
+
+    let unprepared = node.unprepare(std::slice::from_ref(&claim)).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
+}
+
+/// Issue 11: two sandboxes of one pod (the kubelet's attempt 0 and 1) race for the same
+/// moved NIC: one gets it, the other fails naming the sandbox that holds it, and the
+/// holder keeps a working NIC.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sandboxes_racing_for_one_nic_leave_it_with_one_of_them() {
+    let mut node = start(NodeOptions::default()).await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before = host_view(&node.node_link("eth1").unwrap());
+    let pod_uid = uid(26);
+    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
+    let claim = prepared(&node, nic("raced", "eth1", Some(cfg)), "raced", &pod_uid).await;
+    let runs = [0, 1].map(|attempt| PodRun {
+        attempt,
+        ..PodRun::new("raced", &pod_uid)
+    });
+    let outcomes = node.run_pods_at_once(&runs).await.unwrap();
+    let (mut won, lost): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
+    assert_eq!((won.len(), lost.len()), (1, 1), "{won:?} {lost:?}");
+    let winner = won.pop().unwrap().unwrap();
+    let error = lost.into_iter().next().unwrap().unwrap_err();
+    assert!(error.contains("claim default/raced"), "{error}");
+    assert!(
+        error.contains(&format!(
+            "attached to another pod sandbox ({}, pod default/raced)",
+            winner.sandbox_id
+        )),
+        "{error}"
+    );
+    let nics = recorded_nics(&node, &claim.uid);
+    assert_eq!(
+        nics[0]["attachment"]["sandboxId"],
+        winner.sandbox_id.as_str()
+    );
+    assert_eq!(nics[0]["attachment"]["phase"], "attached");
+    assert!(has_addr(&pod_link(&node, &winner, "net1"), "192.0.2.10/24"));
+    node.in_pod(&winner, "ping", &["-c", "1", "-W", "2", "192.0.2.1"])
+        .unwrap();
+    node.delete_pod(winner).await.unwrap();
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+    let unprepared = node.unprepare(&[claim]).await.unwrap();
+    assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
+}
+
+/// Issue 11: a claim whose NIC is in a pod is deallocated and allocated again (same UID,
+/// another device) while the driver still has it attached, and the kubelet prepares it:
+/// prepare refuses with a per-claim error saying why, and nothing moves: the pod keeps
+/// its NIC, the new device stays on the node.
+#[tokio::test(flavor = "multi_thread")]
+async fn reallocating_a_claim_whose_nic_is_in_a_pod_is_refused_and_nothing_moves() {
+    use k8s_openapi::api::resource::v1::ResourceClaim;
+    use kube::api::{Api, PostParams};
+
+    let mut node = start(NodeOptions::default()).await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before_eth1 = host_view(&node.node_link("eth1").unwrap());
+    let before_eth2 = host_view(&node.node_link("eth2").unwrap());
+    let pod_uid = uid(27);
+    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
+    let claim = prepared(
+        &node,
+        nic("realloc", "eth1", Some(cfg)),
+        "realloc",
+        &pod_uid,
+    )
+    .await;
+    let pod = node.run_pod("realloc", &pod_uid).await.unwrap().unwrap();
+    let recorded_before = node.prepared_claims().unwrap();
+
+    // As the scheduler would after a deallocation: the same claim, now on eth2.
+    let claims: Api<ResourceClaim> = Api::namespaced(node.api.client(), "default");
+    let mut current = claims.get("realloc").await.unwrap();
+    let mut status = serde_json::to_value(current.status.take().unwrap()).unwrap();
+    current.status = Some(serde_json::from_value(json!({})).unwrap());
+    let current = claims
+        .replace_status("realloc", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    let eth2 = node.device_for("eth2").await.unwrap();
+    status["allocation"]["devices"]["results"][0]["device"] = json!(eth2);
+    status.as_object_mut().unwrap().remove("devices");
+    let mut reallocated = current;
+    reallocated.status = Some(serde_json::from_value(status).unwrap());
+    claims
+        .replace_status("realloc", &PostParams::default(), &reallocated)
+        .await
+        .unwrap();
+
+    let outcome = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
+    let error = &outcome[&claim.uid].error;
+    assert!(error.starts_with("claim default/realloc: "), "{error}");
+    assert!(
+        error.contains("still attached to a pod; unprepare it first"),
+        "{error}"
+    );
+    assert!(outcome[&claim.uid].devices.is_empty(), "{outcome:?}");
+    assert_eq!(node.prepared_claims().unwrap(), recorded_before);
+    assert!(has_addr(&pod_link(&node, &pod, "net1"), "192.0.2.10/24"));
+    assert_eq!(host_view(&node.node_link("eth2").unwrap()), before_eth2);
+
+    node.delete_pod(pod).await.unwrap();
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before_eth1);
+    let unprepared = node.unprepare(&[claim]).await.unwrap();
     assert!(unprepared.values().all(String::is_empty), "{unprepared:?}");
 }

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use netclaim_test::node::checks::{self, has_addr};
-use netclaim_test::node::{NicClaim, NodeOptions, TestNode, TestPod};
+use netclaim_test::node::{NicClaim, NodeOptions, PodRun, TestNode, TestPod};
 use serde_json::{Value, json};
 
 const NETWORK: &str = "leasenet";
@@ -372,6 +372,295 @@ async fn check_on_request_passes_then_reports_what_the_plugin_finds_wrong() {
         "the plugin's message is missing: {output}"
     );
 
+    node.delete_pod(pod).await.unwrap();
+    unprepare_and_check_clean(&node, claim, leases.path()).await;
+}
+
+/// A CNI 1.0.0 test plugin `ctl` to chain after the leased macvlan: it passes the previous
+/// result on, logs each ADD and DEL to `<dir>/calls`, and fails on request: ADD with an
+/// error while `<dir>/add-fails` exists, ADD with output that is no CNI result while
+/// `<dir>/add-garbage` exists, DEL while `<dir>/del-fails` exists.
+fn write_ctl_plugin(dir: &Path) {
+    let d = dir.display();
+    // The previous result is cut out of the plugin's compact stdin: it is the value of
+    // "prevResult", followed by nothing or by `,"type":"ctl"` (keys sorted).
+    let script = format!(
+        r#"#!/bin/sh
+case "$CNI_COMMAND" in
+VERSION) echo '{{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}}' ;;
+ADD) input=$(cat); echo "ADD $CNI_CONTAINERID" >> {d}/calls
+  if [ -e {d}/add-fails ]; then
+    echo '{{"cniVersion":"1.0.0","code":100,"msg":"ctl refuses ADD"}}'; exit 1
+  fi
+  if [ -e {d}/add-garbage ]; then echo 'this is no CNI result'; exit 0; fi
+  printf '%s' "$input" | sed -e 's/^.*"prevResult"://' -e 's/,"type":"ctl"}}$/}}/' -e 's/}}$//' ;;
+DEL) cat >/dev/null; echo "DEL $CNI_CONTAINERID" >> {d}/calls
+  if [ -e {d}/del-fails ]; then
+    echo '{{"cniVersion":"1.0.0","code":101,"msg":"ctl refuses DEL"}}'; exit 1
+  fi ;;
+*) cat >/dev/null ;;
+esac
+"#
+    );
+    let path = dir.join("ctl");
+    std::fs::write(&path, script).unwrap();
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).unwrap();
+}
+
+/// The leased macvlan claim with `ctl` chained after it (the class's network).
+fn controlled_claim(name: &str, leases: &Path) -> NicClaim {
+    let mut claim = leased_claim(name, leases);
+    let plugins = claim
+        .class_config
+        .as_mut()
+        .and_then(|c| c["cni"]["plugins"].as_array_mut())
+        .unwrap();
+    plugins.push(json!({"type": "ctl"}));
+    claim
+}
+
+/// A node whose driver finds `ctl` (in `bin`) and the Debian plugins, with the controlled
+/// claim prepared for pod `pod_uid`.
+async fn node_with_controlled_claim(
+    bin: &Path,
+    leases: &Path,
+    name: &str,
+    pod_uid: &str,
+) -> (TestNode, kubeletplugin::ClaimRef) {
+    write_ctl_plugin(bin);
+    let bin_dir = bin.display().to_string();
+    node_with_prepared_claim(
+        &[
+            "--cni-bin-dir",
+            &bin_dir,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+            // The test plugin is on this node's allowlist next to the chain's others.
+            "--cni-allowed-plugins",
+            "macvlan,host-local,ctl",
+        ],
+        controlled_claim(name, leases),
+        name,
+        pod_uid,
+    )
+    .await
+}
+
+fn recorded_nic(node: &TestNode, uid: &str) -> Value {
+    node.prepared_claims().unwrap()[uid]["nics"][0].clone()
+}
+
+fn has_attachment(nic: &Value) -> bool {
+    nic.get("attachment").is_some_and(|a| !a.is_null())
+}
+
+/// Issue 11: ADD fails after macvlan took its lease, and the cleanup (DEL of the whole
+/// list) fails too. The sandbox fails saying both and that netclaim keeps retrying; the
+/// lease is released by the DEL that did work; the record keeps the give-back pending
+/// (`DetachFailed`, with an Event), which the runtime's STOP and REMOVE retry, and the
+/// next Synchronize finishes once DEL works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_cleanup_is_told_kept_and_retried_until_del_works() {
+    let (bin, leases) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pod_uid = uid(8);
+    let (mut node, claim) =
+        node_with_controlled_claim(bin.path(), leases.path(), "cleanup", &pod_uid).await;
+    std::fs::write(bin.path().join("add-fails"), "").unwrap();
+    std::fs::write(bin.path().join("del-fails"), "").unwrap();
+
+    let error = node
+        .run_pod("cleanup", &pod_uid)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(error.contains("claim default/cleanup"), "{error}");
+    assert!(error.contains("ctl refuses ADD"), "{error}");
+    assert!(error.contains("undoing it failed too"), "{error}");
+    assert!(error.contains("ctl refuses DEL"), "{error}");
+    assert!(error.contains("netclaim keeps retrying"), "{error}");
+    assert!(
+        !lease_file(leases.path()).exists(),
+        "macvlan's DEL did not run in the cleanup"
+    );
+    assert_eq!(cache_files(&node), Vec::<String>::new());
+    let nic = recorded_nic(&node, &claim.uid);
+    assert_eq!(nic["attachment"]["phase"], "detachFailed", "{nic}");
+    assert_eq!(nic["failure"]["reason"], "AttachFailed", "{nic}");
+    let (kind, note) = node
+        .wait_for_claim_event("cleanup", "DetachFailed")
+        .await
+        .unwrap();
+    assert_eq!(kind, "Warning");
+    assert!(note.contains("ctl refuses DEL"), "{note}");
+    let condition = node
+        .wait_for_ready_reason("cleanup", "AttachFailed")
+        .await
+        .unwrap();
+    assert_eq!(condition["status"], "False", "{condition}");
+    // The runtime's STOP and REMOVE after the failed RUN retried the DEL.
+    let dels = calls(bin.path())
+        .iter()
+        .filter(|c| c.starts_with("DEL"))
+        .count();
+    assert!(dels >= 3, "{:?}", calls(bin.path()));
+
+    std::fs::remove_file(bin.path().join("del-fails")).unwrap();
+    node.restart_runtime().await.unwrap();
+    node.wait_until("the next Synchronize finished the give-back", || {
+        !has_attachment(&recorded_nic(&node, &claim.uid))
+    })
+    .await
+    .unwrap();
+    unprepare_and_check_clean(&node, claim, leases.path()).await;
+}
+
+/// Issue 11: DEL fails at STOP: the hook fails with the plugin's message, the cache entry
+/// and the lease stay (the spec stops DEL at the first failure, and the entry is what a
+/// retry runs DEL with), a Warning Event says so, REMOVE retries; once DEL works, the
+/// kubelet's unprepare finishes the job through the pod netns the driver kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_del_failing_at_stop_keeps_its_cache_entry_and_is_retried() {
+    let (bin, leases) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pod_uid = uid(9);
+    let (mut node, claim) =
+        node_with_controlled_claim(bin.path(), leases.path(), "delfail", &pod_uid).await;
+    let mut pod = node.run_pod("delfail", &pod_uid).await.unwrap().unwrap();
+    let link = net1(&node, &pod).expect("no net1 in the pod");
+    assert!(has_addr(&link, &format!("{LEASED}/24")), "{link}");
+    assert_eq!(cache_files(&node).len(), 1);
+
+    std::fs::write(bin.path().join("del-fails"), "").unwrap();
+    let stop = node.stop_pod(&mut pod).await.unwrap().unwrap_err();
+    assert!(stop.contains("claim default/delfail"), "{stop}");
+    assert!(stop.contains("ctl refuses DEL"), "{stop}");
+    assert_eq!(
+        cache_files(&node).len(),
+        1,
+        "the cache entry went with a failed DEL"
+    );
+    assert!(
+        lease_file(leases.path()).exists(),
+        "DEL went on past its failure"
+    );
+    assert_eq!(
+        recorded_nic(&node, &claim.uid)["attachment"]["phase"],
+        "detachFailed"
+    );
+    let (kind, note) = node
+        .wait_for_claim_event("delfail", "DetachFailed")
+        .await
+        .unwrap();
+    assert_eq!(kind, "Warning");
+    assert!(note.contains("ctl refuses DEL"), "{note}");
+    let remove = node.remove_pod(pod).await.unwrap().unwrap_err();
+    assert!(remove.contains("ctl refuses DEL"), "{remove}");
+    assert_eq!(cache_files(&node).len(), 1);
+
+    std::fs::remove_file(bin.path().join("del-fails")).unwrap();
+    unprepare_and_check_clean(&node, claim, leases.path()).await;
+}
+
+/// Issue 11: the chain's last plugin prints something that is no CNI result: the sandbox
+/// fails naming the plugin and what is wrong, DEL releases what ADD took, and the
+/// kubelet's next sandbox gets the network once the plugin behaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_cni_result_fails_the_sandbox_and_releases_what_add_took() {
+    let (bin, leases) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pod_uid = uid(10);
+    let (mut node, claim) =
+        node_with_controlled_claim(bin.path(), leases.path(), "garbage", &pod_uid).await;
+    std::fs::write(bin.path().join("add-garbage"), "").unwrap();
+    let error = node
+        .run_pod("garbage", &pod_uid)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(error.contains("claim default/garbage"), "{error}");
+    assert!(error.contains("ctl"), "{error}");
+    assert!(error.contains("not JSON"), "{error}");
+    assert!(!lease_file(leases.path()).exists(), "the lease leaked");
+    assert_eq!(cache_files(&node), Vec::<String>::new());
+    let nic = recorded_nic(&node, &claim.uid);
+    assert!(!has_attachment(&nic), "{nic}");
+    assert_eq!(nic["failure"]["reason"], "AttachFailed", "{nic}");
+
+    std::fs::remove_file(bin.path().join("add-garbage")).unwrap();
+    let retry = PodRun {
+        attempt: 1,
+        ..PodRun::new("garbage", &pod_uid)
+    };
+    let pod = node
+        .run_pods_at_once(&[retry])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    let link = net1(&node, &pod).expect("no net1 in the retried sandbox");
+    assert!(has_addr(&link, &format!("{LEASED}/24")), "{link}");
+    node.delete_pod(pod).await.unwrap();
+    unprepare_and_check_clean(&node, claim, leases.path()).await;
+}
+
+/// A read-only bind mount of a directory onto itself, undone on drop.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn mount(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.display().to_string();
+        netclaim_test::netns::run("mount", &["--bind", &path, &path]).unwrap();
+        let guard = Self(dir.to_owned());
+        netclaim_test::netns::run("mount", &["-o", "remount,bind,ro", &path]).unwrap();
+        guard
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let path = self.0.display().to_string();
+        if let Err(error) = netclaim_test::netns::run("umount", &[&path]) {
+            eprintln!("unmounting {path}: {error:#}");
+        }
+    }
+}
+
+/// Issue 11: ADD works but its result cannot be cached (the cache directory is read-only,
+/// EROFS): without an entry a later DEL could not run with what ADD used, so the ADD is
+/// undone (the lease released) and the sandbox fails naming the cache file; with the
+/// disk writable again the kubelet's next sandbox gets the network.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_write_failure_undoes_the_add_and_the_user_is_told() {
+    let leases = tempfile::tempdir().unwrap();
+    let pod_uid = uid(11);
+    let (mut node, claim) =
+        node_with_prepared_claim(&[], leased_claim("nocache", leases.path()), "nc", &pod_uid).await;
+    let cache = node.state_dir().join("cni-cache");
+    let read_only = ReadOnly::mount(&cache);
+    let error = node.run_pod("nc", &pod_uid).await.unwrap().unwrap_err();
+    assert!(error.contains("claim default/nocache"), "{error}");
+    assert!(error.contains("Read-only file system"), "{error}");
+    assert!(error.contains(&cache.display().to_string()), "{error}");
+    assert!(!lease_file(leases.path()).exists(), "the lease leaked");
+    assert!(!has_attachment(&recorded_nic(&node, &claim.uid)));
+    drop(read_only);
+
+    let retry = PodRun {
+        attempt: 1,
+        ..PodRun::new("nc", &pod_uid)
+    };
+    let pod = node
+        .run_pods_at_once(&[retry])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert!(lease_file(leases.path()).exists());
+    assert_eq!(cache_files(&node).len(), 1);
+    assert!(net1(&node, &pod).is_some());
     node.delete_pod(pod).await.unwrap();
     unprepare_and_check_clean(&node, claim, leases.path()).await;
 }

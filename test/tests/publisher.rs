@@ -2,8 +2,6 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -12,7 +10,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kubeletplugin::{
     DriverResources, Pool, PublishStatus, PublisherConfig, ResourceSlicePublisher,
 };
-use netclaim_test::apiserver::ApiServer;
+use netclaim_test::apiserver::{ApiServer, ApiServerOptions};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -26,7 +24,12 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let server = ApiServer::start().await.unwrap();
+    fixture_with(ApiServerOptions::default()).await
+}
+
+/// A fixture whose API server emulates `options` (a release, feature gates).
+async fn fixture_with(options: ApiServerOptions) -> Fixture {
+    let server = ApiServer::start_with(options).await.unwrap();
     let node: Node = serde_json::from_value(json!({ "metadata": { "name": NODE } })).unwrap();
     let node = Api::<Node>::all(server.client())
         .create(&PostParams::default(), &node)
@@ -137,7 +140,14 @@ fn assert_pool(all: &[ResourceSlice], pool: &str, expected: &[Device], node_uid:
         assert!(devices.len() <= 128);
         published.extend(devices);
     }
-    let key = |d: &Device| serde_json::to_string(d).unwrap();
+    // The server fills in taint times; the desired devices have none.
+    let key = |d: &Device| {
+        let mut d = d.clone();
+        for taint in d.taints.iter_mut().flatten() {
+            taint.time_added = None;
+        }
+        serde_json::to_string(&d).unwrap()
+    };
     let published: BTreeSet<String> = published.iter().map(key).collect();
     let expected: BTreeSet<String> = expected.iter().map(key).collect();
     assert_eq!(
@@ -225,7 +235,8 @@ async fn device_churn_bumps_generation_and_converges() {
 
 #[tokio::test]
 async fn large_pools_are_split_and_shrink_back() {
-    let f = fixture().await;
+    // Device taints are stored from 1.36 (DRADeviceTaints on by default).
+    let f = fixture_with(ApiServerOptions::kubernetes(36)).await;
     let publisher = ResourceSlicePublisher::start(f.server.client(), config());
     let mut status = publisher.status();
     let many = devices("d", 300);
@@ -374,78 +385,45 @@ async fn rejected_devices_are_reported_and_a_later_good_update_is_published() {
     f.server.shutdown().await;
 }
 
-/// A kube client whose writes of ResourceSlices go through `normalise` first, as a real API
-/// server's defaulting changes what it stores: what the publisher reads back then differs
-/// from what it wrote. Also counts the slice writes that reached the server.
-fn normalising_client(
-    server: &ApiServer,
-    normalise: fn(&mut serde_json::Value),
-) -> (kube::Client, Arc<AtomicUsize>) {
-    let inner = server.client();
-    let writes = Arc::new(AtomicUsize::new(0));
-    let counted = writes.clone();
-    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
-        let inner = inner.clone();
-        let counted = counted.clone();
-        async move {
-            let writes_slice = matches!(*request.method(), http::Method::POST | http::Method::PUT)
-                && request.uri().path().contains("/resourceslices");
-            if !writes_slice {
-                return inner.send(request).await;
-            }
-            counted.fetch_add(1, Ordering::SeqCst);
-            let (mut parts, body) = request.into_parts();
-            let mut object: serde_json::Value =
-                serde_json::from_slice(&body.collect_bytes().await?).unwrap();
-            normalise(&mut object);
-            let bytes = serde_json::to_vec(&object).unwrap();
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            inner
-                .send(http::Request::from_parts(parts, bytes.into()))
-                .await
-        }
-    });
-    (kube::Client::new(service, "default"), writes)
+fn tainted(mut device: Device, effect: &str) -> Device {
+    device.taints = Some(vec![
+        serde_json::from_value(json!({ "key": "netclaim.dev/down", "effect": effect })).unwrap(),
+    ]);
+    device
 }
 
-/// What the API server does to a device taint written without `timeAdded`
-/// (`resource.k8s.io/v1` DeviceTaint: "Added automatically during create or update if not
-/// set"): it stores the time of the write.
-fn stamp_taints(slice: &mut serde_json::Value) {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let devices = slice["spec"]["devices"].as_array_mut();
-    for device in devices.into_iter().flatten() {
-        let taints = device["taints"].as_array_mut();
-        for taint in taints.into_iter().flatten() {
-            if taint.get("timeAdded").is_none() {
-                taint["timeAdded"] = json!(now);
-            }
-        }
+/// Publishes `desired` again and again, each time waiting for the pass it triggers (each
+/// desired-state update makes the publisher run one full pass: list, compare, write what
+/// differs; the status proves the pass ran; its own writes' watch events add passes on
+/// top). The period checked is bounded by events, not time.
+async fn republish(
+    publisher: &ResourceSlicePublisher,
+    status: &mut watch::Receiver<PublishStatus>,
+    desired: &DriverResources,
+    mut synced: u64,
+) -> u64 {
+    const PASSES: usize = 5;
+    for _ in 0..PASSES {
+        publisher.update(desired.clone());
+        synced = wait_synced(status, synced).await.synced_generation;
     }
+    synced
 }
 
 /// The publisher must not rewrite slices because the server filled in a field it left
-/// empty: every rewrite would be filled in again and trigger the next (a hot loop against
-/// the API server). The period checked is bounded by events, not time: each desired-state
-/// update makes the publisher run one full pass (list, compare, write what differs), and
-/// the status proves the pass ran; its own writes' watch events add passes on top.
+/// empty (the API server defaults a device taint's `timeAdded` to the time of the write):
+/// every rewrite would be filled in again and trigger the next, a hot loop against the API
+/// server.
 #[tokio::test]
-#[ignore = "kubeletplugin bug: the publisher compares the slices it reads back field by field \
-            with the desired devices, so a field the API server fills in (a device taint's \
-            timeAdded) makes every pass rewrite the pool; see the report of issue 11"]
 async fn a_field_the_server_fills_in_does_not_make_the_publisher_rewrite_in_a_loop() {
-    let f = fixture().await;
-    let (client, writes) = normalising_client(&f.server, stamp_taints);
-    let publisher = ResourceSlicePublisher::start(client, config());
+    let f = fixture_with(ApiServerOptions::kubernetes(37)).await;
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
     let mut status = publisher.status();
-    let mut tainted = devices("eth", 2);
-    tainted[0].taints = Some(vec![
-        serde_json::from_value(json!({ "key": "netclaim.dev/down", "effect": "NoSchedule" }))
-            .unwrap(),
-    ]);
-    let desired = resources(&[(NODE, tainted)]);
+    let mut devices = devices("eth", 2);
+    devices[0] = tainted(devices[0].clone(), "NoSchedule");
+    let desired = resources(&[(NODE, devices)]);
     publisher.update(desired.clone());
-    let mut synced = wait_synced(&mut status, 0).await.synced_generation;
+    let synced = wait_synced(&mut status, 0).await.synced_generation;
     let published = node_slices(&f.slices).await;
     assert_eq!(published.len(), 1);
     let stored = published[0].spec.devices.as_ref().unwrap()[0]
@@ -454,21 +432,124 @@ async fn a_field_the_server_fills_in_does_not_make_the_publisher_rewrite_in_a_lo
         .unwrap();
     assert!(
         stored[0].time_added.is_some(),
-        "the stand-in in front did not fill it in"
+        "the API server stand-in fills in timeAdded"
     );
+    let writes = write_count(&f.server);
+    assert_eq!(writes, 1, "one slice, one create");
 
-    const PASSES: usize = 5;
-    for _ in 0..PASSES {
-        publisher.update(desired.clone());
-        synced = wait_synced(&mut status, synced).await.synced_generation;
-    }
-    // One slice, one create; nothing after it in the passes that followed.
+    let synced = republish(&publisher, &mut status, &desired, synced).await;
     assert_eq!(
-        writes.load(Ordering::SeqCst),
-        1,
+        write_count(&f.server),
+        writes,
         "the publisher rewrote unchanged slices (generation now {synced})"
     );
-    assert_eq!(node_slices(&f.slices).await.len(), 1);
+    assert_eq!(node_slices(&f.slices).await, published);
+    assert_eq!(status.borrow().dropped_fields, Vec::<String>::new());
+    publisher.shutdown(false).await;
+    f.server.shutdown().await;
+}
+
+/// An API server with a feature off drops that feature's fields from what it stores (as
+/// the real strategies' `dropDisabledFields` do): 1.35 drops taints (`DRADeviceTaints`) and
+/// the consumable-capacity fields (`DRAConsumableCapacity`). The publisher reports what was
+/// dropped and takes the stored form as written: no rewrite loop, and still a rewrite when
+/// the devices really change.
+#[tokio::test]
+async fn fields_the_server_drops_are_reported_and_not_rewritten_in_a_loop() {
+    let f = fixture_with(ApiServerOptions::kubernetes(35)).await;
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
+    let mut status = publisher.status();
+    let shared: Device = serde_json::from_value(json!({
+        "name": "eth1",
+        "allowMultipleAllocations": true,
+        "capacity": { "netclaim.dev/children": {
+            "value": "16", "requestPolicy": { "default": "1", "validValues": ["1"] } } },
+    }))
+    .unwrap();
+    let desired = resources(&[(NODE, vec![tainted(device("eth0"), "NoExecute"), shared])]);
+    publisher.update(desired.clone());
+    let synced = wait_synced(&mut status, 0).await;
+    assert_eq!(
+        synced.dropped_fields,
+        [
+            "spec.devices[eth0].taints",
+            "spec.devices[eth1].allowMultipleAllocations",
+            "spec.devices[eth1].capacity.netclaim.dev/children.requestPolicy",
+        ]
+    );
+    let published = node_slices(&f.slices).await;
+    let stored = published[0].spec.devices.clone().unwrap();
+    assert_eq!(stored[0].taints, None, "1.35 dropped the taint");
+    assert_eq!(stored[1].allow_multiple_allocations, None);
+    assert_eq!(write_count(&f.server), 1);
+
+    let synced = republish(&publisher, &mut status, &desired, synced.synced_generation).await;
+    assert_eq!(write_count(&f.server), 1, "rewrote what the server dropped");
+
+    // A real change is written (once), and what it no longer has is no longer dropped.
+    let changed = resources(&[(NODE, vec![device("eth0"), device("eth1")])]);
+    publisher.update(changed.clone());
+    let synced = wait_status(&mut status, |s| {
+        s.synced_generation > synced && s.last_error.is_none() && s.dropped_fields.is_empty()
+    })
+    .await
+    .synced_generation;
+    assert_eq!(write_count(&f.server), 2);
+    assert_pool(
+        &node_slices(&f.slices).await,
+        NODE,
+        &[device("eth0"), device("eth1")],
+        &f.node_uid,
+    );
+    republish(&publisher, &mut status, &changed, synced).await;
+    assert_eq!(write_count(&f.server), 2);
+    publisher.shutdown(false).await;
+    f.server.shutdown().await;
+}
+
+/// A rewrite for another reason keeps the `timeAdded` of taints that did not change: a
+/// `NoExecute` toleration's `tolerationSeconds` counts from it.
+#[tokio::test]
+async fn taint_times_survive_rewrites_for_other_reasons() {
+    let f = fixture_with(ApiServerOptions::kubernetes(37)).await;
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
+    let mut status = publisher.status();
+    let eth0 = tainted(device("eth0"), "NoExecute");
+    publisher.update(resources(&[(NODE, vec![eth0.clone(), device("eth1")])]));
+    let synced = wait_synced(&mut status, 0).await.synced_generation;
+
+    // Give the stored taint a time long past, as if it had been there since 2020 (the
+    // stand-in stores whole seconds, so a write now could not be told from one a moment
+    // ago). Taint times aside, the slice is still what the publisher wants: no rewrite.
+    let mut slice = node_slices(&f.slices).await.remove(0);
+    let old = "2020-01-01T00:00:00Z";
+    slice.spec.devices.as_mut().unwrap()[0]
+        .taints
+        .as_mut()
+        .unwrap()[0]
+        .time_added = Some(serde_json::from_value(json!(old)).unwrap());
+    let name = slice.metadata.name.clone().unwrap();
+    f.slices
+        .replace(&name, &PostParams::default(), &slice)
+        .await
+        .unwrap();
+    let writes = write_count(&f.server);
+
+    let mut eth1 = device("eth1");
+    eth1.attributes.as_mut().unwrap().insert(
+        "netclaim.dev/mtu".into(),
+        serde_json::from_value(json!({ "int": 9000 })).unwrap(),
+    );
+    publisher.update(resources(&[(NODE, vec![eth0, eth1])]));
+    wait_synced(&mut status, synced).await;
+    assert_eq!(write_count(&f.server), writes + 1, "one rewrite for eth1");
+    let stored = node_slices(&f.slices).await.remove(0);
+    let taint = &stored.spec.devices.unwrap()[0].taints.clone().unwrap()[0];
+    assert_eq!(
+        serde_json::to_value(&taint.time_added).unwrap(),
+        json!(old),
+        "the rewrite restarted the taint's time"
+    );
     publisher.shutdown(false).await;
     f.server.shutdown().await;
 }

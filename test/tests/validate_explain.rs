@@ -82,8 +82,14 @@ fn every_example_validates() {
     args.extend(files.iter().map(String::as_str));
     let (code, out, err) = netclaim(&args);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(!out.contains("note:"), "{out}");
-    assert!(out.starts_with("ok: "), "{out}");
+    // Only classes of other drivers (nic-with-gpu.yaml's GPU) are missing from examples/.
+    for note in out.lines().filter(|l| l.starts_with("note:")) {
+        assert!(note.contains("DeviceClass gpu.example.com"), "{out}");
+    }
+    assert!(
+        out.trim_end().lines().last().unwrap().starts_with("ok: "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -204,7 +210,17 @@ fn every_example_request_is_explained_with_a_matching_device() {
         .filter(|f| f.starts_with("examples/claims/"))
     {
         let (code, out, err) = netclaim(&["explain", "--devices-file", DEVICES, file, CLASS_FILE]);
-        assert_eq!(code, 0, "{file}:\n{out}{err}");
+        if file.ends_with("nic-with-gpu.yaml") {
+            // The GPU's class belongs to another driver and is not in examples/: explain
+            // says so and fails; the NIC request is still explained.
+            assert_eq!(code, 1, "{file}:\n{out}{err}");
+            assert!(
+                out.contains("DeviceClass gpu.example.com not found"),
+                "{out}"
+            );
+        } else {
+            assert_eq!(code, 0, "{file}:\n{out}{err}");
+        }
         assert!(!out.contains("matching devices (0)"), "{file}:\n{out}");
         assert!(out.contains("    attach on "), "{file}:\n{out}");
     }

@@ -1,6 +1,12 @@
 //! Turns what discovery found about a NIC into a `resource.k8s.io/v1` [`Device`] that the
 //! API server accepts.
 //!
+//! Only facts that change rarely are attributes: every attribute change is a slice write,
+//! and every slice write re-runs the scheduling of every pending pod that uses DRA. The
+//! link's operational state and carrier are therefore not attributes; they feed device
+//! health and taints (`crate::health`). The speed is the last one the link reported
+//! while it had one (see [`super::sysfs::SysfsCache`]).
+//!
 //! # Guarantees
 //! - Attribute names are valid qualified names; attributes in the driver's domain use the
 //!   short name (the domain is implied).
@@ -35,10 +41,10 @@ pub const ATTRIBUTE_PRIORITY: &[&str] = &[
     VIRTUAL,
     PCI_ADDRESS,
     PCIE_ROOT,
+    STANDARD_NUMA_NODE,
     MULTUS_RESOURCE_NAME,
     MULTUS_DEVICE_ID,
     MAC,
-    STATE,
     MTU,
     NUMA_NODE,
     SRIOV,
@@ -56,7 +62,6 @@ pub const ATTRIBUTE_PRIORITY: &[&str] = &[
     SRIOV_TOTAL_VFS,
     PF_PCI_ADDRESS,
     SPEED,
-    CARRIER,
     ALIAS,
     PCI_SUBSYSTEM_VENDOR_ID,
     PCI_SUBSYSTEM_DEVICE_ID,
@@ -163,6 +168,7 @@ pub fn attribute_list(nic: &NicRecord, multus_resource_name: Option<&str>) -> At
     put(VIRTUAL, boolean(sys.is_virtual));
     put(PCI_ADDRESS, sys.pci_address.as_deref().and_then(string));
     put(PCIE_ROOT, sys.pcie_root.as_deref().and_then(string));
+    put(STANDARD_NUMA_NODE, sys.numa_node.map(int));
     if let Some(resource_name) = multus_resource_name {
         put(MULTUS_RESOURCE_NAME, string(resource_name));
         put(
@@ -171,7 +177,6 @@ pub fn attribute_list(nic: &NicRecord, multus_resource_name: Option<&str>) -> At
         );
     }
     put(MAC, link.mac.as_deref().and_then(string));
-    put(STATE, string(&link.oper_state));
     put(MTU, Some(int(i64::from(link.mtu))));
     put(NUMA_NODE, sys.numa_node.map(int));
     if sys.pci_address.is_some() {
@@ -201,7 +206,6 @@ pub fn attribute_list(nic: &NicRecord, multus_resource_name: Option<&str>) -> At
         sys.pf_pci_address.as_deref().and_then(string),
     );
     put(SPEED, sys.speed_mbps.map(int));
-    put(CARRIER, link.carrier.map(boolean).unwrap_or(None));
     put(ALIAS, link.alias.as_deref().and_then(string));
     put(
         PCI_SUBSYSTEM_VENDOR_ID,

@@ -9,6 +9,9 @@
 //! - [`Inventory`] is the shared view of what is published: the prepare and attach code
 //!   look devices up with [`Inventory::host_device`] and pin a device moved into a pod with
 //!   [`Inventory::hold`] until [`Inventory::release`].
+//! - Each pass also reports the link state behind every published device
+//!   ([`LinkStates`]): device health and taints are derived from it (`crate::health`), the
+//!   attributes carry no link state.
 //!
 //! # Guarantees
 //! - Device names are DNS labels, derived from the PCI address when there is one (stable
@@ -154,7 +157,48 @@ pub struct Report {
     pub nics: BTreeMap<String, NicRecord>,
     /// Interfaces left out, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// The link behind each published device (filled in by [`Inventory::publish`]).
+    pub links: LinkStates,
 }
+
+/// The link behind a published device, as the host sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceLink {
+    /// The interface is in the node's namespace.
+    Host(LinkState),
+    /// The device is held for a pod ([`Inventory::hold`]) and its interface is not in the
+    /// node's namespace: it is in the pod, where the node's netlink socket cannot see it.
+    InPod,
+}
+
+/// An interface's link state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkState {
+    /// The interface name.
+    pub if_name: String,
+    /// Administratively up (IFF_UP).
+    pub admin_up: bool,
+    /// RFC 2863 operational state as `ip link` prints it (`up`, `down`,
+    /// `lowerlayerdown`, `dormant`, `unknown`, ...).
+    pub oper_state: String,
+    /// IFLA_CARRIER, when reported.
+    pub carrier: Option<bool>,
+}
+
+impl LinkState {
+    /// The state of `link`.
+    pub fn of(link: &LinkRecord) -> Self {
+        Self {
+            if_name: link.name.clone(),
+            admin_up: link.up,
+            oper_state: link.oper_state.clone(),
+            carrier: link.carrier,
+        }
+    }
+}
+
+/// The link behind each published device, by device name.
+pub type LinkStates = BTreeMap<String, DeviceLink>;
 
 /// The candidate NICs of `snapshot` (excluded ones removed) with their sysfs facts, and
 /// the excluded interfaces with the reason.
@@ -264,6 +308,7 @@ pub fn build_report(
         devices: devices.into_values().collect(),
         nics: by_name,
         skipped,
+        links: LinkStates::new(),
     }
 }
 
@@ -377,6 +422,16 @@ impl Inventory {
             .nics
             .iter()
             .map(|(name, nic)| (name.clone(), HostNic::of(name, nic, published.get(name))))
+            .collect();
+        report.links = published
+            .keys()
+            .map(|name| {
+                let link = match report.nics.get(name) {
+                    Some(nic) => DeviceLink::Host(LinkState::of(&nic.link)),
+                    None => DeviceLink::InPod,
+                };
+                (name.clone(), link)
+            })
             .collect();
         state.published = published;
         report.devices = state.published.values().cloned().collect();

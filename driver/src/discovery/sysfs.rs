@@ -116,7 +116,9 @@ const PARALLEL_MISSES: usize = 64;
 /// The PCI identity, NUMA node, driver and SR-IOV role of a netdev do not change while its
 /// ifindex lives, so a pass reads sysfs only for:
 /// - new ifindexes (and all interfaces after any rename: a VF records its PF's name);
-/// - the link speed of an interface whose carrier or operational state changed;
+/// - the link speed of an interface whose carrier or operational state changed: a speed
+///   is kept until the link reports another one, so a link going down (speed unknown,
+///   -1) does not remove the attribute and a flapping link does not rewrite the slice;
 /// - `sriov_numvfs` of every SR-IOV PF (one small file each).
 ///
 /// What can still go stale (an RDMA device registered after the netdev) is corrected by
@@ -207,7 +209,10 @@ impl CachedNic {
     fn refresh(&mut self, sysfs_root: &Path, link: &LinkRecord) {
         if self.carrier != link.carrier || self.oper_state != link.oper_state {
             let speed = sysfs_root.join("class/net").join(&link.name).join("speed");
-            self.nic.speed_mbps = read_int(&speed).filter(|s| *s > 0);
+            // A link without carrier reports no speed; the last known one stands.
+            if let Some(speed) = read_int(&speed).filter(|s| *s > 0) {
+                self.nic.speed_mbps = Some(speed);
+            }
             self.carrier = link.carrier;
             self.oper_state.clone_from(&link.oper_state);
         }
@@ -394,6 +399,13 @@ mod tests {
             speeds(cache.read_all(root.path(), &[&a, &b])),
             [Some(25000), Some(100)]
         );
+        // Carrier lost: the link reports no speed (-1); the last known one stands, so a
+        // flapping link does not change the published attributes.
+        fs::write(net.join("eth0/speed"), "-1")?;
+        let a = link(2, "eth0", true);
+        let down = link(2, "eth0", false);
+        assert_eq!(speeds(cache.read_all(root.path(), &[&a])), [Some(25000)]);
+        assert_eq!(speeds(cache.read_all(root.path(), &[&down])), [Some(25000)]);
         // A rename reads everything again; a link that left is forgotten.
         let renamed = link(2, "eth1", false);
         assert_eq!(speeds(cache.read_all(root.path(), &[&renamed])), [Some(10)]);

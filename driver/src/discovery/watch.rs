@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::Discovery;
+use super::{Discovery, LinkStates};
 
 /// A burst longer than this is cut: devices are rebuilt even if events keep coming.
 const MAX_BURST: Duration = Duration::from_secs(1);
@@ -23,6 +23,10 @@ const MAX_BURST: Duration = Duration::from_secs(1);
 pub struct WatchHandle {
     /// The published device list; changes only when the list changes.
     pub devices: watch::Receiver<Vec<Device>>,
+    /// The link behind each published device; changes only when a link state changes
+    /// (sent after the device list of the same pass, so a reader woken by it sees that
+    /// pass's devices too).
+    pub links: watch::Receiver<LinkStates>,
     /// The watcher task; ends with an error only if netlink closes the socket.
     pub task: JoinHandle<Result<()>>,
 }
@@ -34,15 +38,22 @@ impl Discovery {
     /// The first pass's error is returned (the daemon should not start blind); later pass
     /// errors are logged and retried on the next event or resync.
     pub async fn watch(mut self, shutdown: CancellationToken) -> Result<WatchHandle> {
-        let initial = self.refresh().await?;
-        let (sender, devices) = watch::channel(initial);
-        let task = tokio::spawn(async move { self.watch_loop(sender, shutdown).await });
-        Ok(WatchHandle { devices, task })
+        let initial = self.report().await?;
+        let (links_sender, links) = watch::channel(initial.links);
+        let (sender, devices) = watch::channel(initial.devices);
+        let task =
+            tokio::spawn(async move { self.watch_loop(sender, links_sender, shutdown).await });
+        Ok(WatchHandle {
+            devices,
+            links,
+            task,
+        })
     }
 
     async fn watch_loop(
         &mut self,
         sender: watch::Sender<Vec<Device>>,
+        links_sender: watch::Sender<LinkStates>,
         shutdown: CancellationToken,
     ) -> Result<()> {
         let inventory = self.inventory();
@@ -62,13 +73,21 @@ impl Discovery {
                     self.forget_sysfs();
                 }
             }
-            match self.refresh().await {
-                Ok(devices) => {
+            match self.report().await {
+                Ok(report) => {
+                    let (devices, links) = (report.devices, report.links);
                     let changed = sender.send_if_modified(|current| {
                         if *current == devices {
                             return false;
                         }
                         *current = devices;
+                        true
+                    });
+                    links_sender.send_if_modified(|current| {
+                        if *current == links {
+                            return false;
+                        }
+                        *current = links;
                         true
                     });
                     if changed {

@@ -182,8 +182,15 @@ impl MuxHandle {
     }
 }
 
-/// Reads frames from the trunk and routes their payloads to the conns' readers.
-async fn read_frames<R: AsyncRead + Unpin>(
+/// Reads frames from the trunk and routes their payloads to the conns' readers, until a
+/// clean EOF between frames (`Ok`) or an error.
+///
+/// This is the mux's whole receive path ([`Mux::start`] runs it); it is public so the fuzz
+/// target (`test/fuzz`) can drive it over an in-memory reader.
+///
+/// Errors: EOF inside a frame or an i/o error ([`MuxError::Io`]), or a frame over
+/// [`MAX_READ_PAYLOAD`] ([`MuxError::OversizedFrame`]).
+pub async fn read_frames<R: AsyncRead + Unpin>(
     mut trunk: R,
     mut routes: HashMap<u32, mpsc::UnboundedSender<Bytes>>,
 ) -> Result<(), MuxError> {
@@ -192,11 +199,8 @@ async fn read_frames<R: AsyncRead + Unpin>(
         if !read_header(&mut trunk, &mut header).await? {
             return Ok(());
         }
-        let (conn, length) = parse_header(&header);
-        if length as usize > MAX_READ_PAYLOAD {
-            return Err(MuxError::OversizedFrame { conn, length });
-        }
-        let mut payload = BytesMut::zeroed(length as usize);
+        let (conn, length) = decode_header(&header)?;
+        let mut payload = BytesMut::zeroed(length);
         trunk.read_exact(&mut payload).await?;
         match routes.get(&conn) {
             Some(route) => {
@@ -235,6 +239,17 @@ fn parse_header(header: &[u8; HEADER_LEN]) -> (u32, u32) {
     let conn = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
     let length = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
     (conn, length)
+}
+
+/// Decodes a frame header into its conn id and payload length.
+///
+/// Errors: [`MuxError::OversizedFrame`] when the length is over [`MAX_READ_PAYLOAD`].
+pub fn decode_header(header: &[u8; HEADER_LEN]) -> Result<(u32, usize), MuxError> {
+    let (conn, length) = parse_header(header);
+    match usize::try_from(length) {
+        Ok(payload) if payload <= MAX_READ_PAYLOAD => Ok((conn, payload)),
+        _ => Err(MuxError::OversizedFrame { conn, length }),
+    }
 }
 
 /// Writes queued messages as frames of at most [`MAX_WRITE_PAYLOAD`] bytes.

@@ -256,7 +256,7 @@ impl FrameWriter {
     }
 }
 
-type PendingCalls = Arc<StdMutex<HashMap<u32, oneshot::Sender<Result<TtrpcResponse, CallError>>>>>;
+type PendingCalls = Arc<StdMutex<HashMap<u32, oneshot::Sender<Result<Bytes, CallError>>>>>;
 
 /// A ttrpc client on one byte stream: concurrent calls, each with its own timeout.
 pub struct Client {
@@ -320,19 +320,13 @@ impl Client {
             self.lock_pending().remove(&stream_id);
             return Err(CallError::Send(error.into()));
         }
-        let response = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(CallError::Closed),
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::Closed),
             Err(_) => {
                 self.lock_pending().remove(&stream_id);
-                return Err(CallError::Timeout(timeout));
+                Err(CallError::Timeout(timeout))
             }
-        };
-        match response.status {
-            Some(status) if status.code != code::OK => {
-                Err(Status::new(status.code, status.message).into())
-            }
-            _ => Ok(Bytes::from(response.payload)),
         }
     }
 
@@ -352,8 +346,7 @@ impl Client {
 
     fn lock_pending(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Result<TtrpcResponse, CallError>>>>
-    {
+    ) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Result<Bytes, CallError>>>> {
         lock_ignoring_poison(&self.pending)
     }
 }
@@ -383,8 +376,7 @@ async fn read_responses<R: AsyncRead + Unpin>(
         };
         let (header, result) = match frame {
             Ok(Some(Frame::Message { header, payload })) if header.kind == TYPE_RESPONSE => {
-                let result = TtrpcResponse::decode(payload).map_err(CallError::Decode);
-                (header, result)
+                (header, decode_response(payload))
             }
             Ok(Some(Frame::Oversized { header })) if header.kind == TYPE_RESPONSE => {
                 let status = Status::new(
@@ -536,32 +528,56 @@ impl Server {
     }
 
     async fn dispatch(&self, stream_id: u32, payload: Bytes) -> Result<Vec<u8>, Status> {
-        if stream_id.is_multiple_of(2) {
-            return Err(Status::invalid_argument(format!(
-                "stream id {stream_id} of a client call must be odd"
-            )));
-        }
-        let request = TtrpcRequest::decode(payload).map_err(|error| {
-            Status::invalid_argument(format!("decoding ttrpc request: {error}"))
-        })?;
-        let key = (request.service, request.method);
+        let (context, payload) = decode_request(stream_id, payload)?;
+        let key = (context.service.clone(), context.method.clone());
         let Some(handler) = self.handlers.get(&key).cloned() else {
             return Err(Status::unimplemented(format!(
                 "service {}: method {} not implemented",
                 key.0, key.1
             )));
         };
-        let timeout = u64::try_from(request.timeout_nano)
-            .ok()
-            .filter(|nanos| *nanos > 0)
-            .map(Duration::from_nanos);
-        let context = RequestContext {
-            service: key.0,
-            method: key.1,
-            timeout,
-            metadata: request.metadata,
-        };
-        handler(Bytes::from(request.payload), context).await
+        handler(payload, context).await
+    }
+}
+
+/// Decodes the payload of a request frame on `stream_id` into what a handler gets: its
+/// context (service, method, deadline, metadata) and its encoded request message.
+///
+/// Errors: `InvalidArgument` for an even stream id (client calls are odd) or a payload
+/// that is not a ttrpc `Request`.
+pub fn decode_request(stream_id: u32, payload: Bytes) -> Result<(RequestContext, Bytes), Status> {
+    if stream_id.is_multiple_of(2) {
+        return Err(Status::invalid_argument(format!(
+            "stream id {stream_id} of a client call must be odd"
+        )));
+    }
+    let request = TtrpcRequest::decode(payload)
+        .map_err(|error| Status::invalid_argument(format!("decoding ttrpc request: {error}")))?;
+    let timeout = u64::try_from(request.timeout_nano)
+        .ok()
+        .filter(|nanos| *nanos > 0)
+        .map(Duration::from_nanos);
+    let context = RequestContext {
+        service: request.service,
+        method: request.method,
+        timeout,
+        metadata: request.metadata,
+    };
+    Ok((context, Bytes::from(request.payload)))
+}
+
+/// Decodes the payload of a response frame into the call's outcome: the response message
+/// (still encoded) or the server's non-zero status.
+///
+/// Errors: [`CallError::Status`] for a non-zero status, [`CallError::Decode`] for a
+/// payload that is not a ttrpc `Response`.
+pub fn decode_response(payload: Bytes) -> Result<Bytes, CallError> {
+    let response = TtrpcResponse::decode(payload)?;
+    match response.status {
+        Some(status) if status.code != code::OK => {
+            Err(Status::new(status.code, status.message).into())
+        }
+        _ => Ok(Bytes::from(response.payload)),
     }
 }
 

@@ -2,8 +2,16 @@
 //! features that are off: they **drop** them on write (no error), unless the stored object
 //! already uses them ("ratcheting"), exactly as the real strategies' `dropDisabledFields` do.
 //!
-//! Modelled gate: `DRAConsumableCapacity` (alpha, off, in 1.34 and 1.35; beta, on, from 1.36).
+//! Modelled gates (defaults from `pkg/features/kube_features.go`):
+//! - `DRAConsumableCapacity`: alpha, off, in 1.34 and 1.35; beta, on, from 1.36;
+//! - `DRADeviceTaints`: alpha, off, in 1.34 and 1.35; beta, on, in 1.36; GA in 1.37.
+//!
 //! Sources (kubernetes/kubernetes):
+//! - `pkg/registry/resource/resourceslice/strategy.go`, `dropDisabledDRADeviceTaintsFields`:
+//!   `spec.devices[].taints`, unless the stored slice has taints;
+//! - `pkg/apis/resource/v1/defaults.go`, `SetDefaults_DeviceTaint`: a taint without
+//!   `timeAdded` gets the time of the write, in whole seconds (defaulting runs when the
+//!   request is decoded, before the strategy drops anything);
 //! - `pkg/registry/resource/resourceslice/strategy.go`, `dropDisabledDRAConsumableCapacityFields`:
 //!   `spec.devices[].allowMultipleAllocations` and `spec.devices[].capacity[*].requestPolicy`;
 //! - `pkg/api/resourceclaimspec` (`DropDisabledFields`, used by the ResourceClaim and
@@ -26,14 +34,26 @@ pub struct ApiServerOptions {
     pub minor: u32,
     /// The `DRAConsumableCapacity` feature gate.
     pub dra_consumable_capacity: bool,
+    /// The `DRADeviceTaints` feature gate.
+    pub dra_device_taints: bool,
 }
 
 impl ApiServerOptions {
-    /// Kubernetes 1.`minor` with its default gates (`DRAConsumableCapacity` on from 1.36).
+    /// Kubernetes 1.`minor` with its default gates (`DRAConsumableCapacity` and
+    /// `DRADeviceTaints` on from 1.36).
     pub fn kubernetes(minor: u32) -> Self {
         ApiServerOptions {
             minor,
             dra_consumable_capacity: minor >= 36,
+            dra_device_taints: minor >= 36,
+        }
+    }
+
+    /// The same with `DRADeviceTaints` set explicitly (`--feature-gates`).
+    pub fn with_dra_device_taints(self, enabled: bool) -> Self {
+        ApiServerOptions {
+            dra_device_taints: enabled,
+            ..self
         }
     }
 
@@ -83,10 +103,14 @@ fn prepare(
 ) {
     let gate = options.dra_consumable_capacity;
     match (rtype.group, rtype.kind, subresource) {
-        ("resource.k8s.io", "ResourceSlice", _)
-            if !gate && !old.is_some_and(slice_uses_consumable_capacity) =>
-        {
-            drop_slice_fields(object);
+        ("resource.k8s.io", "ResourceSlice", _) => {
+            default_taint_times(object);
+            if !options.dra_device_taints && !old.is_some_and(slice_uses_taints) {
+                drop_slice_taints(object);
+            }
+            if !gate && !old.is_some_and(slice_uses_consumable_capacity) {
+                drop_slice_fields(object);
+            }
         }
         ("resource.k8s.io", "ResourceClaim", Some("status")) => {
             if let Some(old) = old {
@@ -124,6 +148,49 @@ fn devices(slice: &Value) -> impl Iterator<Item = &Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+}
+
+fn taints_mut(slice: &mut Value) -> impl Iterator<Item = &mut Value> {
+    slice
+        .pointer_mut("/spec/devices")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(|device| device.get_mut("taints").and_then(Value::as_array_mut))
+        .flatten()
+}
+
+/// `SetDefaults_DeviceTaint`: the time of the write, in whole seconds.
+fn default_taint_times(slice: &mut Value) {
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    for taint in taints_mut(slice) {
+        if let Some(taint) = taint.as_object_mut()
+            && taint.get("timeAdded").is_none_or(Value::is_null)
+        {
+            taint.insert("timeAdded".into(), Value::String(now.clone()));
+        }
+    }
+}
+
+fn slice_uses_taints(slice: &Value) -> bool {
+    devices(slice).any(|device| {
+        device
+            .get("taints")
+            .and_then(Value::as_array)
+            .is_some_and(|taints| !taints.is_empty())
+    })
+}
+
+fn drop_slice_taints(slice: &mut Value) {
+    let Some(devices) = slice
+        .pointer_mut("/spec/devices")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for device in devices.iter_mut().filter_map(Value::as_object_mut) {
+        device.remove("taints");
+    }
 }
 
 fn slice_uses_consumable_capacity(slice: &Value) -> bool {
@@ -289,15 +356,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_gate_follows_the_version() {
+    fn the_gates_follow_the_version() {
         assert!(!ApiServerOptions::default().dra_consumable_capacity);
         assert!(!ApiServerOptions::kubernetes(35).dra_consumable_capacity);
         assert!(ApiServerOptions::kubernetes(36).dra_consumable_capacity);
+        assert!(!ApiServerOptions::default().dra_device_taints);
+        assert!(!ApiServerOptions::kubernetes(35).dra_device_taints);
+        assert!(ApiServerOptions::kubernetes(36).dra_device_taints);
+        assert!(ApiServerOptions::kubernetes(37).dra_device_taints);
+        assert!(
+            ApiServerOptions::kubernetes(35)
+                .with_dra_device_taints(true)
+                .dra_device_taints
+        );
         assert!(
             ApiServerOptions::kubernetes(34)
                 .with_dra_consumable_capacity(true)
                 .dra_consumable_capacity
         );
+    }
+
+    fn slice(taints: Value) -> Value {
+        json!({"spec": {"devices": [{"name": "a", "taints": taints}, {"name": "b"}]}})
+    }
+
+    #[test]
+    fn taints_get_a_time_and_are_dropped_without_the_gate() {
+        let rtype = super::super::resources::RESOURCES
+            .iter()
+            .find(|r| r.kind == "ResourceSlice")
+            .unwrap();
+        let taint = json!([{"key": "example.com/x", "effect": "NoSchedule"}]);
+        let mut on = slice(taint.clone());
+        prepare_for_create(rtype, &mut on, &ApiServerOptions::kubernetes(36));
+        let time = on["spec"]["devices"][0]["taints"][0]["timeAdded"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&time).is_ok(),
+            "{time}"
+        );
+        assert!(!time.contains('.'), "whole seconds: {time}");
+
+        let mut off = slice(taint.clone());
+        prepare_for_create(rtype, &mut off, &ApiServerOptions::kubernetes(35));
+        assert_eq!(off["spec"]["devices"][0].get("taints"), None);
+
+        // Ratcheting: a stored slice with taints keeps them on update, gate or not.
+        let mut update = slice(taint);
+        prepare_for_update(
+            rtype,
+            None,
+            &mut update,
+            &on,
+            &ApiServerOptions::kubernetes(35),
+        );
+        assert!(update["spec"]["devices"][0]["taints"].is_array());
     }
 
     #[test]

@@ -587,7 +587,7 @@ fn insert_new(
     if rtype.kind == "PodNetwork" {
         validation::default_pod_network(&mut object);
     }
-    let errors = validation::validate(rtype, &object, None);
+    let errors = validation::validate(rtype, &object, None, &shared.options);
     if !errors.is_empty() {
         return Err(ApiError::invalid(rtype, &name, &errors));
     }
@@ -794,7 +794,7 @@ fn finish_update(
     if rtype.kind == "PodNetwork" {
         validation::default_pod_network(&mut candidate);
     }
-    let errors = validation::validate(rtype, &candidate, Some(&existing.object));
+    let errors = validation::validate(rtype, &candidate, Some(&existing.object), &shared.options);
     if !errors.is_empty() {
         return Err(ApiError::invalid(rtype, &name, &errors));
     }

@@ -19,10 +19,13 @@
 //!   written out for this one), pruning of unknown fields, CEL rules other than the
 //!   provider's `self == oldSelf`, versions other than the one served. Discovery: `/version`, `/api`,
 //!   `/apis`, `/api/v1`, `/apis/<group>/<version>`.
-//! - Emulated version ([`ApiServerOptions`]): Kubernetes 1.34 by default, reported by
-//!   `/version`; feature gates follow the version (`DRAConsumableCapacity` on from 1.36) or
-//!   are set explicitly. Fields of a gate that is off are dropped on write, as the real
-//!   strategies' `dropDisabledFields` do (see `gates.rs` for which and where from).
+//! - Emulated version ([`ApiServerOptions`]): Kubernetes 1.34 by default (1.34 to 1.37
+//!   modelled), reported by `/version`; feature gates follow the version
+//!   (`DRAConsumableCapacity` and `DRADeviceTaints` on from 1.36) or are set explicitly.
+//!   Fields of a gate that is off are dropped on write, as the real strategies'
+//!   `dropDisabledFields` do, and a device taint without `timeAdded` gets the time of the
+//!   write, as the real defaulting does (see `gates.rs` for which and where from); limits
+//!   that differ by release (taints per device, taint effects) follow the version.
 //! - Verbs: get, list (`fieldSelector` with `=`, `==`, `!=` on the field labels each type
 //!   supports, anything else a 400 `field label not supported` as with the real API: pods
 //!   `metadata.name`, `metadata.namespace`, `spec.nodeName`, `spec.restartPolicy`,

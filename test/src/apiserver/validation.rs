@@ -11,7 +11,11 @@
 //!   attribute and capacity names qualified names (optional DNS-subdomain domain of at most
 //!   63 characters, `/`, a C identifier of at most 32); exactly one of `int`, `bool`,
 //!   `string`, `version` per attribute; strings and versions at most 64 characters; versions
-//!   semantic versions; taint effects `NoSchedule` or `NoExecute`;
+//!   semantic versions; taints (`validateDeviceTaint`): at most 4 per device in 1.34, 16
+//!   from 1.35, `key` a label name (an optional DNS-subdomain prefix of at most 253
+//!   characters and `/`, then a name of at most 63: alphanumerics, `-`, `_`, `.`, starting
+//!   and ending alphanumeric), `value` a label value, `effect` `NoSchedule` or `NoExecute`
+//!   (and `None` from 1.35);
 //! - ResourceSlice consumable capacity (1.34, DRAConsumableCapacity): `allowMultipleAllocations`
 //!   a boolean; every capacity `value` a valid quantity; a capacity `requestPolicy` only on a
 //!   device with `allowMultipleAllocations: true` (else Forbidden); in a request policy, not
@@ -52,6 +56,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use super::gates::ApiServerOptions;
 use super::resources::ResourceType;
 pub use super::status::FieldError;
 
@@ -66,11 +71,13 @@ pub const MAX_ATTRIBUTE_VALUE_LENGTH: usize = 64;
 /// Largest opaque `status.devices[].data`, in bytes of JSON.
 pub const MAX_DEVICE_STATUS_DATA: usize = 10 * 1024;
 
-/// Validates an object about to be stored; `old` is the stored object on updates.
+/// Validates an object about to be stored; `old` is the stored object on updates;
+/// `options` the emulated release (some limits differ between releases).
 pub(crate) fn validate(
     rtype: &ResourceType,
     object: &Value,
     old: Option<&Value>,
+    options: &ApiServerOptions,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let name = object
@@ -86,7 +93,7 @@ pub(crate) fn validate(
         )),
     }
     match rtype.kind {
-        "ResourceSlice" => validate_slice(object, old, &mut errors),
+        "ResourceSlice" => validate_slice(object, old, options, &mut errors),
         "ResourceClaim" => validate_claim(object, old, &mut errors),
         "NetworkAttachmentDefinition" => validate_network_attachment(object, &mut errors),
         "PodNetwork" => validate_pod_network(object, old, &mut errors),
@@ -248,7 +255,12 @@ pub fn is_cidr(s: &str) -> bool {
 
 // ---- ResourceSlice -------------------------------------------------------------------
 
-fn validate_slice(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldError>) {
+fn validate_slice(
+    object: &Value,
+    old: Option<&Value>,
+    options: &ApiServerOptions,
+    errors: &mut Vec<FieldError>,
+) {
     let Some(spec) = object.get("spec").and_then(Value::as_object) else {
         errors.push(FieldError::required("spec", ""));
         return;
@@ -278,7 +290,7 @@ fn validate_slice(object: &Value, old: Option<&Value>, errors: &mut Vec<FieldErr
         }
     }
     if let Some(devices) = spec.get("devices") {
-        validate_devices(devices, errors);
+        validate_devices(devices, options, errors);
     }
 }
 
@@ -360,7 +372,7 @@ fn validate_node_selection(spec: &Map<String, Value>, errors: &mut Vec<FieldErro
     }
 }
 
-fn validate_devices(devices: &Value, errors: &mut Vec<FieldError>) {
+fn validate_devices(devices: &Value, options: &ApiServerOptions, errors: &mut Vec<FieldError>) {
     let Some(devices) = devices.as_array() else {
         errors.push(FieldError::invalid(
             "spec.devices",
@@ -402,11 +414,16 @@ fn validate_devices(devices: &Value, errors: &mut Vec<FieldError>) {
                 }
             }
         }
-        validate_device_body(device, &path, errors);
+        validate_device_body(device, &path, options, errors);
     }
 }
 
-fn validate_device_body(device: &Value, path: &str, errors: &mut Vec<FieldError>) {
+fn validate_device_body(
+    device: &Value,
+    path: &str,
+    options: &ApiServerOptions,
+    errors: &mut Vec<FieldError>,
+) {
     let attributes = device.get("attributes").and_then(Value::as_object);
     let capacity = device.get("capacity").and_then(Value::as_object);
     let total = attributes.map_or(0, Map::len) + capacity.map_or(0, Map::len);
@@ -439,22 +456,98 @@ fn validate_device_body(device: &Value, path: &str, errors: &mut Vec<FieldError>
         check_qualified_name(name, &cap_path, errors);
         validate_capacity(value, multiple, &cap_path, errors);
     }
-    for (index, taint) in device
-        .get("taints")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let effect = taint.get("effect").cloned().unwrap_or(Value::Null);
-        if !matches!(effect.as_str(), Some("NoSchedule" | "NoExecute")) {
+    let taints = device.get("taints").and_then(Value::as_array);
+    validate_taints(taints.map_or(&[], Vec::as_slice), path, options, errors);
+}
+
+/// `resource.DeviceTaintsMaxLength`: 4 in 1.34, 16 from 1.35.
+pub fn max_taints_per_device(minor: u32) -> usize {
+    if minor >= 35 { 16 } else { 4 }
+}
+
+fn validate_taints(
+    taints: &[Value],
+    path: &str,
+    options: &ApiServerOptions,
+    errors: &mut Vec<FieldError>,
+) {
+    let max = max_taints_per_device(options.minor);
+    if taints.len() > max {
+        errors.push(FieldError::too_many(
+            format!("{path}.taints"),
+            taints.len(),
+            max,
+        ));
+    }
+    // `DeviceTaintEffectNone` exists from 1.35.
+    let effects: &[&str] = if options.minor >= 35 {
+        &["NoExecute", "NoSchedule", "None"]
+    } else {
+        &["NoExecute", "NoSchedule"]
+    };
+    for (index, taint) in taints.iter().enumerate() {
+        let taint_path = format!("{path}.taints[{index}]");
+        let key = taint.get("key").cloned().unwrap_or(Value::Null);
+        match key.as_str() {
+            None | Some("") => errors.push(FieldError::required(format!("{taint_path}.key"), "")),
+            Some(k) if !is_label_name(k) => errors.push(FieldError::invalid(
+                format!("{taint_path}.key"),
+                &key,
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must \
+                 start and end with an alphanumeric character, with an optional DNS subdomain \
+                 prefix and '/'",
+            )),
+            _ => {}
+        }
+        if let Some(value) = taint.get("value").filter(|v| !v.is_null())
+            && !value.as_str().is_some_and(is_label_value)
+        {
             errors.push(FieldError::invalid(
-                format!("{path}.taints[{index}].effect"),
-                &effect,
-                "supported values: \"NoExecute\", \"NoSchedule\"",
+                format!("{taint_path}.value"),
+                value,
+                "a valid label must be an empty string or consist of alphanumeric characters, \
+                 '-', '_' or '.', and must start and end with an alphanumeric character",
             ));
         }
+        let effect = taint.get("effect").cloned().unwrap_or(Value::Null);
+        match effect.as_str() {
+            None | Some("") => {
+                errors.push(FieldError::required(format!("{taint_path}.effect"), ""));
+            }
+            Some(e) if !effects.contains(&e) => errors.push(FieldError::not_supported(
+                format!("{taint_path}.effect"),
+                &effect,
+                effects,
+            )),
+            _ => {}
+        }
     }
+}
+
+/// A label value: empty, or at most 63 alphanumerics, `-`, `_`, `.`, alphanumeric at both
+/// ends.
+pub fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// A label name (`metav1validation.ValidateLabelName`): an optional DNS-subdomain prefix of
+/// at most 253 characters and `/`, then a non-empty label value.
+pub fn is_label_name(s: &str) -> bool {
+    let name = match s.split_once('/') {
+        Some((prefix, name)) => {
+            if !is_dns_subdomain(prefix, 253) {
+                return false;
+            }
+            name
+        }
+        None => s,
+    };
+    !name.is_empty() && is_label_value(name)
 }
 
 /// One device capacity: its value, and its request policy (consumable capacity).

@@ -34,6 +34,9 @@ pub struct PodSpec {
     pub annotations: HashMap<String, String>,
     /// `hostNetwork: true`: the sandbox shares the node's netns (CRI `NamespaceMode::Node`).
     pub host_network: bool,
+    /// The sandbox attempt (`metadata.attempt`): the kubelet creates a new sandbox for the
+    /// same pod with the next attempt when the last one died; 0 for the first.
+    pub attempt: u32,
 }
 
 impl PodSpec {
@@ -54,6 +57,7 @@ impl PodSpec {
             ),
             annotations: HashMap::new(),
             host_network: false,
+            attempt: 0,
         }
     }
 }
@@ -149,7 +153,7 @@ impl CriClient {
                 name: spec.name.clone(),
                 uid: spec.uid.clone(),
                 namespace: spec.namespace.clone(),
-                attempt: 0,
+                attempt: spec.attempt,
             }),
             // As the kubelet does: a host-network pod shares the node's UTS namespace, where
             // runc refuses to set a hostname.
@@ -181,7 +185,8 @@ impl CriClient {
         }
     }
 
-    /// Runs a pod sandbox as a kubelet would (attempt 0) and returns its sandbox ID.
+    /// Runs a pod sandbox as a kubelet would (attempt `spec.attempt`) and returns its
+    /// sandbox ID.
     pub async fn run_pod(&mut self, spec: &PodSpec) -> Result<String> {
         let request = proto::RunPodSandboxRequest {
             config: Some(self.sandbox_config(spec)),

@@ -522,6 +522,28 @@ impl ContainerdNode {
         self.wait_ready(true).await
     }
 
+    /// Stops the containerd process (SIGTERM), leaving pods, shims and state in place: the
+    /// node without a runtime until [`ContainerdNode::start_daemon`].
+    ///
+    /// # Errors
+    /// containerd could not be waited for.
+    pub fn stop_daemon(&mut self) -> Result<()> {
+        self.stop_containerd()
+    }
+
+    /// Starts containerd again after [`ContainerdNode::stop_daemon`] and waits until CRI is
+    /// ready.
+    ///
+    /// # Errors
+    /// A failed start, with the tail of containerd's log.
+    pub async fn start_daemon(&mut self) -> Result<()> {
+        if self.containerd.is_some() {
+            bail!("containerd is already running");
+        }
+        self.spawn_containerd()?;
+        self.wait_ready(true).await
+    }
+
     /// Stops and removes every pod, then tears the node down; errors name what was left.
     pub async fn stop(mut self) -> Result<()> {
         let mut problems = Vec::new();
