@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::resource::v1::Device;
 use kubeletplugin::{DriverResources, Pool, PublisherConfig, ResourceSlicePublisher};
-use netclaim_test::apiserver::{ApiServer, Traffic};
+use netclaim_test::apiserver::{ApiServer, ApiServerOptions, Traffic};
 use netclaim_test::node::{NodeOptions, TestNode};
 
 const NICS: usize = 16;
@@ -62,8 +62,10 @@ fn slice_writes(traffic: &Traffic) -> u64 {
 
 async fn one_node_agent(seconds: u64) {
     println!("== part 1: one node agent (the netclaim binary), {NICS} NICs");
+    // Kubernetes 1.37: device taints are GA, so a lost link is a taint written to the slice.
     let mut node = TestNode::start(NodeOptions {
         nics: NICS,
+        api: ApiServerOptions::kubernetes(37),
         ..NodeOptions::default()
     })
     .await
@@ -88,6 +90,11 @@ async fn one_node_agent(seconds: u64) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // An administratively down NIC is an unused one, not an unhealthy one: bring eth2 up,
+    // so its carrier (its veth peer's state) is what decides its health.
+    node.ip(&["link", "set", "eth2", "up"]).unwrap();
+    // Let that change settle (link up, then the 10 s taint hold) before measuring.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let traffic = node.api.traffic();
     let phase = Duration::from_secs(seconds);
 
@@ -111,6 +118,8 @@ async fn one_node_agent(seconds: u64) {
         flaps += 1;
     }
     node.lan().ip(&["link", "set", "peer2", "up"]).unwrap();
+    // The taint is held at least 10 s: let the untaint after the last flap land too.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let flapped = started.elapsed();
     report(
         &format!("eth2 flapping every {FLAP_EVERY:?} ({flaps} changes)"),
@@ -156,7 +165,9 @@ fn devices(node: usize) -> Vec<Device> {
 
 async fn many_publishers(nodes: usize, seconds: u64) {
     println!("\n== part 2: {nodes} ResourceSlice publishers, {NICS} devices each");
-    let api = ApiServer::start().await.unwrap();
+    let api = ApiServer::start_with(ApiServerOptions::kubernetes(37))
+        .await
+        .unwrap();
     let traffic = api.traffic();
     let node_api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(api.client());
     for n in 0..nodes {

@@ -53,6 +53,7 @@ fn main() -> Result<()> {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
+    netclaim_test::node::prefer_release_binary();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

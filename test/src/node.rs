@@ -192,6 +192,14 @@ const WAIT: Duration = Duration::from_secs(20);
 /// What the driver logs each time its NRI plugin registers with a runtime.
 pub const NRI_REGISTERED: &str = "NRI plugin registered with the runtime";
 
+/// Makes [`netclaim_binary`] build and return the release binary (benchmarks measure
+/// what users run). Call it before the first node starts.
+pub fn prefer_release_binary() {
+    RELEASE_BINARY.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+static RELEASE_BINARY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The `netclaim` binary of this workspace, built on first use (a no-op when up to date).
 pub fn netclaim_binary() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
@@ -221,8 +229,14 @@ pub fn netclaim_binary() -> Result<PathBuf> {
                     cargo.env_remove(name);
                 }
             }
+            let release = RELEASE_BINARY.load(std::sync::atomic::Ordering::SeqCst);
+            if release {
+                cargo.arg("build").arg("--release");
+            } else {
+                cargo.arg("build");
+            }
             let status = cargo
-                .args(["build", "--quiet", "-p", "netclaim", "--bin", "netclaim"])
+                .args(["--quiet", "-p", "netclaim", "--bin", "netclaim"])
                 .current_dir(&workspace)
                 .status()
                 .map_err(|e| format!("running cargo build: {e}"))?;
@@ -232,7 +246,9 @@ pub fn netclaim_binary() -> Result<PathBuf> {
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| workspace.join("target"));
-            Ok(target.join("debug/netclaim"))
+            Ok(target
+                .join(if release { "release" } else { "debug" })
+                .join("netclaim"))
         })
         .clone()
         .map_err(|e| anyhow!(e))
