@@ -572,20 +572,31 @@ pub fn read_pod_networks(path: &std::path::Path) -> Result<Vec<crate::podnetwork
     Ok(networks)
 }
 
-/// `netclaim devices`: one discovery pass in this process's netns, printed to `out`.
-pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
-    let mut config = args.discovery.discovery_config()?;
-    if let (Some(path), Some(provider)) =
-        (&args.pod_networks, args.discovery.pod_network_provider())
-    {
+/// The discovery configuration of `discovery`, with the PodNetworks of the file `path`
+/// (when given and PodNetworks are served) placing the devices in their networks.
+///
+/// # Errors
+/// Bad discovery flags, or a file that cannot be read as PodNetworks.
+pub fn discovery_config_with_networks(
+    discovery: &DiscoveryArgs,
+    path: Option<&std::path::Path>,
+) -> Result<DiscoveryConfig> {
+    let mut config = discovery.discovery_config()?;
+    if let (Some(path), Some(provider)) = (path, discovery.pod_network_provider()) {
         let networks = crate::podnetwork::PodNetworks::default();
         networks.replace(crate::podnetwork::NetworkSet::assuming_ready(
             &read_pod_networks(path)?,
             &provider,
-            &args.discovery.driver_name,
+            &discovery.driver_name,
         ));
         config.pod_networks = Some(networks);
     }
+    Ok(config)
+}
+
+/// `netclaim devices`: one discovery pass in this process's netns, printed to `out`.
+pub async fn devices(args: &DevicesArgs, out: &mut impl Write) -> Result<()> {
+    let config = discovery_config_with_networks(&args.discovery, args.pod_networks.as_deref())?;
     let discovery = Discovery::open(config)?;
     let mut report = discovery.report().await?;
     report.devices = crate::health::taint_now(

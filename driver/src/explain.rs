@@ -61,6 +61,11 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub devices_file: Option<PathBuf>,
 
+    /// PodNetworks to place the discovered devices in (as `netclaim devices
+    /// --pod-networks`), so selectors on `podNetwork` match as they will on the node.
+    #[arg(long)]
+    pub pod_networks: Option<PathBuf>,
+
     /// The namespace of claims that have none.
     #[arg(long, short = 'n', default_value = "default")]
     pub namespace: String,
@@ -308,7 +313,10 @@ async fn fetch_missing(
 async fn node_devices(args: &ExplainArgs) -> Result<Vec<NodeDevice>> {
     let filter = args.discovery.discovery_config()?.filter;
     let Some(path) = &args.devices_file else {
-        let config = args.discovery.discovery_config()?;
+        let config = crate::cli::discovery_config_with_networks(
+            &args.discovery,
+            args.pod_networks.as_deref(),
+        )?;
         let discovery = crate::discovery::Discovery::open(config)?;
         let report = discovery.report().await?;
         return Ok(report

@@ -485,3 +485,75 @@ fn the_devices_table_shows_shared_and_health() -> Result<()> {
     assert_eq!(row("dna")[health_col], "down", "{table}");
     Ok(())
 }
+
+/// `explain --pod-networks`: the discovered devices are placed in their PodNetworks as the
+/// node agent places them, so a class selecting `podNetwork` matches the network's device
+/// and names why the others are out.
+#[test]
+fn explain_places_devices_in_their_pod_networks() -> Result<()> {
+    let bin = netclaim_test::node::netclaim_binary()?;
+    let bin = bin.to_string_lossy();
+    let netns = TestNetns::new("ops-podnet")?;
+    netns.add_veth("ens1", "ens1p")?;
+    netns.add_veth("eth2", "eth2p")?;
+    let dir = tempfile::tempdir()?;
+    let networks = dir.path().join("networks.yaml");
+    std::fs::write(
+        &networks,
+        r#"apiVersion: multinetwork.networking.k8s.io/v1alpha1
+kind: PodNetwork
+metadata:
+  name: blue-net
+spec:
+  provider: netclaim.dev
+  parameters:
+    devices: device.attributes["netclaim.dev"].ifName == "ens1"
+"#,
+    )?;
+    let claim = dir.path().join("claim.yaml");
+    std::fs::write(
+        &claim,
+        r#"apiVersion: resource.k8s.io/v1
+kind: DeviceClass
+metadata:
+  name: blue-net
+spec:
+  selectors:
+    - cel:
+        expression: >-
+          has(device.attributes["netclaim.dev"].podNetwork) &&
+          device.attributes["netclaim.dev"].podNetwork == "blue-net"
+---
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaim
+metadata:
+  name: on-blue
+  namespace: default
+spec:
+  devices:
+    requests:
+      - name: blue
+        exactly:
+          deviceClassName: blue-net
+"#,
+    )?;
+    let (claim, networks) = (claim.to_string_lossy(), networks.to_string_lossy());
+    let out = netns.exec(&[
+        &bin,
+        "explain",
+        &claim,
+        "--include-virtual",
+        "--pod-networks",
+        &networks,
+    ])?;
+    assert!(out.contains("matching devices (1): ens1\n"), "{out}");
+    assert!(out.contains("eth2:"), "{out}");
+    // Without the networks no device is in one, and nothing matches.
+    let without = netns.exec(&[&bin, "explain", &claim, "--include-virtual"]);
+    let text = match without {
+        Ok(text) => text,
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(!text.contains("matching devices (1)"), "{text}");
+    Ok(())
+}
