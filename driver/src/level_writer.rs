@@ -23,6 +23,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+/// The longest one write may take before it counts as failed and is retried.
+const APPLY_LIMIT: Duration = Duration::from_secs(15);
+
 /// Retry policy of a writer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
@@ -254,7 +257,13 @@ where
             let Some(this) = writer.upgrade() else { return };
             match this.next() {
                 Ok((key, desired)) => {
-                    let outcome = apply.apply(&key, &desired).await;
+                    // One write at a time per writer: a request that hangs (a half-open
+                    // connection after an outage) must not stall every other key.
+                    let outcome = tokio::time::timeout(APPLY_LIMIT, apply.apply(&key, &desired))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Applied::Retry(format!("no answer within {APPLY_LIMIT:?}"))
+                        });
                     this.finished(key, desired, outcome);
                 }
                 Err(wait_until) => {

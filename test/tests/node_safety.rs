@@ -304,6 +304,9 @@ async fn after_a_three_minute_api_outage_status_and_network_status_match_the_nod
     faults.clear_failures();
 
     let in_pod = pod_interfaces(&node, &coming);
+    // The writers back off to 30 s between attempts during the outage, and a write in
+    // flight when it ends may take its 15 s limit: 90 s covers both with room for a
+    // loaded CI machine.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let coming_status = netclaim_devices(&node, "coming").await;
