@@ -311,7 +311,6 @@ async fn fetch_missing(
 
 /// The devices to match: from `--devices-file`, else one discovery pass here.
 async fn node_devices(args: &ExplainArgs) -> Result<Vec<NodeDevice>> {
-    let filter = args.discovery.discovery_config()?.filter;
     let Some(path) = &args.devices_file else {
         let config = crate::cli::discovery_config_with_networks(
             &args.discovery,
@@ -328,6 +327,8 @@ async fn node_devices(args: &ExplainArgs) -> Result<Vec<NodeDevice>> {
             })
             .collect());
     };
+    // Devices from a file get the node's --filter as discovery's would.
+    let filter = args.discovery.discovery_config()?.filter;
     let (manifests, problems) = crate::manifests::load(std::slice::from_ref(path));
     if let Some(problem) = problems.first() {
         anyhow::bail!("--devices-file: {problem}");

@@ -151,3 +151,20 @@ impl TestNetns {
         Ok(NetnsSysfs { dir })
     }
 }
+
+/// Writes `script` to `dir/name` as an executable (0755): the test CNI plugins.
+///
+/// # Errors
+/// When the file cannot be written or its mode set.
+pub fn write_executable(
+    dir: &std::path::Path,
+    name: &str,
+    script: &str,
+) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", path.display()))?;
+    Ok(path)
+}

@@ -449,10 +449,7 @@ async fn bad_configs_are_refused_with_field_paths_before_anything_runs() {
 }
 
 fn write_script(dir: &Path, name: &str, body: &str) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    netclaim_test::netns::write_executable(dir, name, &format!("#!/bin/sh\n{body}\n")).unwrap();
 }
 
 /// Gone, or a zombie awaiting its new parent's reaping: no longer running either way.

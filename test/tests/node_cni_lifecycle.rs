@@ -250,11 +250,7 @@ GC) cat > {d}/gc.json.tmp && mv {d}/gc.json.tmp {d}/gc.json ;;
 esac
 "#
     );
-    let path = dir.join("v11");
-    std::fs::write(&path, script).unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
+    netclaim_test::netns::write_executable(dir, "v11", &script).unwrap();
 }
 
 fn calls(dir: &Path) -> Vec<String> {
@@ -402,11 +398,7 @@ DEL) cat >/dev/null; echo "DEL $CNI_CONTAINERID" >> {d}/calls
 esac
 "#
     );
-    let path = dir.join("ctl");
-    std::fs::write(&path, script).unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
+    netclaim_test::netns::write_executable(dir, "ctl", &script).unwrap();
 }
 
 /// The leased macvlan claim with `ctl` chained after it (the class's network).

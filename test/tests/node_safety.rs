@@ -101,11 +101,7 @@ ADD) input=$(cat); touch {d}/started
 esac
 "#
     );
-    let path = dir.join("gate");
-    std::fs::write(&path, script).unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
+    netclaim_test::netns::write_executable(dir, "gate", &script).unwrap();
 }
 
 /// Issue 10: a pod without claims costs nothing. While another pod's device is locked for

@@ -70,11 +70,7 @@ fn has_attachment(nic: &Value) -> bool {
 }
 
 fn write_plugin(dir: &Path, name: &str, script: &str) {
-    let path = dir.join(name);
-    std::fs::write(&path, script).unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
+    netclaim_test::netns::write_executable(dir, name, script).unwrap();
 }
 
 /// Issue 10.1: the runtime's NRI socket is gone (containerd stopped) when the kubelet
