@@ -86,10 +86,14 @@ async fn run(ends: usize) -> Result<()> {
         ..DiscoveryConfig::default()
     };
 
-    bench_dump(&netns).await?;
-    bench_pass(&netns, &config).await?;
-    bench_event_to_devices(&netns, &config).await?;
-    bench_event_to_slices(&netns, &config).await?;
+    // NETCLAIM_BENCH_ONLY_RSS=1 skips the timed scenarios (e.g. for a heap profile of the
+    // daemon with NETCLAIM_BENCH_DAEMON_WRAPPER="heaptrack -o /tmp/netclaim").
+    if std::env::var_os("NETCLAIM_BENCH_ONLY_RSS").is_none() {
+        bench_dump(&netns).await?;
+        bench_pass(&netns, &config).await?;
+        bench_event_to_devices(&netns, &config).await?;
+        bench_event_to_slices(&netns, &config).await?;
+    }
     let (large_kib, large_devices) =
         idle_rss(&netns, ends).context("netclaim run idle VmRSS, bench node")?;
     drop(sysfs);
@@ -580,8 +584,12 @@ fn spawn_daemon(
     kubeconfig: &Path,
     private: &Path,
 ) -> Result<Child> {
+    // A wrapper (a profiler) goes between `ip netns exec` and the binary; the RSS read is
+    // then the wrapper's, so only the profile counts.
+    let wrapper = std::env::var("NETCLAIM_BENCH_DAEMON_WRAPPER").unwrap_or_default();
     Command::new("ip")
         .args(["netns", "exec", netns.name()])
+        .args(wrapper.split_whitespace())
         .arg(binary)
         .args([
             "run",

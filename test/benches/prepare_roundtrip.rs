@@ -15,6 +15,12 @@
 //! - `fetch x1`: one GET of one claim with the same kube client (per-request cost).
 //! - `fetch x32`: the 32 concurrent GETs alone, with the same kube client, no gRPC.
 //! - `prepare x32`: the full NodePrepareResources round trip.
+//!
+//! The API server stand-in, the plugin and the kubelet stand-in each run on their own tokio
+//! runtime with named threads (`apiserver`, `plugin`, `kubelet`; 2 workers each, as the
+//! `netclaim` daemon has), so the CPU time each side spends per call is read from its
+//! threads' `/proc/self/task/<tid>/schedstat` and reported apart: the plugin's share is what
+//! netclaim costs, the stand-in's share is what a real API server would spend elsewhere.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -91,6 +97,47 @@ impl Scenario {
     }
 }
 
+/// CPU time (ns) spent so far by this process's threads whose name starts with `prefix`
+/// (`/proc/self/task/*/schedstat`: the first field is time on a CPU, in nanoseconds).
+fn cpu_ns(prefix: &str) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // the thread exited
+        };
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(path.join("schedstat")) {
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// One measured call: wall time and the CPU time the plugin's and the API server's threads
+/// spent meanwhile.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    plugin_cpu: Duration,
+    apiserver_cpu: Duration,
+}
+
+fn runtime(name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 struct Bench {
     kubelet: DraClient,
     claims_api: Api<ResourceClaim>,
@@ -98,6 +145,16 @@ struct Bench {
 }
 
 impl Bench {
+    async fn measure(&self, scenario: Scenario) -> Sample {
+        let (plugin, apiserver) = (cpu_ns("plugin"), cpu_ns("apiserver"));
+        let wall = self.run_once(scenario).await;
+        Sample {
+            wall,
+            plugin_cpu: Duration::from_nanos(cpu_ns("plugin") - plugin),
+            apiserver_cpu: Duration::from_nanos(cpu_ns("apiserver") - apiserver),
+        }
+    }
+
     async fn run_once(&self, scenario: Scenario) -> Duration {
         let started = Instant::now();
         match scenario {
@@ -186,28 +243,41 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn report(samples: &BTreeMap<Scenario, Vec<Duration>>) {
-    let p50 = |s: Scenario| percentile(&samples[&s], 0.5);
+fn sorted_by(samples: &[Sample], field: impl Fn(&Sample) -> Duration) -> Vec<Duration> {
+    let mut values: Vec<Duration> = samples.iter().map(field).collect();
+    values.sort();
+    values
+}
+
+fn report(samples: &BTreeMap<Scenario, Vec<Sample>>) {
+    let walls: BTreeMap<Scenario, Vec<Duration>> = samples
+        .iter()
+        .map(|(s, v)| (*s, sorted_by(v, |x| x.wall)))
+        .collect();
+    let p50 = |s: Scenario| percentile(&walls[&s], 0.5);
     let reference = p50(Scenario::Empty);
     println!(
-        "{:<42} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "scenario", "p50 us", "p90 us", "p99 us", "mean us", "p50/ref"
+        "{:<42} {:>9} {:>9} {:>9} {:>8} {:>13} {:>13}",
+        "scenario", "p50 us", "p90 us", "p99 us", "p50/ref", "plugin CPU us", "apisrv CPU us"
     );
     for scenario in Scenario::ALL {
-        let sorted = &samples[&scenario];
-        let mean = sorted.iter().sum::<Duration>() / sorted.len() as u32;
+        let sorted = &walls[&scenario];
+        let plugin_cpu = sorted_by(&samples[&scenario], |x| x.plugin_cpu);
+        let apiserver_cpu = sorted_by(&samples[&scenario], |x| x.apiserver_cpu);
         println!(
-            "{:<42} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2}",
+            "{:<42} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>13.1} {:>13.1}",
             scenario.label(),
             micros(percentile(sorted, 0.5)),
             micros(percentile(sorted, 0.9)),
             micros(percentile(sorted, 0.99)),
-            micros(mean),
             micros(p50(scenario)) / micros(reference),
+            micros(percentile(&plugin_cpu, 0.5)),
+            micros(percentile(&apiserver_cpu, 0.5)),
         );
     }
     let full = p50(Scenario::Prepare);
     println!();
+    println!("(CPU columns: p50 of the CPU time the plugin's / the API server stand-in's threads spent during one call)");
     println!(
         "prepare x32 p50 = {:.1} us (target < 1000 us: {})",
         micros(full),
@@ -230,24 +300,29 @@ fn main() {
         .skip(1)
         .find_map(|arg| arg.parse::<usize>().ok())
         .unwrap_or(2000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let api = ApiServer::start().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let claims_api: Api<ResourceClaim> = Api::namespaced(api.client(), NAMESPACE);
-        let claims = create_allocated_claims(&claims_api).await;
-        let plugin = Plugin::builder(DRIVER, NODE)
+    // Three runtimes, so each side's CPU time can be told apart by thread name. Each is
+    // entered only from this thread (block_on) or by its own workers.
+    let apiserver_runtime = runtime("apiserver");
+    let plugin_runtime = runtime("plugin");
+    let kubelet_runtime = runtime("kubelet");
+    let api = apiserver_runtime.block_on(ApiServer::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("plugins_registry");
+    // The plugin's kube client is built inside its runtime: its request buffer task and
+    // its connections then run on the plugin's threads, as in the daemon.
+    let plugin = plugin_runtime.block_on(async {
+        Plugin::builder(DRIVER, NODE)
             .kube_client(api.client())
-            .registrar_dir(dir.path().join("plugins_registry"))
+            .registrar_dir(registry.clone())
             .plugin_data_dir(dir.path().join("plugins").join(DRIVER))
             .start(Arc::new(NoOpDriver))
             .await
-            .unwrap();
-        let kubelet = KubeletStandIn::new(dir.path().join("plugins_registry"))
+            .unwrap()
+    });
+    kubelet_runtime.block_on(async {
+        let claims_api: Api<ResourceClaim> = Api::namespaced(api.client(), NAMESPACE);
+        let claims = create_allocated_claims(&claims_api).await;
+        let kubelet = KubeletStandIn::new(registry.clone())
             .wait_for_plugin(DRIVER, Duration::from_secs(10))
             .await
             .unwrap();
@@ -266,25 +341,22 @@ fn main() {
                 bench.run_once(Scenario::ALL[(round + k) % count]).await;
             }
         }
-        let mut samples: BTreeMap<Scenario, Vec<Duration>> = BTreeMap::new();
+        let mut samples: BTreeMap<Scenario, Vec<Sample>> = BTreeMap::new();
         for round in 0..rounds {
             for k in 0..count {
                 let scenario = Scenario::ALL[(round + k) % count];
-                let took = bench.run_once(scenario).await;
-                samples.entry(scenario).or_default().push(took);
+                let sample = bench.measure(scenario).await;
+                samples.entry(scenario).or_default().push(sample);
             }
-        }
-        for sorted in samples.values_mut() {
-            sorted.sort();
         }
         println!(
             "NodePrepareResources round trip, {CLAIMS} claims, {rounds} rounds after \
              {WARMUP_ROUNDS} warm-up rounds (one of each scenario per round, rotating order), \
-             unix socket + API server stand-in on 127.0.0.1, 2 tokio workers"
+             unix socket + API server stand-in on 127.0.0.1; API server, plugin and kubelet \
+             each on their own 2-worker runtime"
         );
         report(&samples);
-
-        plugin.shutdown().await.unwrap();
-        api.shutdown().await;
     });
+    plugin_runtime.block_on(plugin.shutdown()).unwrap();
+    apiserver_runtime.block_on(api.shutdown());
 }
