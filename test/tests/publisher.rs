@@ -165,6 +165,29 @@ fn write_count(server: &ApiServer) -> usize {
         .sum()
 }
 
+/// Waits until the publisher has taken in every watch event sent before this call (its view
+/// is then as new as the server's). A slice of a pool it does not publish comes after them
+/// on its watch, and the publisher deletes it in a pass of its own: the synced count grows.
+/// Costs one create (this test's) and one delete (the publisher's), and no read, so that
+/// callers can count requests across it.
+async fn watch_barrier(
+    f: &Fixture,
+    status: &mut watch::Receiver<PublishStatus>,
+    synced: u64,
+) -> u64 {
+    let marker: ResourceSlice = serde_json::from_value(json!({
+        "metadata": { "generateName": "barrier-" },
+        "spec": { "driver": DRIVER, "nodeName": NODE,
+                  "pool": { "name": "barrier", "generation": 1, "resourceSliceCount": 1 } }
+    }))
+    .unwrap();
+    f.slices
+        .create(&PostParams::default(), &marker)
+        .await
+        .unwrap();
+    wait_synced(status, synced).await.synced_generation
+}
+
 #[tokio::test]
 async fn publishes_and_does_not_rewrite_unchanged_resources() {
     let f = fixture().await;
@@ -346,6 +369,7 @@ async fn conflicts_and_server_errors_are_retried() {
     let synced = wait_synced(&mut status, 0).await.synced_generation;
 
     faults.conflict_next("resourceslices", 2);
+    // The reads of the slice after each conflict fail too.
     faults.fail_next("GET", "resourceslices", 2, 500);
     // 503s are retried inside the kube client as well as by the publisher.
     faults.fail_next("PUT", "resourceslices", 3, 503);
@@ -393,9 +417,9 @@ fn tainted(mut device: Device, effect: &str) -> Device {
 }
 
 /// Publishes `desired` again and again, each time waiting for the pass it triggers (each
-/// desired-state update makes the publisher run one full pass: list, compare, write what
-/// differs; the status proves the pass ran; its own writes' watch events add passes on
-/// top). The period checked is bounded by events, not time.
+/// desired-state update makes the publisher run one full pass: compare with its view of
+/// the slices, write what differs; the status proves the pass ran; its own writes' watch
+/// events add passes on top). The period checked is bounded by events, not time.
 async fn republish(
     publisher: &ResourceSlicePublisher,
     status: &mut watch::Receiver<PublishStatus>,
@@ -533,6 +557,9 @@ async fn taint_times_survive_rewrites_for_other_reasons() {
         .replace(&name, &PostParams::default(), &slice)
         .await
         .unwrap();
+    // Once the publisher has seen that version (else its rewrite below would be a 409 and
+    // a second try, as for any change its watch has not told yet).
+    let synced = watch_barrier(&f, &mut status, synced).await;
     let writes = write_count(&f.server);
 
     let mut eth1 = device("eth1");
