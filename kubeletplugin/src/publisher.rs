@@ -56,8 +56,11 @@
 //!   current, whatever the server dropped or filled in. Dropped fields are reported in
 //!   [`PublishStatus::dropped_fields`] and logged once per write, and not written again
 //!   until the desired devices change (or the publisher restarts: one write then).
-//! - The publisher watches this node's slices of this driver, so slices deleted or changed
-//!   by someone else are repaired.
+//! - The publisher watches this node's slices of this driver and keeps its view of them from
+//!   the watch (see [below](#the-view-of-what-is-published)): a pass compares with that view
+//!   and lists nothing, so a pass that finds nothing to do sends no request, and one that
+//!   does sends only its writes. Slices deleted or changed by someone else are repaired
+//!   from the watch's event alone.
 //! - Conflicts (409), throttling (429), server errors (5xx), a missing Node (404) and
 //!   transport errors are retried with capped exponential backoff and jitter. Other API
 //!   rejections (e.g. 422 Invalid) are reported in [`PublishStatus::last_error`] and a
@@ -65,22 +68,62 @@
 //!   [`ResourceSlicePublisher::update`], never in a hot loop.
 //! - Generations of a pool only grow, also when someone deletes all of its slices.
 //!
+//! # The view of what is published
+//! A map from name to slice, owned by the publisher's task. Not kube's `reflector::Store`:
+//! nothing else reads it (no lock needed), and the publisher must lay its own writes over
+//! the watch's view at once and keep them when the watch reports an earlier version
+//! later, which a reflector's writer (it applies every event as it comes) does not do.
+//! - The watch lists this node's slices of this driver once at start (`Init`, `InitApply`,
+//!   `InitDone`) and again only when it has lost its place (410 Gone, a failed list); an
+//!   ended watch resumes from its last resourceVersion without a list. Each list replaces
+//!   the view at `InitDone`, as a reflector does.
+//! - Nothing is written until the first list is complete, nor while the watch lists again:
+//!   a pass from a partial view would create slices it has not seen yet (with
+//!   `generateName`: duplicates). A desired state given meanwhile is published at
+//!   `InitDone`.
+//! - The list is a consistent read (`ListSemantic::MostRecent`), and it is sent after the
+//!   publisher's last write returned (no pass runs from `Init` to `InitDone`), so it shows
+//!   every write of this publisher.
+//! - A successful create or update puts the answer (the slice as stored) into the view at
+//!   once, a delete (or a 404) takes the slice out, so a pass never acts on a view older than
+//!   its own writes (the watch's events for them come later, and trigger a pass that finds
+//!   nothing to do).
+//! - A watch event that comes after the publisher's own write for an earlier version of
+//!   that slice is not taken: resourceVersions are compared as integers (kube-apiserver's
+//!   are etcd revisions; client-go's `IntegerResourceVersionMutationCache` does the same),
+//!   and an `Apply` for a slice the publisher deleted is ignored until its `Delete` comes.
+//!   So the publisher's own writes coming back cause no write. Should an API server's
+//!   resourceVersions not be integers, such a late event is taken: the next pass sees the
+//!   earlier version and rewrites the pool, in which that slice's guarded update is a 409
+//!   followed by a GET (below), and the retry rewrites the pool once more from the current
+//!   version: one extra rewrite, never a loop.
+//! - Every update carries the viewed slice's resourceVersion, so a slice that changed since
+//!   the view saw it is a 409 that changes nothing. After a 409 the publisher GETs that
+//!   slice into the view (no LIST), and retries with the backoff: the retry writes over the
+//!   current version, whether or not the watch has told by then. An update that finds the
+//!   slice gone (404) takes it out of the view, and the retry creates a slice instead.
+//! - `shutdown(true)` deletes this node's slices with one `deletecollection`.
+//!
 //! # Assumptions
 //! - Nobody else writes slices for this node and driver (the kubelet may delete them).
 //! - Device names are unique within a pool.
+//! - A slice's resourceVersions grow as integers (kube-apiserver's do); if they do not, see
+//!   above: a late event can cost one extra rewrite.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::resource::v1::{
     Device, DeviceTaint, ResourcePool, ResourceSlice, ResourceSliceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher::ListSemantic;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -117,7 +160,9 @@ pub struct PublishStatus {
     /// How many times the desired resources were fully written: it grows after every
     /// successful pass that wrote something or that confirmed a new [`DriverResources`].
     pub synced_generation: u64,
-    /// The last error (API rejection or transport failure), cleared on success.
+    /// The last error (API rejection or transport failure), cleared on success. Also a
+    /// watch of this node's slices failing before it could list them (nothing is written
+    /// until it has), cleared once it has.
     pub last_error: Option<String>,
     /// Fields the API server dropped from the devices last written (a feature it has
     /// off), as `spec.devices[<device name>].<field path>`, sorted; empty when it stored
@@ -138,6 +183,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const REJECTED_RETRY: Duration = Duration::from_secs(60);
 /// Attempts at deleting this node's slices on shutdown.
 const SHUTDOWN_DELETE_ATTEMPTS: u32 = 5;
+/// How a watch failure starts in [`PublishStatus::last_error`].
+const WATCH_FAILED: &str = "watching ResourceSlices";
 /// How far apart two `timeAdded` of one taint may be and still be the same (the API
 /// stores whole seconds).
 const TAINT_TIME_TOLERANCE_SECONDS: i64 = 1;
@@ -170,6 +217,7 @@ impl ResourceSlicePublisher {
             status: status_tx,
             generations: BTreeMap::new(),
             stored: BTreeMap::new(),
+            view: SliceView::default(),
         };
         let task = tokio::spawn(worker.run(desired_rx, stop.clone(), delete_on_stop.clone()));
         ResourceSlicePublisher {
@@ -213,6 +261,8 @@ struct Worker {
     generations: BTreeMap<String, i64>,
     /// Per pool, what the server stored for each slice's devices this publisher last wrote.
     stored: BTreeMap<String, Vec<StoredChunk>>,
+    /// This node's slices of this driver, from the watch and this publisher's own writes.
+    view: SliceView,
 }
 
 /// One slice's devices as sent, and as the server stored them.
@@ -232,6 +282,110 @@ struct PassOutcome {
     dropped: Option<Vec<String>>,
 }
 
+/// This node's slices of this driver as the publisher knows them, by name: what the watch
+/// reported, with the publisher's own writes laid over it at once (see the module docs).
+#[derive(Debug, Default)]
+struct SliceView {
+    slices: BTreeMap<String, ResourceSlice>,
+    /// Whether `slices` is complete: from the watch's first `InitDone` on, except while it
+    /// lists again.
+    synced: bool,
+    /// What a list in progress has returned so far (between `Init` and `InitDone`).
+    listing: Option<BTreeMap<String, ResourceSlice>>,
+    /// Slices this publisher deleted (or found gone) whose `Delete` event has not come yet:
+    /// an `Apply` event still on its way for one of them is older than the deletion.
+    deleted: BTreeSet<String>,
+}
+
+impl SliceView {
+    fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Takes in one watch event.
+    fn apply(&mut self, event: watcher::Event<ResourceSlice>) {
+        match event {
+            // A list starts (again, after a failed one or a lost watch): until it is done,
+            // the view may lack slices.
+            watcher::Event::Init => {
+                self.synced = false;
+                self.listing = Some(BTreeMap::new());
+            }
+            watcher::Event::InitApply(slice) => {
+                if let Some(listing) = self.listing.as_mut() {
+                    listing.insert(slice.name_any(), slice);
+                }
+            }
+            // The list replaces the view, as a reflector's store does. It is a consistent
+            // read sent after this publisher's last write returned (no pass runs from `Init`
+            // to here), so it is newer than anything the view held.
+            watcher::Event::InitDone => {
+                if let Some(listed) = self.listing.take() {
+                    self.slices = listed;
+                }
+                self.deleted.clear();
+                self.synced = true;
+            }
+            watcher::Event::Apply(slice) => {
+                if !self.deleted.contains(&slice.name_any()) {
+                    self.put(slice);
+                }
+            }
+            watcher::Event::Delete(slice) => {
+                let name = slice.name_any();
+                self.slices.remove(&name);
+                self.deleted.remove(&name);
+            }
+        }
+    }
+
+    /// Puts a slice into the view unless the view holds a newer version of it (its own
+    /// write's answer, when the watch's event for an earlier version comes later).
+    fn put(&mut self, slice: ResourceSlice) {
+        let name = slice.name_any();
+        let older = self
+            .slices
+            .get(&name)
+            .is_some_and(|held| is_older(&slice, held));
+        if !older {
+            self.slices.insert(name, slice);
+        }
+    }
+
+    /// Takes a slice out of the view: this publisher deleted it, or found it gone.
+    fn remove(&mut self, name: &str) {
+        self.slices.remove(name);
+        self.deleted.insert(name.to_owned());
+    }
+
+    /// The viewed slices, by pool name.
+    fn by_pool(&self) -> BTreeMap<String, Vec<ResourceSlice>> {
+        let mut by_pool: BTreeMap<String, Vec<ResourceSlice>> = BTreeMap::new();
+        for slice in self.slices.values() {
+            by_pool
+                .entry(slice.spec.pool.name.clone())
+                .or_default()
+                .push(slice.clone());
+        }
+        by_pool
+    }
+}
+
+/// Whether `a` is an earlier version of the object than `b`. kube-apiserver's
+/// resourceVersions are etcd revisions, integers that grow with every write; they are
+/// compared as such, as client-go's `IntegerResourceVersionMutationCache` does. One that is
+/// not an integer (an API server that made them opaque) is never older: the watch's
+/// event then wins, and a stale one costs one extra rewrite (see the module docs).
+fn is_older(a: &ResourceSlice, b: &ResourceSlice) -> bool {
+    let version = |s: &ResourceSlice| {
+        s.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    matches!((version(a), version(b)), (Some(a), Some(b)) if a < b)
+}
+
 impl Worker {
     async fn run(
         mut self,
@@ -240,14 +394,17 @@ impl Worker {
         delete_on_stop: Arc<AtomicBool>,
     ) {
         let selector = self.field_selector();
-        // The watch only triggers passes; each pass lists afresh, so a lagging watch never
-        // makes the publisher write from stale data.
-        let mut triggers = watcher(
+        // The list at start and after a lost watch (410 Gone) is a consistent read: it starts
+        // after this task's last write returned, so it shows every write (see `SliceView`).
+        let mut slice_events = watcher(
             self.slices.clone(),
-            watcher::Config::default().fields(&selector),
+            watcher::Config::default()
+                .fields(&selector)
+                .list_semantic(ListSemantic::MostRecent),
         )
         .default_backoff()
-        .boxed();
+        .boxed()
+        .fuse();
         let mut backoff = Backoff::default();
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut dirty = false;
@@ -265,19 +422,24 @@ impl Worker {
                     retry_at = None;
                     backoff.reset();
                 }
-                event = triggers.next() => match event {
-                    Some(Ok(_)) => dirty = true,
-                    // The watcher re-lists and backs off by itself; a pass is still worth it.
-                    Some(Err(error)) => tracing::debug!(%error, "ResourceSlice watch failed"),
-                    None => break,
-                },
+                event = slice_events.next() => {
+                    let Some(event) = event else { break };
+                    dirty |= self.on_slice_event(event);
+                    // Take in what has arrived already, so that one pass sees a burst (someone
+                    // deleting every slice is one event per slice) instead of acting on part.
+                    while let Some(Some(event)) = slice_events.next().now_or_never() {
+                        dirty |= self.on_slice_event(event);
+                    }
+                }
                 _ = sleep_until_opt(retry_at) => {
                     retry_at = None;
                     dirty = true;
                 }
             }
             // While a retry is pending, other triggers wait for it: no hammering a failing API.
-            if !dirty || retry_at.is_some() {
+            // Until the watch has listed (and while it lists again), the view may lack slices:
+            // a pass then would create duplicates, so nothing is written.
+            if !dirty || retry_at.is_some() || !self.view.is_synced() {
                 continue;
             }
             // A watch event can win the race with the first update: its pass then takes the
@@ -334,6 +496,49 @@ impl Worker {
         }
     }
 
+    /// Takes one item of the watch into the view; whether it is worth a pass.
+    fn on_slice_event(
+        &mut self,
+        event: Result<watcher::Event<ResourceSlice>, watcher::Error>,
+    ) -> bool {
+        match event {
+            Ok(event) => {
+                let listed = matches!(event, watcher::Event::InitDone);
+                self.view.apply(event);
+                if listed {
+                    // A watch failure reported while the view was not synced is over.
+                    self.status.send_if_modified(|s| {
+                        let stale = s
+                            .last_error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with(WATCH_FAILED));
+                        if stale {
+                            s.last_error = None;
+                        }
+                        stale
+                    });
+                }
+                true
+            }
+            // The watcher watches again or re-lists, with backoff, by itself.
+            Err(error) if self.view.is_synced() => {
+                tracing::debug!(%error, "ResourceSlice watch failed");
+                false
+            }
+            // No pass can run until the watch has listed: say why nothing is published.
+            Err(error) => {
+                let message = format!("{WATCH_FAILED}: {error}");
+                tracing::warn!(%error, "watching this node's ResourceSlices failed");
+                self.status.send_if_modified(|s| {
+                    let changed = s.last_error.as_deref() != Some(message.as_str());
+                    s.last_error = Some(message.clone());
+                    changed
+                });
+                false
+            }
+        }
+    }
+
     fn field_selector(&self) -> String {
         format!(
             "spec.nodeName={},spec.driver={}",
@@ -341,7 +546,8 @@ impl Worker {
         )
     }
 
-    /// One pass: list what is published, compare with `resources`, write the difference.
+    /// One pass: compare the view of what is published with `resources`, write the
+    /// difference.
     async fn reconcile(&mut self, resources: &DriverResources) -> PassOutcome {
         let mut outcome = PassOutcome::default();
         let owner = match self.node_owner().await {
@@ -351,24 +557,7 @@ impl Worker {
                 return outcome;
             }
         };
-        let listed = match self
-            .slices
-            .list(&ListParams::default().fields(&self.field_selector()))
-            .await
-        {
-            Ok(list) => list.items,
-            Err(error) => {
-                record(&mut outcome, "listing ResourceSlices", error);
-                return outcome;
-            }
-        };
-        let mut by_pool: BTreeMap<String, Vec<ResourceSlice>> = BTreeMap::new();
-        for slice in listed {
-            by_pool
-                .entry(slice.spec.pool.name.clone())
-                .or_default()
-                .push(slice);
-        }
+        let mut by_pool = self.view.by_pool();
         for (pool_name, pool) in &resources.pools {
             let published = by_pool.remove(pool_name).unwrap_or_default();
             self.sync_pool(pool_name, pool, published, &owner, &mut outcome)
@@ -537,9 +726,9 @@ impl Worker {
         }
     }
 
-    /// Creates a slice; the slice as stored, on success.
+    /// Creates a slice; the slice as stored, on success (also put into the view).
     async fn create_slice(
-        &self,
+        &mut self,
         spec: ResourceSliceSpec,
         owner: &OwnerReference,
         outcome: &mut PassOutcome,
@@ -558,6 +747,7 @@ impl Worker {
         match self.slices.create(&PostParams::default(), &slice).await {
             Ok(stored) => {
                 outcome.wrote = true;
+                self.view.put(stored.clone());
                 Some(stored)
             }
             Err(error) => {
@@ -567,9 +757,10 @@ impl Worker {
         }
     }
 
-    /// Replaces a slice's spec and owner; the slice as stored, on success.
+    /// Replaces a slice's spec and owner; the slice as stored, on success (also put into
+    /// the view).
     async fn update_slice(
-        &self,
+        &mut self,
         mut slice: ResourceSlice,
         spec: ResourceSliceSpec,
         owner: &OwnerReference,
@@ -580,7 +771,8 @@ impl Worker {
         let refs = slice.metadata.owner_references.get_or_insert_with(Vec::new);
         refs.retain(|r| !(r.kind == "Node" && r.api_version == "v1"));
         refs.push(owner.clone());
-        // The listed resourceVersion stays in the object: a concurrent change is a 409.
+        // The viewed resourceVersion stays in the object: if the slice changed since the view
+        // saw it, the write is a 409 and changes nothing.
         match self
             .slices
             .replace(&name, &PostParams::default(), &slice)
@@ -588,21 +780,43 @@ impl Worker {
         {
             Ok(stored) => {
                 outcome.wrote = true;
+                self.view.put(stored.clone());
                 Some(stored)
             }
             Err(error) => {
+                match &error {
+                    // Deleted under us: the retry creates a slice instead.
+                    kube::Error::Api(status) if status.code == 404 => self.view.remove(&name),
+                    // Changed under us and the watch has not told yet: read it now, so that
+                    // the retry writes over the current version instead of failing again.
+                    kube::Error::Api(status) if status.code == 409 => self.refresh(&name).await,
+                    _ => {}
+                }
                 record(outcome, &format!("updating ResourceSlice {name}"), error);
                 None
             }
         }
     }
 
-    async fn delete_slice(&self, slice: &ResourceSlice, outcome: &mut PassOutcome) {
+    /// Reads one slice into the view (after a conflict); on failure the view stays as it
+    /// is and the retry's write is guarded as before.
+    async fn refresh(&mut self, name: &str) {
+        match self.slices.get(name).await {
+            Ok(current) => self.view.put(current),
+            Err(kube::Error::Api(status)) if status.code == 404 => self.view.remove(name),
+            Err(error) => tracing::debug!(%error, name, "reading a ResourceSlice after a conflict"),
+        }
+    }
+
+    async fn delete_slice(&mut self, slice: &ResourceSlice, outcome: &mut PassOutcome) {
         let name = slice.metadata.name.clone().unwrap_or_default();
         match self.slices.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => outcome.wrote = true,
+            Ok(_) => {
+                outcome.wrote = true;
+                self.view.remove(&name);
+            }
             // Already gone is what we wanted.
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => self.view.remove(&name),
             Err(error) => record(outcome, &format!("deleting ResourceSlice {name}"), error),
         }
     }
@@ -976,6 +1190,87 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(dropped_fields(&[sent], &[]), ["spec.devices[d]"]);
+    }
+
+    fn slice(name: &str, resource_version: &str, pool: &str) -> ResourceSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "resourceVersion": resource_version },
+            "spec": { "driver": "d", "pool": { "name": pool, "generation": 1,
+                                               "resourceSliceCount": 1 } },
+        }))
+        .unwrap()
+    }
+
+    fn versions(view: &SliceView) -> Vec<(String, String)> {
+        view.slices
+            .values()
+            .map(|s| (s.name_any(), s.resource_version().unwrap_or_default()))
+            .collect()
+    }
+
+    fn listed(slices: Vec<ResourceSlice>) -> SliceView {
+        let mut view = SliceView::default();
+        view.apply(watcher::Event::Init);
+        for slice in slices {
+            view.apply(watcher::Event::InitApply(slice));
+        }
+        view.apply(watcher::Event::InitDone);
+        view
+    }
+
+    #[test]
+    fn the_view_is_synced_only_from_a_complete_list_and_a_list_replaces_it() {
+        let mut view = SliceView::default();
+        assert!(!view.is_synced());
+        view.apply(watcher::Event::Init);
+        view.apply(watcher::Event::InitApply(slice("a", "1", "p")));
+        assert!(!view.is_synced());
+        // A list that failed half-way starts again from nothing.
+        view.apply(watcher::Event::Init);
+        view.apply(watcher::Event::InitApply(slice("b", "2", "p")));
+        view.apply(watcher::Event::InitDone);
+        assert!(view.is_synced());
+        assert_eq!(versions(&view), [("b".into(), "2".into())]);
+
+        // A list after a lost watch: not synced until done, then only what it listed.
+        view.apply(watcher::Event::Init);
+        assert!(!view.is_synced());
+        view.apply(watcher::Event::InitApply(slice("c", "5", "q")));
+        view.apply(watcher::Event::InitDone);
+        assert!(view.is_synced());
+        assert_eq!(versions(&view), [("c".into(), "5".into())]);
+        assert_eq!(
+            view.by_pool().keys().collect::<Vec<_>>(),
+            [&"q".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_view_keeps_its_own_writes_over_later_events_for_earlier_versions() {
+        let mut view = listed(vec![slice("a", "3", "p")]);
+        // The publisher's update answered version 7; the watch then reports 5, then 7, 9.
+        view.put(slice("a", "7", "p"));
+        view.apply(watcher::Event::Apply(slice("a", "5", "p")));
+        assert_eq!(versions(&view), [("a".into(), "7".into())]);
+        view.apply(watcher::Event::Apply(slice("a", "7", "p")));
+        view.apply(watcher::Event::Apply(slice("a", "9", "p")));
+        assert_eq!(versions(&view), [("a".into(), "9".into())]);
+
+        // A deleted slice stays out until its Delete event, whatever comes before it.
+        view.remove("a");
+        view.apply(watcher::Event::Apply(slice("a", "9", "p")));
+        assert!(view.slices.is_empty());
+        view.apply(watcher::Event::Delete(slice("a", "10", "p")));
+        assert!(view.deleted.is_empty());
+    }
+
+    #[test]
+    fn opaque_resource_versions_let_the_watch_win() {
+        let mut view = listed(vec![slice("a", "7", "p")]);
+        view.apply(watcher::Event::Apply(slice("a", "opaque", "p")));
+        assert_eq!(versions(&view), [("a".into(), "opaque".into())]);
+        view.put(slice("a", "5", "p"));
+        assert_eq!(versions(&view), [("a".into(), "5".into())]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The ResourceSlice publisher against the API server stand-in.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -163,6 +163,29 @@ fn write_count(server: &ApiServer) -> usize {
         .iter()
         .map(|m| faults.request_count(m, "resourceslices"))
         .sum()
+}
+
+/// Waits until the publisher has taken in every watch event sent before this call (its view
+/// is then as new as the server's). A slice of a pool it does not publish comes after them
+/// on its watch, and the publisher deletes it in a pass of its own: the synced count grows.
+/// Costs one create (this test's) and one delete (the publisher's), and no read, so that
+/// callers can count requests across it.
+async fn watch_barrier(
+    f: &Fixture,
+    status: &mut watch::Receiver<PublishStatus>,
+    synced: u64,
+) -> u64 {
+    let marker: ResourceSlice = serde_json::from_value(json!({
+        "metadata": { "generateName": "barrier-" },
+        "spec": { "driver": DRIVER, "nodeName": NODE,
+                  "pool": { "name": "barrier", "generation": 1, "resourceSliceCount": 1 } }
+    }))
+    .unwrap();
+    f.slices
+        .create(&PostParams::default(), &marker)
+        .await
+        .unwrap();
+    wait_synced(status, synced).await.synced_generation
 }
 
 #[tokio::test]
@@ -346,6 +369,7 @@ async fn conflicts_and_server_errors_are_retried() {
     let synced = wait_synced(&mut status, 0).await.synced_generation;
 
     faults.conflict_next("resourceslices", 2);
+    // The reads of the slice after each conflict fail too.
     faults.fail_next("GET", "resourceslices", 2, 500);
     // 503s are retried inside the kube client as well as by the publisher.
     faults.fail_next("PUT", "resourceslices", 3, 503);
@@ -393,9 +417,9 @@ fn tainted(mut device: Device, effect: &str) -> Device {
 }
 
 /// Publishes `desired` again and again, each time waiting for the pass it triggers (each
-/// desired-state update makes the publisher run one full pass: list, compare, write what
-/// differs; the status proves the pass ran; its own writes' watch events add passes on
-/// top). The period checked is bounded by events, not time.
+/// desired-state update makes the publisher run one full pass: compare with its view of
+/// the slices, write what differs; the status proves the pass ran; its own writes' watch
+/// events add passes on top). The period checked is bounded by events, not time.
 async fn republish(
     publisher: &ResourceSlicePublisher,
     status: &mut watch::Receiver<PublishStatus>,
@@ -533,6 +557,9 @@ async fn taint_times_survive_rewrites_for_other_reasons() {
         .replace(&name, &PostParams::default(), &slice)
         .await
         .unwrap();
+    // Once the publisher has seen that version (else its rewrite below would be a 409 and
+    // a second try, as for any change its watch has not told yet).
+    let synced = watch_barrier(&f, &mut status, synced).await;
     let writes = write_count(&f.server);
 
     let mut eth1 = device("eth1");
@@ -618,5 +645,239 @@ async fn shutdown_deletes_this_nodes_slices_only() {
     assert!(node_slices(&f.slices).await.is_empty());
     let left = f.slices.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(left.len(), 1, "other nodes' slices untouched");
+    f.server.shutdown().await;
+}
+
+/// Requests received since the traffic counter was reset, by (verb, resource), the
+/// resources a publisher uses only.
+fn requests(server: &ApiServer) -> BTreeMap<(String, String), u64> {
+    server
+        .traffic()
+        .by_verb()
+        .into_iter()
+        .filter(|((_, resource), _)| resource == "resourceslices" || resource == "nodes")
+        .collect()
+}
+
+fn counts(expected: &[(&str, u64)]) -> BTreeMap<(String, String), u64> {
+    expected
+        .iter()
+        .map(|(verb, count)| ((verb.to_string(), "resourceslices".to_string()), *count))
+        .collect()
+}
+
+/// Once started, the publisher keeps its view of its slices from its watch: a pass for a new
+/// desired state sends its write and nothing else (no LIST, no Node lookup).
+#[tokio::test]
+async fn a_pass_for_a_desired_change_sends_only_its_write() {
+    let f = fixture().await;
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
+    let mut status = publisher.status();
+    publisher.update(resources(&[(NODE, devices("eth", 3))]));
+    let synced = wait_synced(&mut status, 0).await.synced_generation;
+    // Its watch is open (its request can come after the first pass).
+    let synced = watch_barrier(&f, &mut status, synced).await;
+
+    f.server.traffic().reset();
+    let desired = devices("eth", 4);
+    publisher.update(resources(&[(NODE, desired.clone())]));
+    wait_synced(&mut status, synced).await;
+    assert_eq!(requests(&f.server), counts(&[("update", 1)]));
+    assert_pool(&node_slices(&f.slices).await, NODE, &desired, &f.node_uid);
+    publisher.shutdown(false).await;
+    f.server.shutdown().await;
+}
+
+/// A slice someone else deletes (the kubelet does at its start) comes back from the watch's
+/// event alone: one create, no LIST.
+#[tokio::test]
+async fn a_slice_deleted_by_someone_else_is_recreated_from_the_watch_event() {
+    let f = fixture().await;
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
+    let mut status = publisher.status();
+    let desired = devices("eth", 3);
+    publisher.update(resources(&[(NODE, desired.clone())]));
+    let synced = wait_synced(&mut status, 0).await.synced_generation;
+    let synced = watch_barrier(&f, &mut status, synced).await;
+    let slices = node_slices(&f.slices).await;
+    let generation = assert_pool(&slices, NODE, &desired, &f.node_uid);
+
+    f.server.traffic().reset();
+    let name = slices[0].metadata.name.clone().unwrap();
+    f.slices
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_synced(&mut status, synced).await;
+    // The delete is this test's; the create is the publisher's.
+    assert_eq!(requests(&f.server), counts(&[("create", 1), ("delete", 1)]));
+    let republished = node_slices(&f.slices).await;
+    assert_ne!(republished[0].metadata.name.as_deref(), Some(name.as_str()));
+    assert!(assert_pool(&republished, NODE, &desired, &f.node_uid) > generation);
+    publisher.shutdown(false).await;
+    f.server.shutdown().await;
+}
+
+/// A slice someone else changes is rewritten from the watch's event: one update over the
+/// changed version, no LIST.
+#[tokio::test]
+async fn a_slice_changed_by_someone_else_is_rewritten_from_the_watch_event() {
+    let f = fixture().await;
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
+    let mut status = publisher.status();
+    let desired = devices("eth", 3);
+    publisher.update(resources(&[(NODE, desired.clone())]));
+    let synced = wait_synced(&mut status, 0).await.synced_generation;
+    let synced = watch_barrier(&f, &mut status, synced).await;
+    let mut tampered = node_slices(&f.slices).await.remove(0);
+    let generation = tampered.spec.pool.generation;
+
+    f.server.traffic().reset();
+    tampered.spec.devices.as_mut().unwrap().pop();
+    let name = tampered.metadata.name.clone().unwrap();
+    let tampered = f
+        .slices
+        .replace(&name, &PostParams::default(), &tampered)
+        .await
+        .unwrap();
+    wait_synced(&mut status, synced).await;
+    // One update is this test's, the other the publisher's.
+    assert_eq!(requests(&f.server), counts(&[("update", 2)]));
+    let repaired = node_slices(&f.slices).await;
+    assert_eq!(repaired[0].metadata.name.as_deref(), Some(name.as_str()));
+    assert!(assert_pool(&repaired, NODE, &desired, &f.node_uid) > generation);
+    assert_ne!(
+        repaired[0].metadata.resource_version,
+        tampered.metadata.resource_version
+    );
+    publisher.shutdown(false).await;
+    f.server.shutdown().await;
+}
+
+/// An update from a view older than the slice (someone changed it, and the watch has not
+/// told yet: held here) is a 409 that changes nothing; the publisher reads that slice and
+/// the retry writes over the current version, without waiting for the watch. When the held
+/// events come at last, the earlier versions among them cause no write.
+#[tokio::test]
+async fn an_update_from_a_stale_view_conflicts_and_converges() {
+    let f = fixture().await;
+    let faults = f.server.faults();
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
+    let mut status = publisher.status();
+    publisher.update(resources(&[(NODE, devices("a", 2))]));
+    let synced = wait_synced(&mut status, 0).await.synced_generation;
+    let synced = watch_barrier(&f, &mut status, synced).await;
+
+    faults.hold_watches("resourceslices");
+    let mut tampered = node_slices(&f.slices).await.remove(0);
+    tampered.spec.devices.as_mut().unwrap().pop();
+    let name = tampered.metadata.name.clone().unwrap();
+    f.slices
+        .replace(&name, &PostParams::default(), &tampered)
+        .await
+        .unwrap();
+    f.server.traffic().reset();
+    let desired = devices("b", 3);
+    publisher.update(resources(&[(NODE, desired.clone())]));
+    let synced = wait_synced(&mut status, synced).await.synced_generation;
+    // The stale update (409), the read of the slice, the update over it.
+    assert_eq!(requests(&f.server), counts(&[("get", 1), ("update", 2)]));
+    assert_pool(&node_slices(&f.slices).await, NODE, &desired, &f.node_uid);
+
+    // The held events (the change by someone else, the publisher's write) come now.
+    faults.release_watches("resourceslices");
+    f.server.traffic().reset();
+    watch_barrier(&f, &mut status, synced).await;
+    assert_eq!(
+        requests(&f.server),
+        counts(&[("create", 1), ("delete", 1)]),
+        "late events for earlier versions made the publisher write (only the barrier's \
+         create and delete expected)"
+    );
+    let slices = node_slices(&f.slices).await;
+    assert_eq!(slices.len(), 1);
+    assert_pool(&slices, NODE, &desired, &f.node_uid);
+    publisher.shutdown(false).await;
+    f.server.shutdown().await;
+}
+
+/// A watch that falls out of the API server's history (410 Gone) lists again; the list
+/// replaces the view, so what the watch missed (here a deleted slice) is repaired.
+#[tokio::test]
+async fn a_lost_watch_lists_again_and_repairs_what_it_missed() {
+    let f = fixture().await;
+    let faults = f.server.faults();
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
+    let mut status = publisher.status();
+    let desired = devices("eth", 3);
+    publisher.update(resources(&[(NODE, desired.clone())]));
+    let synced = wait_synced(&mut status, 0).await.synced_generation;
+    let synced = watch_barrier(&f, &mut status, synced).await;
+    let name = node_slices(&f.slices).await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    // The publisher's watch does not see the delete, then loses its place.
+    faults.hold_watches("resourceslices");
+    f.slices
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    f.server.traffic().reset();
+    faults.expire_watches("resourceslices");
+    let synced = wait_synced(&mut status, synced).await.synced_generation;
+    faults.release_watches("resourceslices");
+    // The barrier comes through the new watch, so that is open too.
+    watch_barrier(&f, &mut status, synced).await;
+    // The publisher's list and create, the new watch; the barrier's create and delete.
+    assert_eq!(
+        requests(&f.server),
+        counts(&[("create", 2), ("delete", 1), ("list", 1), ("watch", 1)])
+    );
+    let slices = node_slices(&f.slices).await;
+    assert_eq!(slices.len(), 1);
+    assert_pool(&slices, NODE, &desired, &f.node_uid);
+    publisher.shutdown(false).await;
+    f.server.shutdown().await;
+}
+
+/// Until its watch has listed, the publisher writes nothing: it would create a second slice
+/// next to one it has not seen yet. Here the slice of an earlier run is in place and the
+/// list fails twice; the publisher says why it waits, then takes the slice as it is.
+#[tokio::test]
+async fn nothing_is_written_before_the_watch_has_listed() {
+    let f = fixture().await;
+    let faults = f.server.faults();
+    let desired = devices("eth", 3);
+    let earlier_run: ResourceSlice = serde_json::from_value(json!({
+        "metadata": {
+            "generateName": "node-a-netclaim.dev-",
+            "ownerReferences": [{ "apiVersion": "v1", "kind": "Node", "name": NODE,
+                                  "uid": f.node_uid, "controller": true }],
+        },
+        "spec": { "driver": DRIVER, "nodeName": NODE, "devices": desired,
+                  "pool": { "name": NODE, "generation": 4, "resourceSliceCount": 1 } }
+    }))
+    .unwrap();
+    f.slices
+        .create(&PostParams::default(), &earlier_run)
+        .await
+        .unwrap();
+    let before = node_slices(&f.slices).await;
+
+    faults.fail_next("GET", "resourceslices", 2, 500);
+    let publisher = ResourceSlicePublisher::start(f.server.client(), config());
+    let mut status = publisher.status();
+    publisher.update(resources(&[(NODE, desired.clone())]));
+    let waiting = wait_status(&mut status, |s| s.last_error.is_some()).await;
+    let error = waiting.last_error.unwrap();
+    assert!(error.starts_with("watching ResourceSlices"), "{error}");
+    assert_eq!(waiting.synced_generation, 0);
+    wait_synced(&mut status, 0).await;
+    assert_eq!(write_count(&f.server), 1, "only the test's own create");
+    assert_eq!(node_slices(&f.slices).await, before);
+    publisher.shutdown(false).await;
     f.server.shutdown().await;
 }

@@ -1,8 +1,10 @@
 //! Fault injection and request accounting for tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// A cloneable handle that injects faults into the stand-in and counts requests.
 ///
@@ -12,6 +14,29 @@ use std::time::Duration;
 #[derive(Clone, Default)]
 pub struct Faults {
     inner: Arc<Mutex<FaultState>>,
+    watches: Arc<watch::Sender<WatchControl>>,
+}
+
+/// What tests asked of open watches, by resource (plural name).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WatchControl {
+    /// Resources whose watches deliver no live events until released.
+    held: BTreeSet<String>,
+    /// How many times the watches of a resource were expired.
+    expiries: BTreeMap<String, u64>,
+}
+
+impl WatchControl {
+    /// Whether live events of `resource` wait.
+    pub(crate) fn is_held(&self, resource: &str) -> bool {
+        self.held.contains(resource)
+    }
+
+    /// How many times watches of `resource` were expired: a watch opened at count `n` ends
+    /// once it is above `n`.
+    pub(crate) fn expiries(&self, resource: &str) -> u64 {
+        self.expiries.get(resource).copied().unwrap_or(0)
+    }
 }
 
 #[derive(Default)]
@@ -67,6 +92,37 @@ impl Faults {
     /// [`Faults::fail_next`] and a large count).
     pub fn clear_failures(&self) {
         self.lock().failures.clear();
+    }
+
+    /// Live events of the watches of `resource` (plural name, open or opened later) wait,
+    /// in order, until [`Faults::release_watches`]: a watcher that has fallen behind what
+    /// the store holds. What a new watch starts with (the current objects, or the history
+    /// after its resourceVersion) is not held.
+    pub fn hold_watches(&self, resource: &str) {
+        self.watches.send_modify(|c| {
+            c.held.insert(resource.to_owned());
+        });
+    }
+
+    /// Lets the held events of `resource`'s watches go out.
+    pub fn release_watches(&self, resource: &str) {
+        self.watches.send_modify(|c| {
+            c.held.remove(resource);
+        });
+    }
+
+    /// Ends every open watch of `resource` with a 410 Gone ERROR event, dropping the events
+    /// it had not sent, as the real API does when a watch falls out of its history: its
+    /// watchers must list again.
+    pub fn expire_watches(&self, resource: &str) {
+        self.watches.send_modify(|c| {
+            *c.expiries.entry(resource.to_owned()).or_default() += 1;
+        });
+    }
+
+    /// Follows what tests ask of watches.
+    pub(crate) fn watch_control(&self) -> watch::Receiver<WatchControl> {
+        self.watches.subscribe()
     }
 
     /// Adds latency to every request.

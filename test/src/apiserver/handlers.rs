@@ -406,23 +406,39 @@ fn watch(shared: &Shared, target: &Target, params: &Params) -> Result<Response> 
     let stop = shared.shutdown.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let initial = futures::stream::iter(lines.into_iter().map(Ok::<Bytes, Infallible>));
+    let mut control = shared.faults.watch_control();
+    let opened_at = control.borrow_and_update().expiries(rtype.plural);
     let live = futures::stream::unfold(
-        (receiver, filter, stop, false),
-        move |(mut receiver, filter, stop, ended)| async move {
+        (receiver, filter, stop, control, false),
+        move |(mut receiver, filter, stop, mut control, ended)| async move {
             let rx = receiver.as_mut().filter(|_| !ended)?;
             loop {
+                let (held, expired) = {
+                    let c = control.borrow_and_update();
+                    (
+                        c.is_held(filter.plural),
+                        c.expiries(filter.plural) > opened_at,
+                    )
+                };
+                if expired {
+                    return Some((Ok(gone_line()), (receiver, filter, stop, control, true)));
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep_until(deadline) => return None,
-                    received = rx.recv() => match received {
+                    changed = control.changed() => if changed.is_err() {
+                        return None;
+                    },
+                    // Held events stay queued, in order (a queue that overflows is a 410).
+                    received = rx.recv(), if !held => match received {
                         Ok(change) => {
                             if let Some(line) = filter.line_for(&change) {
-                                return Some((Ok(line), (receiver, filter, stop, false)));
+                                return Some((Ok(line), (receiver, filter, stop, control, false)));
                             }
                         }
                         // A watcher too slow to keep up must re-list, as with the real API.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            return Some((Ok(gone_line()), (receiver, filter, stop, true)));
+                            return Some((Ok(gone_line()), (receiver, filter, stop, control, true)));
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     },

@@ -67,7 +67,9 @@
 //!   `status.devices` with their conditions and data, a new allocation, an allocation that
 //!   must not change once set, `reservedFor`), object names; see [`validation`]. A status
 //!   write that deallocates devices drops their `status.devices` entries.
-//! - Faults for tests: [`Faults`] injects failures, conflicts and latency and counts requests.
+//! - Faults for tests: [`Faults`] injects failures, conflicts and latency, holds the live
+//!   events of a resource's watches (a watcher that has fallen behind) or ends its watches
+//!   with 410 Gone (one that fell out of the history), and counts requests.
 //! - `kubectl` (test/tests/kubectl.rs runs the real 1.36 client): discovery is asked for
 //!   in the aggregated form first (`/api` and `/apis` with `Accept:
 //!   application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList, ...v2beta1...,
