@@ -25,6 +25,7 @@ pub mod hooks;
 pub mod level_writer;
 pub mod locks;
 pub mod manifests;
+pub mod memory;
 pub mod metrics;
 pub mod netlink;
 pub mod network_attachments;

@@ -9,6 +9,8 @@ use netclaim::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // First, while this is the only thread (memory.rs says why).
+    netclaim::memory::limit_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     // Two workers: the daemon is I/O-bound and idles almost always, but a CPU-heavy

@@ -259,7 +259,8 @@ struct Worker {
     /// The last generation written per pool, so generations only grow even when someone
     /// deletes all of a pool's slices.
     generations: BTreeMap<String, i64>,
-    /// Per pool, what the server stored for each slice's devices this publisher last wrote.
+    /// Per pool, for each slice this publisher last wrote whose devices the server did not
+    /// store as sent (fields of a disabled feature dropped): what was sent and what stored.
     stored: BTreeMap<String, Vec<StoredChunk>>,
     /// This node's slices of this driver, from the watch and this publisher's own writes.
     view: SliceView,
@@ -631,10 +632,15 @@ impl Worker {
                     .dropped
                     .get_or_insert_with(Vec::new)
                     .extend(dropped_fields(&devices, &kept));
-                stored.push(StoredChunk {
-                    sent: devices,
-                    stored: kept,
-                });
+                // Kept only where the server changed something: an equal chunk matches the
+                // desired devices directly, and two more copies of every device (1,000 on
+                // a large node) would stay in memory for nothing.
+                if !devices_equivalent(&devices, &kept) {
+                    stored.push(StoredChunk {
+                        sent: devices,
+                        stored: kept,
+                    });
+                }
             }
         }
         for surplus in existing {

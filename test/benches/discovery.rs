@@ -94,19 +94,27 @@ async fn run(ends: usize) -> Result<()> {
         bench_event_to_devices(&netns, &config).await?;
         bench_event_to_slices(&netns, &config).await?;
     }
-    let (large_kib, large_devices) =
+    let (large, large_devices) =
         idle_rss(&netns, ends).context("netclaim run idle VmRSS, bench node")?;
     drop(sysfs);
     let small = TestNetns::new("bench-disc-small")?;
     create_veths(&small, 4)?;
-    let (small_kib, small_devices) =
-        idle_rss(&small, 4).context("netclaim run idle VmRSS, 4 veths")?;
+    let (small, small_devices) = idle_rss(&small, 4).context("netclaim run idle VmRSS, 4 veths")?;
     println!(
         "netclaim run idle VmRSS ({large_devices} devices published): {:.1} MiB; \
          ({small_devices} devices published, reference): {:.1} MiB; ratio {:.2}",
-        large_kib as f64 / 1024.0,
-        small_kib as f64 / 1024.0,
-        large_kib as f64 / small_kib as f64
+        large.total as f64 / 1024.0,
+        small.total as f64 / 1024.0,
+        large.total as f64 / small.total as f64
+    );
+    println!(
+        "  of which anonymous (heap, stacks: what netclaim allocates): {:.1} MiB with \
+         {large_devices} devices, {:.1} MiB with {small_devices}; file-backed (the \
+         binary's pages in the page cache, shared and reclaimable): {:.1} MiB, {:.1} MiB",
+        large.anon as f64 / 1024.0,
+        small.anon as f64 / 1024.0,
+        large.file as f64 / 1024.0,
+        small.file as f64 / 1024.0,
     );
     Ok(())
 }
@@ -494,7 +502,7 @@ fn netclaim_binary() -> Result<PathBuf> {
 /// Runs `netclaim run` inside the bench netns against an API server stand-in that also
 /// lives in that netns (so `127.0.0.1` reaches it), waits until every device is in the
 /// stand-in's slices, lets it idle, and reads its VmRSS.
-fn idle_rss(netns: &TestNetns, expected_devices: usize) -> Result<(u64, usize)> {
+fn idle_rss(netns: &TestNetns, expected_devices: usize) -> Result<(Rss, usize)> {
     let binary = netclaim_binary()?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
@@ -566,7 +574,7 @@ fn idle_rss(netns: &TestNetns, expected_devices: usize) -> Result<(u64, usize)> 
                 bail!("netclaim run exited: {status}");
             }
             // `ip netns exec` execs the binary in place, so the child's pid is netclaim's.
-            Ok((vm_rss_kib(child.id())?, devices))
+            Ok((rss_kib(child.id())?, devices))
         });
     let _ = child.kill();
     let _ = child.wait();
@@ -615,11 +623,25 @@ fn spawn_daemon(
         .context("starting netclaim run")
 }
 
-fn vm_rss_kib(pid: u32) -> Result<u64> {
+/// A process's resident set in KiB, whole and split (`/proc/<pid>/status`).
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+}
+
+fn rss_kib(pid: u32) -> Result<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/<pid>/status")
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/<pid>/status"))
+    };
+    Ok(Rss {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
 }

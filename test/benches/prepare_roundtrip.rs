@@ -277,7 +277,9 @@ fn report(samples: &BTreeMap<Scenario, Vec<Sample>>) {
     }
     let full = p50(Scenario::Prepare);
     println!();
-    println!("(CPU columns: p50 of the CPU time the plugin's / the API server stand-in's threads spent during one call)");
+    println!(
+        "(CPU columns: p50 of the CPU time the plugin's / the API server stand-in's threads spent during one call)"
+    );
     println!(
         "prepare x32 p50 = {:.1} us (target < 1000 us: {})",
         micros(full),
