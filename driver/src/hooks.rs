@@ -48,7 +48,7 @@ use crate::faults::Faults;
 use crate::locks::{NetworkLocks, NicLocks};
 use crate::netlink::NetHandle;
 use crate::nri::plugin::{PodSandboxHandler, network_namespace_path};
-use crate::nri::proto::PodSandbox;
+use crate::nri::proto::{Event, PodSandbox};
 use crate::prepare::Detacher;
 use crate::state::{
     AttachPhase, AttachedNetwork, Attachment, FailureReason, NicFailure, NicKey, PodRef,
@@ -241,6 +241,29 @@ impl PodSandboxHandler for PodNetworkHooks {
             // A reconnect before the last reconcile finished: it goes on; the new one
             // takes the device locks after it.
             drop(previous);
+        }
+    }
+
+    /// A pod has work here when the checkpoint has claims for it, or (STOP, REMOVE) when a
+    /// RUN recorded its sandbox (its claims may have been unprepared since; the entry must
+    /// still go). Both are lock-free or a try-lock: a busy map counts as "may have work".
+    fn concerns(&self, event: Event, pod: &PodSandbox) -> bool {
+        if !self
+            .inner
+            .checkpoint
+            .index()
+            .claims_for_pod(&pod.uid)
+            .is_empty()
+        {
+            return true;
+        }
+        match event {
+            Event::RunPodSandbox => false,
+            _ => self
+                .inner
+                .sandboxes
+                .try_lock()
+                .map_or(true, |sandboxes| sandboxes.contains_key(&pod.id)),
         }
     }
 

@@ -404,9 +404,9 @@ impl Inventory {
         self.lock().held.keys().cloned().collect()
     }
 
-    /// Records a pass: held devices keep their last published attributes; returns the
-    /// device list to publish.
-    pub fn publish(&self, report: &mut Report) -> Vec<Device> {
+    /// Records a pass: held devices keep their last published attributes; leaves the
+    /// device list to publish in `report.devices`.
+    pub fn publish(&self, report: &mut Report) {
         let mut state = self.lock();
         let mut published: BTreeMap<String, Device> = report
             .devices
@@ -435,7 +435,6 @@ impl Inventory {
             .collect();
         state.published = published;
         report.devices = state.published.values().cloned().collect();
-        report.devices.clone()
     }
 
     /// Makes a running watcher rebuild and republish the devices now (the PodNetworks

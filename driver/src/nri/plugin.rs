@@ -110,6 +110,13 @@ pub trait PodSandboxHandler: Send + Sync + 'static {
         pod: PodSandbox,
         deadline: HookDeadline,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Whether `event` for `pod` may have work here. `false` is answered at once on the
+    /// request's own task, with no handler task, timer or deadline: what keeps a pod without
+    /// netclaim claims from costing anything but this check. Must not block or wait on a
+    /// lock. Default: every event may have work.
+    fn concerns(&self, _event: Event, _pod: &PodSandbox) -> bool {
+        true
+    }
 }
 
 /// How to reach the runtime and who to say we are.
@@ -482,6 +489,20 @@ impl<H: PodSandboxHandler> Session<H> {
         };
         tracing::debug!(?event, pod = %pod.id, name = %pod.name, namespace = %pod.namespace, "NRI pod event");
         let started = tokio::time::Instant::now();
+        if let Some(what) = hook_name(event)
+            && !self.handler.concerns(event, &pod)
+        {
+            let took = started.elapsed();
+            tracing::debug!(
+                ?event,
+                pod = %pod.id,
+                elapsed_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                ok = true,
+                "NRI hook answered"
+            );
+            crate::metrics::metrics().observe_hook(what, true, took);
+            return Ok(());
+        }
         let sandbox = pod.id.clone();
         let handler = self.handler.clone();
         let deadline = self.deadline(&context);
@@ -546,6 +567,16 @@ pub fn handler_budget(deadline: Duration) -> Duration {
 /// The task is not cancelled when the wait ends: stopping a hook half-way could leave a NIC
 /// half-moved. Instead the deadline is expired, so the hook cannot commit and undoes what it
 /// did; the runtime follows a failed RUN with STOP and REMOVE.
+/// The name hooks are logged and counted under, for the events netclaim subscribes to.
+fn hook_name(event: Event) -> Option<&'static str> {
+    match event {
+        Event::RunPodSandbox => Some("RunPodSandbox"),
+        Event::StopPodSandbox => Some("StopPodSandbox"),
+        Event::RemovePodSandbox => Some("RemovePodSandbox"),
+        _ => None,
+    }
+}
+
 async fn within_deadline<W, F>(
     what: &'static str,
     deadline: Duration,
@@ -809,6 +840,69 @@ mod tests {
         let status = panicked.unwrap_err();
         assert_eq!(status.code, crate::nri::ttrpc::code::UNKNOWN);
         assert!(status.message.contains("Panic"), "{}", status.message);
+    }
+
+    /// Counts the handler calls; concerns only pods named "claimed".
+    #[derive(Default)]
+    struct Counting {
+        runs: AtomicU64,
+        stops: AtomicU64,
+    }
+
+    impl PodSandboxHandler for Counting {
+        async fn synchronize(&self, _: Vec<PodSandbox>, _: HookDeadline) {}
+        async fn run_pod_sandbox(&self, _: PodSandbox, _: HookDeadline) -> Result<(), String> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn stop_pod_sandbox(&self, _: PodSandbox, _: HookDeadline) -> Result<(), String> {
+            self.stops.fetch_add(1, Ordering::SeqCst);
+            Err("still attached".to_owned())
+        }
+        async fn remove_pod_sandbox(&self, _: PodSandbox, _: HookDeadline) -> Result<(), String> {
+            Ok(())
+        }
+        fn concerns(&self, _: Event, pod: &PodSandbox) -> bool {
+            pod.name == "claimed"
+        }
+    }
+
+    #[tokio::test]
+    async fn events_of_pods_the_handler_does_not_concern_are_answered_without_it() {
+        let handler = Arc::new(Counting::default());
+        let session = Session {
+            handler: handler.clone(),
+            request_timeout_ms: AtomicU64::new(0),
+            default_timeout: Duration::from_secs(2),
+            sync_pods: Mutex::default(),
+            runtime_shutdown: CancellationToken::new(),
+            synced: watch::channel(SyncState::Done).0,
+        };
+        let pod = |name: &str| PodSandbox {
+            id: format!("{name}-sandbox"),
+            name: name.to_owned(),
+            ..PodSandbox::default()
+        };
+        let context = RequestContext::default;
+        for event in [Event::RunPodSandbox, Event::StopPodSandbox] {
+            let answered = session
+                .pod_event(event, Some(pod("plain")), context())
+                .await;
+            assert_eq!(answered, Ok(()), "{event:?} of a pod without claims");
+        }
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
+        assert_eq!(handler.stops.load(Ordering::SeqCst), 0);
+
+        let run = session
+            .pod_event(Event::RunPodSandbox, Some(pod("claimed")), context())
+            .await;
+        assert_eq!(run, Ok(()));
+        let stop = session
+            .pod_event(Event::StopPodSandbox, Some(pod("claimed")), context())
+            .await;
+        assert_eq!(stop, Err(Status::unknown("still attached")));
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(handler.stops.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -415,7 +415,7 @@ async fn read_responses<R: AsyncRead + Unpin>(
 }
 
 /// What a handler learns about the request besides its payload.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RequestContext {
     /// Service name, e.g. `nri.pkg.api.v1alpha1.Plugin`.
     pub service: String,
