@@ -275,9 +275,6 @@ async fn count_slice_passes(mut status: watch::Receiver<PublishStatus>) {
         let now = status.borrow_and_update().clone();
         if now.synced_generation > seen.synced_generation {
             metrics().slice_syncs.inc();
-            // The device list changed and is written: what building and encoding it left
-            // free goes back to the kernel (memory.rs).
-            crate::memory::give_back_free_memory().await;
         }
         if now.last_error.is_some() && now.last_error != seen.last_error {
             metrics().slice_errors.inc();
