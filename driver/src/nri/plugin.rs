@@ -488,48 +488,27 @@ impl<H: PodSandboxHandler> Session<H> {
             )));
         };
         tracing::debug!(?event, pod = %pod.id, name = %pod.name, namespace = %pod.namespace, "NRI pod event");
-        let started = tokio::time::Instant::now();
-        if let Some(what) = hook_name(event)
-            && !self.handler.concerns(event, &pod)
-        {
-            let took = started.elapsed();
-            tracing::debug!(
-                ?event,
-                pod = %pod.id,
-                elapsed_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                ok = true,
-                "NRI hook answered"
-            );
-            crate::metrics::metrics().observe_hook(what, true, took);
-            return Ok(());
-        }
-        let sandbox = pod.id.clone();
-        let handler = self.handler.clone();
-        let deadline = self.deadline(&context);
-        let answered = match event {
-            Event::RunPodSandbox => {
-                within_deadline("RunPodSandbox", deadline, move |deadline| async move {
-                    handler.run_pod_sandbox(pod, deadline).await
-                })
-                .await
-            }
-            Event::StopPodSandbox => {
-                within_deadline("StopPodSandbox", deadline, move |deadline| async move {
-                    handler.stop_pod_sandbox(pod, deadline).await
-                })
-                .await
-            }
-            Event::RemovePodSandbox => {
-                within_deadline("RemovePodSandbox", deadline, move |deadline| async move {
-                    handler.remove_pod_sandbox(pod, deadline).await
-                })
-                .await
-            }
+        let Some(what) = hook_name(event) else {
             // Not subscribed; a runtime sending it anyway gets a harmless no-op.
-            other => {
-                tracing::debug!(event = ?other, "ignoring an NRI event netclaim did not subscribe to");
-                Ok(())
-            }
+            tracing::debug!(event = ?event, "ignoring an NRI event netclaim did not subscribe to");
+            return Ok(());
+        };
+        let started = tokio::time::Instant::now();
+        let sandbox = pod.id.clone();
+        let answered = if self.handler.concerns(event, &pod) {
+            let handler = self.handler.clone();
+            within_deadline(what, self.deadline(&context), move |deadline| async move {
+                match event {
+                    Event::RunPodSandbox => handler.run_pod_sandbox(pod, deadline).await,
+                    Event::StopPodSandbox => handler.stop_pod_sandbox(pod, deadline).await,
+                    _ => handler.remove_pod_sandbox(pod, deadline).await,
+                }
+            })
+            .await
+        } else {
+            // Nothing here for this pod: answered on this task, no handler task or timer.
+            crate::metrics::metrics().observe_hook(what, true, started.elapsed());
+            Ok(())
         };
         // The time netclaim itself spent on the event, which every pod queued behind it in
         // the runtime pays too (benches read it: test/benches/pod_start.rs).
