@@ -21,6 +21,7 @@ use netclaim_api::cni::CniNetworkList;
 use tokio::time::Instant;
 
 use crate::attach;
+use crate::checkpoint::Durability;
 use crate::cni::{self, CniError, CniRunner};
 use crate::deadline::HookDeadline;
 use crate::faults::{Fault, Faults};
@@ -147,6 +148,24 @@ impl Backend {
         match self {
             Backend::Cni { list } => Some(&list.name),
             Backend::Move { .. } => None,
+        }
+    }
+
+    /// How durable the `Attaching` record written before this backend changes anything
+    /// must be.
+    ///
+    /// A moved NIC lives only in kernel state (its netns, name, addresses, routes): a
+    /// machine crash ends the pod netns and brings the NIC back under its boot-time name,
+    /// so a record of the attach that the crash loses describes nothing left to undo, and
+    /// one that survives is given back as a no-op. A rename (no fsync) covers what can
+    /// outlive a record: a crash of netclaim itself, whose writes stay in the page cache.
+    /// CNI plugins keep state on disk that outlives a machine crash (IPAM leases, their
+    /// own caches): the record that lets netclaim run DEL for it after a reboot must be
+    /// on disk before ADD runs.
+    pub fn attaching_durability(&self) -> Durability {
+        match self {
+            Backend::Move { .. } => Durability::Volatile,
+            Backend::Cni { .. } => Durability::Durable,
         }
     }
 

@@ -658,7 +658,9 @@ impl Hooks {
 
     // ---- what a hook does to one device --------------------------------------------------
 
-    /// Attaches one device: record `Attaching` (durably, before anything changes), attach,
+    /// Attaches one device: record `Attaching` (before anything changes; durably when the
+    /// backend leaves state a machine crash does not end, see
+    /// [`Backend::attaching_durability`]), attach,
     /// record `Attached` with what the pod got. On failure the record says what is left:
     /// nothing (and the failure), or `DetachFailed` when the undo failed too.
     async fn attach_nic(
@@ -704,7 +706,7 @@ impl Hooks {
         };
         if recorded.is_none() {
             let record = attaching.clone();
-            self.update(claim, nic, Durability::Durable, move |n| {
+            self.update(claim, nic, backend.attaching_durability(), move |n| {
                 n.attachment = Some(record)
             })
             .await

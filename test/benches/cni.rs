@@ -117,8 +117,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // The state directory on disk (not the tmpfs /tmp may be), as the kubelet's is.
-    let state = tempfile::TempDir::new_in("/var/tmp").unwrap();
+    // The state directory on disk (not the tmpfs /tmp may be), as the kubelet's is;
+    // NETCLAIM_BENCH_STATE_DIR puts it elsewhere (a tmpfs: what the hooks cost without
+    // any device flush).
+    let state_parent =
+        std::env::var("NETCLAIM_BENCH_STATE_DIR").unwrap_or_else(|_| "/var/tmp".to_owned());
+    let state = tempfile::TempDir::new_in(&state_parent).unwrap();
     let hooks = runtime.block_on(async { hooks_with_one_cni_claim(state.path(), &list) });
     let sandbox = driver_pod(&pod_sandbox(
         "benchhooks",

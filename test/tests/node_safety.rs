@@ -422,7 +422,7 @@ async fn prepare_and_unprepare_that_cannot_write_the_checkpoint_fail_per_claim_a
     assert_eq!(node.prepared_claims().unwrap(), json!({}));
 }
 
-/// Issue 11: a RUN whose first record (the durable `Attaching`, written before anything
+/// Issue 11: a RUN whose first record (`Attaching`, written before anything
 /// moves) cannot be written fails the sandbox with the filesystem's error and leaves the
 /// NIC exactly as it was; the kubelet's next sandbox gets it once the disk is back.
 #[tokio::test(flavor = "multi_thread")]

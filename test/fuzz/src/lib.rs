@@ -730,10 +730,11 @@ fn deadlines(timeout: Duration) {
     let _ = deadline.expiry_message("fuzzing");
 }
 
-/// Checkpoint records (`netclaim::checkpoint::decode_record`) and netclaim 0.1
-/// checkpoints (`netclaim::checkpoint::decode_legacy`).
+/// Checkpoint records (`netclaim::checkpoint::decode_durable`, `decode_record`) and
+/// netclaim 0.1 checkpoints (`netclaim::checkpoint::decode_legacy`).
 ///
-/// Input: one byte choosing the mode, then the bytes. Modes: 0, a durable record file; 1,
+/// Input: one byte choosing the mode, then the bytes. Modes: 0, a durable record file
+/// (slotted or a single record); 1,
 /// a volatile one (torn files are ignored); 2, the bytes as the `data` of an envelope with
 /// a correct checksum (so the fuzzer reaches the claim decoding behind the checksum); 3,
 /// a 0.1 checkpoint file; 4, the bytes as the `data` of a 0.1 checkpoint with a correct
@@ -745,7 +746,7 @@ pub fn checkpoint(data: &[u8]) {
         return;
     };
     match mode % 5 {
-        0 => record(bytes, false),
+        0 => durable(bytes),
         1 => record(bytes, true),
         2 => record(&record_around(bytes), false),
         3 => legacy(bytes),
@@ -764,6 +765,18 @@ fn record(bytes: &[u8], torn_ok: bool) {
             torn_ok && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err(),
             "a record that is JSON was ignored"
         ),
+        Err(reason) => assert!(!reason.is_empty(), "corrupt without a reason"),
+    }
+}
+
+fn durable(bytes: &[u8]) {
+    match checkpoint::decode_durable(bytes) {
+        Ok(record) => {
+            written_back(record.seq, &record.claim);
+            if let Some(slots) = record.slots {
+                assert_eq!(2 * slots.size, bytes.len(), "slots cover the file");
+            }
+        }
         Err(reason) => assert!(!reason.is_empty(), "corrupt without a reason"),
     }
 }
