@@ -690,7 +690,7 @@ fn load_records(records: &Path, recovery: Recovery) -> Result<Loaded, Checkpoint
 fn load_claim(
     records: &Path,
     uid: &str,
-) -> Result<(Option<(u64, PreparedClaim)>, Option<Slots>), CheckpointError> {
+) -> Result<(Option<SeqClaim>, Option<Slots>), CheckpointError> {
     let durable_path = records.join(format!("{uid}{DURABLE_SUFFIX}"));
     let (durable, slots) = match read_file(&durable_path)? {
         None => (None, None),
@@ -718,6 +718,9 @@ fn load_claim(
         other => Ok((other, slots)),
     }
 }
+
+/// A record's `seq` and claim.
+type SeqClaim = (u64, PreparedClaim);
 
 /// A file's bytes; `None` when it does not exist.
 fn read_file(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
@@ -783,7 +786,7 @@ enum Slot {
 /// empty, a slot of an unknown version, or a single record that is corrupt.
 pub fn decode_durable(bytes: &[u8]) -> Result<DurableRecord, String> {
     let half = bytes.len() / 2;
-    if bytes.len() % (2 * SLOT_ALIGN) == 0 && half > 0 {
+    if bytes.len().is_multiple_of(2 * SLOT_ALIGN) && half > 0 {
         let (first, second) = bytes.split_at(half);
         let slots = [decode_slot(first)?, decode_slot(second)?];
         let newest = slots

@@ -183,6 +183,7 @@ fn main() {
     let over_hand = paired(&netclaim, &by_hand);
     let over_exec = paired(&netclaim, &exec_path);
     let hooks_over_hand = paired(&through_hooks, &by_hand);
+    let hooks_over_runner = paired(&through_hooks, &netclaim);
     by_hand.sort();
     exec_path.sort();
     netclaim.sort();
@@ -212,7 +213,64 @@ fn main() {
         ms(p(&netclaim, 0.5)) / ms(p(&by_hand, 0.5))
     );
     println!(
-        "median of per-round differences: CniRunner - by hand {over_hand:.3} ms; CniRunner - exec path {over_exec:.3} ms; hooks - by hand {hooks_over_hand:.3} ms"
+        "median of per-round differences: CniRunner - by hand {over_hand:.3} ms; CniRunner - exec path {over_exec:.3} ms; hooks - by hand {hooks_over_hand:.3} ms; hooks - CniRunner {hooks_over_runner:.3} ms"
+    );
+    durable_writes(&state_parent, iterations);
+}
+
+/// The durable record write the CNI-mode RUN pays (`Attaching`), both ways a durable write
+/// can go, interleaved: into a new slotted file (temp file, fsync, rename, directory fsync:
+/// what every durable write cost before the slots, and what a claim's first one still
+/// costs) and into the older slot of an existing file (one `fdatasync`).
+fn durable_writes(state_parent: &str, iterations: usize) {
+    let dir = tempfile::TempDir::new_in(state_parent).unwrap();
+    let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+    let record = |uid: &str, round: usize| {
+        let mut claim: PreparedClaim = serde_json::from_value(json!({
+            "uid": uid, "namespace": "default", "name": "bench", "pods": [],
+            "nics": [{"request": "nic", "pool": "bench", "device": "uplink0",
+                      "hostIfName": "uplink0", "config": {"name": "net1"}}]
+        }))
+        .unwrap();
+        claim.name = format!("bench-{round}");
+        checkpoint
+            .update(uid, Durability::Durable, |_| {
+                Ok::<_, CheckpointError>((Some(claim), ()))
+            })
+            .unwrap();
+    };
+    record("slotted", 0);
+    let (mut new_file, mut in_place) = (Vec::new(), Vec::new());
+    for round in 0..WARMUP + iterations {
+        let fresh = format!("fresh-{round}");
+        let times = if round % 2 == 0 {
+            [
+                time(|| record(&fresh, round)),
+                time(|| record("slotted", round + 1)),
+            ]
+        } else {
+            let slot = time(|| record("slotted", round + 1));
+            [time(|| record(&fresh, round)), slot]
+        };
+        checkpoint
+            .update(&fresh, Durability::Durable, |_| {
+                Ok::<_, CheckpointError>((None, ()))
+            })
+            .unwrap();
+        if round >= WARMUP {
+            new_file.push(times[0]);
+            in_place.push(times[1]);
+        }
+    }
+    new_file.sort();
+    in_place.sort();
+    let (a, b) = (
+        ms(new_file[new_file.len() / 2]),
+        ms(in_place[in_place.len() / 2]),
+    );
+    println!(
+        "durable record write, p50 of {iterations}: new file + rename {a:.3} ms; slot overwrite {b:.3} ms; ratio {:.2}",
+        b / a
     );
 }
 
