@@ -16,7 +16,7 @@
 //! );
 //! let device = serde_json::from_value(serde_json::json!({ "name": "eth1" }))?;
 //! let mut resources = DriverResources::default();
-//! resources.pools.insert("node-a".into(), Pool { devices: vec![device] });
+//! resources.pools.insert("node-a".into(), Pool::new([device]));
 //! publisher.update(resources);
 //!
 //! // Wait until it is written.
@@ -110,6 +110,7 @@
 //! - A slice's resourceVersions grow as integers (kube-apiserver's do); if they do not, see
 //!   above: a late event can cost one extra rewrite.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,10 +138,25 @@ pub struct DriverResources {
 }
 
 /// One resource pool: its devices, split into slices of at most 128 by the publisher.
+///
+/// The devices are shared, not owned: the publisher holds the latest pool it was given
+/// until the next [`ResourceSlicePublisher::update`], and a driver that keeps the same
+/// devices elsewhere (its inventory, a channel) then holds them once in memory, not twice.
+/// A driver that gives the same `Arc` again for a device that did not change lets the
+/// publisher recognize it by pointer instead of comparing it field by field.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pool {
     /// The pool's devices, in the order they should be published.
-    pub devices: Vec<Device>,
+    pub devices: Vec<Arc<Device>>,
+}
+
+impl Pool {
+    /// A pool of `devices`, each put into its own `Arc`.
+    pub fn new(devices: impl IntoIterator<Item = Device>) -> Self {
+        Self {
+            devices: devices.into_iter().map(Arc::new).collect(),
+        }
+    }
 }
 
 /// Where and as whom the publisher writes slices.
@@ -266,10 +282,11 @@ struct Worker {
     view: SliceView,
 }
 
-/// One slice's devices as sent, and as the server stored them.
+/// One slice's devices as sent (the desired devices, shared), and as the server stored
+/// them.
 #[derive(Clone, Debug)]
 struct StoredChunk {
-    sent: Vec<Device>,
+    sent: Vec<Arc<Device>>,
     stored: Vec<Device>,
 }
 
@@ -619,25 +636,30 @@ impl Worker {
         let taint_times = published_taint_times(&published);
         let mut stored = Vec::new();
         let mut existing = published.into_iter();
-        for mut devices in chunks {
+        for chunk in chunks {
+            // The request's body: a transient copy of the chunk, with the taint times of
+            // what is published.
+            let mut devices: Vec<Device> = chunk.iter().map(|d| Device::clone(d)).collect();
             carry_taint_times(&mut devices, &taint_times);
-            let spec = self.slice_spec(pool_name, generation, count, devices.clone());
+            let spec = self.slice_spec(pool_name, generation, count, devices);
             let written = match existing.next() {
                 Some(slice) => self.update_slice(slice, spec, owner, outcome).await,
                 None => self.create_slice(spec, owner, outcome).await,
             };
             if let Some(written) = written {
                 let kept = written.spec.devices.unwrap_or_default();
+                // Compared with the desired chunk: the times carried into the body are the
+                // ones the server keeps, and a dropped `taints` is reported whole.
                 outcome
                     .dropped
                     .get_or_insert_with(Vec::new)
-                    .extend(dropped_fields(&devices, &kept));
+                    .extend(dropped_fields(chunk, &kept));
                 // Kept only where the server changed something: an equal chunk matches the
                 // desired devices directly, and two more copies of every device (1,000 on
                 // a large node) would stay in memory for nothing.
-                if !devices_equivalent(&devices, &kept) {
+                if !devices_equivalent(chunk, &kept) {
                     stored.push(StoredChunk {
-                        sent: devices,
+                        sent: chunk.to_vec(),
                         stored: kept,
                     });
                 }
@@ -663,7 +685,7 @@ impl Worker {
     fn is_current(
         &self,
         pool_name: &str,
-        chunks: &[Vec<Device>],
+        chunks: &[&[Arc<Device>]],
         published: &[ResourceSlice],
         owner: &OwnerReference,
     ) -> bool {
@@ -671,11 +693,11 @@ impl Worker {
             return false;
         };
         let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
-        let mut unmatched: Vec<&Vec<Device>> = chunks.iter().collect();
+        let mut unmatched: Vec<&[Arc<Device>]> = chunks.to_vec();
         published.len() == chunks.len()
             && published.iter().all(|slice| {
                 let spec = &slice.spec;
-                let devices = spec.devices.clone().unwrap_or_default();
+                let devices = spec.devices.as_deref().unwrap_or_default();
                 let owned = slice
                     .metadata
                     .owner_references
@@ -683,7 +705,7 @@ impl Worker {
                     .is_some_and(|refs| refs.contains(owner));
                 let position = unmatched
                     .iter()
-                    .position(|chunk| self.is_published_as(pool_name, chunk, &devices));
+                    .position(|chunk| self.is_published_as(pool_name, chunk, devices));
                 if let Some(position) = position {
                     unmatched.swap_remove(position);
                 }
@@ -702,7 +724,12 @@ impl Worker {
     /// Whether `published` is what this publisher's write of `desired` left on the server:
     /// the same devices (taint times aside), or what the server stored when this
     /// publisher last wrote these devices.
-    fn is_published_as(&self, pool_name: &str, desired: &[Device], published: &[Device]) -> bool {
+    fn is_published_as(
+        &self,
+        pool_name: &str,
+        desired: &[Arc<Device>],
+        published: &[Device],
+    ) -> bool {
         devices_equivalent(desired, published)
             || self.stored.get(pool_name).is_some_and(|chunks| {
                 chunks.iter().any(|chunk| {
@@ -873,24 +900,34 @@ fn is_retryable(error: &kube::Error) -> bool {
 
 /// Device lists equal but for taint times: a taint's `timeAdded` matches when either side
 /// has none (the server fills it in) or both are within a second.
-fn devices_equivalent(a: &[Device], b: &[Device]) -> bool {
+fn devices_equivalent<A: Borrow<Device>, B: Borrow<Device>>(a: &[A], b: &[B]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(a, b)| {
-            let (a_taints, b_taints) = (
-                a.taints.as_deref().unwrap_or_default(),
-                b.taints.as_deref().unwrap_or_default(),
-            );
-            let untainted = |d: &Device| Device {
-                taints: None,
-                ..d.clone()
-            };
-            a_taints.len() == b_taints.len()
-                && a_taints
-                    .iter()
-                    .zip(b_taints)
-                    .all(|(x, y)| taints_equivalent(x, y))
-                && untainted(a) == untainted(b)
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(a, b)| device_equivalent(a.borrow(), b.borrow()))
+}
+
+/// One device of [`devices_equivalent`]. The same allocation, or equal devices, are
+/// equivalent without copying anything; only devices that differ are compared again
+/// without their taints.
+fn device_equivalent(a: &Device, b: &Device) -> bool {
+    if std::ptr::eq(a, b) || a == b {
+        return true;
+    }
+    let (a_taints, b_taints) = (
+        a.taints.as_deref().unwrap_or_default(),
+        b.taints.as_deref().unwrap_or_default(),
+    );
+    let untainted = |d: &Device| Device {
+        taints: None,
+        ..d.clone()
+    };
+    a_taints.len() == b_taints.len()
+        && a_taints
+            .iter()
+            .zip(b_taints)
+            .all(|(x, y)| taints_equivalent(x, y))
+        && untainted(a) == untainted(b)
 }
 
 fn taints_equivalent(a: &DeviceTaint, b: &DeviceTaint) -> bool {
@@ -949,9 +986,10 @@ fn carry_taint_times(devices: &mut [Device], times: &TaintTimes) {
 
 /// The fields of `sent` (non-empty values) that are missing from `stored`, matched by device
 /// name, as `spec.devices[<name>].<path>`.
-fn dropped_fields(sent: &[Device], stored: &[Device]) -> Vec<String> {
+fn dropped_fields<D: Borrow<Device>>(sent: &[D], stored: &[Device]) -> Vec<String> {
     let mut dropped = Vec::new();
     for device in sent {
+        let device = device.borrow();
         let Some(kept) = stored.iter().find(|d| d.name == device.name) else {
             dropped.push(format!("spec.devices[{}]", device.name));
             continue;
@@ -1011,7 +1049,7 @@ fn missing_paths(
 
 /// Splits a pool's devices into slice-sized chunks; an empty pool is one empty slice, so
 /// the pool still exists for the scheduler.
-fn split_devices(devices: &[Device]) -> Vec<Vec<Device>> {
+fn split_devices(devices: &[Arc<Device>]) -> Vec<&[Arc<Device>]> {
     let constrained = devices.iter().any(|d| {
         d.taints.as_ref().is_some_and(|t| !t.is_empty())
             || d.consumes_counters.as_ref().is_some_and(|c| !c.is_empty())
@@ -1022,9 +1060,9 @@ fn split_devices(devices: &[Device]) -> Vec<Vec<Device>> {
         MAX_DEVICES_PER_SLICE
     };
     if devices.is_empty() {
-        return vec![Vec::new()];
+        return vec![&[]];
     }
-    devices.chunks(size).map(<[Device]>::to_vec).collect()
+    devices.chunks(size).collect()
 }
 
 /// `<node>-<driver>-` made a valid DNS-subdomain prefix for `generateName` (the server
@@ -1285,8 +1323,8 @@ mod tests {
             name: format!("d{n}"),
             ..Device::default()
         };
-        let devices: Vec<Device> = (0..300).map(device).collect();
-        let sizes: Vec<usize> = split_devices(&devices).iter().map(Vec::len).collect();
+        let devices: Vec<Arc<Device>> = (0..300).map(|n| Arc::new(device(n))).collect();
+        let sizes: Vec<usize> = split_devices(&devices).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![128, 128, 44]);
         assert_eq!(split_devices(&[]).len(), 1);
     }
