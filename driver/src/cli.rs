@@ -809,7 +809,7 @@ mod tests {
             set.label(netclaim_api::DRIVER_NAME, device);
         }
         let report = Report {
-            devices,
+            devices: devices.into_iter().map(std::sync::Arc::new).collect(),
             ..Report::default()
         };
         let mut out = Vec::new();

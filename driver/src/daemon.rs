@@ -261,7 +261,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
 const PREPARE_WAITS_FOR_START: Duration = Duration::from_secs(30);
 
 /// Hands the device list to the publisher and counts it.
-fn publish(publisher: &ResourceSlicePublisher, node_name: &str, devices: Vec<Device>) {
+fn publish(publisher: &ResourceSlicePublisher, node_name: &str, devices: Vec<Arc<Device>>) {
     metrics()
         .published_devices
         .set(i64::try_from(devices.len()).unwrap_or(i64::MAX));
@@ -283,8 +283,9 @@ async fn count_slice_passes(mut status: watch::Receiver<PublishStatus>) {
     }
 }
 
-/// The publisher's input: one pool named after the node.
-pub fn driver_resources(node_name: &str, devices: Vec<Device>) -> DriverResources {
+/// The publisher's input: one pool named after the node. The devices stay shared with
+/// discovery's inventory and the health monitor (only tainted ones are the monitor's own).
+pub fn driver_resources(node_name: &str, devices: Vec<Arc<Device>>) -> DriverResources {
     DriverResources {
         pools: [(node_name.to_owned(), Pool { devices })]
             .into_iter()

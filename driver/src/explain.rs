@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -323,7 +324,7 @@ async fn node_devices(args: &ExplainArgs) -> Result<Vec<NodeDevice>> {
             .into_iter()
             .map(|device| NodeDevice {
                 driver: args.discovery.driver_name.clone(),
-                device,
+                device: Arc::unwrap_or_clone(device),
             })
             .collect());
     };

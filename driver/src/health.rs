@@ -44,6 +44,7 @@
 //! interval. A link still missing when the settle time ends is tainted then.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::resource::v1::{Device, DeviceTaint};
@@ -53,7 +54,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::discovery::{DeviceLink, LinkState, LinkStates};
+use crate::discovery::{DeviceLink, LinkState, LinkStates, same_devices};
 
 /// How long a device that left the host stays published (tainted `gone`) and reported
 /// `Unhealthy` before it is dropped.
@@ -241,8 +242,12 @@ pub fn unhealthy_taint(problem: Problem, effect: &str) -> DeviceTaint {
 }
 
 /// `devices` with the taint of their current health, without any rate limit (what
-/// `netclaim devices` prints: the node as it is now).
-pub fn taint_now(devices: &[Device], links: &LinkStates, effect: TaintEffect) -> Vec<Device> {
+/// `netclaim devices` prints: the node as it is now). Untainted devices are shared.
+pub fn taint_now(
+    devices: &[Arc<Device>],
+    links: &LinkStates,
+    effect: TaintEffect,
+) -> Vec<Arc<Device>> {
     let Some(effect) = effect.api_name() else {
         return devices.to_vec();
     };
@@ -254,7 +259,9 @@ pub fn taint_now(devices: &[Device], links: &LinkStates, effect: TaintEffect) ->
                 .get(&device.name)
                 .and_then(|link| verdict(Some(link), &if_name).problem);
             match problem {
-                Some(problem) => with_taint(device, Some(unhealthy_taint(problem, effect))),
+                Some(problem) => {
+                    Arc::new(with_taint(device, Some(unhealthy_taint(problem, effect))))
+                }
                 None => device.clone(),
             }
         })
@@ -288,8 +295,13 @@ fn with_taint(device: &Device, taint: Option<DeviceTaint>) -> Device {
 /// What the monitor knows about one device.
 #[derive(Clone, Debug)]
 struct Tracked {
-    /// The device as discovery last published it.
-    device: Device,
+    /// The device as discovery last published it: discovery's allocation, shared (after
+    /// the device left the host, the monitor's is the last reference, for the grace).
+    device: Arc<Device>,
+    /// The device last published in its place when that is not `device` itself (it
+    /// carries the monitor's taint): the monitor's own copy, reused while `device` and
+    /// the taint stay the same.
+    derived: Option<Derived>,
     /// Its last interface name on the host.
     if_name: String,
     verdict: Verdict,
@@ -307,11 +319,53 @@ struct Tracked {
     came_up: Option<Instant>,
 }
 
+/// A published device that differs from discovery's by the monitor's taint.
+#[derive(Clone, Debug)]
+struct Derived {
+    /// The device it was made from.
+    from: Arc<Device>,
+    /// The taint it carries.
+    taint: Option<Problem>,
+    /// The device as published.
+    device: Arc<Device>,
+}
+
+impl Tracked {
+    /// The device to publish: discovery's with netclaim's taint for `self.tainted` (and
+    /// no other netclaim taint), shared when that is discovery's device itself, and the
+    /// same allocation as last time when neither the device nor the taint changed.
+    fn publishable(&mut self, effect: &str) -> Arc<Device> {
+        let unchanged = self.tainted.is_none()
+            && self.device.taints.as_ref().is_none_or(|taints| {
+                !taints.is_empty() && taints.iter().all(|t| t.key != UNHEALTHY_TAINT_KEY)
+            });
+        if unchanged {
+            self.derived = None;
+            return self.device.clone();
+        }
+        if let Some(derived) = &self.derived
+            && Arc::ptr_eq(&derived.from, &self.device)
+            && derived.taint == self.tainted
+        {
+            return derived.device.clone();
+        }
+        let taint = self.tainted.map(|problem| unhealthy_taint(problem, effect));
+        let device = Arc::new(with_taint(&self.device, taint));
+        self.derived = Some(Derived {
+            from: self.device.clone(),
+            taint: self.tainted,
+            device: device.clone(),
+        });
+        device
+    }
+}
+
 /// What [`HealthMonitor::observe`] decided.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
-    /// The devices to publish, sorted by name.
-    pub devices: Vec<Device>,
+    /// The devices to publish, sorted by name: discovery's (shared) where the monitor
+    /// changed nothing.
+    pub devices: Vec<Arc<Device>>,
     /// The health of every device, sorted by name.
     pub health: Vec<DeviceHealth>,
     /// When to observe again even if discovery reports nothing new: a held-back taint
@@ -342,7 +396,12 @@ impl HealthMonitor {
 
     /// Takes in discovery's latest `devices` and `links` at `now`; returns what to publish
     /// and report. Call it again at [`Observation::wake_at`].
-    pub fn observe(&mut self, devices: &[Device], links: &LinkStates, now: Instant) -> Observation {
+    pub fn observe(
+        &mut self,
+        devices: &[Arc<Device>],
+        links: &LinkStates,
+        now: Instant,
+    ) -> Observation {
         let ghosts = self.config.taint_effect != TaintEffect::Off;
         let mut seen = BTreeMap::new();
         for device in devices {
@@ -385,13 +444,14 @@ impl HealthMonitor {
                 Some(p) => p.came_up,
                 None => None,
             };
-            let (tainted, taint_changed) = previous
-                .map(|p| (p.tainted, p.taint_changed))
+            let (tainted, taint_changed, derived) = previous
+                .map(|p| (p.tainted, p.taint_changed, p.derived))
                 .unwrap_or_default();
             seen.insert(
                 device.name.clone(),
                 Tracked {
                     device: device.clone(),
+                    derived,
                     if_name,
                     verdict,
                     gone_since: None,
@@ -456,8 +516,7 @@ impl HealthMonitor {
                     }
                 }
                 if tracked.gone_since.is_none() || ghosts {
-                    let taint = tracked.tainted.map(|p| unhealthy_taint(p, effect));
-                    published.push(with_taint(&tracked.device, taint));
+                    published.push(tracked.publishable(effect));
                 }
             } else if tracked.gone_since.is_none() {
                 published.push(tracked.device.clone());
@@ -501,11 +560,11 @@ fn log_taint_change(device: &str, from: Option<Problem>, to: Option<Problem>) {
 /// channel (only when they change).
 pub fn spawn(
     mut monitor: HealthMonitor,
-    mut devices: watch::Receiver<Vec<Device>>,
+    mut devices: watch::Receiver<Vec<Arc<Device>>>,
     mut links: watch::Receiver<LinkStates>,
     reporter: HealthReporter,
     shutdown: CancellationToken,
-) -> watch::Receiver<Vec<Device>> {
+) -> watch::Receiver<Vec<Arc<Device>>> {
     let first = monitor.observe(
         &devices.borrow_and_update(),
         &links.borrow_and_update(),
@@ -541,7 +600,7 @@ pub fn spawn(
                 next_refresh = now + refresh;
             }
             publish.send_if_modified(|devices| {
-                if *devices == seen.devices {
+                if same_devices(devices, &seen.devices) {
                     return false;
                 }
                 *devices = seen.devices;
@@ -571,11 +630,11 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 mod tests {
     use super::*;
 
-    fn device(name: &str) -> Device {
-        Device {
+    fn device(name: &str) -> Arc<Device> {
+        Arc::new(Device {
             name: name.to_owned(),
             ..Device::default()
-        }
+        })
     }
 
     fn host(if_name: &str, admin_up: bool, oper_state: &str, carrier: Option<bool>) -> DeviceLink {
@@ -838,6 +897,38 @@ mod tests {
             TaintEffect::Off,
         );
         assert_eq!(off[0].taints, None);
+    }
+
+    #[test]
+    fn published_devices_are_shared_and_tainted_ones_made_once() {
+        let mut monitor = HealthMonitor::new(HealthConfig::new("node"));
+        let t0 = Instant::now();
+        let devices = [device("eth1")];
+        // Untainted: discovery's own allocation is published, no copy.
+        let healthy = monitor.observe(&devices, &links(Some(up())), t0);
+        assert!(Arc::ptr_eq(&healthy.devices[0], &devices[0]));
+        // Tainted: the monitor's copy, the same one while nothing changes.
+        let lost = monitor.observe(&devices, &links(Some(no_carrier())), t0);
+        assert_eq!(taint_of(&lost).as_deref(), Some("carrier-lost:NoSchedule"));
+        assert!(!Arc::ptr_eq(&lost.devices[0], &devices[0]));
+        let still = monitor.observe(&devices, &links(Some(no_carrier())), t0);
+        assert!(Arc::ptr_eq(&lost.devices[0], &still.devices[0]));
+        // Discovery's device changed: a new copy, tainted as before.
+        let changed = [Arc::new(Device {
+            binds_to_node: Some(true),
+            ..Device::clone(&devices[0])
+        })];
+        let again = monitor.observe(&changed, &links(Some(no_carrier())), t0);
+        assert!(!Arc::ptr_eq(&again.devices[0], &still.devices[0]));
+        assert_eq!(again.devices[0].binds_to_node, Some(true));
+        assert_eq!(taint_of(&again).as_deref(), Some("carrier-lost:NoSchedule"));
+        // A held device that carries netclaim's taint from an earlier publication loses it
+        // once the link is healthy again.
+        let mut monitor = HealthMonitor::new(HealthConfig::new("node"));
+        let mut recorded = Device::clone(&devices[0]);
+        recorded.taints = Some(vec![unhealthy_taint(Problem::Down, "NoSchedule")]);
+        let healthy = monitor.observe(&[Arc::new(recorded)], &links(Some(up())), t0);
+        assert_eq!(taint_of(&healthy), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! );
 //! let device = serde_json::from_value(serde_json::json!({ "name": "eth1" }))?;
 //! let mut resources = DriverResources::default();
-//! resources.pools.insert("node-a".into(), Pool { devices: vec![device] });
+//! resources.pools.insert("node-a".into(), Pool::new([device]));
 //! publisher.update(resources);
 //!
 //! // Wait until it is written.
@@ -73,6 +73,12 @@
 //! nothing else reads it (no lock needed), and the publisher must lay its own writes over
 //! the watch's view at once and keep them when the watch reports an earlier version
 //! later, which a reflector's writer (it applies every event as it comes) does not do.
+//! - Each slice is kept whole but for its devices, which are kept apart: a device the
+//!   server stored exactly as the desired one (the same value) is that desired device's
+//!   `Arc`, not a copy, both for slices the view takes in and, when the desired devices
+//!   change, for those it holds. Only devices stored differently (a taint's `timeAdded`
+//!   the server filled in, a field it dropped) or no longer desired are the view's own.
+//!   A pool published as desired thus costs the publisher no second copy of its devices.
 //! - The watch lists this node's slices of this driver once at start (`Init`, `InitApply`,
 //!   `InitDone`) and again only when it has lost its place (410 Gone, a failed list); an
 //!   ended watch resumes from its last resourceVersion without a list. Each list replaces
@@ -110,7 +116,8 @@
 //! - A slice's resourceVersions grow as integers (kube-apiserver's do); if they do not, see
 //!   above: a late event can cost one extra rewrite.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -137,10 +144,27 @@ pub struct DriverResources {
 }
 
 /// One resource pool: its devices, split into slices of at most 128 by the publisher.
+///
+/// The devices are shared, not owned: the publisher holds the latest pool it was given
+/// until the next [`ResourceSlicePublisher::update`], and a driver that keeps the same
+/// devices elsewhere (its inventory, a channel) then holds them once in memory, not twice.
+/// The publisher's view of the published slices shares them too: a device the server
+/// stored exactly as desired is held once (see the [module docs](self#the-view-of-what-is-published)).
+/// A driver that gives the same `Arc` again for a device that did not change lets the
+/// publisher recognize it by pointer instead of comparing it field by field.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pool {
     /// The pool's devices, in the order they should be published.
-    pub devices: Vec<Device>,
+    pub devices: Vec<Arc<Device>>,
+}
+
+impl Pool {
+    /// A pool of `devices`, each put into its own `Arc`.
+    pub fn new(devices: impl IntoIterator<Item = Device>) -> Self {
+        Self {
+            devices: devices.into_iter().map(Arc::new).collect(),
+        }
+    }
 }
 
 /// Where and as whom the publisher writes slices.
@@ -266,11 +290,12 @@ struct Worker {
     view: SliceView,
 }
 
-/// One slice's devices as sent, and as the server stored them.
+/// One slice's devices as sent (the desired devices), and as the server stored them (the
+/// view's); both shared.
 #[derive(Clone, Debug)]
 struct StoredChunk {
-    sent: Vec<Device>,
-    stored: Vec<Device>,
+    sent: Vec<Arc<Device>>,
+    stored: Vec<Arc<Device>>,
 }
 
 /// What one reconcile pass did.
@@ -287,15 +312,116 @@ struct PassOutcome {
 /// reported, with the publisher's own writes laid over it at once (see the module docs).
 #[derive(Debug, Default)]
 struct SliceView {
-    slices: BTreeMap<String, ResourceSlice>,
+    slices: BTreeMap<String, ViewedSlice>,
     /// Whether `slices` is complete: from the watch's first `InitDone` on, except while it
     /// lists again.
     synced: bool,
     /// What a list in progress has returned so far (between `Init` and `InitDone`).
-    listing: Option<BTreeMap<String, ResourceSlice>>,
+    listing: Option<BTreeMap<String, ViewedSlice>>,
     /// Slices this publisher deleted (or found gone) whose `Delete` event has not come yet:
     /// an `Apply` event still on its way for one of them is older than the deletion.
     deleted: BTreeSet<String>,
+    /// The desired devices, whose allocations the viewed slices share.
+    desired: DesiredDevices,
+}
+
+/// One slice in the view: the object without its devices (metadata, pool, node), and
+/// the devices apart. A device stored exactly as desired is the desired device's `Arc`,
+/// so a published pool that matches the desired one costs no second copy of its devices;
+/// only devices the server stored differently (a taint's `timeAdded` it filled in, a
+/// field it dropped) or that are no longer desired are the view's own.
+#[derive(Clone, Debug)]
+struct ViewedSlice {
+    /// The slice with `spec.devices` taken out (`None`).
+    slice: ResourceSlice,
+    /// `spec.devices` as stored (an absent list is empty).
+    devices: Vec<Arc<Device>>,
+}
+
+impl ViewedSlice {
+    fn name(&self) -> String {
+        self.slice.name_any()
+    }
+}
+
+/// The latest desired devices by pool and name, for the view to share.
+#[derive(Debug, Default)]
+struct DesiredDevices {
+    pools: BTreeMap<String, HashSet<ByName>>,
+}
+
+/// A device keyed by its name (unique within a pool).
+#[derive(Debug)]
+struct ByName(Arc<Device>);
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for ByName {}
+
+impl std::hash::Hash for ByName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state);
+    }
+}
+
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl DesiredDevices {
+    fn of(resources: &DriverResources) -> Self {
+        let pools = resources
+            .pools
+            .iter()
+            .map(|(name, pool)| {
+                let devices = pool.devices.iter().cloned().map(ByName).collect();
+                (name.clone(), devices)
+            })
+            .collect();
+        Self { pools }
+    }
+
+    /// The desired device of `pool` equal to `device`, if there is one.
+    fn get(&self, pool: &str, device: &Device) -> Option<&Arc<Device>> {
+        let desired = &self.pools.get(pool)?.get(device.name.as_str())?.0;
+        (std::ptr::eq(&**desired, device) || **desired == *device).then_some(desired)
+    }
+
+    /// `slice` for the view: its devices taken out, each shared with the equal desired
+    /// device where there is one.
+    fn view(&self, mut slice: ResourceSlice) -> ViewedSlice {
+        let pool = slice.spec.pool.name.as_str();
+        let devices = slice
+            .spec
+            .devices
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|device| match self.get(pool, &device) {
+                Some(desired) => desired.clone(),
+                None => Arc::new(device),
+            })
+            .collect();
+        ViewedSlice { slice, devices }
+    }
+
+    /// Replaces the view's own copies in `slices` by the equal desired devices.
+    fn share(&self, slices: &mut BTreeMap<String, ViewedSlice>) {
+        for viewed in slices.values_mut() {
+            let pool = viewed.slice.spec.pool.name.as_str();
+            for device in &mut viewed.devices {
+                if let Some(desired) = self.get(pool, device) {
+                    *device = desired.clone();
+                }
+            }
+        }
+    }
 }
 
 impl SliceView {
@@ -314,7 +440,7 @@ impl SliceView {
             }
             watcher::Event::InitApply(slice) => {
                 if let Some(listing) = self.listing.as_mut() {
-                    listing.insert(slice.name_any(), slice);
+                    listing.insert(slice.name_any(), self.desired.view(slice));
                 }
             }
             // The list replaces the view, as a reflector's store does. It is a consistent
@@ -341,15 +467,28 @@ impl SliceView {
     }
 
     /// Puts a slice into the view unless the view holds a newer version of it (its own
-    /// write's answer, when the watch's event for an earlier version comes later).
-    fn put(&mut self, slice: ResourceSlice) {
-        let name = slice.name_any();
+    /// write's answer, when the watch's event for an earlier version comes later); the
+    /// slice as viewed (its devices shared with the desired ones where equal).
+    fn put(&mut self, slice: ResourceSlice) -> ViewedSlice {
+        let viewed = self.desired.view(slice);
+        let name = viewed.name();
         let older = self
             .slices
             .get(&name)
-            .is_some_and(|held| is_older(&slice, held));
+            .is_some_and(|held| is_older(&viewed.slice, &held.slice));
         if !older {
-            self.slices.insert(name, slice);
+            self.slices.insert(name, viewed.clone());
+        }
+        viewed
+    }
+
+    /// Takes in new desired devices: what the view holds, and what it takes in from now
+    /// on, shares the allocations of the equal ones.
+    fn set_desired(&mut self, resources: &DriverResources) {
+        self.desired = DesiredDevices::of(resources);
+        self.desired.share(&mut self.slices);
+        if let Some(listing) = self.listing.as_mut() {
+            self.desired.share(listing);
         }
     }
 
@@ -359,14 +498,14 @@ impl SliceView {
         self.deleted.insert(name.to_owned());
     }
 
-    /// The viewed slices, by pool name.
-    fn by_pool(&self) -> BTreeMap<String, Vec<ResourceSlice>> {
-        let mut by_pool: BTreeMap<String, Vec<ResourceSlice>> = BTreeMap::new();
-        for slice in self.slices.values() {
+    /// The viewed slices, by pool name (the devices shared, not copied).
+    fn by_pool(&self) -> BTreeMap<String, Vec<ViewedSlice>> {
+        let mut by_pool: BTreeMap<String, Vec<ViewedSlice>> = BTreeMap::new();
+        for viewed in self.slices.values() {
             by_pool
-                .entry(slice.spec.pool.name.clone())
+                .entry(viewed.slice.spec.pool.name.clone())
                 .or_default()
-                .push(slice.clone());
+                .push(viewed.clone());
         }
         by_pool
     }
@@ -450,6 +589,9 @@ impl Worker {
             let Some(resources) = desired.borrow_and_update().clone() else {
                 continue;
             };
+            if new_desired {
+                self.view.set_desired(&resources);
+            }
             dirty = false;
             let outcome = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -565,8 +707,8 @@ impl Worker {
                 .await;
         }
         // Whatever is left belongs to pools that no longer exist.
-        for slice in by_pool.into_values().flatten() {
-            self.delete_slice(&slice, &mut outcome).await;
+        for viewed in by_pool.into_values().flatten() {
+            self.delete_slice(&viewed.name(), &mut outcome).await;
         }
         self.stored
             .retain(|pool_name, _| resources.pools.contains_key(pool_name));
@@ -602,7 +744,7 @@ impl Worker {
         &mut self,
         pool_name: &str,
         pool: &Pool,
-        mut published: Vec<ResourceSlice>,
+        mut published: Vec<ViewedSlice>,
         owner: &OwnerReference,
         outcome: &mut PassOutcome,
     ) {
@@ -610,41 +752,46 @@ impl Worker {
         if self.is_current(pool_name, &chunks, &published, owner) {
             return;
         }
-        let highest_published = published.iter().map(|s| s.spec.pool.generation).max();
+        let highest_published = published.iter().map(|s| s.slice.spec.pool.generation).max();
         let remembered = self.generations.get(pool_name).copied();
         let generation = highest_published.max(remembered).map_or(1, |g| g + 1);
         self.generations.insert(pool_name.to_string(), generation);
         let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
-        published.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        published.sort_by(|a, b| a.slice.metadata.name.cmp(&b.slice.metadata.name));
         let taint_times = published_taint_times(&published);
         let mut stored = Vec::new();
         let mut existing = published.into_iter();
-        for mut devices in chunks {
+        for chunk in chunks {
+            // The request's body: a transient copy of the chunk, with the taint times of
+            // what is published.
+            let mut devices: Vec<Device> = chunk.iter().map(|d| Device::clone(d)).collect();
             carry_taint_times(&mut devices, &taint_times);
-            let spec = self.slice_spec(pool_name, generation, count, devices.clone());
+            let spec = self.slice_spec(pool_name, generation, count, devices);
             let written = match existing.next() {
-                Some(slice) => self.update_slice(slice, spec, owner, outcome).await,
+                Some(viewed) => self.update_slice(viewed.slice, spec, owner, outcome).await,
                 None => self.create_slice(spec, owner, outcome).await,
             };
             if let Some(written) = written {
-                let kept = written.spec.devices.unwrap_or_default();
+                let kept = written.devices;
+                // Compared with the desired chunk: the times carried into the body are the
+                // ones the server keeps, and a dropped `taints` is reported whole.
                 outcome
                     .dropped
                     .get_or_insert_with(Vec::new)
-                    .extend(dropped_fields(&devices, &kept));
+                    .extend(dropped_fields(chunk, &kept));
                 // Kept only where the server changed something: an equal chunk matches the
                 // desired devices directly, and two more copies of every device (1,000 on
                 // a large node) would stay in memory for nothing.
-                if !devices_equivalent(&devices, &kept) {
+                if !devices_equivalent(chunk, &kept) {
                     stored.push(StoredChunk {
-                        sent: devices,
+                        sent: chunk.to_vec(),
                         stored: kept,
                     });
                 }
             }
         }
         for surplus in existing {
-            self.delete_slice(&surplus, outcome).await;
+            self.delete_slice(&surplus.name(), outcome).await;
         }
         if let Some(dropped) = outcome.dropped.as_ref().filter(|d| !d.is_empty()) {
             tracing::warn!(
@@ -663,19 +810,19 @@ impl Worker {
     fn is_current(
         &self,
         pool_name: &str,
-        chunks: &[Vec<Device>],
-        published: &[ResourceSlice],
+        chunks: &[&[Arc<Device>]],
+        published: &[ViewedSlice],
         owner: &OwnerReference,
     ) -> bool {
-        let Some(generation) = published.first().map(|s| s.spec.pool.generation) else {
+        let Some(generation) = published.first().map(|s| s.slice.spec.pool.generation) else {
             return false;
         };
         let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
-        let mut unmatched: Vec<&Vec<Device>> = chunks.iter().collect();
+        let mut unmatched: Vec<&[Arc<Device>]> = chunks.to_vec();
         published.len() == chunks.len()
-            && published.iter().all(|slice| {
+            && published.iter().all(|viewed| {
+                let (slice, devices) = (&viewed.slice, viewed.devices.as_slice());
                 let spec = &slice.spec;
-                let devices = spec.devices.clone().unwrap_or_default();
                 let owned = slice
                     .metadata
                     .owner_references
@@ -683,7 +830,7 @@ impl Worker {
                     .is_some_and(|refs| refs.contains(owner));
                 let position = unmatched
                     .iter()
-                    .position(|chunk| self.is_published_as(pool_name, chunk, &devices));
+                    .position(|chunk| self.is_published_as(pool_name, chunk, devices));
                 if let Some(position) = position {
                     unmatched.swap_remove(position);
                 }
@@ -702,7 +849,12 @@ impl Worker {
     /// Whether `published` is what this publisher's write of `desired` left on the server:
     /// the same devices (taint times aside), or what the server stored when this
     /// publisher last wrote these devices.
-    fn is_published_as(&self, pool_name: &str, desired: &[Device], published: &[Device]) -> bool {
+    fn is_published_as(
+        &self,
+        pool_name: &str,
+        desired: &[Arc<Device>],
+        published: &[Arc<Device>],
+    ) -> bool {
         devices_equivalent(desired, published)
             || self.stored.get(pool_name).is_some_and(|chunks| {
                 chunks.iter().any(|chunk| {
@@ -738,7 +890,7 @@ impl Worker {
         spec: ResourceSliceSpec,
         owner: &OwnerReference,
         outcome: &mut PassOutcome,
-    ) -> Option<ResourceSlice> {
+    ) -> Option<ViewedSlice> {
         let slice = ResourceSlice {
             metadata: ObjectMeta {
                 generate_name: Some(slice_name_prefix(
@@ -753,8 +905,7 @@ impl Worker {
         match self.slices.create(&PostParams::default(), &slice).await {
             Ok(stored) => {
                 outcome.wrote = true;
-                self.view.put(stored.clone());
-                Some(stored)
+                Some(self.view.put(stored))
             }
             Err(error) => {
                 record(outcome, "creating a ResourceSlice", error);
@@ -771,7 +922,7 @@ impl Worker {
         spec: ResourceSliceSpec,
         owner: &OwnerReference,
         outcome: &mut PassOutcome,
-    ) -> Option<ResourceSlice> {
+    ) -> Option<ViewedSlice> {
         let name = slice.metadata.name.clone().unwrap_or_default();
         slice.spec = spec;
         let refs = slice.metadata.owner_references.get_or_insert_with(Vec::new);
@@ -786,8 +937,7 @@ impl Worker {
         {
             Ok(stored) => {
                 outcome.wrote = true;
-                self.view.put(stored.clone());
-                Some(stored)
+                Some(self.view.put(stored))
             }
             Err(error) => {
                 match &error {
@@ -808,21 +958,22 @@ impl Worker {
     /// is and the retry's write is guarded as before.
     async fn refresh(&mut self, name: &str) {
         match self.slices.get(name).await {
-            Ok(current) => self.view.put(current),
+            Ok(current) => {
+                self.view.put(current);
+            }
             Err(kube::Error::Api(status)) if status.code == 404 => self.view.remove(name),
             Err(error) => tracing::debug!(%error, name, "reading a ResourceSlice after a conflict"),
         }
     }
 
-    async fn delete_slice(&mut self, slice: &ResourceSlice, outcome: &mut PassOutcome) {
-        let name = slice.metadata.name.clone().unwrap_or_default();
-        match self.slices.delete(&name, &DeleteParams::default()).await {
+    async fn delete_slice(&mut self, name: &str, outcome: &mut PassOutcome) {
+        match self.slices.delete(name, &DeleteParams::default()).await {
             Ok(_) => {
                 outcome.wrote = true;
-                self.view.remove(&name);
+                self.view.remove(name);
             }
             // Already gone is what we wanted.
-            Err(kube::Error::Api(status)) if status.code == 404 => self.view.remove(&name),
+            Err(kube::Error::Api(status)) if status.code == 404 => self.view.remove(name),
             Err(error) => record(outcome, &format!("deleting ResourceSlice {name}"), error),
         }
     }
@@ -873,24 +1024,34 @@ fn is_retryable(error: &kube::Error) -> bool {
 
 /// Device lists equal but for taint times: a taint's `timeAdded` matches when either side
 /// has none (the server fills it in) or both are within a second.
-fn devices_equivalent(a: &[Device], b: &[Device]) -> bool {
+fn devices_equivalent<A: Borrow<Device>, B: Borrow<Device>>(a: &[A], b: &[B]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(a, b)| {
-            let (a_taints, b_taints) = (
-                a.taints.as_deref().unwrap_or_default(),
-                b.taints.as_deref().unwrap_or_default(),
-            );
-            let untainted = |d: &Device| Device {
-                taints: None,
-                ..d.clone()
-            };
-            a_taints.len() == b_taints.len()
-                && a_taints
-                    .iter()
-                    .zip(b_taints)
-                    .all(|(x, y)| taints_equivalent(x, y))
-                && untainted(a) == untainted(b)
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(a, b)| device_equivalent(a.borrow(), b.borrow()))
+}
+
+/// One device of [`devices_equivalent`]. The same allocation, or equal devices, are
+/// equivalent without copying anything; only devices that differ are compared again
+/// without their taints.
+fn device_equivalent(a: &Device, b: &Device) -> bool {
+    if std::ptr::eq(a, b) || a == b {
+        return true;
+    }
+    let (a_taints, b_taints) = (
+        a.taints.as_deref().unwrap_or_default(),
+        b.taints.as_deref().unwrap_or_default(),
+    );
+    let untainted = |d: &Device| Device {
+        taints: None,
+        ..d.clone()
+    };
+    a_taints.len() == b_taints.len()
+        && a_taints
+            .iter()
+            .zip(b_taints)
+            .all(|(x, y)| taints_equivalent(x, y))
+        && untainted(a) == untainted(b)
 }
 
 fn taints_equivalent(a: &DeviceTaint, b: &DeviceTaint) -> bool {
@@ -906,12 +1067,9 @@ fn taints_equivalent(a: &DeviceTaint, b: &DeviceTaint) -> bool {
 /// `timeAdded` of every published taint, by (device name, key, value, effect).
 type TaintTimes = BTreeMap<(String, String, Option<String>, String), Time>;
 
-fn published_taint_times(published: &[ResourceSlice]) -> TaintTimes {
+fn published_taint_times(published: &[ViewedSlice]) -> TaintTimes {
     let mut times = TaintTimes::new();
-    for device in published
-        .iter()
-        .flat_map(|slice| slice.spec.devices.iter().flatten())
-    {
+    for device in published.iter().flat_map(|viewed| &viewed.devices) {
         for taint in device.taints.iter().flatten() {
             if let Some(time) = &taint.time_added {
                 let key = (
@@ -949,10 +1107,15 @@ fn carry_taint_times(devices: &mut [Device], times: &TaintTimes) {
 
 /// The fields of `sent` (non-empty values) that are missing from `stored`, matched by device
 /// name, as `spec.devices[<name>].<path>`.
-fn dropped_fields(sent: &[Device], stored: &[Device]) -> Vec<String> {
+fn dropped_fields<S: Borrow<Device>, K: Borrow<Device>>(sent: &[S], stored: &[K]) -> Vec<String> {
     let mut dropped = Vec::new();
     for device in sent {
-        let Some(kept) = stored.iter().find(|d| d.name == device.name) else {
+        let device = device.borrow();
+        let Some(kept) = stored
+            .iter()
+            .map(Borrow::borrow)
+            .find(|d: &&Device| d.name == device.name)
+        else {
             dropped.push(format!("spec.devices[{}]", device.name));
             continue;
         };
@@ -1011,7 +1174,7 @@ fn missing_paths(
 
 /// Splits a pool's devices into slice-sized chunks; an empty pool is one empty slice, so
 /// the pool still exists for the scheduler.
-fn split_devices(devices: &[Device]) -> Vec<Vec<Device>> {
+fn split_devices(devices: &[Arc<Device>]) -> Vec<&[Arc<Device>]> {
     let constrained = devices.iter().any(|d| {
         d.taints.as_ref().is_some_and(|t| !t.is_empty())
             || d.consumes_counters.as_ref().is_some_and(|c| !c.is_empty())
@@ -1022,9 +1185,9 @@ fn split_devices(devices: &[Device]) -> Vec<Vec<Device>> {
         MAX_DEVICES_PER_SLICE
     };
     if devices.is_empty() {
-        return vec![Vec::new()];
+        return vec![&[]];
     }
-    devices.chunks(size).map(<[Device]>::to_vec).collect()
+    devices.chunks(size).collect()
 }
 
 /// `<node>-<driver>-` made a valid DNS-subdomain prefix for `generateName` (the server
@@ -1195,7 +1358,10 @@ mod tests {
             dropped_fields(std::slice::from_ref(&sent), &[filled]),
             Vec::<String>::new()
         );
-        assert_eq!(dropped_fields(&[sent], &[]), ["spec.devices[d]"]);
+        assert_eq!(
+            dropped_fields(&[sent], &[] as &[Device]),
+            ["spec.devices[d]"]
+        );
     }
 
     fn slice(name: &str, resource_version: &str, pool: &str) -> ResourceSlice {
@@ -1210,7 +1376,7 @@ mod tests {
     fn versions(view: &SliceView) -> Vec<(String, String)> {
         view.slices
             .values()
-            .map(|s| (s.name_any(), s.resource_version().unwrap_or_default()))
+            .map(|s| (s.name(), s.slice.resource_version().unwrap_or_default()))
             .collect()
     }
 
@@ -1255,7 +1421,7 @@ mod tests {
     fn the_view_keeps_its_own_writes_over_later_events_for_earlier_versions() {
         let mut view = listed(vec![slice("a", "3", "p")]);
         // The publisher's update answered version 7; the watch then reports 5, then 7, 9.
-        view.put(slice("a", "7", "p"));
+        let _ = view.put(slice("a", "7", "p"));
         view.apply(watcher::Event::Apply(slice("a", "5", "p")));
         assert_eq!(versions(&view), [("a".into(), "7".into())]);
         view.apply(watcher::Event::Apply(slice("a", "7", "p")));
@@ -1275,8 +1441,47 @@ mod tests {
         let mut view = listed(vec![slice("a", "7", "p")]);
         view.apply(watcher::Event::Apply(slice("a", "opaque", "p")));
         assert_eq!(versions(&view), [("a".into(), "opaque".into())]);
-        view.put(slice("a", "5", "p"));
+        let _ = view.put(slice("a", "5", "p"));
         assert_eq!(versions(&view), [("a".into(), "5".into())]);
+    }
+
+    #[test]
+    fn the_view_shares_the_desired_devices_it_holds_equal() {
+        let with_devices = |name: &str, devices: &[Device]| {
+            let mut slice = slice(name, "1", "p");
+            slice.spec.devices = Some(devices.to_vec());
+            slice
+        };
+        let plain = Device {
+            name: "a".into(),
+            ..Device::default()
+        };
+        let timed = tainted("b", Some("2026-12-01T10:00:00Z"));
+        let desired = Pool::new([plain.clone(), tainted("b", None)]);
+        let resources = DriverResources {
+            pools: [("p".to_owned(), desired.clone())].into(),
+        };
+        // Listed before the first desired state: the view's own copies, shared once the
+        // desired devices are known.
+        let mut view = listed(vec![with_devices("s1", &[plain.clone(), timed.clone()])]);
+        assert!(!Arc::ptr_eq(
+            &view.slices["s1"].devices[0],
+            &desired.devices[0]
+        ));
+        view.set_desired(&resources);
+        let held = &view.slices["s1"].devices;
+        assert!(Arc::ptr_eq(&held[0], &desired.devices[0]));
+        // The server's taint time makes it another value: kept as stored.
+        assert!(!Arc::ptr_eq(&held[1], &desired.devices[1]));
+        assert_eq!(*held[1], timed);
+        // Taken in after: shared at once.
+        let viewed = view.put(with_devices("s2", std::slice::from_ref(&plain)));
+        assert!(Arc::ptr_eq(&viewed.devices[0], &desired.devices[0]));
+        assert!(Arc::ptr_eq(
+            &view.slices["s2"].devices[0],
+            &desired.devices[0]
+        ));
+        assert_eq!(view.slices["s2"].slice.spec.devices, None);
     }
 
     #[test]
@@ -1285,8 +1490,8 @@ mod tests {
             name: format!("d{n}"),
             ..Device::default()
         };
-        let devices: Vec<Device> = (0..300).map(device).collect();
-        let sizes: Vec<usize> = split_devices(&devices).iter().map(Vec::len).collect();
+        let devices: Vec<Arc<Device>> = (0..300).map(|n| Arc::new(device(n))).collect();
+        let sizes: Vec<usize> = split_devices(&devices).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![128, 128, 44]);
         assert_eq!(split_devices(&[]).len(), 1);
     }

@@ -194,12 +194,7 @@ async fn many_publishers(nodes: usize, seconds: u64) {
             },
         );
         publisher.update(DriverResources {
-            pools: BTreeMap::from([(
-                name,
-                Pool {
-                    devices: devices(n),
-                },
-            )]),
+            pools: BTreeMap::from([(name, Pool::new(devices(n)))]),
         });
         publishers.push(publisher);
     }

@@ -336,7 +336,7 @@ async fn bench_pass(netns: &TestNetns, config: &DiscoveryConfig) -> Result<()> {
 /// MTU changes timed by the event scenarios.
 const EVENT_ROUNDS: u32 = 15;
 
-fn mtu_of(devices: &[Device], if_name: &str) -> Option<i64> {
+fn mtu_of(devices: &[Arc<Device>], if_name: &str) -> Option<i64> {
     devices.iter().find_map(|d| {
         let attrs = d.attributes.as_ref()?;
         (attrs.get("ifName")?.string.as_deref() == Some(if_name)).then(|| attrs.get("mtu")?.int)?

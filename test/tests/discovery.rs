@@ -129,16 +129,17 @@ fn string_attr(device: &Device, name: &str) -> Option<String> {
     attr(device, name)?.string.clone()
 }
 
-fn if_names(devices: &[Device]) -> BTreeSet<String> {
+fn if_names<D: std::borrow::Borrow<Device>>(devices: &[D]) -> BTreeSet<String> {
     devices
         .iter()
-        .filter_map(|d| string_attr(d, names::IF_NAME))
+        .filter_map(|d| string_attr(std::borrow::Borrow::borrow(d), names::IF_NAME))
         .collect()
 }
 
-fn by_if_name(devices: &[Device], if_name: &str) -> Option<Device> {
+fn by_if_name<D: std::borrow::Borrow<Device>>(devices: &[D], if_name: &str) -> Option<Device> {
     devices
         .iter()
+        .map(std::borrow::Borrow::borrow)
         .find(|d| string_attr(d, names::IF_NAME).as_deref() == Some(if_name))
         .cloned()
 }
@@ -149,10 +150,10 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 /// Waits (bounded) until the published list satisfies `pred`; names `what` on timeout.
 async fn wait_for(
-    devices: &mut watch::Receiver<Vec<Device>>,
+    devices: &mut watch::Receiver<Vec<Arc<Device>>>,
     what: &str,
-    pred: impl Fn(&[Device]) -> bool,
-) -> Result<Vec<Device>> {
+    pred: impl Fn(&[Arc<Device>]) -> bool,
+) -> Result<Vec<Arc<Device>>> {
     let deadline = Instant::now() + WAIT;
     loop {
         {

@@ -609,7 +609,11 @@ fn fixture_nics() -> Vec<Device> {
         sysfs_root: fixtures,
         ..DiscoveryConfig::default()
     };
-    build_report(&config, nics, Vec::new()).devices
+    build_report(&config, nics, Vec::new())
+        .devices
+        .into_iter()
+        .map(std::sync::Arc::unwrap_or_clone)
+        .collect()
 }
 
 /// A GPU of another driver, published with the standard topology attributes.

@@ -132,13 +132,7 @@ async fn kubectl_shows_published_slices_and_a_claims_status() {
     );
     let mut status = publisher.status();
     publisher.update(DriverResources {
-        pools: [(
-            NODE.to_owned(),
-            Pool {
-                devices: fixture_devices(),
-            },
-        )]
-        .into(),
+        pools: [(NODE.to_owned(), Pool::new(fixture_devices()))].into(),
     });
     tokio::time::timeout(
         Duration::from_secs(20),

@@ -69,14 +69,7 @@ fn resources(pools: &[(&str, Vec<Device>)]) -> DriverResources {
     DriverResources {
         pools: pools
             .iter()
-            .map(|(name, devices)| {
-                (
-                    name.to_string(),
-                    Pool {
-                        devices: devices.clone(),
-                    },
-                )
-            })
+            .map(|(name, devices)| (name.to_string(), Pool::new(devices.iter().cloned())))
             .collect(),
     }
 }

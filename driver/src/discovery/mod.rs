@@ -150,8 +150,10 @@ pub fn shared_children(device: &Device) -> Option<u32> {
 /// What one discovery pass found, including what it left out and why.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
-    /// The devices to publish, sorted by name (held devices included).
-    pub devices: Vec<Device>,
+    /// The devices to publish, sorted by name (held devices included). Shared with the
+    /// [`Inventory`]; after [`Inventory::publish`], a device equal to the one the previous
+    /// pass published is that same allocation (see [`same_devices`]).
+    pub devices: Vec<Arc<Device>>,
     /// The NIC behind each published device found on the host (held devices that left the
     /// host have none).
     pub nics: BTreeMap<String, NicRecord>,
@@ -305,7 +307,7 @@ pub fn build_report(
         devices.insert(device.name.clone(), device);
     }
     Report {
-        devices: devices.into_values().collect(),
+        devices: devices.into_values().map(Arc::new).collect(),
         nics: by_name,
         skipped,
         links: LinkStates::new(),
@@ -344,6 +346,13 @@ fn shared_pci_addresses(nics: &[NicRecord]) -> BTreeSet<String> {
     shared
 }
 
+/// Whether two device lists are equal, comparing by pointer first: lists from passes that
+/// found the same devices share their allocations ([`Inventory::publish`]), so this is
+/// cheap when nothing changed.
+pub fn same_devices(a: &[Arc<Device>], b: &[Arc<Device>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+}
+
 /// The shared view of what discovery publishes. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
@@ -353,10 +362,12 @@ pub struct Inventory {
 
 #[derive(Debug, Default)]
 struct InventoryState {
-    published: BTreeMap<String, Device>,
+    /// The one copy of the published devices: the watcher's channel, the health monitor
+    /// and the publisher share these allocations.
+    published: BTreeMap<String, Arc<Device>>,
     host: BTreeMap<String, HostNic>,
     /// Held device names, with the device as last published before the hold (if it was).
-    held: BTreeMap<String, Option<Device>>,
+    held: BTreeMap<String, Option<Arc<Device>>>,
 }
 
 impl Inventory {
@@ -366,13 +377,16 @@ impl Inventory {
     }
 
     /// The devices last published, sorted by name.
-    pub fn devices(&self) -> Vec<Device> {
+    pub fn devices(&self) -> Vec<Arc<Device>> {
         self.lock().published.values().cloned().collect()
     }
 
-    /// The device published under `device_name`, if it is.
+    /// The device published under `device_name`, if it is (a copy).
     pub fn published_device(&self, device_name: &str) -> Option<Device> {
-        self.lock().published.get(device_name).cloned()
+        self.lock()
+            .published
+            .get(device_name)
+            .map(|device| Device::clone(device))
     }
 
     /// Marks `device_name` as in use by a pod: it stays published with its current
@@ -381,7 +395,11 @@ impl Inventory {
     /// [`Inventory::release`]. Wakes a running watcher when that changes what is published.
     pub fn hold(&self, device_name: &str, recorded: Option<Device>) {
         let mut state = self.lock();
-        let last = state.published.get(device_name).cloned().or(recorded);
+        let last = state
+            .published
+            .get(device_name)
+            .cloned()
+            .or_else(|| recorded.map(Arc::new));
         let newly_published = last.is_some() && !state.published.contains_key(device_name);
         state.held.entry(device_name.to_owned()).or_insert(last);
         drop(state);
@@ -405,14 +423,24 @@ impl Inventory {
     }
 
     /// Records a pass: held devices keep their last published attributes; leaves the
-    /// device list to publish in `report.devices`.
+    /// device list to publish in `report.devices`. A device equal to the one published
+    /// before under its name keeps that allocation (the new one is dropped), so an
+    /// unchanged device stays one copy and readers can compare it by pointer.
     pub fn publish(&self, report: &mut Report) {
         let mut state = self.lock();
-        let mut published: BTreeMap<String, Device> = report
+        let mut previous = std::mem::take(&mut state.published);
+        let mut published: BTreeMap<String, Arc<Device>> = report
             .devices
             .drain(..)
-            .map(|d| (d.name.clone(), d))
+            .map(|device| {
+                let device = match previous.remove(&device.name) {
+                    Some(old) if old == device => old,
+                    _ => device,
+                };
+                (device.name.clone(), device)
+            })
             .collect();
+        drop(previous);
         for (name, last) in &state.held {
             if let Some(device) = last {
                 published.insert(name.clone(), device.clone());
@@ -421,7 +449,12 @@ impl Inventory {
         state.host = report
             .nics
             .iter()
-            .map(|(name, nic)| (name.clone(), HostNic::of(name, nic, published.get(name))))
+            .map(|(name, nic)| {
+                (
+                    name.clone(),
+                    HostNic::of(name, nic, published.get(name).map(|d| &**d)),
+                )
+            })
             .collect();
         report.links = published
             .keys()
@@ -525,7 +558,7 @@ impl Discovery {
     }
 
     /// One full pass; the devices to publish.
-    pub async fn refresh(&self) -> Result<Vec<Device>> {
+    pub async fn refresh(&self) -> Result<Vec<Arc<Device>>> {
         Ok(self.report().await?.devices)
     }
 
@@ -543,4 +576,50 @@ fn lock_cache(cache: &Mutex<SysfsCache>) -> MutexGuard<'_, SysfsCache> {
         cache.clear();
         cache
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(devices: &[(&str, i64)]) -> Report {
+        let devices = devices
+            .iter()
+            .map(|(name, mtu)| {
+                serde_json::from_value(serde_json::json!({
+                    "name": name, "attributes": { "mtu": { "int": mtu } },
+                }))
+                .map(Arc::new)
+            })
+            .collect::<Result<_, _>>();
+        Report {
+            devices: devices.unwrap_or_default(),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn unchanged_devices_keep_their_allocation_across_passes() {
+        let inventory = Inventory::default();
+        let mut first = report(&[("a", 1500), ("b", 1500)]);
+        inventory.publish(&mut first);
+        let mut second = report(&[("a", 1500), ("b", 9000)]);
+        inventory.publish(&mut second);
+        assert_eq!(second.devices.len(), 2);
+        assert!(Arc::ptr_eq(&first.devices[0], &second.devices[0]));
+        assert!(!Arc::ptr_eq(&first.devices[1], &second.devices[1]));
+        assert!(!same_devices(&first.devices, &second.devices));
+        let mut third = report(&[("a", 1500), ("b", 9000)]);
+        inventory.publish(&mut third);
+        assert!(
+            second
+                .devices
+                .iter()
+                .zip(&third.devices)
+                .all(|(x, y)| Arc::ptr_eq(x, y))
+        );
+        assert!(same_devices(&second.devices, &third.devices));
+        // The inventory holds the same allocations, not a copy.
+        assert!(Arc::ptr_eq(&inventory.devices()[1], &third.devices[1]));
+    }
 }

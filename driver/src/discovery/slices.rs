@@ -1,6 +1,8 @@
 //! The ResourceSlice objects a node's devices make, as `netclaim devices -o yaml|json`
 //! prints them (the publisher in `kubeletplugin` writes the real ones).
 
+use std::borrow::Borrow;
+
 use k8s_openapi::api::resource::v1::{Device, ResourcePool, ResourceSlice, ResourceSliceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -12,21 +14,21 @@ use super::names::{MAX_DEVICES_PER_SLICE, MAX_DEVICES_PER_SLICE_WITH_TAINTS};
 /// Slice names are `<node>-<driver>-<index>` with dots replaced, for display; the
 /// publisher may name the slices it writes differently. A node without devices still gets
 /// one empty slice, so the pool exists and says "no devices" rather than "unknown".
-pub fn resource_slices(
+pub fn resource_slices<D: Borrow<Device>>(
     driver: &str,
     node: &str,
     generation: i64,
-    devices: &[Device],
+    devices: &[D],
 ) -> Vec<ResourceSlice> {
     let tainted = devices
         .iter()
-        .any(|d| d.taints.as_ref().is_some_and(|t| !t.is_empty()));
+        .any(|d| d.borrow().taints.as_ref().is_some_and(|t| !t.is_empty()));
     let size = if tainted {
         MAX_DEVICES_PER_SLICE_WITH_TAINTS
     } else {
         MAX_DEVICES_PER_SLICE
     };
-    let chunks: Vec<&[Device]> = if devices.is_empty() {
+    let chunks: Vec<&[D]> = if devices.is_empty() {
         vec![&[]]
     } else {
         devices.chunks(size).collect()
@@ -48,7 +50,7 @@ pub fn resource_slices(
                     generation,
                     resource_slice_count: count,
                 },
-                devices: Some(chunk.to_vec()),
+                devices: Some(chunk.iter().map(|d| d.borrow().clone()).collect()),
                 ..ResourceSliceSpec::default()
             },
         })

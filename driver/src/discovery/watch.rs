@@ -4,6 +4,7 @@
 //! one rebuild; the list is sent only when it changed. A periodic resync covers events the
 //! kernel dropped (a full socket buffer loses multicast messages silently).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -14,15 +15,16 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::{Discovery, LinkStates};
+use super::{Discovery, LinkStates, same_devices};
 
 /// A burst longer than this is cut: devices are rebuilt even if events keep coming.
 const MAX_BURST: Duration = Duration::from_secs(1);
 
 /// A running watcher.
 pub struct WatchHandle {
-    /// The published device list; changes only when the list changes.
-    pub devices: watch::Receiver<Vec<Device>>,
+    /// The published device list; changes only when the list changes. The devices are
+    /// the [`super::Inventory`]'s (shared, not copied).
+    pub devices: watch::Receiver<Vec<Arc<Device>>>,
     /// The link behind each published device; changes only when a link state changes
     /// (sent after the device list of the same pass, so a reader woken by it sees that
     /// pass's devices too).
@@ -52,7 +54,7 @@ impl Discovery {
 
     async fn watch_loop(
         &mut self,
-        sender: watch::Sender<Vec<Device>>,
+        sender: watch::Sender<Vec<Arc<Device>>>,
         links_sender: watch::Sender<LinkStates>,
         shutdown: CancellationToken,
     ) -> Result<()> {
@@ -77,7 +79,7 @@ impl Discovery {
                 Ok(report) => {
                     let (devices, links) = (report.devices, report.links);
                     let changed = sender.send_if_modified(|current| {
-                        if *current == devices {
+                        if same_devices(current, &devices) {
                             return false;
                         }
                         *current = devices;
