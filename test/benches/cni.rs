@@ -72,7 +72,14 @@ fn main() {
     node.add_veth("uplink0", "uplink0p").unwrap();
     node.ip(&["link", "set", "uplink0", "up"]).unwrap();
     let pod = TestNetns::new("cnibenchpod").unwrap();
-    let cache = tempfile::TempDir::new().unwrap();
+    // The state directory on disk (not the tmpfs /tmp may be), as the kubelet's is;
+    // NETCLAIM_BENCH_STATE_DIR puts it elsewhere (a tmpfs: what the hooks cost without
+    // any device flush).
+    let state_parent =
+        std::env::var("NETCLAIM_BENCH_STATE_DIR").unwrap_or_else(|_| "/var/tmp".to_owned());
+    // The runner's CNI cache in the same place as the hooks' (their runner keeps it in the
+    // state directory), so both pay the same filesystem.
+    let cache = tempfile::TempDir::new_in(&state_parent).unwrap();
     let runner = CniRunner::new(
         vec![PLUGINS.into()],
         Duration::from_secs(10),
@@ -117,11 +124,6 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // The state directory on disk (not the tmpfs /tmp may be), as the kubelet's is;
-    // NETCLAIM_BENCH_STATE_DIR puts it elsewhere (a tmpfs: what the hooks cost without
-    // any device flush).
-    let state_parent =
-        std::env::var("NETCLAIM_BENCH_STATE_DIR").unwrap_or_else(|_| "/var/tmp".to_owned());
     let state = tempfile::TempDir::new_in(&state_parent).unwrap();
     let hooks = runtime.block_on(async { hooks_with_one_cni_claim(state.path(), &list) });
     let sandbox = driver_pod(&pod_sandbox(
