@@ -23,8 +23,9 @@
 //! - [`Durability::Durable`] writes survive a machine crash. The first one of a claim (its
 //!   prepare) creates the slotted file: temp file, fsync, rename, directory fsync. Later
 //!   ones overwrite the older slot in place and `fdatasync`: the file's size and blocks do
-//!   not change, so that is one data flush and no journal commit (a third of the cost on
-//!   ext4, where the rename scheme pays three device flushes), which is what the
+//!   not change, so that is one data flush and no journal commit (0.30x the rename
+//!   scheme's cost on an idle ext4 disk, 0.50x on a busy one: docs/benchmarks.md, CNI
+//!   mode), which is what the
 //!   `Attaching` record written in a CNI-mode RUN hook pays. A crash in the middle of an
 //!   overwrite tears only the slot being written, which was not yet acknowledged; the other
 //!   slot still holds the previous durable record, so a torn slot (not a record, or a
