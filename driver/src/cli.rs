@@ -189,7 +189,7 @@ pub struct DiscoveryArgs {
 
     /// Serve the PodNetworks (multinetwork.networking.k8s.io) whose spec.provider is this
     /// (default: the driver name): a device exactly one Ready PodNetwork selects gets the
-    /// attribute <driver name>/podNetwork. An empty value turns PodNetworks off.
+    /// attribute `<driver name>/podNetwork`. An empty value turns PodNetworks off.
     #[arg(long, env = "NETCLAIM_POD_NETWORK_PROVIDER")]
     pub pod_network_provider: Option<String>,
 }

@@ -6,7 +6,7 @@
 //! `<state dir>/active.lock` and listens on `<state dir>/handover.sock`.
 //!
 //! A starting instance first registers with the kubelet (its prepare calls wait for it to
-//! become active, [`crate::prepare::Deferred`]), then calls [`become_active`]:
+//! become active, [`kubeletplugin::Deferred`]), then calls [`become_active`]:
 //! - the lock is free: it is active at once (the usual start, or after a crash: the kernel
 //!   drops a dead process's `flock`);
 //! - the lock is held: it connects to `handover.sock` and asks for it. The active instance
