@@ -436,7 +436,11 @@ impl Checkpoint {
         // whatever fails next (`written` carries that later failure).
         let written = match durability {
             Durability::Durable => self.write_durable(uid, &bytes)?,
-            Durability::Volatile => self.write_volatile(uid, &bytes)?,
+            // Temp file, rename: nothing can fail once it is in place.
+            Durability::Volatile => {
+                self.replace_file(&self.volatile_path(uid), &bytes, false)?;
+                Ok(())
+            }
         };
         self.saves.fetch_add(1, Ordering::Relaxed);
         self.publish(uid, Some(Arc::new(claim)));
@@ -445,16 +449,6 @@ impl Checkpoint {
             let _ = fs::remove_file(self.volatile_path(uid));
         }
         written
-    }
-
-    /// Writes a volatile record: temp file, rename. The outer error: nothing was written.
-    fn write_volatile(
-        &self,
-        uid: &str,
-        bytes: &[u8],
-    ) -> Result<Result<(), CheckpointError>, CheckpointError> {
-        self.replace_file(&self.volatile_path(uid), bytes, false)?;
-        Ok(Ok(()))
     }
 
     /// Writes a durable record: into the older slot of the claim's slotted file when it
@@ -786,76 +780,53 @@ enum Slot {
 /// Errors: why the file is corrupt: neither slot holds a valid record while one is not
 /// empty, a slot of an unknown version, or a single record that is corrupt.
 pub fn decode_durable(bytes: &[u8]) -> Result<DurableRecord, String> {
+    let single = |(seq, claim)| DurableRecord {
+        seq,
+        claim,
+        slots: None,
+        torn_slot: None,
+    };
     let half = bytes.len() / 2;
-    if bytes.len().is_multiple_of(2 * SLOT_ALIGN) && half > 0 {
-        let (first, second) = bytes.split_at(half);
-        let slots = [decode_slot(first)?, decode_slot(second)?];
-        let newest = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, slot)| match slot {
-                Slot::Valid(seq, _) => Some((*seq, i)),
-                _ => None,
-            })
-            .max();
-        if let Some((_, newest)) = newest {
-            let torn_slot = slots.iter().find_map(|slot| match slot {
-                Slot::Torn(reason) => Some(reason.clone()),
-                _ => None,
-            });
-            let [a, b] = slots;
-            let Slot::Valid(seq, claim) = (if newest == 0 { a } else { b }) else {
-                return Err("no valid slot".to_owned());
-            };
-            return Ok(DurableRecord {
-                seq,
-                claim,
-                slots: Some(Slots {
-                    size: half,
-                    next: 1 - newest,
-                }),
-                torn_slot,
-            });
-        }
-        // Neither slot holds a record: a single record of a length that happens to be
-        // a multiple of 8 KiB, or corrupt (said below, with the single record's error).
-        if let Ok(Some((seq, claim))) = decode_record(bytes, false) {
-            return Ok(DurableRecord {
-                seq,
-                claim,
-                slots: None,
-                torn_slot: None,
-            });
-        }
-        let reasons: Vec<String> = slots_reasons(&[first, second]);
-        return Err(if reasons.is_empty() {
-            "both slots are empty".to_owned()
-        } else {
-            reasons.join("; ")
-        });
+    if half == 0 || !bytes.len().is_multiple_of(2 * SLOT_ALIGN) {
+        return decode_envelope(bytes)
+            .map(single)
+            .map_err(RecordError::into_reason);
     }
-    match decode_record(bytes, false)? {
-        Some((seq, claim)) => Ok(DurableRecord {
+    let (first, second) = bytes.split_at(half);
+    let mut newest: Option<(usize, SeqClaim)> = None;
+    let mut torn = Vec::new();
+    for (index, slot) in [decode_slot(first)?, decode_slot(second)?]
+        .into_iter()
+        .enumerate()
+    {
+        match slot {
+            Slot::Valid(seq, claim) if newest.as_ref().is_none_or(|(_, (s, _))| seq > *s) => {
+                newest = Some((index, (seq, claim)));
+            }
+            Slot::Valid(..) | Slot::Empty => {}
+            Slot::Torn(reason) => torn.push(format!("slot {index}: {reason}")),
+        }
+    }
+    match newest {
+        Some((index, (seq, claim))) => Ok(DurableRecord {
             seq,
             claim,
-            slots: None,
-            torn_slot: None,
+            slots: Some(Slots {
+                size: half,
+                next: 1 - index,
+            }),
+            torn_slot: torn.pop(),
         }),
-        None => Err("not a record".to_owned()),
+        // Neither slot holds a record: a single record of a length that happens to be a
+        // multiple of 8 KiB, or corrupt (said with the slots' reasons).
+        None => decode_envelope(bytes).map(single).map_err(|_| {
+            if torn.is_empty() {
+                "both slots are empty".to_owned()
+            } else {
+                torn.join("; ")
+            }
+        }),
     }
-}
-
-/// Why each non-empty slot of `halves` is not a record.
-fn slots_reasons(halves: &[&[u8]]) -> Vec<String> {
-    halves
-        .iter()
-        .enumerate()
-        .filter_map(|(i, half)| match decode_slot(half) {
-            Ok(Slot::Torn(reason)) => Some(format!("slot {i}: {reason}")),
-            Err(reason) => Some(format!("slot {i}: {reason}")),
-            Ok(_) => None,
-        })
-        .collect()
 }
 
 /// One slot: empty (only spaces), a valid record, or torn. A record of an unknown version
@@ -1455,14 +1426,20 @@ mod tests {
         assert_eq!(inode(&path), created);
     }
 
-    #[test]
-    fn a_torn_slot_falls_back_to_the_other_slot() {
+    /// A checkpoint whose claim `uid-1` was written durably twice (one record per slot),
+    /// closed; its directory and the claim's durable file.
+    fn two_durable_records() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
         put(&checkpoint, attached_to("sandbox-1"), Durability::Durable);
         put(&checkpoint, attached_to("sandbox-2"), Durability::Durable);
         let path = checkpoint.records_dir().join("uid-1.json");
-        drop(checkpoint);
+        (dir, path)
+    }
+
+    #[test]
+    fn a_torn_slot_falls_back_to_the_other_slot() {
+        let (dir, path) = two_durable_records();
         // A machine crash in the middle of the second slot's write: its first sector new,
         // the rest what was there before (spaces, in a slot never written).
         let bytes = fs::read(&path).unwrap();
@@ -1487,12 +1464,7 @@ mod tests {
 
     #[test]
     fn a_slot_of_an_unknown_version_stops_the_open_even_next_to_a_valid_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
-        put(&checkpoint, attached_to("sandbox-1"), Durability::Durable);
-        put(&checkpoint, attached_to("sandbox-2"), Durability::Durable);
-        let path = checkpoint.records_dir().join("uid-1.json");
-        drop(checkpoint);
+        let (dir, path) = two_durable_records();
         let text = String::from_utf8(fs::read(&path).unwrap()).unwrap();
         let half = text.len() / 2;
         let newer = text[half..].replacen("\"version\":2", "\"version\":3", 1);
