@@ -1,8 +1,14 @@
 //! CNI mode: ADD+DEL of a macvlan (static IPAM) + tuning chain through `CniRunner`, against
 //! the same plugin chain run by hand in the same run.
 //!
-//! Run: `cargo bench -p netclaim-test --bench cni` (optional argument: iterations, default
-//! 200). Needs root and the Debian CNI plugins in `/usr/lib/cni`; fails when they are missing.
+//! Run: `cargo bench -p netclaim-test --bench cni` (optional arguments: iterations, default
+//! 200; `fixed`). Needs root and the Debian CNI plugins in `/usr/lib/cni`; fails when they
+//! are missing.
+//!
+//! With `fixed`, the chain is two `cni-fixed` plugins (this package's `src/bin/cni-fixed.rs`:
+//! answers at once, creates nothing) instead of macvlan + tuning. Real plugins vary by
+//! milliseconds per run, which hides a sub-millisecond overhead; with plugins that always
+//! do the same small thing, the per-round differences below are netclaim's own cost.
 //!
 //! - `by hand`: each plugin exec'd with `std::process::Command`, the same environment and
 //!   the same stdin bytes netclaim would send (ADD in order with `prevResult` chaining, DEL
@@ -52,14 +58,23 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200);
-    let missing: Vec<&str> = ["macvlan", "static", "tuning"]
-        .into_iter()
-        .filter(|p| !PathBuf::from(PLUGINS).join(p).exists())
+    let chain = if std::env::args().skip(1).any(|a| a == "fixed") {
+        Chain::Fixed
+    } else {
+        Chain::Macvlan
+    };
+    let bin_dir = chain.bin_dir();
+    let missing: Vec<&str> = chain
+        .plugins()
+        .iter()
+        .copied()
+        .filter(|p| !bin_dir.join(p).exists())
         .collect();
     assert!(
         missing.is_empty(),
-        "CNI plugins {missing:?} missing in {PLUGINS}: install Debian's \
-         containernetworking-plugins (hack/install-deps.sh does, as root)"
+        "CNI plugins {missing:?} missing in {}: install Debian's \
+         containernetworking-plugins (hack/install-deps.sh does, as root)",
+        bin_dir.display()
     );
     // Plugins run in the netns of the thread that spawns them: this (main) thread, which
     // also runs the current-thread runtime below.
@@ -81,11 +96,11 @@ fn main() {
     // state directory), so both pay the same filesystem.
     let cache = tempfile::TempDir::new_in(&state_parent).unwrap();
     let runner = CniRunner::new(
-        vec![PLUGINS.into()],
+        vec![bin_dir.clone()],
         Duration::from_secs(10),
         cache.path().to_owned(),
     )
-    .with_allowed_plugins(with_tuning());
+    .with_allowed_plugins(chain.allowlist());
     let attachment = Attachment {
         container_id: "benchsandbox".into(),
         netns: pod.path(),
@@ -96,20 +111,7 @@ fn main() {
             uid: "bench-uid".into(),
         },
     };
-    let list = CniNetworkList::parse(
-        json!({
-            "cniVersion": "1.0.0",
-            "name": "benchnet",
-            "plugins": [
-                {"type": "macvlan", "mode": "bridge",
-                 "ipam": {"type": "static", "addresses": [{"address": "192.0.2.10/24"}]}},
-                {"type": "tuning", "mtu": 1400}
-            ]
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap();
+    let list = CniNetworkList::parse(chain.list().to_string().as_bytes()).unwrap();
     let list = substitute_device(
         &list,
         None,
@@ -125,7 +127,7 @@ fn main() {
         .build()
         .unwrap();
     let state = tempfile::TempDir::new_in(&state_parent).unwrap();
-    let hooks = runtime.block_on(async { hooks_with_one_cni_claim(state.path(), &list) });
+    let hooks = runtime.block_on(async { hooks_with_one_cni_claim(state.path(), &list, &runner) });
     let sandbox = driver_pod(&pod_sandbox(
         "benchhooks",
         "bench",
@@ -192,7 +194,8 @@ fn main() {
     through_hooks.sort();
     let p = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     println!(
-        "CNI ADD+DEL, macvlan(static) + tuning, {iterations} iterations (after {WARMUP} warm-up)"
+        "CNI ADD+DEL, {}, {iterations} iterations (after {WARMUP} warm-up)",
+        chain.describe()
     );
     println!("| runner | p50 | p90 | min |");
     println!("|---|---|---|---|");
@@ -280,7 +283,11 @@ const HOOKS_POD_UID: &str = "bench-hooks-uid";
 
 /// The daemon's hooks over a checkpoint in `state_dir` holding one prepared CNI-mode claim
 /// (network `list`, pod interface `net1`) for the pod [`HOOKS_POD_UID`].
-fn hooks_with_one_cni_claim(state_dir: &std::path::Path, list: &CniNetworkList) -> PodNetworkHooks {
+fn hooks_with_one_cni_claim(
+    state_dir: &std::path::Path,
+    list: &CniNetworkList,
+    runner: &CniRunner,
+) -> PodNetworkHooks {
     let checkpoint = Arc::new(Checkpoint::open(state_dir, Recovery::Fail).unwrap());
     let nic: PreparedNic = serde_json::from_value(json!({
         "request": "nic", "pool": "bench", "device": "uplink0", "hostIfName": "uplink0",
@@ -306,18 +313,79 @@ fn hooks_with_one_cni_claim(state_dir: &std::path::Path, list: &CniNetworkList) 
         .unwrap();
     PodNetworkHooks::new(checkpoint, NetHandle::current().unwrap(), Box::new(NoHolds)).with_cni(
         CniRunner::new(
-            vec![PLUGINS.into()],
-            Duration::from_secs(10),
+            runner.bin_dirs.clone(),
+            runner.timeout,
             state_dir.join("cni-cache"),
         )
-        .with_allowed_plugins(with_tuning()),
+        .with_allowed_plugins(runner.allowed.clone()),
     )
 }
 
-/// The default plugin allowlist and `tuning`, which the benched chain runs (an admin's
-/// `--cni-allowed-plugins`).
-fn with_tuning() -> netclaim_api::PluginAllowlist {
-    netclaim_api::PluginAllowlist::default_and(["tuning"]).expect("a valid plugin name")
+/// The plugin chain the rounds run.
+#[derive(Clone, Copy)]
+enum Chain {
+    /// macvlan (static IPAM) + tuning, Debian's containernetworking-plugins: real work.
+    Macvlan,
+    /// Two `cni-fixed` plugins: the same answer every time, nothing created.
+    Fixed,
+}
+
+impl Chain {
+    fn bin_dir(self) -> PathBuf {
+        match self {
+            Chain::Macvlan => PLUGINS.into(),
+            Chain::Fixed => std::path::Path::new(env!("CARGO_BIN_EXE_cni-fixed"))
+                .parent()
+                .unwrap()
+                .to_owned(),
+        }
+    }
+
+    fn plugins(self) -> &'static [&'static str] {
+        match self {
+            Chain::Macvlan => &["macvlan", "static", "tuning"],
+            Chain::Fixed => &["cni-fixed"],
+        }
+    }
+
+    /// The default plugin allowlist and the chain's non-default plugins (an admin's
+    /// `--cni-allowed-plugins`).
+    fn allowlist(self) -> netclaim_api::PluginAllowlist {
+        let extra = match self {
+            Chain::Macvlan => "tuning",
+            Chain::Fixed => "cni-fixed",
+        };
+        netclaim_api::PluginAllowlist::default_and([extra]).expect("a valid plugin name")
+    }
+
+    fn list(self) -> Value {
+        match self {
+            Chain::Macvlan => json!({
+                "cniVersion": "1.0.0",
+                "name": "benchnet",
+                "plugins": [
+                    {"type": "macvlan", "mode": "bridge",
+                     "ipam": {"type": "static", "addresses": [{"address": "192.0.2.10/24"}]}},
+                    {"type": "tuning", "mtu": 1400}
+                ]
+            }),
+            Chain::Fixed => json!({
+                "cniVersion": "1.0.0",
+                "name": "benchnet",
+                "plugins": [
+                    {"type": "cni-fixed", "address": "192.0.2.10/24"},
+                    {"type": "cni-fixed"}
+                ]
+            }),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Chain::Macvlan => "macvlan(static) + tuning",
+            Chain::Fixed => "cni-fixed + cni-fixed (no kernel work)",
+        }
+    }
 }
 
 /// The deadline containerd gives a hook by default (2 s, less the reply's margin).
@@ -372,7 +440,7 @@ async fn run_exec_path(runner: &CniRunner, list: &CniNetworkList, attachment: &A
     for (command, index) in order {
         let plugin = &list.plugins[index];
         let stdin = Value::Object(plugin_stdin(plugin, list, prev.as_ref())).to_string();
-        let path = PathBuf::from(PLUGINS).join(plugin.plugin_type().unwrap());
+        let path = runner.bin_dirs[0].join(plugin.plugin_type().unwrap());
         let env = runner.plugin_env(command, Some(attachment));
         let out = run_with_timeout(&path, &env, stdin.as_bytes(), runner.timeout)
             .await
@@ -392,7 +460,7 @@ fn exec(
     plugin: &str,
     stdin: &serde_json::Map<String, Value>,
 ) -> Vec<u8> {
-    let mut child = Command::new(PathBuf::from(PLUGINS).join(plugin))
+    let mut child = Command::new(runner.bin_dirs[0].join(plugin))
         .env_clear()
         .envs(runner.plugin_env(command, Some(attachment)))
         .stdin(Stdio::piped())
