@@ -4,22 +4,24 @@
 //! # Layout
 //! ```text
 //! <state dir>/claims/<claim uid>.json           durable records: two fixed-size slots
-//! <state dir>/claims/<claim uid>.volatile.json  later, volatile record (renamed, not fsynced)
+//! <state dir>/claims/<claim uid>.volatile.json  volatile records: two slots, never flushed
 //! ```
 //! A record is `{"version": 2, "seq": N, "checksum": "<sha256 hex of data>", "data": {...}}`
 //! with `data` a [`PreparedClaim`]; the checksum is over the exact bytes of `data` as
-//! written. The durable file holds two slots of equal size (a multiple of 4 KiB), each a
-//! record padded with spaces or only spaces; a file of netclaim before 0.3 holds a single
-//! record and is read as such. Of a claim's valid records (two slots, the volatile file),
-//! the one with the highest `seq` is the claim's record.
+//! written. Each file holds two slots of equal size (a multiple of 4 KiB), each a record
+//! padded with spaces or only spaces; a file of netclaim before 0.3 holds a single record
+//! and is read as such. Of a claim's valid records (four slots), the one with the highest
+//! `seq` is the claim's record.
 //!
 //! # Guarantees
 //! - A write costs what changed: only the claim's own file is encoded, hashed and written.
 //!   Writers of different claims never wait on each other; the hooks' readers never wait
 //!   at all ([`Checkpoint::index`] is an atomic pointer load).
-//! - A process crash leaves the old or the new record, never a torn one: a volatile write
-//!   replaces its file atomically (temp file, rename); a slot overwrite is one `pwrite`
-//!   into the page cache, which outlives the process.
+//! - A process crash leaves the old or the new record, never a torn one: a write goes into
+//!   the slot of its file that does not hold the file's newest record (one `pwrite` into
+//!   the page cache, which outlives the process), or into a new file by rename. Should a
+//!   kill land inside a `pwrite` and tear the slot, the other slot and the other file
+//!   still hold the record before it.
 //! - [`Durability::Durable`] writes survive a machine crash. The first one of a claim (its
 //!   prepare) creates the slotted file: temp file, fsync, rename, directory fsync. Later
 //!   ones overwrite the older slot in place and `fdatasync`: the file's size and blocks do
@@ -30,11 +32,15 @@
 //!   overwrite tears only the slot being written, which was not yet acknowledged; the other
 //!   slot still holds the previous durable record, so a torn slot (not a record, or a
 //!   checksum mismatch) is ignored when the other one is valid. A record that outgrows its
-//!   slot is written as a new slotted file, by rename. [`Durability::Volatile`] writes go to the
-//!   claim's `.volatile.json` without fsync (about a millisecond less each): a machine crash
-//!   can tear that file, and loading then falls back to the durable record, which a torn
-//!   volatile file cannot touch. Callers make volatile only what a machine crash makes
-//!   moot anyway (see [`Durability`]).
+//!   slot is written as a new slotted file, by rename. [`Durability::Volatile`] writes go
+//!   into the slots of the claim's `.volatile.json` the same way, but are never flushed, and
+//!   its first one creates the file by rename without fsync: after a machine crash either
+//!   slot may hold anything from its old to its new bytes, so a damaged volatile slot is
+//!   always ignored, and loading falls back to the newest valid record, the durable one
+//!   at worst (a volatile write never touches the durable file). Callers make volatile
+//!   only what a machine crash makes moot anyway (see [`Durability`]). A volatile
+//!   overwrite costs a `pwrite` (0.0X ms); the rename it replaced cost ~0.2 ms on disk in
+//!   inode and journal work (docs/benchmarks.md, CNI mode).
 //! - Memory follows disk: once a rename or a slot overwrite happened, the index holds the
 //!   new record even when a later step (an fsync) fails and the write returns an error.
 //! - Files are 0600 in a 0700 directory.
@@ -42,9 +48,9 @@
 //!   not parse) is never silently replaced or skipped: opening fails unless the caller chose
 //!   [`Recovery::StartEmpty`], which sets the claim's files aside as
 //!   `<file>.corrupt-<timestamp>` and goes on without that claim. Only what a machine crash
-//!   leaves is ignored: a volatile file that is not even JSON (in favour of the durable
-//!   record), and a torn slot next to a valid one. A slot of an unknown version is never
-//!   ignored (a newer netclaim wrote it).
+//!   leaves is ignored: a torn durable slot next to a valid one, a damaged volatile slot,
+//!   and a single-record volatile file of an older netclaim that is not even JSON. A slot
+//!   of an unknown version is never ignored (a newer netclaim wrote it).
 //! - A checkpoint of netclaim 0.1 (`<state dir>/checkpoint.json`, one file for all claims)
 //!   is migrated on open: every claim is written durably in the new layout, then the old
 //!   file is renamed `checkpoint.json.migrated`.
@@ -54,7 +60,8 @@
 //! - A write into the middle of a file that does not change its size tears at worst the
 //!   range written (no filesystem this runs on rewrites neighbouring blocks in place).
 //! - Downgrading to a netclaim before 0.3 works while no claim's second slot was written;
-//!   after that the older netclaim refuses the file as corrupt (it loses nothing).
+//!   after that the older netclaim refuses a durable file as corrupt (it loses nothing),
+//!   and reads a volatile one as torn, falling back to the durable record.
 //! - Claim UIDs are Kubernetes UIDs; anything that is not a safe file name is refused.
 
 use std::collections::{BTreeMap, HashMap};
@@ -83,17 +90,18 @@ pub const LEGACY_FILE_NAME: &str = "checkpoint.json";
 const DURABLE_SUFFIX: &str = ".json";
 const VOLATILE_SUFFIX: &str = ".volatile.json";
 const TEMP_PREFIX: &str = ".tmp-";
-/// Durable slots are whole pages, so an overwrite never shares a page with the other slot.
+/// Slots are whole pages, so an overwrite never shares a page with the other slot.
 const SLOT_ALIGN: usize = 4096;
 
 /// How far a write must get before it returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Durability {
     /// On disk, through a power cut: for what must outlive the machine (prepared claims,
     /// and the record written before an attach changes anything).
     Durable,
-    /// Visible to the next process (rename, no fsync): for records whose loss in a machine
-    /// crash changes nothing, because the crash ends every pod netns they describe.
+    /// Visible to the next process (in the page cache, never flushed): for records whose
+    /// loss in a machine crash changes nothing, because the crash ends every pod netns
+    /// they describe.
     Volatile,
 }
 
@@ -220,8 +228,8 @@ pub struct Checkpoint {
     index: ArcSwap<ClaimIndex>,
     /// The last `seq` written per claim (a write uses the next one).
     seqs: Mutex<HashMap<String, u64>>,
-    /// Per claim with a slotted durable file: its slot size and which slot to overwrite.
-    slots: Mutex<HashMap<String, Slots>>,
+    /// Per claim, of its slotted files: the slot size and which slot to overwrite.
+    slots: Mutex<HashMap<String, FileSlots>>,
     /// Serializes writers of one claim (read-modify-write), never of two claims.
     writers: Mutex<HashMap<String, Weak<Mutex<()>>>>,
     changed: watch::Sender<u64>,
@@ -434,44 +442,58 @@ impl Checkpoint {
         let bytes = encode(&claim, self.next_seq(uid))?;
         // Once the bytes are where the next process reads them, memory follows disk
         // whatever fails next (`written` carries that later failure).
-        let written = match durability {
-            Durability::Durable => self.write_durable(uid, &bytes)?,
-            // Temp file, rename: nothing can fail once it is in place.
-            Durability::Volatile => {
-                self.replace_file(&self.volatile_path(uid), &bytes, false)?;
-                Ok(())
-            }
-        };
+        // Once the bytes are where the next process reads them, memory follows disk
+        // whatever fails next (`written` carries that later failure). A volatile file
+        // left behind by a durable write holds lower seqs: it is kept, to be overwritten
+        // in place by the next volatile write (an unlink now and a new file then would
+        // cost more than the disk space saved).
+        let written = self.write_slotted(uid, durability, &bytes)?;
         self.saves.fetch_add(1, Ordering::Relaxed);
         self.publish(uid, Some(Arc::new(claim)));
-        if durability == Durability::Durable {
-            // The volatile record is older now (lower seq); removing it only saves space.
-            let _ = fs::remove_file(self.volatile_path(uid));
-        }
         written
     }
 
-    /// Writes a durable record: into the older slot of the claim's slotted file when it
-    /// fits (one `fdatasync`), else as a new slotted file. The outer error: nothing was
-    /// written; the inner one: written, but maybe not yet durable.
-    fn write_durable(
+    /// Writes a record into the claim's file for `durability`: into the slot not holding
+    /// the file's newest record when it fits (one `pwrite`, and one `fdatasync` when
+    /// durable), else as a new slotted file (rename; fsyncs of the file and the directory
+    /// when durable). The outer error: nothing was written; the inner one: written, but
+    /// maybe not yet durable.
+    fn write_slotted(
         &self,
         uid: &str,
+        durability: Durability,
         bytes: &[u8],
     ) -> Result<Result<(), CheckpointError>, CheckpointError> {
-        let path = self.durable_path(uid);
-        let current = self.slots_lock().get(uid).copied();
+        let path = self.path(uid, durability);
+        let synced = durability == Durability::Durable;
+        let current = self.slots_lock().get(uid).and_then(|f| f.get(durability));
         if let Some(slots) = current.filter(|slots| bytes.len() <= slots.size) {
-            let synced = overwrite_slot(&path, slots, bytes)?;
-            self.slots_lock().insert(uid.to_owned(), slots.flipped());
-            return Ok(synced);
+            let written = overwrite_slot(&path, slots, bytes, synced)?;
+            self.set_slots(uid, durability, slots.flipped());
+            return Ok(written);
         }
         let slots = Slots::fitting(bytes.len());
         let mut file = pad_slot(bytes, slots.size);
         file.resize(2 * slots.size, b' ');
-        self.replace_file(&path, &file, true)?;
-        self.slots_lock().insert(uid.to_owned(), slots);
-        Ok(sync_dir(&self.records))
+        self.replace_file(&path, &file, synced)?;
+        self.set_slots(uid, durability, slots);
+        Ok(if synced {
+            sync_dir(&self.records)
+        } else {
+            Ok(())
+        })
+    }
+
+    fn set_slots(&self, uid: &str, durability: Durability, slots: Slots) {
+        let mut all = self.slots_lock();
+        match all.get_mut(uid) {
+            Some(files) => files.set(durability, slots),
+            None => {
+                let mut files = FileSlots::default();
+                files.set(durability, slots);
+                all.insert(uid.to_owned(), files);
+            }
+        }
     }
 
     /// Replaces `target` with a file of `bytes` (temp file, rename; fsynced before the
@@ -501,7 +523,7 @@ impl Checkpoint {
         Ok(())
     }
 
-    fn slots_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slots>> {
+    fn slots_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, FileSlots>> {
         self.slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -540,11 +562,16 @@ impl Checkpoint {
     }
 
     fn durable_path(&self, uid: &str) -> PathBuf {
-        self.records.join(format!("{uid}{DURABLE_SUFFIX}"))
+        self.path(uid, Durability::Durable)
     }
 
     fn volatile_path(&self, uid: &str) -> PathBuf {
-        self.records.join(format!("{uid}{VOLATILE_SUFFIX}"))
+        self.path(uid, Durability::Volatile)
+    }
+
+    /// The claim's file for records of `durability`.
+    fn path(&self, uid: &str, durability: Durability) -> PathBuf {
+        record_path(&self.records, uid, durability)
     }
 
     /// Moves the claims of a netclaim 0.1 `checkpoint.json` into per-claim records.
@@ -629,7 +656,7 @@ fn check_uid(uid: &str) -> Result<(), CheckpointError> {
 struct Loaded {
     claims: BTreeMap<String, Arc<PreparedClaim>>,
     seqs: HashMap<String, u64>,
-    slots: HashMap<String, Slots>,
+    slots: HashMap<String, FileSlots>,
 }
 
 /// Loads every claim record in `records`.
@@ -658,9 +685,7 @@ fn load_records(records: &Path, recovery: Recovery) -> Result<Loaded, Checkpoint
     for uid in uids {
         match load_claim(records, &uid) {
             Ok((record, slots)) => {
-                if let Some(slots) = slots {
-                    loaded.slots.insert(uid.clone(), slots);
-                }
+                loaded.slots.insert(uid.clone(), slots);
                 if let Some((seq, claim)) = record {
                     loaded.seqs.insert(uid.clone(), seq);
                     loaded.claims.insert(uid, Arc::new(claim));
@@ -680,15 +705,13 @@ fn load_records(records: &Path, recovery: Recovery) -> Result<Loaded, Checkpoint
 }
 
 /// One claim's record: the valid record with the highest `seq` of its durable file and its
-/// volatile one (a volatile file that is not JSON at all, torn by a machine crash, is
-/// ignored), and the durable file's slots when it has them.
-fn load_claim(
-    records: &Path,
-    uid: &str,
-) -> Result<(Option<SeqClaim>, Option<Slots>), CheckpointError> {
-    let durable_path = records.join(format!("{uid}{DURABLE_SUFFIX}"));
-    let (durable, slots) = match read_file(&durable_path)? {
-        None => (None, None),
+/// volatile one (see [`decode_volatile`] for what of a volatile file is ignored), and the
+/// files' slots.
+fn load_claim(records: &Path, uid: &str) -> Result<(Option<SeqClaim>, FileSlots), CheckpointError> {
+    let mut slots = FileSlots::default();
+    let durable_path = record_path(records, uid, Durability::Durable);
+    let durable = match read_file(&durable_path)? {
+        None => None,
         Some(bytes) => {
             let record = decode_durable(&bytes).map_err(|reason| CheckpointError::Corrupt {
                 path: durable_path.clone(),
@@ -697,10 +720,34 @@ fn load_claim(
             if let Some(reason) = &record.torn_slot {
                 tracing::warn!(record = %durable_path.display(), %reason, "a durable checkpoint slot is torn (a machine crash during its write); using the other slot");
             }
-            (Some((record.seq, record.claim)), record.slots)
+            slots.durable = record.slots;
+            Some((record.seq, record.claim))
         }
     };
-    let volatile = read_record(&records.join(format!("{uid}{VOLATILE_SUFFIX}")))?;
+    let volatile_path = record_path(records, uid, Durability::Volatile);
+    let volatile = match read_file(&volatile_path)? {
+        None => None,
+        Some(bytes) => {
+            let record = decode_volatile(&bytes).map_err(|reason| CheckpointError::Corrupt {
+                path: volatile_path.clone(),
+                reason,
+            })?;
+            match record {
+                None => {
+                    // The next volatile write replaces the file.
+                    tracing::warn!(record = %volatile_path.display(), "no volatile checkpoint record survived (a machine crash); using the durable one");
+                    None
+                }
+                Some(record) => {
+                    if let Some(reason) = &record.torn_slot {
+                        tracing::warn!(record = %volatile_path.display(), %reason, "a volatile checkpoint slot is damaged (a machine crash); using the other records");
+                    }
+                    slots.volatile = record.slots;
+                    Some((record.seq, record.claim))
+                }
+            }
+        }
+    };
     let best = match (durable, volatile) {
         (Some(d), Some(v)) => Some(if v.0 > d.0 { v } else { d }),
         (d, v) => d.or(v),
@@ -726,8 +773,40 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
     }
 }
 
-/// The size of a slotted durable file's slots and which one the next durable write
-/// overwrites (the one not holding the newest record).
+/// The path of claim `uid`'s file for records of `durability` in `records`.
+fn record_path(records: &Path, uid: &str, durability: Durability) -> PathBuf {
+    let suffix = match durability {
+        Durability::Durable => DURABLE_SUFFIX,
+        Durability::Volatile => VOLATILE_SUFFIX,
+    };
+    records.join(format!("{uid}{suffix}"))
+}
+
+/// The slots of a claim's two files, for those that are slotted.
+#[derive(Clone, Copy, Debug, Default)]
+struct FileSlots {
+    durable: Option<Slots>,
+    volatile: Option<Slots>,
+}
+
+impl FileSlots {
+    fn get(&self, durability: Durability) -> Option<Slots> {
+        match durability {
+            Durability::Durable => self.durable,
+            Durability::Volatile => self.volatile,
+        }
+    }
+
+    fn set(&mut self, durability: Durability, slots: Slots) {
+        match durability {
+            Durability::Durable => self.durable = Some(slots),
+            Durability::Volatile => self.volatile = Some(slots),
+        }
+    }
+}
+
+/// The size of a slotted file's slots and which one the next write overwrites (the one
+/// not holding the file's newest record).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slots {
     /// Bytes per slot, a multiple of 4 KiB.
@@ -754,7 +833,7 @@ impl Slots {
     }
 }
 
-/// A decoded durable file.
+/// A decoded record file (durable or volatile).
 #[derive(Debug)]
 pub struct DurableRecord {
     /// The newest valid record's `seq`.
@@ -762,9 +841,9 @@ pub struct DurableRecord {
     /// The newest valid record's claim.
     pub claim: PreparedClaim,
     /// The file's slots; `None` for a single-record file of an older netclaim (the next
-    /// durable write makes it slotted).
+    /// write makes it slotted).
     pub slots: Option<Slots>,
-    /// Why the other slot was ignored, when it was torn.
+    /// Why the other slot was ignored, when it was torn (or, in a volatile file, damaged).
     pub torn_slot: Option<String>,
 }
 
@@ -780,18 +859,78 @@ enum Slot {
 /// Errors: why the file is corrupt: neither slot holds a valid record while one is not
 /// empty, a slot of an unknown version, or a single record that is corrupt.
 pub fn decode_durable(bytes: &[u8]) -> Result<DurableRecord, String> {
-    let single = |(seq, claim)| DurableRecord {
+    if is_slotted(bytes) {
+        let scan = scan_slots(bytes)?;
+        if let Some(record) = scan.newest {
+            return Ok(record);
+        }
+        // Neither slot holds a record: a single record of a length that happens to be a
+        // multiple of 8 KiB, or corrupt (said with the slots' reasons).
+        return decode_envelope(bytes).map(single_record).map_err(|_| {
+            if scan.torn.is_empty() {
+                "both slots are empty".to_owned()
+            } else {
+                scan.torn.join("; ")
+            }
+        });
+    }
+    decode_envelope(bytes)
+        .map(single_record)
+        .map_err(RecordError::into_reason)
+}
+
+/// Decodes a volatile file: its newest valid record, `None` when nothing in it survived.
+///
+/// A volatile file is never flushed, so after a machine crash each of its slots may hold
+/// any mix of its old and new bytes, including one that is valid JSON with a checksum
+/// mismatch: a damaged slot is ignored, whatever the other one holds. A single-record file
+/// of an older netclaim (renamed into place, never partly written) is ignored only when it
+/// is not JSON at all.
+///
+/// Errors: a slot (or single record) of an unknown version, or a single record that is
+/// JSON but corrupt.
+pub fn decode_volatile(bytes: &[u8]) -> Result<Option<DurableRecord>, String> {
+    if is_slotted(bytes) {
+        let scan = scan_slots(bytes)?;
+        if scan.newest.is_some() {
+            return Ok(scan.newest);
+        }
+        // Neither slot holds a record: damaged or empty slots, or a single record of a
+        // length that happens to be a multiple of 8 KiB.
+        return match decode_envelope(bytes) {
+            Ok(record) => Ok(Some(single_record(record))),
+            Err(RecordError::Version(reason)) => Err(reason),
+            Err(RecordError::Damaged(_)) => Ok(None),
+        };
+    }
+    decode_record(bytes, true).map(|record| record.map(single_record))
+}
+
+fn single_record((seq, claim): SeqClaim) -> DurableRecord {
+    DurableRecord {
         seq,
         claim,
         slots: None,
         torn_slot: None,
-    };
-    let half = bytes.len() / 2;
-    if half == 0 || !bytes.len().is_multiple_of(2 * SLOT_ALIGN) {
-        return decode_envelope(bytes)
-            .map(single)
-            .map_err(RecordError::into_reason);
     }
+}
+
+/// Whether `bytes` have the shape of a slotted file: two halves of whole pages.
+fn is_slotted(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.len().is_multiple_of(2 * SLOT_ALIGN)
+}
+
+/// What the two slots of a slotted file hold.
+struct SlotScan {
+    /// The newest valid record, with the file's slots (and a torn slot's reason).
+    newest: Option<DurableRecord>,
+    /// Why each torn slot is not a record.
+    torn: Vec<String>,
+}
+
+/// Reads both slots of a slotted file. Errors: a slot of an unknown version.
+fn scan_slots(bytes: &[u8]) -> Result<SlotScan, String> {
+    let half = bytes.len() / 2;
     let (first, second) = bytes.split_at(half);
     let mut newest: Option<(usize, SeqClaim)> = None;
     let mut torn = Vec::new();
@@ -807,26 +946,16 @@ pub fn decode_durable(bytes: &[u8]) -> Result<DurableRecord, String> {
             Slot::Torn(reason) => torn.push(format!("slot {index}: {reason}")),
         }
     }
-    match newest {
-        Some((index, (seq, claim))) => Ok(DurableRecord {
-            seq,
-            claim,
-            slots: Some(Slots {
-                size: half,
-                next: 1 - index,
-            }),
-            torn_slot: torn.pop(),
+    let newest = newest.map(|(index, (seq, claim))| DurableRecord {
+        seq,
+        claim,
+        slots: Some(Slots {
+            size: half,
+            next: 1 - index,
         }),
-        // Neither slot holds a record: a single record of a length that happens to be a
-        // multiple of 8 KiB, or corrupt (said with the slots' reasons).
-        None => decode_envelope(bytes).map(single).map_err(|_| {
-            if torn.is_empty() {
-                "both slots are empty".to_owned()
-            } else {
-                torn.join("; ")
-            }
-        }),
-    }
+        torn_slot: torn.last().cloned(),
+    });
+    Ok(SlotScan { newest, torn })
 }
 
 /// One slot: empty (only spaces), a valid record, or torn. A record of an unknown version
@@ -870,13 +999,14 @@ fn pad_slot(bytes: &[u8], size: usize) -> Vec<u8> {
     slot
 }
 
-/// Overwrites slot `slots.next` of the durable file at `path` with `bytes` and flushes the
-/// data. The outer error: the slot may be torn (nothing acknowledged, the other slot
-/// stands); the inner one: written, not known to be durable.
+/// Overwrites slot `slots.next` of the slotted file at `path` with `bytes`, and flushes the
+/// data when `synced`. The outer error: the slot may be torn (nothing acknowledged, the
+/// other slot stands); the inner one: written, not known to be durable.
 fn overwrite_slot(
     path: &Path,
     slots: Slots,
     bytes: &[u8],
+    synced: bool,
 ) -> Result<Result<(), CheckpointError>, CheckpointError> {
     use std::os::unix::fs::FileExt;
     let file = OpenOptions::new()
@@ -886,30 +1016,14 @@ fn overwrite_slot(
     let offset = (slots.next * slots.size) as u64;
     file.write_all_at(&pad_slot(bytes, slots.size), offset)
         .map_err(|source| io("writing a slot of", path, source))?;
+    if !synced {
+        return Ok(Ok(()));
+    }
     // The size and the blocks stay as they are: only the data needs flushing, no journal
     // commit (what makes this cheaper than a new file and a rename).
     Ok(file
         .sync_data()
         .map_err(|source| io("syncing", path, source)))
-}
-
-/// Reads and verifies one volatile record file; `None` when it does not exist or is not
-/// JSON (torn by a machine crash).
-fn read_record(path: &Path) -> Result<Option<(u64, PreparedClaim)>, CheckpointError> {
-    let Some(bytes) = read_file(path)? else {
-        return Ok(None);
-    };
-    match decode_record(&bytes, true) {
-        Ok(None) => {
-            tracing::warn!(record = %path.display(), "volatile checkpoint record is torn (a machine crash); using the durable one");
-            Ok(None)
-        }
-        Ok(record) => Ok(record),
-        Err(reason) => Err(CheckpointError::Corrupt {
-            path: path.to_owned(),
-            reason,
-        }),
-    }
 }
 
 /// Decodes and verifies the bytes of one record: its `seq` and claim. `Ok(None)` when
@@ -1262,11 +1376,12 @@ mod tests {
         drop(checkpoint);
         let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
         assert_eq!(*reopened.claim("uid-1").unwrap(), attached);
-        // A durable write gets a higher seq and removes the volatile file.
+        // A durable write gets a higher seq; the volatile file stays, for the next
+        // volatile write to overwrite.
         let mut durable = attached.clone();
         durable.nics[0].attachment = Some(attaching());
         put(&reopened, durable.clone(), Durability::Durable);
-        assert!(!reopened.records_dir().join("uid-1.volatile.json").exists());
+        assert!(reopened.records_dir().join("uid-1.volatile.json").exists());
         drop(reopened);
         let again = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
         assert_eq!(*again.claim("uid-1").unwrap(), durable);
@@ -1281,7 +1396,8 @@ mod tests {
         attached.nics[0].attachment = Some(attaching());
         put(&checkpoint, attached, Durability::Volatile);
         let volatile = checkpoint.records_dir().join("uid-1.volatile.json");
-        let bytes = fs::read(&volatile).unwrap();
+        // A single-record file of an older netclaim, cut short by a machine crash.
+        let bytes = encode(&claim("uid-1").tap_name("attached"), 9).unwrap();
         fs::write(&volatile, &bytes[..bytes.len() / 2]).unwrap();
         drop(checkpoint);
         let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
@@ -1317,20 +1433,112 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_volatile_record_that_is_json_is_not_ignored() {
+    fn a_single_volatile_record_of_an_older_netclaim_that_is_json_but_corrupt_stops_the_open() {
+        // Such a file was renamed into place whole: a machine crash cannot leave it JSON
+        // with a checksum mismatch.
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
         put(&checkpoint, claim("uid-1"), Durability::Durable);
-        put(
-            &checkpoint,
-            claim("uid-1").tap_name("other"),
-            Durability::Volatile,
-        );
         let path = checkpoint.records_dir().join("uid-1.volatile.json");
         drop(checkpoint);
-        let edited = fs::read_to_string(&path).unwrap().replace("other", "thing");
+        let single = encode(&claim("uid-1").tap_name("other"), 9).unwrap();
+        let edited = String::from_utf8(single).unwrap().replace("other", "thing");
         fs::write(&path, edited).unwrap();
         assert!(open_error(dir.path()).contains("checksum mismatch"));
+    }
+
+    #[test]
+    fn a_single_volatile_record_of_an_older_netclaim_is_read_then_made_slotted() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        put(&checkpoint, claim("uid-1"), Durability::Durable);
+        let path = checkpoint.records_dir().join("uid-1.volatile.json");
+        drop(checkpoint);
+        fs::write(&path, encode(&attached_to("sandbox-1"), 9).unwrap()).unwrap();
+        let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        assert_eq!(*reopened.claim("uid-1").unwrap(), attached_to("sandbox-1"));
+        put(&reopened, attached_to("sandbox-2"), Durability::Volatile);
+        let record = decode_volatile(&fs::read(&path).unwrap()).unwrap().unwrap();
+        assert!(record.slots.is_some(), "rewritten with slots");
+        assert_eq!(record.seq, 10);
+        assert_eq!(record.claim, attached_to("sandbox-2"));
+    }
+
+    #[test]
+    fn volatile_writes_overwrite_their_own_slots_and_never_touch_the_durable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        put(&checkpoint, claim("uid-1"), Durability::Durable);
+        let durable = checkpoint.records_dir().join("uid-1.json");
+        let volatile = checkpoint.records_dir().join("uid-1.volatile.json");
+        let durable_bytes = fs::read(&durable).unwrap();
+        put(&checkpoint, attached_to("sandbox-1"), Durability::Volatile);
+        let (created, len) = (inode(&volatile), fs::metadata(&volatile).unwrap().len());
+        assert_eq!(len % (2 * SLOT_ALIGN as u64), 0, "two whole-page slots");
+        for sandbox in ["sandbox-2", "sandbox-3"] {
+            put(&checkpoint, attached_to(sandbox), Durability::Volatile);
+            assert_eq!(inode(&volatile), created, "{sandbox}: no new file");
+            assert_eq!(fs::metadata(&volatile).unwrap().len(), len);
+            let record = decode_volatile(&fs::read(&volatile).unwrap()).unwrap();
+            assert_eq!(record.unwrap().claim, attached_to(sandbox));
+        }
+        assert_eq!(fs::read(&durable).unwrap(), durable_bytes);
+        // A durable write in between: the next volatile write still reuses the file, and
+        // what loads is always the newest.
+        put(&checkpoint, attached_to("sandbox-4"), Durability::Durable);
+        drop(checkpoint);
+        let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        assert_eq!(*reopened.claim("uid-1").unwrap(), attached_to("sandbox-4"));
+        put(&reopened, attached_to("sandbox-5"), Durability::Volatile);
+        assert_eq!(inode(&volatile), created);
+        drop(reopened);
+        let again = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        assert_eq!(*again.claim("uid-1").unwrap(), attached_to("sandbox-5"));
+    }
+
+    #[test]
+    fn damaged_volatile_slots_fall_back_to_the_newest_valid_record() {
+        // After a machine crash, a never-flushed slot may hold a mix of its old and new
+        // pages: JSON, with a checksum mismatch. That is ignored, in one slot or both.
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        put(&checkpoint, claim("uid-1"), Durability::Durable);
+        put(&checkpoint, attached_to("sandbox-1"), Durability::Volatile);
+        put(&checkpoint, attached_to("sandbox-2"), Durability::Volatile);
+        let path = checkpoint.records_dir().join("uid-1.volatile.json");
+        drop(checkpoint);
+        let text = String::from_utf8(fs::read(&path).unwrap()).unwrap();
+        fs::write(&path, text.replacen("sandbox-2", "sandbox-X", 1)).unwrap();
+        let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        assert_eq!(*reopened.claim("uid-1").unwrap(), attached_to("sandbox-1"));
+        drop(reopened);
+        fs::write(
+            &path,
+            text.replacen("sandbox-2", "sandbox-X", 1)
+                .replacen("sandbox-1", "sandbox-Y", 1),
+        )
+        .unwrap();
+        let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        assert_eq!(*reopened.claim("uid-1").unwrap(), claim("uid-1"));
+        // The next volatile write replaces the file; it loads again.
+        put(&reopened, attached_to("sandbox-3"), Durability::Volatile);
+        drop(reopened);
+        let again = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        assert_eq!(*again.claim("uid-1").unwrap(), attached_to("sandbox-3"));
+    }
+
+    #[test]
+    fn a_volatile_slot_of_an_unknown_version_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        put(&checkpoint, claim("uid-1"), Durability::Durable);
+        put(&checkpoint, attached_to("sandbox-1"), Durability::Volatile);
+        let path = checkpoint.records_dir().join("uid-1.volatile.json");
+        drop(checkpoint);
+        let text = String::from_utf8(fs::read(&path).unwrap()).unwrap();
+        fs::write(&path, text.replacen("\"version\":2", "\"version\":3", 1)).unwrap();
+        let message = open_error(dir.path());
+        assert!(message.contains("version 3 is not supported"), "{message}");
     }
 
     #[test]

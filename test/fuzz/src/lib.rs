@@ -730,24 +730,24 @@ fn deadlines(timeout: Duration) {
     let _ = deadline.expiry_message("fuzzing");
 }
 
-/// Checkpoint records (`netclaim::checkpoint::decode_durable`, `decode_record`) and
-/// netclaim 0.1 checkpoints (`netclaim::checkpoint::decode_legacy`).
+/// Checkpoint records (`netclaim::checkpoint::decode_durable`, `decode_volatile`,
+/// `decode_record`) and netclaim 0.1 checkpoints (`netclaim::checkpoint::decode_legacy`).
 ///
 /// Input: one byte choosing the mode, then the bytes. Modes: 0, a durable record file
-/// (slotted or a single record); 1,
-/// a volatile one (torn files are ignored); 2, the bytes as the `data` of an envelope with
-/// a correct checksum (so the fuzzer reaches the claim decoding behind the checksum); 3,
-/// a 0.1 checkpoint file; 4, the bytes as the `data` of a 0.1 checkpoint with a correct
-/// checksum. Properties: only a volatile file that is not JSON is ignored; every loaded
-/// claim is written back ([`checkpoint::encode`]) to a record that loads as the same
-/// claim and `seq`.
+/// (slotted or a single record); 1, a volatile one (damaged slots, and single records that
+/// are not JSON, are ignored); 2, the bytes as the `data` of an envelope with a correct
+/// checksum (so the fuzzer reaches the claim decoding behind the checksum); 3, a 0.1
+/// checkpoint file; 4, the bytes as the `data` of a 0.1 checkpoint with a correct
+/// checksum. Properties: a volatile file is ignored only when it has the slotted shape or
+/// is not JSON; every loaded claim is written back ([`checkpoint::encode`]) to a record
+/// that loads as the same claim and `seq`.
 pub fn checkpoint(data: &[u8]) {
     let Some((&mode, bytes)) = data.split_first() else {
         return;
     };
     match mode % 5 {
         0 => durable(bytes),
-        1 => record(bytes, true),
+        1 => volatile(bytes),
         2 => record(&record_around(bytes), false),
         3 => legacy(bytes),
         _ => {
@@ -764,6 +764,24 @@ fn record(bytes: &[u8], torn_ok: bool) {
         Ok(None) => assert!(
             torn_ok && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err(),
             "a record that is JSON was ignored"
+        ),
+        Err(reason) => assert!(!reason.is_empty(), "corrupt without a reason"),
+    }
+}
+
+fn volatile(bytes: &[u8]) {
+    match checkpoint::decode_volatile(bytes) {
+        Ok(Some(record)) => {
+            written_back(record.seq, &record.claim);
+            if let Some(slots) = record.slots {
+                assert_eq!(2 * slots.size, bytes.len(), "slots cover the file");
+            }
+        }
+        // Ignored: damaged slots, or a single record that is not JSON.
+        Ok(None) => assert!(
+            bytes.len().is_multiple_of(8192)
+                || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err(),
+            "a single volatile record that is JSON was ignored"
         ),
         Err(reason) => assert!(!reason.is_empty(), "corrupt without a reason"),
     }
