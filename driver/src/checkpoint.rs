@@ -39,8 +39,8 @@
 //!   always ignored, and loading falls back to the newest valid record, the durable one
 //!   at worst (a volatile write never touches the durable file). Callers make volatile
 //!   only what a machine crash makes moot anyway (see [`Durability`]). A volatile
-//!   overwrite costs a `pwrite` (0.0X ms); the rename it replaced cost ~0.2 ms on disk in
-//!   inode and journal work (docs/benchmarks.md, CNI mode).
+//!   overwrite costs a `pwrite` (~0.01 ms); the new file and rename it replaced cost ~0.2 ms
+//!   on disk in inode and journal work (docs/benchmarks.md, CNI mode).
 //! - Memory follows disk: once a rename or a slot overwrite happened, the index holds the
 //!   new record even when a later step (an fsync) fails and the write returns an error.
 //! - Files are 0600 in a 0700 directory.
