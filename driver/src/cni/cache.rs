@@ -81,6 +81,18 @@ impl ResultCache {
         blocking(move || read_entry(&path, &network, &attachment)).await
     }
 
+    /// [`ResultCache::read`] on the calling thread, for work already on a blocking thread.
+    ///
+    /// # Errors
+    /// [`CniError::Cache`] when the file exists but cannot be read.
+    pub(crate) fn read_blocking(
+        &self,
+        network: &str,
+        attachment: &Attachment,
+    ) -> Result<Option<CacheEntry>, CniError> {
+        read_entry(&self.path(network, attachment), network, attachment)
+    }
+
     /// Writes an entry by atomic replace.
     ///
     /// # Errors

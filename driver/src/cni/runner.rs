@@ -281,12 +281,25 @@ impl CniRunner {
         attachment: &Attachment,
     ) -> Result<(), CniError> {
         attachment.validate()?;
-        let cached = self.cache.read(&list.name, attachment).await?;
+        // The cache read, the check of the list DEL runs and the plugin lookup in one
+        // blocking task (each hand-off costs more than the work; see `find_plugins`).
+        let (cache, allowed, dirs) = (
+            self.cache.clone(),
+            self.allowed.clone(),
+            self.bin_dirs.clone(),
+        );
+        let (given, attachment_owned) = (list.clone(), attachment.clone());
+        let (cached, plugins) = blocking_lookup(list, move || {
+            let cached = cache.read_blocking(&given.name, &attachment_owned)?;
+            let chosen = cached.as_ref().map_or(&given, |entry| &entry.config);
+            let types = check_list(chosen, &allowed)?;
+            Ok((cached, lookup_plugins(&dirs, types)?))
+        })
+        .await?;
         let (list, prev) = match &cached {
             Some(entry) => (&entry.config, Some(&entry.result)),
             None => (list, None),
         };
-        let plugins = self.prepare(list, Some(attachment)).await?;
         self.run_del(list, &plugins, attachment, prev, false)
             .await?;
         self.cache.remove(&list.name, attachment).await
@@ -500,19 +513,12 @@ impl CniRunner {
         list: &CniNetworkList,
         attachment: Option<&Attachment>,
     ) -> Result<Vec<PathBuf>, CniError> {
-        // Re-checked here: a list may be built in code rather than parsed, or come from a
-        // cache entry written under another allowlist.
-        CniNetworkList::parse(list.to_json().to_string().as_bytes())?;
-        check_plugins(list, &self.allowed)?;
+        let types = check_list(list, &self.allowed)?;
         if let Some(attachment) = attachment {
             attachment.validate()?;
         }
-        let types: Vec<String> = list
-            .plugins
-            .iter()
-            .map(|plugin| plugin.plugin_type().unwrap_or_default().to_owned())
-            .collect();
-        self.find_plugins(types).await
+        let dirs = self.bin_dirs.clone();
+        blocking_lookup(list, move || lookup_plugins(&dirs, types)).await
     }
 
     /// The executable for a plugin `type`: the first regular, executable file of that
@@ -522,43 +528,13 @@ impl CniRunner {
     /// [`CniError::Config`] for a name that could leave the directories;
     /// [`CniError::PluginNotFound`] when no directory has it.
     pub async fn find_plugin(&self, plugin_type: &str) -> Result<PathBuf, CniError> {
-        let mut found = self.find_plugins(vec![plugin_type.to_owned()]).await?;
+        check_plugin_type(plugin_type)
+            .map_err(|message| netclaim_api::ConfigError::single("plugins[].type", message))?;
+        let (dirs, types) = (self.bin_dirs.clone(), vec![plugin_type.to_owned()]);
+        let mut found = tokio::task::spawn_blocking(move || lookup_plugins(&dirs, types))
+            .await
+            .map_err(|error| lookup_failed(plugin_type, &error))??;
         Ok(found.pop().unwrap_or_default())
-    }
-
-    /// [`CniRunner::find_plugin`] for each of `types`, in one blocking task: a hand-off to
-    /// a blocking thread and back costs 20-50 us on a 2-vCPU VM, more than the `stat`s.
-    async fn find_plugins(&self, types: Vec<String>) -> Result<Vec<PathBuf>, CniError> {
-        for plugin_type in &types {
-            check_plugin_type(plugin_type)
-                .map_err(|message| netclaim_api::ConfigError::single("plugins[].type", message))?;
-        }
-        let dirs = self.bin_dirs.clone();
-        let names = types.join(", ");
-        tokio::task::spawn_blocking(move || {
-            types
-                .into_iter()
-                .map(|plugin_type| {
-                    dirs.iter()
-                        .map(|dir| dir.join(&plugin_type))
-                        .find(|candidate| {
-                            std::fs::metadata(candidate).is_ok_and(|meta| {
-                                meta.is_file() && meta.permissions().mode() & 0o111 != 0
-                            })
-                        })
-                        .ok_or_else(|| CniError::PluginNotFound {
-                            plugin: plugin_type.clone(),
-                            dirs: dirs.clone(),
-                        })
-                })
-                .collect()
-        })
-        .await
-        .map_err(|error| CniError::Spawn {
-            plugin: names,
-            command: "lookup",
-            source: std::io::Error::other(format!("the plugin lookup task failed: {error}")),
-        })?
     }
 
     /// The whole environment of one plugin run: the `CNI_*` variables and a fixed `PATH`
@@ -653,6 +629,63 @@ impl CniRunner {
             return Ok(output.stdout);
         }
         Err(plugin_error(plugin, run.verb, &output))
+    }
+}
+
+/// Checks a list before anything of it runs: its shape (re-checked: a list may be built in
+/// code rather than parsed, or come from a cache entry written under another allowlist),
+/// its plugins against `allowed`, and every plugin `type` as a file name. Returns the types.
+fn check_list(list: &CniNetworkList, allowed: &PluginAllowlist) -> Result<Vec<String>, CniError> {
+    CniNetworkList::parse(list.to_json().to_string().as_bytes())?;
+    check_plugins(list, allowed)?;
+    list.plugins
+        .iter()
+        .map(|plugin| {
+            let plugin_type = plugin.plugin_type().unwrap_or_default();
+            check_plugin_type(plugin_type)
+                .map_err(|message| netclaim_api::ConfigError::single("plugins[].type", message))?;
+            Ok(plugin_type.to_owned())
+        })
+        .collect()
+}
+
+/// Each plugin of `types`: the first regular, executable file of that name in `dirs`.
+/// Blocking (a `stat` per candidate).
+fn lookup_plugins(dirs: &[PathBuf], types: Vec<String>) -> Result<Vec<PathBuf>, CniError> {
+    types
+        .into_iter()
+        .map(|plugin_type| {
+            dirs.iter()
+                .map(|dir| dir.join(&plugin_type))
+                .find(|candidate| {
+                    std::fs::metadata(candidate)
+                        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+                })
+                .ok_or_else(|| CniError::PluginNotFound {
+                    plugin: plugin_type,
+                    dirs: dirs.to_vec(),
+                })
+        })
+        .collect()
+}
+
+/// Runs `work` (plugin lookups of `list`, and what goes with them) on a blocking thread:
+/// one hand-off for all of a list's plugins, since a hand-off and back costs 20-50 us on a
+/// 2-vCPU VM, more than the `stat`s.
+async fn blocking_lookup<T: Send + 'static>(
+    list: &CniNetworkList,
+    work: impl FnOnce() -> Result<T, CniError> + Send + 'static,
+) -> Result<T, CniError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| lookup_failed(&list.name, &error))?
+}
+
+fn lookup_failed(what: &str, error: &tokio::task::JoinError) -> CniError {
+    CniError::Spawn {
+        plugin: what.to_owned(),
+        command: "lookup",
+        source: std::io::Error::other(format!("the plugin lookup task failed: {error}")),
     }
 }
 
