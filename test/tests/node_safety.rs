@@ -460,13 +460,13 @@ async fn a_run_that_cannot_record_its_attach_fails_before_anything_moves() {
     unprepared_cleanly(&node, &[claim]).await;
 }
 
-/// Issue 11: the disk is full when the pod ends. STOP and REMOVE cannot record the
-/// give-back, so they fail saying so, and the NIC is not lost (today it stays in the pod's
-/// netns, which the driver keeps alive after the runtime removed it); unprepare fails the
-/// same way and keeps the claim; once there is space, the kubelet's retry gives the NIC
-/// back exactly and forgets the claim.
+/// Issue 11: the state directory cannot be written when the pod ends (remounted read-only).
+/// STOP and REMOVE cannot record the give-back, so they fail saying so, and the NIC is not
+/// lost (today it stays in the pod's netns, which the driver keeps alive after the runtime
+/// removed it); unprepare fails the same way and keeps the claim; once the directory is
+/// writable again, the kubelet's retry gives the NIC back exactly and forgets the claim.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_give_back_without_disk_space_keeps_the_nic_safe_until_the_retry() {
+async fn a_give_back_that_cannot_be_recorded_keeps_the_nic_safe_until_the_retry() {
     let mut node = node_on_small_disk().await;
     node.ip(&["link", "set", "eth1", "up"]).unwrap();
     let before = host_view(&node.node_link("eth1").unwrap());
@@ -475,13 +475,13 @@ async fn a_give_back_without_disk_space_keeps_the_nic_safe_until_the_retry() {
     let claim = prepared(&node, nic("full", "eth1", Some(cfg)), "full", &pod_uid).await;
     let mut pod: TestPod = node.run_pod("full", &pod_uid).await.unwrap().unwrap();
 
-    fill_disk(&node);
+    set_read_only(&node, true);
     let stop = node.stop_pod(&mut pod).await.unwrap().unwrap_err();
     assert!(stop.contains("claim default/full"), "{stop}");
     assert!(stop.contains("recording the give-back"), "{stop}");
-    assert!(stop.contains("No space left on device"), "{stop}");
+    assert!(stop.contains("Read-only file system"), "{stop}");
     let remove = node.remove_pod(pod).await.unwrap().unwrap_err();
-    assert!(remove.contains("No space left on device"), "{remove}");
+    assert!(remove.contains("Read-only file system"), "{remove}");
     // Wherever the NIC is (in the pod's netns, which the driver keeps, or back on the
     // node), it is not lost: its wire is still there.
     assert!(
@@ -491,12 +491,36 @@ async fn a_give_back_without_disk_space_keeps_the_nic_safe_until_the_retry() {
     let outcome = node.unprepare(std::slice::from_ref(&claim)).await.unwrap();
     let error = &outcome[&claim.uid];
     assert!(error.contains("could not be detached"), "{error}");
-    assert!(error.contains("No space left on device"), "{error}");
+    assert!(error.contains("Read-only file system"), "{error}");
     assert!(has_attachment(&recorded_nic(&node, &claim.uid)));
 
-    free_disk(&node);
+    set_read_only(&node, false);
     unprepared_cleanly(&node, &[claim]).await;
     assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+    assert_eq!(node.prepared_claims().unwrap(), json!({}));
+}
+
+/// A full disk does not stop a give-back: the records of STOP overwrite slots that the
+/// claim's files already hold (written at prepare and RUN), so they need no new blocks,
+/// and the NIC goes back exactly. (Before the volatile records were slots, each was a new
+/// file, and STOP failed with "No space left on device".)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_does_not_stop_a_give_back() {
+    let mut node = node_on_small_disk().await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before = host_view(&node.node_link("eth1").unwrap());
+    let pod_uid = uid(14);
+    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
+    let claim = prepared(&node, nic("full", "eth1", Some(cfg)), "full", &pod_uid).await;
+    let mut pod: TestPod = node.run_pod("full", &pod_uid).await.unwrap().unwrap();
+
+    fill_disk(&node);
+    node.stop_pod(&mut pod).await.unwrap().unwrap();
+    assert_eq!(host_view(&node.node_link("eth1").unwrap()), before);
+    assert!(!has_attachment(&recorded_nic(&node, &claim.uid)));
+    node.remove_pod(pod).await.unwrap().unwrap();
+    free_disk(&node);
+    unprepared_cleanly(&node, &[claim]).await;
     assert_eq!(node.prepared_claims().unwrap(), json!({}));
 }
 
