@@ -220,14 +220,19 @@ fn main() {
     println!(
         "median of per-round differences: CniRunner - by hand {over_hand:.3} ms; CniRunner - exec path {over_exec:.3} ms; hooks - by hand {hooks_over_hand:.3} ms; hooks - CniRunner {hooks_over_runner:.3} ms"
     );
-    durable_writes(&state_parent, iterations);
+    for durability in [Durability::Durable, Durability::Volatile] {
+        record_writes(&state_parent, iterations, durability);
+    }
 }
 
-/// The durable record write the CNI-mode RUN pays (`Attaching`), both ways a durable write
-/// can go, interleaved: into a new slotted file (temp file, fsync, rename, directory fsync:
-/// what every durable write cost before the slots, and what a claim's first one still
-/// costs) and into the older slot of an existing file (one `fdatasync`).
-fn durable_writes(state_parent: &str, iterations: usize) {
+/// One checkpoint record write of `durability`, both ways it can go, interleaved in one
+/// directory: into a new slotted file (temp file, rename; for a durable write also the
+/// file's and the directory's fsync: what every write cost before the slots, and what a
+/// claim's first write of each kind still costs) and into the older slot of the claim's
+/// existing file (a `pwrite`; for a durable write also one `fdatasync`). The durable write
+/// is what a CNI-mode RUN pays for `Attaching`; the volatile one what it and STOP pay for
+/// each of `Attached`, `Detaching` and the record's removal.
+fn record_writes(state_parent: &str, iterations: usize, durability: Durability) {
     let dir = tempfile::TempDir::new_in(state_parent).unwrap();
     let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
     let record = |uid: &str, round: usize| {
@@ -239,7 +244,7 @@ fn durable_writes(state_parent: &str, iterations: usize) {
         .unwrap();
         claim.name = format!("bench-{round}");
         checkpoint
-            .update(uid, Durability::Durable, |_| {
+            .update(uid, durability, |_| {
                 Ok::<_, CheckpointError>((Some(claim), ()))
             })
             .unwrap();
@@ -274,7 +279,7 @@ fn durable_writes(state_parent: &str, iterations: usize) {
         ms(in_place[in_place.len() / 2]),
     );
     println!(
-        "durable record write, p50 of {iterations}: new file + rename {a:.3} ms; slot overwrite {b:.3} ms; ratio {:.2}",
+        "{durability:?} record write, p50 of {iterations}: new file + rename {a:.3} ms; slot overwrite {b:.3} ms; ratio {:.2}",
         b / a
     );
 }
