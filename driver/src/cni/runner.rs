@@ -282,7 +282,7 @@ impl CniRunner {
     ) -> Result<(), CniError> {
         attachment.validate()?;
         // The cache read, the check of the list DEL runs and the plugin lookup in one
-        // blocking task (each hand-off costs more than the work; see `find_plugins`).
+        // blocking task (each hand-off costs more than the work; see `blocking_lookup`).
         let (cache, allowed, dirs) = (
             self.cache.clone(),
             self.allowed.clone(),
