@@ -271,10 +271,23 @@ fn publish(publisher: &ResourceSlicePublisher, node_name: &str, devices: Vec<Arc
 /// Counts the publisher's passes: the ones that brought the slices in line, and failures.
 async fn count_slice_passes(mut status: watch::Receiver<PublishStatus>) {
     let mut seen = status.borrow_and_update().clone();
+    let mut trimmed = false;
     while status.changed().await.is_ok() {
         let now = status.borrow_and_update().clone();
         if now.synced_generation > seen.synced_generation {
             metrics().slice_syncs.inc();
+            // Once, after the first slices are written: the start-up peak's free memory
+            // back to the kernel (see crate::memory).
+            if !std::mem::replace(&mut trimmed, true) {
+                tokio::task::spawn_blocking(|| {
+                    if let Some(held) = crate::memory::trim_once() {
+                        tracing::info!(
+                            malloc_locks_held_ms = held.as_secs_f64() * 1000.0,
+                            "returned the start-up peak's free memory to the kernel"
+                        );
+                    }
+                });
+            }
         }
         if now.last_error.is_some() && now.last_error != seen.last_error {
             metrics().slice_errors.inc();

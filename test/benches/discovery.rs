@@ -574,7 +574,18 @@ fn idle_rss(netns: &TestNetns, expected_devices: usize) -> Result<(Rss, usize)> 
                 bail!("netclaim run exited: {status}");
             }
             // `ip netns exec` execs the binary in place, so the child's pid is netclaim's.
-            Ok((rss_kib(child.id())?, devices))
+            let rss = rss_kib(child.id())?;
+            // How long the one start-up trim held malloc's locks (crate::memory).
+            let trim = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .find(|line| line.contains("malloc_locks_held_ms"))
+                .map(str::to_owned);
+            println!(
+                "  start-up malloc_trim ({expected_devices} devices): {}",
+                trim.as_deref().unwrap_or("not logged")
+            );
+            Ok((rss, devices))
         });
     let _ = child.kill();
     let _ = child.wait();
