@@ -94,7 +94,7 @@ const TEMP_PREFIX: &str = ".tmp-";
 const SLOT_ALIGN: usize = 4096;
 
 /// How far a write must get before it returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
     /// On disk, through a power cut: for what must outlive the machine (prepared claims,
     /// and the record written before an attach changes anything).
@@ -441,8 +441,6 @@ impl Checkpoint {
     ) -> Result<(), CheckpointError> {
         let bytes = encode(&claim, self.next_seq(uid))?;
         // Once the bytes are where the next process reads them, memory follows disk
-        // whatever fails next (`written` carries that later failure).
-        // Once the bytes are where the next process reads them, memory follows disk
         // whatever fails next (`written` carries that later failure). A volatile file
         // left behind by a durable write holds lower seqs: it is kept, to be overwritten
         // in place by the next volatile write (an unlink now and a new file then would
@@ -485,15 +483,10 @@ impl Checkpoint {
     }
 
     fn set_slots(&self, uid: &str, durability: Durability, slots: Slots) {
-        let mut all = self.slots_lock();
-        match all.get_mut(uid) {
-            Some(files) => files.set(durability, slots),
-            None => {
-                let mut files = FileSlots::default();
-                files.set(durability, slots);
-                all.insert(uid.to_owned(), files);
-            }
-        }
+        self.slots_lock()
+            .entry(uid.to_owned())
+            .or_default()
+            .set(durability, slots);
     }
 
     /// Replaces `target` with a file of `bytes` (temp file, rename; fsynced before the
@@ -531,7 +524,7 @@ impl Checkpoint {
 
     fn remove(&self, uid: &str) -> Result<(), CheckpointError> {
         let mut first_error = None;
-        for path in [self.volatile_path(uid), self.durable_path(uid)] {
+        for path in [Durability::Volatile, Durability::Durable].map(|d| self.path(uid, d)) {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -559,14 +552,6 @@ impl Checkpoint {
             ClaimIndex::build(claims)
         });
         self.changed.send_modify(|count| *count += 1);
-    }
-
-    fn durable_path(&self, uid: &str) -> PathBuf {
-        self.path(uid, Durability::Durable)
-    }
-
-    fn volatile_path(&self, uid: &str) -> PathBuf {
-        self.path(uid, Durability::Volatile)
     }
 
     /// The claim's file for records of `durability`.
@@ -1496,17 +1481,25 @@ mod tests {
         assert_eq!(*again.claim("uid-1").unwrap(), attached_to("sandbox-5"));
     }
 
+    /// A checkpoint whose claim `uid-1` was written durably (`claim("uid-1")`), then
+    /// volatile once per sandbox of `sandboxes`, closed; its directory and the claim's
+    /// volatile file.
+    fn volatile_records(sandboxes: &[&str]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
+        put(&checkpoint, claim("uid-1"), Durability::Durable);
+        for sandbox in sandboxes {
+            put(&checkpoint, attached_to(sandbox), Durability::Volatile);
+        }
+        let path = checkpoint.records_dir().join("uid-1.volatile.json");
+        (dir, path)
+    }
+
     #[test]
     fn damaged_volatile_slots_fall_back_to_the_newest_valid_record() {
         // After a machine crash, a never-flushed slot may hold a mix of its old and new
         // pages: JSON, with a checksum mismatch. That is ignored, in one slot or both.
-        let dir = tempfile::tempdir().unwrap();
-        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
-        put(&checkpoint, claim("uid-1"), Durability::Durable);
-        put(&checkpoint, attached_to("sandbox-1"), Durability::Volatile);
-        put(&checkpoint, attached_to("sandbox-2"), Durability::Volatile);
-        let path = checkpoint.records_dir().join("uid-1.volatile.json");
-        drop(checkpoint);
+        let (dir, path) = volatile_records(&["sandbox-1", "sandbox-2"]);
         let text = String::from_utf8(fs::read(&path).unwrap()).unwrap();
         fs::write(&path, text.replacen("sandbox-2", "sandbox-X", 1)).unwrap();
         let reopened = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
@@ -1529,12 +1522,7 @@ mod tests {
 
     #[test]
     fn a_volatile_slot_of_an_unknown_version_stops_the_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let checkpoint = Checkpoint::open(dir.path(), Recovery::Fail).unwrap();
-        put(&checkpoint, claim("uid-1"), Durability::Durable);
-        put(&checkpoint, attached_to("sandbox-1"), Durability::Volatile);
-        let path = checkpoint.records_dir().join("uid-1.volatile.json");
-        drop(checkpoint);
+        let (dir, path) = volatile_records(&["sandbox-1"]);
         let text = String::from_utf8(fs::read(&path).unwrap()).unwrap();
         fs::write(&path, text.replacen("\"version\":2", "\"version\":3", 1)).unwrap();
         let message = open_error(dir.path());

@@ -460,6 +460,19 @@ async fn a_run_that_cannot_record_its_attach_fails_before_anything_moves() {
     unprepared_cleanly(&node, &[claim]).await;
 }
 
+/// A node on a small disk whose `eth1` (up; its host view returned) is claimed as `net1`
+/// by claim `full` and attached to a running pod with uid `uid(n)`.
+async fn pod_with_eth1_on_a_small_disk(n: u32) -> (TestNode, Value, ClaimRef, TestPod) {
+    let mut node = node_on_small_disk().await;
+    node.ip(&["link", "set", "eth1", "up"]).unwrap();
+    let before = host_view(&node.node_link("eth1").unwrap());
+    let pod_uid = uid(n);
+    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
+    let claim = prepared(&node, nic("full", "eth1", Some(cfg)), "full", &pod_uid).await;
+    let pod = node.run_pod("full", &pod_uid).await.unwrap().unwrap();
+    (node, before, claim, pod)
+}
+
 /// Issue 11: the state directory cannot be written when the pod ends (remounted read-only).
 /// STOP and REMOVE cannot record the give-back, so they fail saying so, and the NIC is not
 /// lost (today it stays in the pod's netns, which the driver keeps alive after the runtime
@@ -467,13 +480,7 @@ async fn a_run_that_cannot_record_its_attach_fails_before_anything_moves() {
 /// writable again, the kubelet's retry gives the NIC back exactly and forgets the claim.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_give_back_that_cannot_be_recorded_keeps_the_nic_safe_until_the_retry() {
-    let mut node = node_on_small_disk().await;
-    node.ip(&["link", "set", "eth1", "up"]).unwrap();
-    let before = host_view(&node.node_link("eth1").unwrap());
-    let pod_uid = uid(12);
-    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
-    let claim = prepared(&node, nic("full", "eth1", Some(cfg)), "full", &pod_uid).await;
-    let mut pod: TestPod = node.run_pod("full", &pod_uid).await.unwrap().unwrap();
+    let (mut node, before, claim, mut pod) = pod_with_eth1_on_a_small_disk(12).await;
 
     set_read_only(&node, true);
     let stop = node.stop_pod(&mut pod).await.unwrap().unwrap_err();
@@ -506,13 +513,7 @@ async fn a_give_back_that_cannot_be_recorded_keeps_the_nic_safe_until_the_retry(
 /// file, and STOP failed with "No space left on device".)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_does_not_stop_a_give_back() {
-    let mut node = node_on_small_disk().await;
-    node.ip(&["link", "set", "eth1", "up"]).unwrap();
-    let before = host_view(&node.node_link("eth1").unwrap());
-    let pod_uid = uid(14);
-    let cfg = config(json!({"name": "net1", "addresses": ["192.0.2.10/24"]}));
-    let claim = prepared(&node, nic("full", "eth1", Some(cfg)), "full", &pod_uid).await;
-    let mut pod: TestPod = node.run_pod("full", &pod_uid).await.unwrap().unwrap();
+    let (mut node, before, claim, mut pod) = pod_with_eth1_on_a_small_disk(14).await;
 
     fill_disk(&node);
     node.stop_pod(&mut pod).await.unwrap().unwrap();
