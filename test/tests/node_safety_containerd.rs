@@ -378,7 +378,8 @@ esac
 /// pod: the failed sandbox's STOP and REMOVE leave it, and the CNI GC after the next
 /// Synchronize gets the running attachment as valid and keeps its lease. The network is a
 /// CNI 1.1.0 test plugin that keeps one lease file per sandbox and, at GC, drops the
-/// leases of attachments it is not told are valid (what an IPAM plugin's GC does).
+/// leases of attachments it is not told are valid (what an IPAM plugin's GC does); its
+/// `gc.json` (GC's stdin) appears, by rename, only once that GC is done.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_sandboxes_racing_for_one_cni_claim_leave_one_attachment_and_its_lease() {
     let bin = tempfile::tempdir().unwrap();
@@ -395,12 +396,13 @@ STATUS) cat >/dev/null ;;
 ADD) cat >/dev/null; echo "$CNI_IFNAME" > {d}/leases/$CNI_CONTAINERID
   echo '{{"cniVersion":"1.1.0","interfaces":[],"ips":[]}}' ;;
 DEL) cat >/dev/null; rm -f {d}/leases/$CNI_CONTAINERID ;;
-GC) cat > {d}/gc.json
+GC) cat > {d}/gc.json.tmp
   for lease in {d}/leases/*; do
     [ -e "$lease" ] || continue
     id=$(basename "$lease")
-    grep -q "\"containerID\":\"$id\"" {d}/gc.json || rm -f "$lease"
-  done ;;
+    grep -q "\"containerID\":\"$id\"" {d}/gc.json.tmp || rm -f "$lease"
+  done
+  mv {d}/gc.json.tmp {d}/gc.json ;;
 *) cat >/dev/null ;;
 esac
 "#
