@@ -6,6 +6,7 @@
 pub mod apiserver;
 pub mod containerd;
 pub mod kubelet;
+pub mod link_events;
 pub mod netns;
 pub mod node;
 pub mod nri_wire;

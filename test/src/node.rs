@@ -308,6 +308,13 @@ impl TestNode {
         self.node_netns.name()
     }
 
+    /// Subscribes to the kernel's link notifications in the node's netns.
+    pub fn link_events(&self) -> Result<crate::link_events::KernelLinkEvents> {
+        crate::link_events::KernelLinkEvents::subscribe(
+            &PathBuf::from("/run/netns").join(self.netns()),
+        )
+    }
+
     /// Runs `ip -n <node> args`.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", self.netns()];

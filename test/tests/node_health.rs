@@ -13,10 +13,15 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::resource::v1::Device;
 use netclaim_test::apiserver::ApiServerOptions;
 use netclaim_test::kubelet::{HealthApiVersion, HealthStream, ReportedHealth, WireHealthStatus};
+use netclaim_test::link_events::{KernelLinkEvents, LinkEvent};
 use netclaim_test::node::{NodeOptions, TestNode};
 
-/// How fast a link change must reach the kubelet.
+/// How fast a link change must reach the kubelet, from the kernel's notification of it.
 const REPORT_WITHIN: Duration = Duration::from_secs(1);
+/// How long the kernel may take to notify a carrier change: its linkwatch work runs under
+/// the RTNL lock every namespace shares, which other tests' namespace teardowns can hold
+/// for a long time on a loaded machine. Not netclaim's time; generous on purpose.
+const KERNEL_NOTIFIES_WITHIN: Duration = Duration::from_secs(20);
 /// How fast an interface brought up administratively must be reported healthy: the kernel
 /// sends the new flags and then the operational state, each a discovery pass, so on a
 /// loaded machine this takes longer than one change. Only the test's set-up steps use it.
@@ -37,15 +42,48 @@ async fn node_with(extra_args: &[&str]) -> TestNode {
     .unwrap()
 }
 
-/// Waits on both streams (at once, [`REPORT_WITHIN`] each) for a report of `device` with
-/// `status`; returns the two entries.
-async fn both_report(
+/// Waits for the kernel's notification about `ifname` that `kernel_sent` accepts, then on
+/// both streams (at once) for a report of `device` with `status`, at most [`REPORT_WITHIN`]
+/// after that notification; returns the two entries.
+async fn both_report_after(
+    kernel: &mut KernelLinkEvents,
+    (ifname, kernel_sent): (&str, fn(&LinkEvent) -> bool),
     streams: &mut [HealthStream; 2],
-    device: &str,
-    status: WireHealthStatus,
+    (device, status): (&str, WireHealthStatus),
     what: &str,
 ) -> [ReportedHealth; 2] {
-    both_report_within(streams, device, status, what, REPORT_WITHIN).await
+    let notified = kernel
+        .wait_for(ifname, KERNEL_NOTIFIES_WITHIN, kernel_sent)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    let left = REPORT_WITHIN.saturating_sub(notified.elapsed());
+    both_report_within(streams, device, status, what, left).await
+}
+
+fn carrier_lost(event: &LinkEvent) -> bool {
+    matches!(
+        event,
+        LinkEvent::Changed {
+            up: true,
+            carrier: false,
+            ..
+        }
+    )
+}
+
+fn carrier_back(event: &LinkEvent) -> bool {
+    matches!(
+        event,
+        LinkEvent::Changed {
+            up: true,
+            carrier: true,
+            ..
+        }
+    )
+}
+
+fn deleted(event: &LinkEvent) -> bool {
+    matches!(event, LinkEvent::Deleted { .. })
 }
 
 async fn both_report_within(
@@ -127,13 +165,15 @@ async fn link_loss_recovery_unplug_and_return_reach_both_health_streams_within_a
         node.watch_health(HealthApiVersion::V1).await.unwrap(),
         node.watch_health(HealthApiVersion::V1alpha1).await.unwrap(),
     ];
+    let mut kernel = node.link_events().unwrap();
 
     // A free NIC sits administratively down: the kernel reports no link, health unknown.
-    let down = both_report(
+    let down = both_report_within(
         &mut streams,
         &device,
         WireHealthStatus::Unknown,
         "admin down",
+        BRING_UP_WITHIN,
     )
     .await;
     assert!(
@@ -163,11 +203,13 @@ async fn link_loss_recovery_unplug_and_return_reach_both_health_streams_within_a
     }
 
     // The far end goes down: carrier lost.
+    kernel.drain();
     node.lan().ip(&["link", "set", "peer1", "down"]).unwrap();
-    let lost = both_report(
+    let lost = both_report_after(
+        &mut kernel,
+        ("eth1", carrier_lost),
         &mut streams,
-        &device,
-        WireHealthStatus::Unhealthy,
+        (&device, WireHealthStatus::Unhealthy),
         "peer down",
     )
     .await;
@@ -175,15 +217,25 @@ async fn link_loss_recovery_unplug_and_return_reach_both_health_streams_within_a
     assert_eq!(lost[0].message, lost[1].message);
 
     // And comes back.
+    kernel.drain();
     node.lan().ip(&["link", "set", "peer1", "up"]).unwrap();
-    both_report(&mut streams, &device, WireHealthStatus::Healthy, "peer up").await;
+    both_report_after(
+        &mut kernel,
+        ("eth1", carrier_back),
+        &mut streams,
+        (&device, WireHealthStatus::Healthy),
+        "peer up",
+    )
+    .await;
 
     // The NIC is unplugged (deleted).
+    kernel.drain();
     node.ip(&["link", "del", "eth1"]).unwrap();
-    let gone = both_report(
+    let gone = both_report_after(
+        &mut kernel,
+        ("eth1", deleted),
         &mut streams,
-        &device,
-        WireHealthStatus::Unhealthy,
+        (&device, WireHealthStatus::Unhealthy),
         "deleted",
     )
     .await;
