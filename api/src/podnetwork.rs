@@ -59,6 +59,9 @@ pub mod conditions {
     /// Some device matches this network and another one: it is in neither (status `True`
     /// while any does).
     pub const CONFLICTED: &str = "Conflicted";
+    /// Claims hold devices of this network (status `True` while any does); a network being
+    /// deleted stays until none does.
+    pub const IN_USE: &str = "InUse";
 }
 
 /// Condition reasons netclaim uses.
@@ -77,6 +80,19 @@ pub mod reasons {
     pub const DEVICES_IN_OTHER_NETWORKS: &str = "DevicesInOtherNetworks";
     /// `Conflicted` is `False`.
     pub const NO_CONFLICTS: &str = "NoConflicts";
+    /// `Ready`: the PodNetwork is being deleted (`metadata.deletionTimestamp` is set).
+    pub const DELETING: &str = "Deleting";
+    /// `InUse` is `True`: claims hold devices of the network; the message names them.
+    pub const CLAIMS_HOLD_DEVICES: &str = "ClaimsHoldDevices";
+    /// `InUse` is `False`.
+    pub const NO_CLAIMS: &str = "NoClaims";
+}
+
+/// The finalizer netclaim's condition writer keeps on the PodNetworks of driver `driver`
+/// (`netclaim.dev/pod-network-in-use`): a network is not removed while claims hold its
+/// devices, so a pod never runs on a network whose object is gone.
+pub fn in_use_finalizer(driver: &str) -> String {
+    format!("{driver}/pod-network-in-use")
 }
 
 /// A PodNetwork as the API serves it.
@@ -407,6 +423,27 @@ pub struct Verdict {
     pub enabled: bool,
     /// Devices that match this network and others, as `node: device (also: other, ...)`.
     pub conflicts: Vec<String>,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The claims holding devices of this network, as `namespace/name`.
+    pub users: Vec<String>,
+}
+
+/// Condition messages stay under this many bytes (the API's limit is 32768).
+const MAX_MESSAGE: usize = 4096;
+
+/// `message` cut at [`MAX_MESSAGE`] bytes (on a character boundary), ending in ` ...` when
+/// cut.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(" ...");
+    }
+    message
 }
 
 /// The conditions a [`Verdict`] gives, keeping each unchanged condition's
@@ -433,6 +470,13 @@ pub fn desired_conditions(
         )),
     }
     let ready = match (&verdict.accepted, verdict.enabled) {
+        _ if verdict.deleting => (
+            false,
+            reasons::DELETING,
+            "the PodNetwork is being deleted: devices of this network are withdrawn from new \
+             claims"
+                .to_owned(),
+        ),
         (_, false) => (
             false,
             reasons::ADMINISTRATIVELY_DISABLED,
@@ -459,24 +503,44 @@ pub fn desired_conditions(
             "no device matches this network and another".to_owned(),
         ));
     } else {
-        let mut message = format!(
+        let message = format!(
             "{} device(s) match this network and another, and are in neither: {}",
             verdict.conflicts.len(),
             verdict.conflicts.join("; ")
         );
-        if message.len() > 4096 {
-            let mut end = 4096;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str(" ...");
-        }
         wanted.push((
             conditions::CONFLICTED,
             true,
             reasons::DEVICES_IN_OTHER_NETWORKS,
-            message,
+            bounded(message),
+        ));
+    }
+    if verdict.users.is_empty() {
+        let message = if verdict.deleting {
+            "no claim holds a device of this network: it is removed now"
+        } else {
+            "no claim holds a device of this network"
+        };
+        wanted.push((
+            conditions::IN_USE,
+            false,
+            reasons::NO_CLAIMS,
+            message.to_owned(),
+        ));
+    } else {
+        let mut message = format!(
+            "{} claim(s) hold devices of this network: {}",
+            verdict.users.len(),
+            verdict.users.join(", ")
+        );
+        if verdict.deleting {
+            message.insert_str(0, "the deletion waits until no claim holds its devices; ");
+        }
+        wanted.push((
+            conditions::IN_USE,
+            true,
+            reasons::CLAIMS_HOLD_DEVICES,
+            bounded(message),
         ));
     }
     let previous: BTreeMap<&str, &Condition> = current
@@ -508,10 +572,21 @@ pub fn desired_conditions(
         .collect()
 }
 
-/// Whether a PodNetwork may be used now, as a node agent decides it: enabled, and its
-/// `Ready` condition is `True` for the current generation (a condition for an older
-/// generation describes a spec that no longer exists).
+/// Whether a PodNetwork may be used now, as a node agent decides it: not being deleted
+/// (without waiting for the controller to say so), enabled, and its `Ready` condition is
+/// `True` for the current generation (a condition for an older generation describes a spec
+/// that no longer exists).
 pub fn is_ready(network: &PodNetworkObject) -> Result<(), String> {
+    if network
+        .metadata
+        .get("deletionTimestamp")
+        .is_some_and(|since| !since.is_null())
+    {
+        return Err(format!(
+            "{}: the PodNetwork is being deleted",
+            reasons::DELETING
+        ));
+    }
     if !network.spec.enabled {
         return Err(format!(
             "{}: spec.enabled is false",
@@ -639,6 +714,8 @@ mod tests {
             accepted: Ok(()),
             enabled: true,
             conflicts: vec![],
+            deleting: false,
+            users: vec![],
         };
         let first = desired_conditions(&verdict, None, 1, "t1");
         assert!(first.iter().all(|c| c.last_transition_time == "t1"));
@@ -681,5 +758,70 @@ mod tests {
                 .unwrap_err()
                 .starts_with("AdministrativelyDisabled")
         );
+        network.spec.enabled = true;
+        network.metadata["deletionTimestamp"] = json!("2026-12-02T00:00:00Z");
+        assert!(is_ready(&network).unwrap_err().starts_with("Deleting"));
+    }
+
+    fn condition<'a>(conditions: &'a [Condition], type_: &str) -> (&'a str, &'a str, &'a str) {
+        let found = conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (&found.status, &found.reason, &found.message)
+    }
+
+    #[test]
+    fn in_use_names_the_claims_and_a_deletion_waits_for_them() {
+        let used = Verdict {
+            accepted: Ok(()),
+            enabled: true,
+            conflicts: vec![],
+            deleting: false,
+            users: vec!["team-a/web-nic".into(), "team-b/db-nic".into()],
+        };
+        let got = desired_conditions(&used, None, 1, "t");
+        let (status, reason, message) = condition(&got, conditions::IN_USE);
+        assert_eq!((status, reason), ("True", reasons::CLAIMS_HOLD_DEVICES));
+        assert_eq!(
+            message,
+            "2 claim(s) hold devices of this network: team-a/web-nic, team-b/db-nic"
+        );
+        assert_eq!(condition(&got, conditions::READY).0, "True");
+
+        let deleting = Verdict {
+            deleting: true,
+            ..used.clone()
+        };
+        let got = desired_conditions(&deleting, None, 1, "t");
+        let (status, reason, message) = condition(&got, conditions::IN_USE);
+        assert_eq!((status, reason), ("True", reasons::CLAIMS_HOLD_DEVICES));
+        assert!(message.starts_with("the deletion waits"), "{message}");
+        assert!(message.ends_with("team-b/db-nic"), "{message}");
+        assert_eq!(
+            condition(&got, conditions::READY).1,
+            reasons::DELETING,
+            "a network being deleted takes no new claims, enabled or not"
+        );
+
+        let free = Verdict {
+            users: vec![],
+            ..used
+        };
+        let got = desired_conditions(&free, None, 1, "t");
+        let (status, reason, _) = condition(&got, conditions::IN_USE);
+        assert_eq!((status, reason), ("False", reasons::NO_CLAIMS));
+    }
+
+    #[test]
+    fn a_long_user_list_is_cut_on_a_character_boundary() {
+        let verdict = Verdict {
+            accepted: Ok(()),
+            enabled: true,
+            conflicts: vec![],
+            deleting: false,
+            users: (0..1000).map(|i| format!("ns-é/claim-{i}")).collect(),
+        };
+        let got = desired_conditions(&verdict, None, 1, "t");
+        let message = condition(&got, conditions::IN_USE).2;
+        assert!(message.len() <= MAX_MESSAGE + 4, "{}", message.len());
+        assert!(message.ends_with(" ..."));
     }
 }

@@ -405,3 +405,116 @@ async fn the_multi_network_proof_of_concept_samples_work_with_the_provider_renam
     let prepared = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
     assert_eq!(prepared[&claim.uid].error, "", "prepare failed");
 }
+
+/// Whether PodNetwork `name` still exists.
+async fn exists(client: kube::Client, name: &str) -> bool {
+    match kube::Api::<netclaim::podnetwork::PodNetwork>::all(client)
+        .get_opt(name)
+        .await
+    {
+        Ok(found) => found.is_some(),
+        Err(error) => panic!("reading PodNetwork {name}: {error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_in_use_is_deleted_only_after_its_last_claim_is_gone() {
+    let (mut node, controller) = start(2).await;
+    let client = node.api.client();
+    let networks = kube::Api::<netclaim::podnetwork::PodNetwork>::all(client.clone());
+    for (name, nic) in [("blue", "eth1"), ("spare", "eth2")] {
+        create(
+            client.clone(),
+            name,
+            json!({"provider": "netclaim.dev", "parameters": {"name": nic}}),
+        )
+        .await
+        .unwrap();
+        let in_use = wait_for_condition(client.clone(), name, "InUse", "False", &controller)
+            .await
+            .unwrap();
+        assert_eq!(in_use.reason, "NoClaims");
+    }
+    wait_for_network(&node, "eth1", Some("blue")).await;
+    let finalizers = networks.get("blue").await.unwrap().metadata.finalizers;
+    assert_eq!(
+        finalizers,
+        Some(vec!["netclaim.dev/pod-network-in-use".to_owned()])
+    );
+
+    // Allocated: in use before any node prepared it.
+    let pod_uid = uid(30);
+    let claim = node
+        .allocate(&[nic("on-blue", "eth1", None)], "web", &pod_uid)
+        .await
+        .unwrap();
+    let in_use = wait_for_condition(client.clone(), "blue", "InUse", "True", &controller)
+        .await
+        .unwrap();
+    assert_eq!(in_use.reason, "ClaimsHoldDevices");
+    assert!(
+        in_use.message.ends_with(": default/on-blue"),
+        "{}",
+        in_use.message
+    );
+    let prepared = node.prepare(std::slice::from_ref(&claim)).await.unwrap();
+    assert_eq!(prepared[&claim.uid].error, "", "prepare failed");
+    let pod = node.run_pod("web", &pod_uid).await.unwrap().unwrap();
+
+    // Deleted while in use: the object stays, takes no new claims, and says why it stays.
+    // The free network goes at once.
+    for name in ["blue", "spare"] {
+        networks.delete(name, &Default::default()).await.unwrap();
+    }
+    let ready = wait_for_condition(client.clone(), "blue", "Ready", "False", &controller)
+        .await
+        .unwrap();
+    assert_eq!(ready.reason, "Deleting");
+    let in_use = wait_for_condition(client.clone(), "blue", "InUse", "True", &controller)
+        .await
+        .unwrap();
+    assert!(
+        in_use.message.starts_with("the deletion waits"),
+        "{}",
+        in_use.message
+    );
+    assert!(exists(client.clone(), "blue").await);
+    wait_for_network(&node, "eth2", None).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exists(client.clone(), "spare").await {
+        assert!(
+            Instant::now() < deadline,
+            "an unused network was kept: {}",
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The pod's device keeps its network: it is in a pod, republished as it was.
+    let held = node.published_device("eth1").await.unwrap();
+    assert_eq!(network_of(&held).as_deref(), Some("blue"), "{held:?}");
+
+    // The pod ends, the claim is unprepared and deleted: the network goes.
+    node.delete_pod(pod).await.unwrap();
+    node.unprepare(std::slice::from_ref(&claim)).await.unwrap();
+    assert!(
+        exists(client.clone(), "blue").await,
+        "the claim is still allocated"
+    );
+    kube::Api::<k8s_openapi::api::resource::v1::ResourceClaim>::namespaced(
+        client.clone(),
+        &claim.namespace,
+    )
+    .delete(&claim.name, &Default::default())
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exists(client.clone(), "blue").await {
+        assert!(
+            Instant::now() < deadline,
+            "blue outlived its last claim; controller log:\n{}",
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_network(&node, "eth1", None).await;
+}

@@ -66,8 +66,9 @@ const RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest wait between attempts (also how long a CRD installed later may go unnoticed).
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Watches `api` (retrying with backoff) and calls `changed` with every object by name
-/// after the initial list and after each change.
+/// Watches `api` (retrying with backoff) and calls `changed` with every object by key
+/// (`name`, or `namespace/name` for a namespaced kind) after the initial list and after
+/// each change.
 pub async fn follow<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -84,7 +85,7 @@ pub async fn follow<K>(
         match stream.try_next().await {
             Ok(Some(Event::Init)) => listing.clear(),
             Ok(Some(Event::InitApply(object))) => {
-                listing.insert(object.name_any(), object);
+                listing.insert(key_of(&object), object);
             }
             Ok(Some(Event::InitDone)) => {
                 objects = std::mem::take(&mut listing);
@@ -92,11 +93,11 @@ pub async fn follow<K>(
                 changed(&objects);
             }
             Ok(Some(Event::Apply(object))) => {
-                objects.insert(object.name_any(), object);
+                objects.insert(key_of(&object), object);
                 changed(&objects);
             }
             Ok(Some(Event::Delete(object))) => {
-                objects.remove(&object.name_any());
+                objects.remove(&key_of(&object));
                 changed(&objects);
             }
             Ok(None) => return,
@@ -107,5 +108,13 @@ pub async fn follow<K>(
                 retry_in = (retry_in * 2).min(RETRY_MAX);
             }
         }
+    }
+}
+
+/// `name`, or `namespace/name`: names are unique only within a namespace.
+fn key_of<K: Resource>(object: &K) -> String {
+    match object.namespace() {
+        Some(namespace) => format!("{namespace}/{}", object.name_any()),
+        None => object.name_any(),
     }
 }

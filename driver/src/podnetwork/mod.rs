@@ -101,13 +101,17 @@ impl PodNetwork {
 
     /// The plain-data view the API crate's rules take.
     pub fn as_object(&self) -> podnetwork::PodNetworkObject {
+        let mut metadata = serde_json::json!({
+            "name": self.metadata.name,
+            "generation": self.metadata.generation,
+        });
+        if let Some(since) = &self.metadata.deletion_timestamp {
+            metadata["deletionTimestamp"] = serde_json::json!(since);
+        }
         podnetwork::PodNetworkObject {
             api_version: podnetwork::API_VERSION.to_owned(),
             kind: podnetwork::KIND.to_owned(),
-            metadata: serde_json::json!({
-                "name": self.metadata.name,
-                "generation": self.metadata.generation,
-            }),
+            metadata,
             spec: self.spec.clone(),
             status: self.status.clone(),
         }
@@ -459,6 +463,20 @@ mod tests {
             why.contains("PodNetwork old, which no longer exists"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn a_network_being_deleted_takes_no_new_claims_before_the_controller_says_so() {
+        let mut blue = network("blue", json!({"name": "eth1"}), true);
+        blue.metadata.deletion_timestamp =
+            serde_json::from_value(json!("2026-12-02T00:00:00Z")).unwrap();
+        let set = NetworkSet::of([&blue], "netclaim.dev", "netclaim.dev");
+        let mut eth1 = device("eth1");
+        assert_eq!(set.label("netclaim.dev", &mut eth1), Membership::None);
+        let why = set
+            .for_prepare("netclaim.dev", &device("eth1"))
+            .unwrap_err();
+        assert!(why.contains("Deleting"), "{why}");
     }
 
     #[test]
