@@ -52,8 +52,9 @@
 //! - a key that names a file, directory or socket on the node ([`is_path_key`]: `dataDir`,
 //!   `resolvConf`, and every key ending in `Dir`, `Path`, `File` or `Socket`);
 //! - a key the container runtime fills ([`RUNTIME_KEYS`]: `runtimeConfig`, `capabilities`);
-//! - a string that reads as a path on the node (starting with `/`, or with a `..`
-//!   component: plugins run with `/` as their working directory).
+//! - a string that reads as a path on the node ([`looks_like_path`]: any `/` that is not
+//!   an address prefix's, a leading `~`: plugins run with `/` as their working directory,
+//!   so `etc/shadow` is `/etc/shadow` to them).
 //!
 //! Overrides may also not name a plugin's `type` (the executable) anywhere in their path
 //! or value, nor the runtime's keys (`name`, `cniVersion`, `prevResult`).
@@ -151,11 +152,34 @@ pub fn key_is(key: &str, name: &str) -> bool {
     fold_key(key) == fold_key(name)
 }
 
-/// Whether a string reads as a path on the node: it starts with `/` or `~`, or has a `..`
-/// component (plugins run with `/` as their working directory, so `../x` and `x/../..`
-/// reach the node's files). CIDRs such as `192.0.2.0/24` do not.
+/// Whether a string reads as a path on the node: it starts with `~`, is `..`, or has a
+/// `/` and is not an address with a prefix length (`192.0.2.0/24`, `2001:db8::1/64`).
+/// Plugins run with `/` as their working directory, so a relative `etc/shadow` reaches
+/// `/etc/shadow` just as `../x` and `/x` do; the values a tenant legitimately gives a
+/// plugin (addresses, names, MACs, numbers) have no `/` but in a prefix.
+///
+/// ```
+/// use netclaim_api::policy::looks_like_path;
+/// assert!(looks_like_path("etc/shadow") && looks_like_path("/run/x") && looks_like_path(".."));
+/// assert!(!looks_like_path("192.0.2.10/24") && !looks_like_path("2001:db8::/32"));
+/// ```
 pub fn looks_like_path(value: &str) -> bool {
-    value.starts_with('/') || value.starts_with('~') || value.split('/').any(|part| part == "..")
+    value.starts_with('~') || value == ".." || (value.contains('/') && !is_address_prefix(value))
+}
+
+/// `<IPv4 or IPv6 address>/<length>`, the length within the family's bits.
+fn is_address_prefix(value: &str) -> bool {
+    let Some((address, length)) = value.split_once('/') else {
+        return false;
+    };
+    let Ok(length) = length.parse::<u8>() else {
+        return false;
+    };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => length <= 32,
+        Ok(std::net::IpAddr::V6(_)) => length <= 128,
+        Err(_) => false,
+    }
 }
 
 /// The plugin types an admin allows netclaim to run (`--cni-allowed-plugins`).
@@ -621,10 +645,35 @@ mod tests {
 
     #[test]
     fn paths_and_path_keys() {
-        for path in ["/var/lib", "~root", "../x", "a/../../b", ".."] {
+        for path in [
+            "/var/lib",
+            "~root",
+            "../x",
+            "a/../../b",
+            "..",
+            // Relative: the plugin's working directory is `/`.
+            "etc/shadow",
+            "var/run/netns/other-pod",
+            // Not an address prefix, however close.
+            "192.0.2.0/33",
+            "2001:db8::/129",
+            "192.0.2.0/24/x",
+            "192.0.2.0/",
+            "host/24",
+        ] {
             assert!(looks_like_path(path), "{path}");
         }
-        for value in ["192.0.2.0/24", "2001:db8::/32", "bridge", "a..b", "net1"] {
+        for value in [
+            "192.0.2.0/24",
+            "192.0.2.10/24",
+            "2001:db8::/32",
+            "2001:db8::1/128",
+            "0.0.0.0/0",
+            "bridge",
+            "a..b",
+            "net1",
+            "aa:bb:cc:dd:ee:ff",
+        ] {
             assert!(!looks_like_path(value), "{value}");
         }
         for key in [

@@ -455,3 +455,22 @@ fn key_rules_hold_for_every_spelling_a_go_plugin_reads() {
         "{error}"
     );
 }
+
+#[test]
+fn a_relative_path_is_a_path_too_since_plugins_run_in_the_root_directory() {
+    let network = list(
+        r#"{"cniVersion": "1.0.0", "name": "n", "plugins": [
+            {"type": "static", "addresses": [{"address": "192.0.2.8/24"},
+                                             {"address": "etc/cron.d/x"}],
+             "routes": [{"dst": "2001:db8::/32"}, {"dst": "var/run/netns/other"}]}]}"#,
+    );
+    let error = check_claim_network(&network, None).unwrap_err();
+    assert_eq!(
+        paths(&error),
+        [
+            "plugins[0].addresses[1].address",
+            "plugins[0].routes[1].dst"
+        ],
+        "{error}"
+    );
+}
