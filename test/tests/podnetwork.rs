@@ -417,6 +417,19 @@ async fn exists(client: kube::Client, name: &str) -> bool {
     }
 }
 
+/// Waits (at most 20 s) until PodNetwork `name` is gone.
+async fn wait_until_gone(client: kube::Client, name: &str, controller: &Controller) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exists(client.clone(), name).await {
+        assert!(
+            Instant::now() < deadline,
+            "{name} was kept; controller log:\n{}",
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_network_in_use_is_deleted_only_after_its_last_claim_is_gone() {
     let (mut node, controller) = start(2).await;
@@ -480,15 +493,7 @@ async fn a_network_in_use_is_deleted_only_after_its_last_claim_is_gone() {
     );
     assert!(exists(client.clone(), "blue").await);
     wait_for_network(&node, "eth2", None).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while exists(client.clone(), "spare").await {
-        assert!(
-            Instant::now() < deadline,
-            "an unused network was kept: {}",
-            controller.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_gone(client.clone(), "spare", &controller).await;
     // The pod's device keeps its network: it is in a pod, republished as it was.
     let held = node.published_device("eth1").await.unwrap();
     assert_eq!(network_of(&held).as_deref(), Some("blue"), "{held:?}");
@@ -507,14 +512,6 @@ async fn a_network_in_use_is_deleted_only_after_its_last_claim_is_gone() {
     .delete(&claim.name, &Default::default())
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while exists(client.clone(), "blue").await {
-        assert!(
-            Instant::now() < deadline,
-            "blue outlived its last claim; controller log:\n{}",
-            controller.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_gone(client.clone(), "blue", &controller).await;
     wait_for_network(&node, "eth1", None).await;
 }
