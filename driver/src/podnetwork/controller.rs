@@ -78,7 +78,7 @@ struct Seen {
 }
 
 /// What one pass writes.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug)]
 pub struct Plan {
     /// Networks whose conditions differ from these, with the conditions to apply.
     pub conditions: Vec<(String, Vec<podnetwork::Condition>)>,
@@ -88,7 +88,7 @@ pub struct Plan {
 }
 
 /// A network's new `metadata.finalizers`, valid only against the `resourceVersion` read.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct FinalizerWrite {
     /// The network.
     pub name: String,
